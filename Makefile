@@ -1,0 +1,41 @@
+# `make demo` and `make test` work on a fresh machine: each builds .venv first if it is missing or stale.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+# torch is installed alone, first, at the version setup.cfg pins: pulled in by another package,
+# pip would resolve a multi-GB CUDA build instead of the CPU wheel.
+TORCH  := $(shell grep -o 'torch==[0-9.]*' setup.cfg)
+# Nothing the demo or the tests run may reach the network.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_EVALUATE_OFFLINE=1 \
+           TRL_EXPERIMENTAL_SILENCE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: install demo test test-fast lint bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# an old pip silently skips lxml_html_clean, after which text extraction returns nothing
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(OFFLINE) $(BIN)/lmforge data --config recipes/demo/data.yaml
+
+test: install
+	$(OFFLINE) $(BIN)/pytest -q
+
+test-fast: install
+	$(OFFLINE) $(BIN)/pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/flake8 src tests bench data
+	$(BIN)/isort --check-only src tests bench data
+
+bench: install
+	$(OFFLINE) $(BIN)/python bench/data_pipeline.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,138 @@
+"""Two datatrove blocks the data stage needs and datatrove lacks.
+
+- `AuditedWarcReader`: datatrove's WarcReader drops records it cannot use without saying why or how
+  many, gives up on a whole task at the first truncated or non-WARC file, and takes an XHTML page
+  without a payload-type header for XML. This reader counts every record it does not turn into a
+  document, by reason, names the file and record of every problem, and skips a bad file's remainder.
+- `LanguageFilter` with a `py3langid` backend: datatrove's backends (ft176, glotlid) download their
+  model at run time; py3langid's model ships inside the package, so the stage works offline.
+"""
+
+import re
+
+from datatrove.data import Document
+from datatrove.pipeline.filters import LanguageFilter as DatatroveLanguageFilter
+from datatrove.pipeline.readers import WarcReader
+from datatrove.utils.lid import LID
+from datatrove.utils.logging import logger
+
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+CHARSET = re.compile(r"charset=[\"']?([\w.:-]+)", re.IGNORECASE)
+
+
+class AuditedWarcReader(WarcReader):
+    """WarcReader that accounts for every record: `total` = `forwarded` + the `dropped_<reason>` counts."""
+
+    name = "🕷 Warc (audited)"
+
+    def read_file(self, filepath: str):
+        from warcio.archiveiterator import ArchiveIterator
+        from warcio.exceptions import ArchiveLoadFailed
+
+        index = -1
+        try:
+            with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
+                for index, record in enumerate(ArchiveIterator(f)):
+                    self.stat_update("total")
+                    with self.track_time():
+                        data, reason = record_to_dict(record)
+                    if data is None:
+                        self.stat_update("dropped", f"dropped_{reason}")
+                        if reason in ("undecodable",):
+                            logger.warning(f"{filepath}: record {index} ({data_url(record)}): {reason}, skipped")
+                        continue
+                    document = self.get_document_from_dict(data, filepath, index)
+                    if document is None:
+                        self.stat_update("dropped", "dropped_adapter")
+                        continue
+                    self.stat_update("forwarded")
+                    yield document
+        except ArchiveLoadFailed as error:
+            self.stat_update("bad_files")
+            logger.error(f"{filepath}: not a WARC file ({error}); skipped the file")
+        except (EOFError, OSError, ValueError) as error:
+            # gzip, zstd and warcio raise these on a file cut short mid-record.
+            self.stat_update("bad_files")
+            logger.error(f"{filepath}: truncated or corrupt after record {index} ({error!r}); skipped the rest")
+
+
+def data_url(record) -> str:
+    return record.rec_headers.get("WARC-Target-URI", "no URL")
+
+
+def record_to_dict(record) -> tuple[dict | None, str | None]:
+    """The page of a WARC record as a document dict, or None and the reason it is not one."""
+    import cchardet
+    import magic
+
+    if record.rec_type not in ("response", "conversion"):  # request, metadata, warcinfo: no page
+        return None, f"{record.rec_type}_record"
+    payload_type = record.rec_headers.get("WARC-Identified-Payload-Type")
+    if record.rec_type == "conversion":  # WET files: already text
+        payload_type = "text/plain"
+    body = record.content_stream().read()
+    if payload_type is None:
+        # Older crawls lack the header: sniff, and take XML that is an XHTML page for what it is.
+        payload_type = magic.from_buffer(body[:4096], mime=True)
+        if payload_type in ("text/xml", "application/xml") and b"<html" in body[:4096].lower():
+            payload_type = "application/xhtml+xml"
+    if payload_type not in HTML_TYPES and not (record.rec_type == "conversion"):
+        return None, "not_html"
+
+    http_type = record.http_headers.get_header("Content-Type", "") if record.http_headers else ""
+    declared = CHARSET.search(http_type or "")
+    text = None
+    for charset in [declared.group(1) if declared else None, "utf-8", cchardet.detect(body)["encoding"]]:
+        if charset:
+            try:
+                text = body.decode(charset)
+                break
+            except (UnicodeDecodeError, LookupError):
+                continue
+    if text is None:
+        return None, "undecodable"
+    headers = dict(record.rec_headers.headers)
+    return {
+        "text": text,
+        "id": record.rec_headers.get("WARC-Record-ID"),
+        "url": record.rec_headers.get("WARC-Target-URI") or headers.get("uri"),
+        "date": record.rec_headers.get("WARC-Date") or headers.get("archive-date"),
+    }, None
+
+
+class Py3LangidLID(LID):
+    """Language identification with py3langid, whose model is inside the package (no download)."""
+
+    def __init__(self, languages: list[str] | None = None) -> None:
+        super().__init__(languages)
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:  # loaded in each worker, not pickled across processes
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+            self._model = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        return self._model
+
+    def predict(self, doc: Document) -> tuple[tuple[str, float], dict[str, float]]:
+        ranked = self.model.rank(doc.text.replace("\n", " "))  # [(lang, prob), ...], best first
+        scores = {lang: float(prob) for lang, prob in ranked}
+        best = ranked[0][0], float(ranked[0][1])
+        return best, ({lang: scores.get(lang, 0.0) for lang in self.languages} if self.languages else scores)
+
+
+class LanguageFilter(DatatroveLanguageFilter):
+    """datatrove's LanguageFilter, plus `backend="py3langid"`; drops are counted with the reason `language`."""
+
+    _requires_dependencies = ["py3langid"]
+
+    def __init__(self, languages=None, language_threshold=0.65, exclusion_writer=None, backend="py3langid", **kwargs):
+        offline = backend == "py3langid"
+        super().__init__(languages, language_threshold, exclusion_writer, "ft176" if offline else backend, **kwargs)
+        if offline:
+            self.backend = backend
+            self.model = Py3LangidLID(self.languages)
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        return super().filter(doc) or (False, "language")

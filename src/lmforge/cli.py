@@ -1,0 +1,41 @@
+"""`lmforge STAGE [--config recipe.yaml] [--key value ...]`: run one stage of the pipeline.
+
+Each stage is one module of this package with a `cli(argv)` function; this file only dispatches,
+so `lmforge data ...` and `python -m lmforge.data ...` do the same thing.
+"""
+
+import importlib
+import sys
+
+from lmforge import LmforgeError
+
+# Stage name -> one-line description, in pipeline order.
+STAGES = {
+    "data": "WARC -> clean text with datatrove (URL, language, quality filters, MinHash dedup, PII)",
+}
+
+
+def usage() -> str:
+    lines = ["usage: lmforge STAGE --config recipes/NAME/STAGE.yaml [--key value ...]", "", "stages:"]
+    lines += [f"  {name:<12}{doc}" for name, doc in STAGES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        sys.exit(f"lmforge: unknown stage {stage!r}\n\n{usage()}")
+    module = importlib.import_module(f"lmforge.{stage}")
+    try:
+        module.cli(rest)
+    except LmforgeError as error:
+        # Bad input is the user's to fix: say what and where, without a library traceback.
+        sys.exit(f"lmforge {stage}: error: {error}")
+
+
+if __name__ == "__main__":
+    main()
