@@ -1,4 +1,4 @@
-"""Two datatrove blocks the data stage needs and datatrove lacks.
+"""Three datatrove blocks, adapted where datatrove's own fail offline or lose data silently.
 
 - `AuditedWarcReader`: datatrove's WarcReader drops records it cannot use without saying why or how
   many, gives up on a whole task at the first truncated or non-WARC file, and takes an XHTML page
@@ -6,17 +6,21 @@
   document, by reason, names the file and record of every problem, and skips a bad file's remainder.
 - `LanguageFilter` with a `py3langid` backend: datatrove's backends (ft176, glotlid) download their
   model at run time; py3langid's model ships inside the package, so the stage works offline.
+- `URLFilter` that uses the public-suffix list bundled with tldextract instead of fetching the live one
+  from the web at first use: offline, and the same domains parse the same way on every run.
 """
 
 import re
 
 from datatrove.data import Document
 from datatrove.pipeline.filters import LanguageFilter as DatatroveLanguageFilter
+from datatrove.pipeline.filters import URLFilter as DatatroveURLFilter
 from datatrove.pipeline.readers import WarcReader
 from datatrove.utils.lid import LID
 from datatrove.utils.logging import logger
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
+ARC_DATE = re.compile(r"\d{14}")
 CHARSET = re.compile(r"charset=[\"']?([\w.:-]+)", re.IGNORECASE)
 
 
@@ -33,6 +37,9 @@ class AuditedWarcReader(WarcReader):
         try:
             with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
                 for index, record in enumerate(ArchiveIterator(f)):
+                    if record.format == "arc" and not ARC_DATE.fullmatch(record.rec_headers.get_header("archive-date") or ""):
+                        # warcio reads any line of five words as an old ARC header: this file is neither
+                        raise ArchiveLoadFailed("its first line is no WARC or ARC header")
                     self.stat_update("total")
                     with self.track_time():
                         data, reason = record_to_dict(record)
@@ -136,3 +143,13 @@ class LanguageFilter(DatatroveLanguageFilter):
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return super().filter(doc) or (False, "language")
+
+
+class URLFilter(DatatroveURLFilter):
+    """datatrove's URLFilter on tldextract's bundled public-suffix snapshot (no fetch at run time)."""
+
+    def __init__(self, **kwargs):
+        from tldextract import TLDExtract
+
+        super().__init__(**kwargs)
+        self.tldextractor = TLDExtract(suffix_list_urls=())

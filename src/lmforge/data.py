@@ -27,13 +27,13 @@ from datatrove.pipeline.dedup import MinhashDedupSignature
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.extractors import Trafilatura
 from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter
-from datatrove.pipeline.filters import GopherRepetitionFilter, URLFilter
+from datatrove.pipeline.filters import GopherRepetitionFilter
 from datatrove.pipeline.formatters import PIIFormatter
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 
 from lmforge import LmforgeError
-from lmforge.blocks import AuditedWarcReader, LanguageFilter
+from lmforge.blocks import AuditedWarcReader, LanguageFilter, URLFilter
 from lmforge.configs import parse
 from lmforge.files import write_json
 
@@ -100,12 +100,21 @@ class DataConfig:
         for step, options in self.step_options.items():
             if step not in STEP_OPTIONS:
                 raise LmforgeError(f"step_options: unknown step {step!r}; steps are {sorted(STEP_OPTIONS)}")
-            accepted = inspect.signature(STEP_OPTIONS[step]).parameters
+            accepted = block_parameters(STEP_OPTIONS[step])
             for key in options:
                 if key not in accepted:
                     raise LmforgeError(f"step_options.{step}: {STEP_OPTIONS[step].__name__} has no option {key!r}")
         if not self.warc_paths and not self.common_crawl_dump:
             raise LmforgeError("no input: set warc_paths (files or globs) or common_crawl_dump")
+
+
+def block_parameters(block: type) -> set[str]:
+    """The keyword arguments a block takes; for lmforge's subclasses, those of the datatrove block below."""
+    for cls in block.__mro__:
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return {p.name for p in parameters}
+    return set()
 
 
 def check_choice(key: str, value: str, choices) -> None:
@@ -277,8 +286,11 @@ def main(config: DataConfig) -> dict:
     return result
 
 
+CONFIGS = (DataConfig,)  # what `--config recipes/*/data*.yaml` is parsed into
+
+
 def cli(argv: list[str] | None = None) -> None:
-    (config,) = parse((DataConfig,), argv)
+    (config,) = parse(CONFIGS, argv)
     main(config)
 
 

@@ -1,0 +1,65 @@
+"""Every recipe parses against the pinned libraries: a recipe that drifts from the code fails here.
+
+A recipe's stage is its file name up to the first underscore (`sft_lora.yaml` -> `lmforge.sft`), and
+the stage module's CONFIGS are the dataclasses it is parsed into, exactly as `lmforge STAGE` does.
+"""
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+from lmforge.data import DataConfig
+
+RECIPES = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
+
+
+def test_there_are_recipes():
+    assert any(path.name == "data.yaml" for path in RECIPES)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parents[2])))
+def test_recipe_parses(path):
+    module = importlib.import_module(f"lmforge.{path.stem.split('_')[0]}")
+    configs = parse(module.CONFIGS, ["--config", str(path)])
+    assert len(configs) == len(module.CONFIGS)
+
+
+def test_command_line_overrides_recipe(tmp_path):
+    recipe = tmp_path / "data.yaml"
+    recipe.write_text("warc_paths: [a.warc.gz]\ntasks: 4\n")
+    (config,) = parse((DataConfig,), ["--config", str(recipe), "--tasks", "1", "--output_dir", "elsewhere"])
+    assert (config.tasks, config.output_dir, config.warc_paths) == (1, "elsewhere", ["a.warc.gz"])
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    recipe = tmp_path / "data.yaml"
+    recipe.write_text("warc_paths: [a.warc.gz]\nlanguage_treshold: 0.5\n")
+    with pytest.raises(LmforgeError, match=r"data.yaml: unknown key 'language_treshold' \(did you mean 'language_threshold'\?\)"):
+        parse((DataConfig,), ["--config", str(recipe)])
+
+
+def test_missing_and_malformed_recipes(tmp_path):
+    with pytest.raises(LmforgeError, match="recipe .*nope.yaml not found"):
+        parse((DataConfig,), ["--config", str(tmp_path / "nope.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(LmforgeError, match="bad.yaml must be a mapping"):
+        parse((DataConfig,), ["--config", str(bad)])
+
+
+def test_unknown_step_option_is_named(tmp_path):
+    recipe = tmp_path / "data.yaml"
+    recipe.write_text("warc_paths: [a.warc.gz]\nstep_options:\n  gopher_quality: {min_doc_wrds: 3}\n")
+    with pytest.raises(LmforgeError, match="step_options.gopher_quality: GopherQualityFilter has no option 'min_doc_wrds'"):
+        parse((DataConfig,), ["--config", str(recipe)])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("accelerate_configs/*.yaml")), ids=lambda p: p.name)
+def test_accelerate_config_loads(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    assert config.num_processes >= 1
