@@ -22,12 +22,20 @@ from dataclasses import dataclass, field
 
 import fsspec
 from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
-from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
-from datatrove.pipeline.dedup import MinhashDedupSignature
+from datatrove.pipeline.dedup import (
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.extractors import Trafilatura
-from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter
-from datatrove.pipeline.filters import GopherRepetitionFilter
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+)
 from datatrove.pipeline.formatters import PIIFormatter
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
@@ -165,7 +173,8 @@ def filter_steps(config: DataConfig) -> list[tuple[str, object]]:
             steps.append(("extract", extractor(config)))
         if not getattr(config, name):
             continue
-        kwargs = dict(config.step_options.get(name, {}), exclusion_writer=JsonlWriter(f"{config.output_dir}/removed/{name}"))
+        kwargs = dict(config.step_options.get(name, {}))
+        kwargs["exclusion_writer"] = JsonlWriter(f"{config.output_dir}/removed/{name}")
         if name == "language_filter":
             kwargs.update(languages=config.languages, language_threshold=config.language_threshold,
                           backend=config.language_backend)
@@ -198,24 +207,32 @@ def stages(config: DataConfig, root: str, paths: list[str]) -> dict[str, Stage]:
     # shards, so that signatures and removals refer to the same (task, document index).
     minhash = MinhashConfig(**config.step_options.get("minhash", {}))
     keep = (None, JsonlWriter(f"{work}/filtered", output_filename="${rank}.jsonl.gz"))
+    reread = lambda: (None, JsonlReader(f"{work}/filtered"))  # noqa: E731 (a fresh reader for each stage)
     drop_duplicates = MinhashDedupFilter(f"{work}/remove_ids", exclusion_writer=JsonlWriter(f"{out}/removed/minhash"))
     return {
         "filter": Stage([read, *filter_steps(config), keep], tasks),
         "minhash_signatures": Stage(
-            [(None, JsonlReader(f"{work}/filtered")), (None, MinhashDedupSignature(f"{work}/signatures", config=minhash))],
+            [reread(), (None, MinhashDedupSignature(f"{work}/signatures", config=minhash))],
             tasks,
         ),
         "minhash_buckets": Stage(
             [(None, MinhashDedupBuckets(f"{work}/signatures", f"{work}/buckets", config=minhash))], minhash.num_buckets
         ),
-        "minhash_clusters": Stage([(None, MinhashDedupCluster(f"{work}/buckets", f"{work}/remove_ids", config=minhash))], 1),
-        "minhash_filter": Stage([(None, JsonlReader(f"{work}/filtered")), ("minhash", drop_duplicates), *finish], tasks),
+        "minhash_clusters": Stage(
+            [(None, MinhashDedupCluster(f"{work}/buckets", f"{work}/remove_ids", config=minhash))], 1
+        ),
+        "minhash_filter": Stage([reread(), ("minhash", drop_duplicates), *finish], tasks),
     }
 
 
 def run(config: DataConfig, plan: dict[str, Stage]) -> None:
     """Chain one datatrove executor per stage, each depending on the previous, and run the last."""
     executor_class = EXECUTORS[config.executor]
+    if config.executor == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init()  # joins the cluster named by RAY_ADDRESS, or starts a local one
     previous = None
     for name, stage in plan.items():
         kwargs = dict(pipeline=[block for _, block in stage.steps], tasks=stage.tasks, depends=previous,

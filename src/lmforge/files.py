@@ -16,3 +16,8 @@ def write_json(path: str | Path, data) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(f.name, path)
+
+
+def read_json(path: str | Path):
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,176 @@
+"""Find what the model does not know, and teach it to say so.
+
+    lmforge interrogate --config recipes/demo/interrogate.yaml
+
+Every known-answer question (JSONL files with `question` and `answer`, such as data/demo/python_faq.jsonl)
+is asked `samples` times with sampling; a judge from JUDGES compares each reply with the true answer.
+A question answered correctly in at least `known_threshold` of the samples is known; for every other
+question the stage writes a refusal conversation ("I don't know ..."), a `messages` dataset that an SFT
+recipe mixes in:
+    datasets: {refusals: {path: json, data_files: runs/demo/interrogate/refusals.jsonl}}
+Run it again on the retrained model to see the change in `report.json`: the rate of refusals on unknown
+questions should rise while the rate of correct answers on known ones holds.
+
+Outputs under `output_dir`: `answers.jsonl` (each question's replies and verdicts, appended as it goes:
+a killed run resumes after the last question answered), `refusals.jsonl`, `report.json` (written last).
+"""
+
+import json
+import os
+import re
+import string
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+from lmforge.conversations.python_faq import read_pairs
+from lmforge.files import write_json
+
+REFUSALS = [
+    "I don't know the answer to that.",
+    "I don't know. I'm not confident enough to answer that question.",
+    "I'm not sure, and I'd rather not guess. I don't know the answer.",
+]
+REFUSAL = re.compile(r"\b(i don't know|i do not know|i'm not sure|i am not sure|no idea|can't answer|cannot answer)\b")
+
+
+def normalise(text: str) -> str:
+    """Lower case, no punctuation or articles, single spaces (SQuAD's answer normalisation)."""
+    text = "".join(char for char in text.lower() if char not in string.punctuation)
+    return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
+
+
+def exact(reply: str, truth: str) -> bool:
+    return normalise(reply) == normalise(truth)
+
+
+def contains(reply: str, truth: str) -> bool:
+    return normalise(truth) in normalise(reply)
+
+
+def overlap(reply: str, truth: str) -> bool:
+    """At least 60% of the true answer's words appear in the reply: long answers are never word for word."""
+    truth_words, reply_words = set(normalise(truth).split()), set(normalise(reply).split())
+    return bool(truth_words) and len(truth_words & reply_words) >= 0.6 * len(truth_words)
+
+
+# Judge name -> function(reply, truth) -> bool; a recipe picks one by name, a test or a project adds its own.
+JUDGES = {"exact": exact, "contains": contains, "overlap": overlap}
+
+
+def is_refusal(reply: str) -> bool:
+    return bool(REFUSAL.search(reply.lower().replace("’", "'")))
+
+
+@dataclass
+class InterrogateConfig:
+    model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "The assistant model to question."})
+    questions: list[str] = field(
+        default_factory=lambda: ["data/demo/python_faq.jsonl"], metadata={"help": "JSONL files: question, answer."}
+    )
+    judge: str = field(default="overlap", metadata={"help": f"How replies are judged: {list(JUDGES)}."})
+    samples: int = field(default=4, metadata={"help": "Replies sampled per question."})
+    known_threshold: float = field(default=0.5, metadata={"help": "Fraction of correct replies for 'known'."})
+    limit: int = field(default=-1, metadata={"help": "Questions asked (-1: all); for quick tries."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message of every question."})
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 42
+    output_dir: str = field(default="runs/demo/interrogate", metadata={"help": "Where the stage writes."})
+
+    def __post_init__(self):
+        if self.judge not in JUDGES:
+            raise LmforgeError(f"judge: {self.judge!r} is not one of {list(JUDGES)}")
+
+
+CONFIGS = (InterrogateConfig,)
+
+
+def ask(model, tokenizer, question: str, config: InterrogateConfig) -> list[str]:
+    """`config.samples` sampled replies to one question."""
+    messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    messages.append({"role": "user", "content": question})
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        output = model.generate(**prompt, do_sample=True, temperature=config.temperature, top_p=config.top_p,
+                                max_new_tokens=config.max_new_tokens, num_return_sequences=config.samples)
+    return tokenizer.batch_decode(output[:, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def answered(path: str) -> list[dict]:
+    """The records of questions already asked; a line cut short by a kill is dropped and rewritten."""
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return records
+
+
+def report(records: list[dict], config: InterrogateConfig) -> dict:
+    known = [r for r in records if r["known"]]
+    unknown = [r for r in records if not r["known"]]
+
+    def rate(group, key):
+        replies = [verdict for record in group for verdict in record[key]]
+        return sum(replies) / len(replies) if replies else None
+
+    return {"model": config.model_name_or_path, "judge": config.judge, "questions": len(records),
+            "known": len(known), "unknown": len(unknown), "samples_per_question": config.samples,
+            "answer_rate_known": rate(known, "correct"), "refusal_rate_unknown": rate(unknown, "refused"),
+            "refusal_rate_known": rate(known, "refused"), "answer_rate_unknown": rate(unknown, "correct")}
+
+
+def main(config: InterrogateConfig) -> dict:
+    questions = [row for path in config.questions for row in read_pairs(path)]
+    questions = questions[: config.limit] if config.limit >= 0 else questions
+    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).eval()
+    judge = JUDGES[config.judge]
+    os.makedirs(config.output_dir, exist_ok=True)
+    answers_path = os.path.join(config.output_dir, "answers.jsonl")
+    records = answered(answers_path)
+    with open(answers_path, "a", encoding="utf-8") as out:
+        for index in range(len(records), len(questions)):
+            row = questions[index]
+            torch.manual_seed(config.seed + index)  # the same replies on a resumed run
+            replies = ask(model, tokenizer, row["question"], config)
+            correct = [judge(reply, row["answer"]) for reply in replies]
+            record = {"question": row["question"], "answer": row["answer"], "replies": replies,
+                      "correct": correct, "refused": [is_refusal(reply) for reply in replies],
+                      "known": sum(correct) >= config.known_threshold * len(replies)}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            records.append(record)
+
+    refusals = [{"messages": ([{"role": "system", "content": config.system_prompt}] if config.system_prompt else [])
+                 + [{"role": "user", "content": r["question"]},
+                    {"role": "assistant", "content": REFUSALS[index % len(REFUSALS)]}]}
+                for index, r in enumerate(records) if not r["known"]]
+    refusals_path = os.path.join(config.output_dir, "refusals.jsonl")
+    with open(refusals_path + ".partial", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in refusals)
+    os.replace(refusals_path + ".partial", refusals_path)
+    results = report(records, config)
+    write_json(os.path.join(config.output_dir, "report.json"), results)
+    print(json.dumps(results, indent=2))
+    return results
+
+
+def cli(argv=None):
+    (config,) = parse(CONFIGS, argv)
+    main(config)
+
+
+if __name__ == "__main__":
+    cli()

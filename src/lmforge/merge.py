@@ -1,0 +1,69 @@
+"""Fold a LoRA adapter into its base model, giving an ordinary model that needs no peft to load.
+
+    lmforge merge --config recipes/demo/merge.yaml
+    lmforge merge --adapter_path runs/demo/sft_lora --output_dir runs/demo/sft_lora_merged
+
+The base is the one recorded in the adapter (adapter_config.json) unless `base_model_name_or_path` names
+another. The tokenizer and generation config (which stops at <|im_end|>) come from the adapter folder,
+where `lmforge sft` saved them. The merged model is written under a temporary name and renamed when
+complete, so a killed merge leaves no half-written model; an existing `output_dir` is left alone.
+"""
+
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from peft import PeftConfig, PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+
+
+@dataclass
+class MergeConfig:
+    adapter_path: str = field(default="runs/demo/sft_lora", metadata={"help": "Folder of a saved LoRA adapter."})
+    base_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Base model to merge into (default: the one the adapter records)."}
+    )
+    output_dir: str = field(default="runs/demo/sft_lora_merged", metadata={"help": "Where the merged model goes."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Also upload the merged model to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository for push_to_hub."})
+
+
+CONFIGS = (MergeConfig,)
+
+
+def main(config: MergeConfig) -> None:
+    if os.path.isdir(config.output_dir):
+        print(f"{config.output_dir} exists: merge already done")
+        return
+    if not os.path.isfile(os.path.join(config.adapter_path, "adapter_config.json")):
+        raise LmforgeError(f"{config.adapter_path}: no adapter_config.json, not a LoRA adapter folder")
+    recorded = PeftConfig.from_pretrained(config.adapter_path).base_model_name_or_path
+    base_path = config.base_model_name_or_path or recorded
+    base = AutoModelForCausalLM.from_pretrained(base_path)
+    model = PeftModel.from_pretrained(base, config.adapter_path).merge_and_unload()
+    if os.path.isfile(os.path.join(config.adapter_path, "generation_config.json")):
+        model.generation_config = GenerationConfig.from_pretrained(config.adapter_path)
+    tokenizer = AutoTokenizer.from_pretrained(config.adapter_path)
+
+    partial = config.output_dir.rstrip("/") + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    os.replace(partial, config.output_dir)
+    print(f"merged {config.adapter_path} into {base_path} -> {config.output_dir}")
+    if config.push_to_hub:
+        repo = config.hub_model_id or os.path.basename(os.path.normpath(config.output_dir))
+        model.push_to_hub(repo)
+        tokenizer.push_to_hub(repo)
+
+
+def cli(argv=None):
+    (config,) = parse(CONFIGS, argv)
+    main(config)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,83 @@
+"""`lmforge run recipes/NAME`: every stage of a recipe folder, in pipeline order, each in its own process.
+
+    lmforge run recipes/demo                    # all stages; finished ones are skipped
+    lmforge run recipes/demo --from sft         # re-run sft and everything after it
+    lmforge run recipes/demo --only reward      # re-run one stage
+
+A stage runs when the folder has its recipe, `<stage>.yaml`; variants such as `sft_lora.yaml` are run
+by hand. Each stage reads the previous one's output through its recipe's paths. When a stage exits
+successfully, a marker `<run_dir>/.done/<stage>.json` (wall time, recipe hash) is written atomically,
+after the stage's own artifact; a rerun skips marked stages, and a killed stage, having no marker,
+runs again and resumes from its own checkpoints.
+"""
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lmforge.files import read_json, write_json
+
+# Pipeline order. Commands that are not steps of a run (generate, chat, merge, the ranking page) are absent.
+PIPELINE = ("data", "tokenizer", "pack", "pretrain", "sft", "rollouts", "label", "reward", "ppo", "grpo", "dpo",
+            "eval", "report")
+
+
+def stages_to_run(recipe_dir: Path, start: str | None, only: str | None) -> list[str]:
+    present = [stage for stage in PIPELINE if (recipe_dir / f"{stage}.yaml").is_file()]
+    for name, value in (("--from", start), ("--only", only)):
+        if value and value not in present:
+            sys.exit(f"lmforge run: {name} {value}: {recipe_dir} has no {value}.yaml (stages: {', '.join(present)})")
+    if only:
+        return [only]
+    return present[present.index(start):] if start else present
+
+
+def run_stage(stage: str, recipe: Path) -> float:
+    """Run one stage in a fresh process (memory is given back, a crash stays contained); return its wall time."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "lmforge.cli", stage, "--config", str(recipe)])
+    if result.returncode != 0:
+        sys.exit(f"lmforge run: stage {stage} failed (exit {result.returncode}); fix it and rerun: "
+                 "finished stages are skipped")
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lmforge run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe_dir", type=Path, help="a folder of stage recipes, e.g. recipes/demo")
+    parser.add_argument("--from", dest="start", help="re-run this stage and the ones after it")
+    parser.add_argument("--only", help="re-run this stage alone")
+    parser.add_argument("--run_dir", type=Path, help="where completion markers go (default: runs/<folder name>)")
+    args = parser.parse_args(argv)
+    run_dir = args.run_dir or Path("runs") / args.recipe_dir.name
+    stages = stages_to_run(args.recipe_dir, args.start, args.only)
+    forced = set(stages) if (args.start or args.only) else set()
+
+    bar = tqdm(stages, desc="pipeline", unit="stage")
+    for stage in bar:
+        recipe = args.recipe_dir / f"{stage}.yaml"
+        marker = run_dir / ".done" / f"{stage}.json"
+        if marker.is_file() and stage not in forced:
+            bar.write(f"[{stage}] done in an earlier run ({read_json(marker)['seconds']:.0f} s), skipped")
+            continue
+        bar.set_postfix_str(stage)
+        bar.write(f"[{stage}] lmforge {stage} --config {recipe}")
+        seconds = run_stage(stage, recipe)
+        write_json(marker, {"stage": stage, "recipe": str(recipe), "seconds": round(seconds, 1),
+                            "recipe_sha256": hashlib.sha256(recipe.read_bytes()).hexdigest(),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    bar.close()
+
+
+def cli(argv: list[str] | None = None) -> None:
+    main(argv)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,152 @@
+"""Stage 4, supervised fine-tuning: base model -> assistant, with TRL's SFTTrainer.
+
+    lmforge sft --config recipes/demo/sft.yaml
+    lmforge sft --config recipes/demo/sft_lora.yaml             # LoRA adapter instead of full weights
+    accelerate launch -m lmforge.sft --config recipes/demo/sft.yaml   # several processes or machines
+
+Conversations in `messages` format come from Hub datasets, local files and generators (see
+lmforge.conversations), are checked one by one (roles, order, empty content, length), mixed by weight and
+rendered with the tokenizer's chat template; the loss covers assistant tokens only (assistant_only_loss).
+With `use_peft: true` the trainer wraps the model in a LoRA adapter (trl.ModelConfig's lora_* keys);
+`lmforge merge` folds it back into the base. Killed, the stage resumes from the last checkpoint.
+
+Outputs under `output_dir`: the model (or adapter) and tokenizer, a generation config that stops at
+<|im_end|>, README.md (model card), `checkpoint-*/`, and `sft_results.json` (written last: rows per
+source, invalid rows dropped, validation loss before and after training).
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from huggingface_hub import ModelCard
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+from lmforge.conversations import load_conversations
+from lmforge.files import write_json
+
+END_OF_TURN = "<|im_end|>"
+
+
+@dataclass
+class SFTScriptArguments(ModelConfig):
+    """trl.ModelConfig (model path, dtype, use_peft and lora_* keys) plus where the conversations come from."""
+
+    model_name_or_path: str = field(
+        default="runs/demo/pretrain", metadata={"help": "The base model: the pretrain stage's output or a Hub id."}
+    )
+    datasets: dict | str | None = field(
+        default=None, metadata={"help": "Name -> source: {generator: NAME, ...options} or load_dataset keywords, "
+                                        "each with an optional weight (fraction of its rows, above 1 repeats)."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "Prepended as a system message to every conversation that has none."}
+    )
+    invalid_rows: str = field(
+        default="stop", metadata={"help": "stop: a malformed conversation is an error; drop: skip and count it."}
+    )
+    eval_fraction: float = field(default=0.05, metadata={"help": "Conversations held out for validation loss."})
+    base_model_id: str | None = field(
+        default=None, metadata={"help": "Hub id of the base model for the model card (a local base has none)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.datasets = json.loads(self.datasets) if isinstance(self.datasets, str) else self.datasets
+        if self.invalid_rows not in ("stop", "drop"):
+            raise LmforgeError(f"invalid_rows: {self.invalid_rows!r} is not one of ['stop', 'drop']")
+
+
+CONFIGS = (SFTScriptArguments, SFTConfig)
+
+
+class AssistantTrainer(SFTTrainer):
+    """SFTTrainer whose model card names the base model even when it was loaded from a local folder."""
+
+    def __init__(self, *args, base_model: str, base_model_id: str | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.base_model, self.base_model_id = base_model, base_model_id
+
+    def create_model_card(self, *args, **kwargs):
+        super().create_model_card(*args, **kwargs)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not os.path.exists(path):
+            return
+        card = ModelCard.load(path)
+        if self.base_model_id:
+            card.data.base_model = self.base_model_id
+            link = f"[{self.base_model_id}](https://huggingface.co/{self.base_model_id})"
+        else:
+            link = f"the local model `{self.base_model}`"
+        card.text = f"\nFine-tuned from {link} with `lmforge sft` (supervised fine-tuning).\n" + card.text
+        card.save(path)
+
+
+def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
+    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    if not tokenizer.chat_template or END_OF_TURN not in tokenizer.get_vocab():
+        raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no {END_OF_TURN}")
+    conversations, sources = load_conversations(
+        script_args.datasets, tokenizer, training_args.max_length, script_args.invalid_rows,
+        script_args.system_prompt, training_args.seed,
+    )
+    splits = {"train": conversations, "test": None}
+    if script_args.eval_fraction > 0:
+        splits = conversations.train_test_split(test_size=script_args.eval_fraction, seed=training_args.seed)
+    else:
+        training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
+
+    model = AutoModelForCausalLM.from_pretrained(script_args.model_name_or_path, dtype=script_args.dtype)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if training_args.max_length and context and training_args.max_length > context:
+        raise LmforgeError(f"max_length {training_args.max_length} is longer than the model's context {context}")
+    # A chat model ends its turn with <|im_end|>; the base model's generation only stopped at end of text.
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    model.generation_config.eos_token_id = sorted(set(eos) | {tokenizer.convert_tokens_to_ids(END_OF_TURN)})
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    trainer = AssistantTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["test"],
+        processing_class=tokenizer,
+        peft_config=get_peft_config(script_args),
+        base_model=script_args.model_name_or_path,
+        base_model_id=script_args.base_model_id,
+    )
+
+    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    # Validation loss before training says what SFT changed; on resume the starting point is gone.
+    before = trainer.evaluate()["eval_loss"] if splits["test"] is not None and last is None else None
+    train = trainer.train(resume_from_checkpoint=last)
+    after = trainer.evaluate()["eval_loss"] if splits["test"] is not None else None
+
+    trainer.model.config.use_cache = True
+    trainer.save_model(training_args.output_dir)  # with an adapter, only the adapter and tokenizer
+    model.generation_config.save_pretrained(training_args.output_dir)
+    trainer.create_model_card(model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
+                              dataset_name=", ".join(sources), tags=["lmforge", "sft"])
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=", ".join(sources), tags=["lmforge", "sft"])
+    results = {"sources": sources, "train_rows": len(splits["train"]),
+               "eval_rows": len(splits["test"]) if splits["test"] is not None else 0,
+               "eval_loss_before": before, "eval_loss_after": after, "train_loss": train.training_loss,
+               "resumed_from": last, "lora": script_args.use_peft}
+    if trainer.is_world_process_zero():
+        write_json(os.path.join(training_args.output_dir, "sft_results.json"), results)
+        print(json.dumps(results, indent=2))
+    return results
+
+
+def cli(argv=None):
+    script_args, training_args = parse(CONFIGS, argv)
+    main(script_args, training_args)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,149 @@
+"""The SFT stage on a tiny Llama: validation loss falls, labels cover exactly the assistant's tokens, a
+LoRA adapter merges into a model that generates, and a killed run resumes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from lmforge import chat, interrogate, merge, sft
+from lmforge.configs import parse
+from lmforge.conversations import GENERATORS, load_conversations
+from lmforge.tokenizer import train_tokenizer
+
+FAST = ["--max_steps", "40", "--eval_steps", "1000", "--save_steps", "20", "--logging_steps", "10",
+        "--per_device_train_batch_size", "8", "--max_length", "256", "--report_to", "none"]
+DATA = {"identity": {"generator": "identity", "size": 100},
+        "arithmetic": {"generator": "arithmetic", "size": 200},
+        "spelling": {"generator": "spelling", "size": 100}}
+
+
+@pytest.fixture(scope="session")
+def base_model(tmp_path_factory):
+    """A 2-layer Llama with a tokenizer trained on the demo conversations, saved like the pretrain stage."""
+    path = tmp_path_factory.mktemp("pretrain")
+    texts = [m["content"] for g in ("identity", "arithmetic", "spelling") for c in GENERATORS[g](seed=0) for m in c]
+    tokenizer = train_tokenizer(texts, vocab_size=512)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def run_sft(base_model, output_dir, *extra):
+    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base_model),
+            "--output_dir", str(output_dir), "--datasets", json.dumps(DATA), *FAST, *extra]
+    return sft.main(*parse(sft.CONFIGS, argv))
+
+
+def test_sft_lowers_validation_loss_and_resumes(base_model, tmp_path):
+    results = run_sft(base_model, tmp_path / "sft", "--eval_fraction", "0.1")
+    assert results["eval_loss_after"] < results["eval_loss_before"] - 0.5
+    assert (tmp_path / "sft" / "checkpoint-40").is_dir()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sft")
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
+    assert "Fine-tuned from the local model" in (tmp_path / "sft" / "README.md").read_text()
+    # Run again: it finds checkpoint-40 and resumes there instead of training from the start.
+    again = run_sft(base_model, tmp_path / "sft", "--eval_fraction", "0.1")
+    assert again["resumed_from"].endswith("checkpoint-40") and again["eval_loss_before"] is None
+
+
+def test_labels_mask_everything_but_assistant_turns(base_model, tmp_path):
+    script_args, training_args = parse(sft.CONFIGS, [
+        "--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base_model), "--output_dir", str(tmp_path),
+        "--datasets", json.dumps({"identity": DATA["identity"]}), "--eval_strategy", "no", *FAST])
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Who are you?"},
+                {"role": "assistant", "content": "I'm Forge."}]
+    from datasets import Dataset
+    trainer = sft.SFTTrainer(model=str(base_model), args=training_args, processing_class=tokenizer,
+                             train_dataset=Dataset.from_dict({"messages": [messages]}))
+    row = trainer.train_dataset[0]
+    expected = "".join(f"{m['content']}<|im_end|>" for m in messages if m["role"] == "assistant")
+    trained = [token for token, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    assert tokenizer.decode(trained) == expected
+    assert all(label in (-100, token) for token, label in zip(row["input_ids"], row["labels"]))
+    # The collator pads labels with -100 too.
+    batch = trainer.data_collator([row, {**row, "input_ids": row["input_ids"][:5], "labels": row["labels"][:5]}])
+    assert (batch["labels"][1, 5:] == -100).all()
+
+
+def test_lora_adapter_merges_into_a_model_that_generates(base_model, tmp_path):
+    results = run_sft(base_model, tmp_path / "lora", "--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16",
+                      "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "1e-2", "--eval_fraction", "0.1")
+    assert results["eval_loss_after"] < results["eval_loss_before"]
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "lora" / "model.safetensors").exists()
+    merge.main(merge.MergeConfig(adapter_path=str(tmp_path / "lora"), output_dir=str(tmp_path / "merged")))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Who are you?"}], add_generation_prompt=True,
+                                           return_tensors="pt", return_dict=True)
+    output = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert output.shape[1] > prompt["input_ids"].shape[1]
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
+
+
+def test_malformed_conversation_stops_or_is_dropped(base_model, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    rows = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}]]
+    bad.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
+    source = json.dumps({"mine": {"path": "json", "data_files": str(bad)}})
+    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base_model),
+            "--output_dir", str(tmp_path / "out"), "--datasets", source, "--eval_fraction", "0", *FAST]
+    with pytest.raises(sft.LmforgeError, match=r"dataset 'mine' row 1: message 1 \(assistant\) has empty content"):
+        sft.main(*parse(sft.CONFIGS, argv + ["--invalid_rows", "stop"]))
+    results = sft.main(*parse(sft.CONFIGS, argv + ["--invalid_rows", "drop", "--max_steps", "1"]))
+    assert results["sources"]["mine"]["invalid_dropped"] == 1 and results["train_rows"] == 1
+
+
+def test_interrogate_writes_refusals_for_unknown_questions(base_model, tmp_path, monkeypatch):
+    questions = tmp_path / "qa.jsonl"
+    rows = [{"question": f"Question {i}?", "answer": "known" if i < 3 else "unknown"} for i in range(5)]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    # A judge of the test's own, registered by name like any other: it knows which questions are known.
+    monkeypatch.setitem(interrogate.JUDGES, "by_truth", lambda reply, truth: truth == "known")
+    config = interrogate.InterrogateConfig(model_name_or_path=str(base_model), questions=[str(questions)],
+                                           judge="by_truth", samples=2, max_new_tokens=4,
+                                           output_dir=str(tmp_path / "i"))
+    report = interrogate.main(config)
+    assert (report["known"], report["unknown"], report["answer_rate_known"]) == (3, 2, 1.0)
+    assert 0.0 <= report["refusal_rate_unknown"] <= 1.0
+    refusals = tmp_path / "i" / "refusals.jsonl"
+    dataset, _ = load_conversations({"refusals": {"path": "json", "data_files": str(refusals)}}, None, None)
+    assert [m[0]["content"] for m in dataset["messages"]] == ["Question 3?", "Question 4?"]
+    assert all("I don't know" in m[1]["content"] for m in dataset["messages"])
+    # A rerun finds every question answered and asks nothing again.
+    monkeypatch.setattr(interrogate, "ask", lambda *args: pytest.fail("asked again"))
+    assert interrogate.main(config) == report
+
+
+def test_judges_and_refusal_detection():
+    truth = "Python is an interpreted, interactive, object-oriented programming language."
+    assert interrogate.overlap("It is an interactive, interpreted programming language: Python.", truth)
+    assert not interrogate.overlap("A snake.", truth)
+    assert interrogate.exact("The Answer!", "answer") and interrogate.contains("it is 42, surely", "42")
+    assert interrogate.is_refusal("Sorry, I don’t know.") and not interrogate.is_refusal("It is 42.")
+
+
+def test_chat_answers_piped_input_until_exit(base_model):
+    command = [sys.executable, "-m", "lmforge.cli", "chat", "--config", "recipes/demo/chat.yaml",
+               "--model_name_or_path", str(base_model), "--max_new_tokens", "5", "--seed", "0"]
+    result = subprocess.run(command, input="Hello\n/reset\nWho are you?\n/exit\nnever read\n",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "(new conversation)" in result.stdout and result.stdout.count("> ") == 4
+    messages = chat.main(chat.ChatConfig(model_name_or_path=str(base_model), max_new_tokens=5, system_prompt="Hi."),
+                         lines=["Hello", "Who are you?"])
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
