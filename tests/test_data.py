@@ -218,7 +218,8 @@ def test_killed_run_resumes_without_duplicates(tmp_path, demo_run):
 def test_ray_executor_gives_the_local_result(tmp_path):
     ray = pytest.importorskip("ray")
     pages = demo_pages()
-    warcs = [write_warc(tmp_path / f"{i}.warc.gz", {url: pages[url] for url in list(pages)[i::2][:10]}) for i in (0, 1)]
+    urls = list(pages)
+    warcs = [write_warc(tmp_path / f"{i}.warc.gz", {url: pages[url] for url in urls[i::2][:10]}) for i in (0, 1)]
     local = main(config(tmp_path / "local", warc_paths=[str(w) for w in warcs], tasks=2))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -1,0 +1,37 @@
+"""Bits per byte: a language model's loss in a unit that does not depend on its tokenizer.
+
+Loaded by path (the Hub's metric scripts are out of reach offline):
+
+    metric = evaluate.load(str(Path(lmforge.__file__).parent / "metrics" / "bits_per_byte.py"))
+    metric.compute(losses=[[2.1, 0.3]], target_bytes=[[4, 1]])
+
+`losses` are the per-token cross-entropies in nats, `target_bytes` the UTF-8 length of each predicted
+token; special tokens have length 0 and are left out of both sums, since they stand for no text.
+"""
+
+import math
+
+import datasets
+import evaluate
+
+
+class BitsPerByte(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Summed cross-entropy in bits over the UTF-8 bytes of the predicted text.",
+            citation="",
+            inputs_description="losses: per-token losses in nats; target_bytes: UTF-8 bytes of each target token.",
+            features=datasets.Features(
+                {
+                    "losses": datasets.Sequence(datasets.Value("float32")),
+                    "target_bytes": datasets.Sequence(datasets.Value("int32")),
+                }
+            ),
+        )
+
+    def _compute(self, losses, target_bytes):
+        nats = sum(loss for row, sizes in zip(losses, target_bytes) for loss, size in zip(row, sizes) if size > 0)
+        total_bytes = sum(size for sizes in target_bytes for size in sizes)
+        if total_bytes == 0:
+            raise ValueError("bits_per_byte: no target token stands for any text")
+        return {"bits_per_byte": nats / (math.log(2) * total_bytes)}

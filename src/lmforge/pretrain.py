@@ -1,0 +1,297 @@
+"""Stage 3, pretrain: packed token blocks -> a small Llama-family base model, trained from scratch with Trainer.
+
+    lmforge pretrain --config recipes/demo/pretrain.yaml
+    accelerate launch -m lmforge.pretrain --config recipes/demo/pretrain.yaml --depth 12 --bf16 true \\
+        --torch_compile true --optim adamw_torch_fused --output_dir runs/d12
+
+One size knob, `depth` (layers): width is 64 per layer and heads are 64 wide, as in nanochat, so a
+model grows in proportion. The rest of the options are transformers' TrainingArguments (bf16,
+torch_compile, optim, lr_scheduler_type such as cosine or warmup_stable_decay, save_steps,
+report_to, push_to_hub, ...). A rerun resumes from the last checkpoint in `output_dir`.
+
+Evaluation on the pack stage's validation split reports `eval_loss` and `eval_bits_per_byte` (the
+metric module shipped in lmforge/metrics/). Training logs add `tokens_per_second`, and `mfu` on GPUs
+whose bf16 peak is known. At the end: the model (safetensors) with its tokenizer and a model card in
+`output_dir`, `eval_results.json`, and `memorization.json`: how often greedy decoding reproduces
+training documents verbatim from their first tokens.
+"""
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import evaluate
+import torch
+import torch.nn.functional as F
+from datasets import load_from_disk
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    LlamaConfig,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+from lmforge.files import write_json
+
+BITS_PER_BYTE = str(Path(__file__).parent / "metrics" / "bits_per_byte.py")
+# Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, most specific first ("L4" is in "L40S").
+GPU_BF16_PEAK = [
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+]
+
+
+@dataclass
+class PretrainArguments:
+    dataset: str = field(default="runs/demo/pack", metadata={"help": "Packed dataset (lmforge pack)."})
+    tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer the dataset was packed with."})
+    depth: int = field(default=4, metadata={"help": "Layers; width = 64 * depth, heads = depth (64 wide)."})
+    context_length: int = field(default=1024, metadata={"help": "Positions the model supports."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager, flash_attention_2."})
+    memorization_probes: int = field(default=32, metadata={"help": "Training documents probed (0: skip)."})
+    memorization_prefix: int = field(default=32, metadata={"help": "Tokens of each document given as prompt."})
+    memorization_tokens: int = field(default=32, metadata={"help": "Tokens that must come back verbatim."})
+
+
+def model_config(depth: int, tokenizer, context_length: int) -> LlamaConfig:
+    width = 64 * depth
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        # SwiGLU at 8/3 of the width has the parameters of a 4x MLP (Llama's choice), rounded for the kernels.
+        intermediate_size=math.ceil(8 * width / 3 / 32) * 32,
+        num_hidden_layers=depth,
+        num_attention_heads=depth,
+        num_key_value_heads=depth,
+        max_position_embeddings=context_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token: 6 per matmul weight plus attention scores (PaLM's appendix B)."""
+    config = model.config
+    matmul_params = model.num_parameters() - model.get_input_embeddings().weight.numel()  # a lookup is no matmul
+    return 6 * matmul_params + 12 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
+def peak_flops() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((peak for fragment, peak in GPU_BF16_PEAK if fragment in name), None)
+
+
+class Throughput(TrainerCallback):
+    """Adds tokens/s (and MFU where the GPU's peak is known) to each training log, timing only the steps."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float):
+        self.tokens_per_step, self.flops_per_token, self.peak = tokens_per_step, flops_per_token, peak_flops()
+        self.busy, self.steps = 0.0, 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.busy += time.perf_counter() - self.start
+        self.steps += 1
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs or not self.steps:
+            return
+        tokens_per_second = self.steps * self.tokens_per_step / self.busy
+        extra = {"tokens_per_second": round(tokens_per_second)}
+        if self.peak:
+            extra["mfu"] = round(tokens_per_second * self.flops_per_token / (self.peak * args.world_size), 4)
+        logs.update(extra)
+        state.log_history[-1].update(extra)
+        self.busy, self.steps = 0.0, 0
+
+
+class PretrainTrainer(Trainer):
+    """Trainer whose model card also names the training data and the tokenizer."""
+
+    card_text = ""
+
+    def create_model_card(self, **kwargs):
+        super().create_model_card(**kwargs)
+        readme = Path(self.args.output_dir) / "README.md"
+        if readme.exists():
+            readme.write_text(readme.read_text() + self.card_text)
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy (nats) of each next-token prediction; kept instead of the logits to save memory."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), reduction="none", ignore_index=-100
+    ).view(labels.shape[0], -1)
+
+
+def bits_per_byte(eval_prediction, metric, token_bytes: torch.Tensor) -> dict:
+    targets = torch.as_tensor(eval_prediction.label_ids[:, 1:])
+    sizes = torch.where(targets >= 0, token_bytes[targets.clamp(min=0)], 0)
+    return metric.compute(losses=eval_prediction.predictions.tolist(), target_bytes=sizes.tolist())
+
+
+def utf8_lengths(tokenizer) -> torch.Tensor:
+    """UTF-8 bytes each token id stands for: byte-level BPE maps every byte to one symbol; special tokens are 0."""
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return torch.tensor([0 if i in special else len(token) for i, token in enumerate(tokens)])
+
+
+def load_blocks(args: PretrainArguments, tokenizer):
+    """The packed dataset, checked against the tokenizer and the model's context."""
+    path = Path(args.dataset)
+    if not (path / "pack.json").exists():
+        raise LmforgeError(f"dataset: {path} is not a finished `lmforge pack` output (no pack.json)")
+    pack = json.loads((path / "pack.json").read_text())
+    if pack["vocab_size"] != len(tokenizer):
+        raise LmforgeError(
+            f"tokenizer: {args.tokenizer} has {len(tokenizer)} tokens but {path} was packed with a "
+            f"{pack['vocab_size']}-token tokenizer ({pack['settings']['tokenizer']})"
+        )
+    blocks = load_from_disk(str(path))
+    for split in ("train", "validation"):
+        if split not in blocks or len(blocks[split]) == 0:
+            raise LmforgeError(f"dataset: {path} has no {split} blocks")
+    seq_len = len(blocks["train"][0]["input_ids"])
+    if seq_len > args.context_length:
+        raise LmforgeError(f"context_length: {args.context_length} is shorter than the dataset's blocks ({seq_len})")
+    return blocks, seq_len
+
+
+def resume_checkpoint(output_dir: Path, tokenizer) -> str | None:
+    """The last complete checkpoint in `output_dir`, checked against the tokenizer.
+
+    Trainer writes trainer_state.json last and not atomically: a checkpoint without a readable one was
+    cut short by a kill, and is deleted so the run resumes from the one before.
+    """
+    while output_dir.is_dir() and (checkpoint := get_last_checkpoint(output_dir)):
+        try:
+            json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+            break
+        except (FileNotFoundError, json.JSONDecodeError):
+            print(f"pretrain: deleting {checkpoint}, an incomplete checkpoint")
+            shutil.rmtree(checkpoint)
+    else:
+        return None
+    vocab_size = json.loads((Path(checkpoint) / "config.json").read_text())["vocab_size"]
+    if vocab_size != len(tokenizer):
+        raise LmforgeError(f"{checkpoint}: model vocabulary {vocab_size} != tokenizer's {len(tokenizer)}")
+    return checkpoint
+
+
+@torch.no_grad()
+def memorization(model, blocks, tokenizer, args: PretrainArguments) -> dict:
+    """Greedy continuations of training documents' first tokens: the share reproduced verbatim."""
+    span = args.memorization_prefix + args.memorization_tokens
+    probes = []  # document starts (<|bos|>) with a whole probe after them inside one block, from random blocks
+    for ids in blocks.shuffle(seed=0)["input_ids"]:
+        starts = [i for i, token in enumerate(ids[:len(ids) - span + 1]) if token == tokenizer.bos_token_id]
+        probes += [ids[i:i + span] for i in starts]
+        if len(probes) >= args.memorization_probes:
+            break
+    if not probes:
+        return {"probes": 0}
+    probes = torch.tensor(probes[: args.memorization_probes])
+    model.eval()
+    prompt = probes[:, : args.memorization_prefix].to(model.device)
+    output = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=args.memorization_tokens,
+        do_sample=False,
+        eos_token_id=None,  # a document's end inside the window is part of what must be reproduced
+    )
+    generated = output[:, args.memorization_prefix:].cpu()
+    target = probes[:, args.memorization_prefix:]
+    same = generated[:, : target.shape[1]] == target[:, : generated.shape[1]]
+    return {
+        "probes": len(probes),
+        "prefix_tokens": args.memorization_prefix,
+        "continuation_tokens": args.memorization_tokens,
+        "verbatim_share": same.all(dim=1).float().mean().item(),
+        "token_match_share": same.float().mean().item(),
+    }
+
+
+def main(args: PretrainArguments, training_args: TrainingArguments) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    blocks, seq_len = load_blocks(args, tokenizer)
+    output_dir = Path(training_args.output_dir)
+    last_checkpoint = resume_checkpoint(output_dir, tokenizer)
+
+    model = AutoModelForCausalLM.from_config(
+        model_config(args.depth, tokenizer, args.context_length), attn_implementation=args.attn_implementation
+    )
+    print(f"pretrain: depth {args.depth}, {model.num_parameters() / 1e6:.2f}M parameters, blocks of {seq_len} tokens")
+    tokens_per_step = (
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * training_args.world_size
+        * seq_len
+    )
+    trainer = PretrainTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=blocks["train"],
+        eval_dataset=blocks["validation"],
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        processing_class=tokenizer,
+        preprocess_logits_for_metrics=token_losses,
+        compute_metrics=partial(
+            bits_per_byte, metric=evaluate.load(BITS_PER_BYTE), token_bytes=utf8_lengths(tokenizer)
+        ),
+        callbacks=[Throughput(tokens_per_step, flops_per_token(model, seq_len))],
+    )
+    pack = json.loads((Path(args.dataset) / "pack.json").read_text())["settings"]
+    trainer.card_text = (
+        f"\n## Data and tokenizer\n\nTrained from scratch with lmforge on `{args.dataset}`, packed in blocks of "
+        f"{seq_len} tokens from {pack['documents'] + pack['text_files']}, with the byte-level BPE tokenizer "
+        f"`{args.tokenizer}` ({len(tokenizer)} tokens).\n"
+    )
+    if last_checkpoint:
+        print(f"pretrain: resuming from {last_checkpoint}")
+    trainer.train(resume_from_checkpoint=last_checkpoint)
+
+    metrics = trainer.evaluate()
+    trainer.save_metrics("eval", metrics)
+    trainer.save_model()
+    trainer.save_state()
+    if args.memorization_probes > 0 and trainer.is_world_process_zero():
+        write_json(output_dir / "memorization.json", memorization(model, blocks["train"], tokenizer, args))
+    card = {"dataset": args.dataset, "tags": ["lmforge", "pretraining", "llama"]}
+    if trainer.is_world_process_zero():
+        trainer.create_model_card(**card)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card)
+    print(f"pretrain: eval_loss {metrics['eval_loss']:.4f}, bits/byte {metrics['eval_bits_per_byte']:.4f}")
+
+
+CONFIGS = (PretrainArguments, TrainingArguments)  # what `--config recipes/*/pretrain*.yaml` is parsed into
+
+
+def cli(argv=None):
+    args, training_args = parse(CONFIGS, argv)
+    main(args, training_args)
+
+
+if __name__ == "__main__":
+    cli()

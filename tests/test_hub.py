@@ -1,0 +1,60 @@
+"""Hub lineage through the real huggingface_hub client, against a Hub-compatible server on loopback."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from hub_server import HubServer
+from test_data import HANDBOOK, demo_pages, write_warc
+
+TOKEN = "hf_lmforgeTestToken0123456789"
+
+
+def test_run_pushes_every_stage_with_a_card_linking_its_parent(tmp_path):
+    pages = demo_pages()
+    urls = [HANDBOOK.format(lang, page) for lang in ("en-US", "fr-FR")
+            for page in ("apt.html", "preface.html", "foreword.html", "installation.html")]
+    warc = write_warc(tmp_path / "crawl.warc.gz", {url: pages[url] for url in urls})
+    recipes, out = tmp_path / "tiny", tmp_path / "out"
+    recipes.mkdir()
+    (recipes / "data.yaml").write_text(yaml.safe_dump({
+        "warc_paths": [str(warc)], "output_dir": str(out / "data"), "minhash": False, "tasks": 1, "workers": 1,
+        "step_options": {"gopher_quality": {"min_doc_words": 30}}}))
+    (recipes / "tokenizer.yaml").write_text(yaml.safe_dump({
+        "documents": [str(out / "data/documents/*.parquet")], "output_dir": str(out / "tokenizer"),
+        "vocab_size": 300, "heldout_fraction": 0.3}))
+
+    with HubServer() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": TOKEN}
+        command = [sys.executable, "-m", "lmforge.cli", "run", str(recipes), "--run_dir", str(tmp_path / "runs/tiny"),
+                   "--push_to_hub", "--hub_namespace", "tester"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        repos = hub.repos
+        tokens = hub.tokens
+
+    data = repos[("dataset", "tester/tiny-data")]
+    assert any(path.startswith("documents/") and path.endswith(".parquet") for path in data["files"])
+    assert not any(path.startswith(("logs/", "removed/", "work/")) for path in data["files"])
+    tokenizer = repos[("model", "tester/tiny-tokenizer")]
+    assert {"tokenizer.json", "tokenizer_config.json", "README.md"} <= set(tokenizer["files"])
+    card = tokenizer["files"]["README.md"].decode()
+    data_revision = data["commits"][-1]
+    assert f"[tester/tiny-data]({hub.url}/datasets/tester/tiny-data) at revision `{data_revision}`" in card
+    assert "tester/tiny-data" in card.split("---")[1]  # in the card's metadata (datasets:) too
+
+    # the token was used, and is nowhere in what the run printed or wrote
+    assert tokens == {TOKEN}
+    assert TOKEN not in result.stdout + result.stderr
+    for path in Path(tmp_path).rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+    # a rerun skips finished stages and pushes nothing again
+    with HubServer() as hub:
+        env["HF_ENDPOINT"] = hub.url
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0 and hub.repos == {}
+    assert "[data] done in an earlier run" in rerun.stdout + rerun.stderr
