@@ -19,12 +19,21 @@ import time
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter
-from datatrove.pipeline.dedup import MinhashDedupSignature
+from datatrove.pipeline.dedup import (
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
 from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.extractors import Trafilatura
-from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter
-from datatrove.pipeline.filters import GopherRepetitionFilter, URLFilter
+from datatrove.pipeline.filters import (
+    C4QualityFilter,
+    FineWebQualityFilter,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    URLFilter,
+)
 from datatrove.pipeline.formatters import PIIFormatter
 from datatrove.pipeline.readers import JsonlReader, WarcReader
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
@@ -94,7 +103,8 @@ def main_bench() -> None:
             "bare datatrove, 2 workers": timed(bare, str(inputs), f"{tmp}/bare2", tasks, 2),
             "lmforge data, 2 workers": timed(ours, str(inputs), f"{tmp}/ours2", tasks, 2),
         }
-    print(f"\n{records} pages in {tasks} WARC files; {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    machine = platform.processor() or platform.machine()
+    print(f"\n{records} pages in {tasks} WARC files; {os.cpu_count()} CPUs, {machine}")
     for name, seconds in times.items():
         print(f"{name:<28}{seconds:7.1f} s {records / seconds:8.1f} pages/s")
     for workers in (1, 2):

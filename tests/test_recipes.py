@@ -37,7 +37,8 @@ def test_command_line_overrides_recipe(tmp_path):
 def test_unknown_key_names_file_and_key(tmp_path):
     recipe = tmp_path / "data.yaml"
     recipe.write_text("warc_paths: [a.warc.gz]\nlanguage_treshold: 0.5\n")
-    with pytest.raises(LmforgeError, match=r"data.yaml: unknown key 'language_treshold' \(did you mean 'language_threshold'\?\)"):
+    expected = r"data.yaml: unknown key 'language_treshold' \(did you mean 'language_threshold'\?\)"
+    with pytest.raises(LmforgeError, match=expected):
         parse((DataConfig,), ["--config", str(recipe)])
 
 
@@ -53,11 +54,15 @@ def test_missing_and_malformed_recipes(tmp_path):
 def test_unknown_step_option_is_named(tmp_path):
     recipe = tmp_path / "data.yaml"
     recipe.write_text("warc_paths: [a.warc.gz]\nstep_options:\n  gopher_quality: {min_doc_wrds: 3}\n")
-    with pytest.raises(LmforgeError, match="step_options.gopher_quality: GopherQualityFilter has no option 'min_doc_wrds'"):
+    expected = "step_options.gopher_quality: GopherQualityFilter has no option 'min_doc_wrds'"
+    with pytest.raises(LmforgeError, match=expected):
         parse((DataConfig,), ["--config", str(recipe)])
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("accelerate_configs/*.yaml")), ids=lambda p: p.name)
+ACCELERATE_CONFIGS = sorted(Path(__file__).parent.parent.glob("accelerate_configs/*.yaml"))
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.name)
 def test_accelerate_config_loads(path):
     from accelerate.commands.config.config_args import load_config_from_file
 

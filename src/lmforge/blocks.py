@@ -37,7 +37,8 @@ class AuditedWarcReader(WarcReader):
         try:
             with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
                 for index, record in enumerate(ArchiveIterator(f)):
-                    if record.format == "arc" and not ARC_DATE.fullmatch(record.rec_headers.get_header("archive-date") or ""):
+                    arc_date = record.rec_headers.get_header("archive-date") or ""
+                    if record.format == "arc" and not ARC_DATE.fullmatch(arc_date):
                         # warcio reads any line of five words as an old ARC header: this file is neither
                         raise ArchiveLoadFailed("its first line is no WARC or ARC header")
                     self.stat_update("total")
