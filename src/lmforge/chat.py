@@ -6,6 +6,10 @@
 
 Type a message and press Enter; `/reset` starts a new conversation, `/exit` (or end of input) quits.
 The whole conversation is sent each turn, rendered with the model's chat template.
+
+With `tools: [python, search]` the assistant's tool calls run (lmforge.tools: the call's result is
+printed and appended to its turn, at most `max_tool_calls` a turn). With `few_shot: true` a base model
+chats through a few-shot text prompt instead of the chat template (lmforge.fewshot).
 """
 
 import sys
@@ -15,6 +19,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
 
 from lmforge.configs import parse
+from lmforge.fewshot import EXAMPLES, STOP, few_shot_prompt, reply_text
+from lmforge.tools import load_tools
+from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
 
 
 @dataclass
@@ -28,6 +35,9 @@ class ChatConfig:
     top_k: int = 50
     repetition_penalty: float = 1.0
     seed: int | None = field(default=None, metadata={"help": "Fix sampling for reproducible replies."})
+    tools: list[str] = field(default_factory=list, metadata={"help": "Tools the assistant may call: python, search."})
+    max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one assistant turn."})
+    few_shot: bool = field(default=False, metadata={"help": "Chat with a base model through a few-shot prompt."})
 
 
 CONFIGS = (ChatConfig,)
@@ -37,22 +47,49 @@ def new_conversation(config: ChatConfig) -> list[dict]:
     return [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
 
 
-def reply(model, tokenizer, messages: list[dict], config: ChatConfig) -> str:
+def sampling(config: ChatConfig) -> dict:
+    options = {"do_sample": config.do_sample, "repetition_penalty": config.repetition_penalty}
+    if config.do_sample:
+        options.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
+    return options
+
+
+def reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dict | None = None) -> str:
     """Generate the assistant's next turn, printing it as it comes; returns its text."""
+    if config.few_shot:
+        return few_shot_reply(model, tokenizer, messages, config)
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    sampling = {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k}
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    if tools:
+        generate = model_generate(model, tokenizer, streamer=streamer, **sampling(config))
+        turn, _ = generate_with_tools(generate, tokenizer, prompt["input_ids"][0].tolist(), tools,
+                                      end_of_turn_ids(model, tokenizer), config.max_new_tokens, config.max_tool_calls,
+                                      on_result=lambda result: print(f"\n[result] {result}", flush=True))
+        # The tool markers stay in the message: the chat template needs them to render the turn again.
+        return tokenizer.decode(turn, skip_special_tokens=False).removesuffix("<|im_end|>").strip()
     with torch.no_grad():
-        output = model.generate(**prompt, max_new_tokens=config.max_new_tokens, do_sample=config.do_sample,
-                                repetition_penalty=config.repetition_penalty,
-                                streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
-                                **(sampling if config.do_sample else {}))
+        output = model.generate(**prompt, max_new_tokens=config.max_new_tokens, streamer=streamer, **sampling(config))
     return tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -> str:
+    """A base model's reply: earlier turns of this conversation join the prompt's examples."""
+    turns = [m["content"] for m in messages if m["role"] in ("user", "assistant")]
+    prompt = tokenizer.bos_token + few_shot_prompt(turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))
+    inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=config.max_new_tokens, stop_strings=[STOP],
+                                tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id, **sampling(config))
+    text = reply_text(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+    print(text)
+    return text
 
 
 def main(config: ChatConfig, lines=None) -> list[dict]:
     """Chat over `lines` (default: standard input); returns the last conversation."""
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).eval()
+    tools = load_tools(config.tools)
     if config.seed is not None:
         torch.manual_seed(config.seed)
     lines = iter(sys.stdin if lines is None else lines)
@@ -70,7 +107,7 @@ def main(config: ChatConfig, lines=None) -> list[dict]:
             print("(new conversation)")
         elif text:
             messages.append({"role": "user", "content": text})
-            messages.append({"role": "assistant", "content": reply(model, tokenizer, messages, config)})
+            messages.append({"role": "assistant", "content": reply(model, tokenizer, messages, config, tools)})
 
 
 def cli(argv=None):

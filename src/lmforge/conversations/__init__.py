@@ -18,7 +18,7 @@ import random
 from datasets import Dataset, load_dataset
 
 from lmforge import LmforgeError
-from lmforge.conversations import arithmetic, chatterbot, identity, python_faq, spelling
+from lmforge.conversations import arithmetic, chatterbot, corpus_search, identity, python_faq, spelling, tool_use
 
 ROLES = ("system", "user", "assistant")
 GENERATORS = {
@@ -27,6 +27,9 @@ GENERATORS = {
     "spelling": spelling.conversations,
     "chatterbot": chatterbot.conversations,
     "python_faq": python_faq.conversations,
+    "python_arithmetic": tool_use.arithmetic_conversations,
+    "python_counting": tool_use.counting_conversations,
+    "corpus_search": corpus_search.conversations,
 }
 
 

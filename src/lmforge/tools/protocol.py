@@ -1,0 +1,61 @@
+"""The tool protocol's text: calls and results inside an assistant turn (see lmforge.tools)."""
+
+import json
+from typing import Protocol
+
+from lmforge.tokenizer import SPECIAL_TOKENS
+
+CALL, END_CALL = "<|tool_call|>", "<|/tool_call|>"
+RESULT, END_RESULT = "<|tool_result|>", "<|/tool_result|>"
+MAX_RESULT_CHARS = 1000
+
+
+class ToolError(Exception):
+    """A call the tool cannot run (bad arguments): its message becomes the call's result."""
+
+
+class Tool(Protocol):
+    name: str
+    description: str
+
+    def run(self, arguments: dict) -> str: ...
+
+
+def format_call(name: str, arguments: dict) -> str:
+    return CALL + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + END_CALL
+
+
+def format_result(output: str) -> str:
+    """A tool's output as the text the model reads, length capped; special-token strings are removed because
+    they would become control tokens when the turn is rendered again (a printed "<|im_end|>" would end it)."""
+    for token in SPECIAL_TOKENS:
+        output = output.replace(token, "")
+    if len(output) > MAX_RESULT_CHARS:
+        output = output[:MAX_RESULT_CHARS] + f"... ({len(output) - MAX_RESULT_CHARS} more characters)"
+    return RESULT + output + END_RESULT
+
+
+def parse_call(text: str) -> tuple[str, dict]:
+    """Name and arguments of the call in `text` (the JSON between <|tool_call|> and <|/tool_call|>)."""
+    text = text.split(CALL)[-1].split(END_CALL)[0].strip()
+    try:
+        call = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ToolError(f"the call is not valid JSON ({error.msg})") from None
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        raise ToolError('a call is {"name": TOOL, "arguments": {...}}')
+    arguments = call.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise ToolError("arguments must be a JSON object")
+    return call["name"], arguments
+
+
+def run_call(tools: dict[str, Tool], text: str) -> str:
+    """The result of the call in `text`, or `error: ...`; never raises for anything the model wrote."""
+    try:
+        name, arguments = parse_call(text)
+        if name not in tools:
+            raise ToolError(f"unknown tool {name!r}; tools are {sorted(tools)}")
+        return tools[name].run(arguments)
+    except ToolError as error:
+        return f"error: {error}"

@@ -1,0 +1,102 @@
+"""The `search` tool: full-text search over a local document collection, with SQLite FTS5 and BM25.
+
+Arguments: {"query": "apt pinning"}. Result: the `top_k` best passages, one line each, as
+`[n] SOURCE: ...snippet...` (a source is a document's URL or a text file's name).
+
+The collection is the demo corpus by default: the data stage's Parquet documents and the shipped books.
+Documents are cut into passages of about PASSAGE_CHARS characters at sentence ends; the index is built
+once into `index_dir/index-KEY.sqlite`, KEY a hash of the files' names, sizes and times, so a changed
+collection gets a new index and an unchanged one is reused.
+"""
+
+import hashlib
+import os
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow.parquet as pq
+
+from lmforge import LmforgeError
+from lmforge.documents import expand, read_text
+from lmforge.tools.protocol import ToolError
+
+PASSAGE_CHARS = 600
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@dataclass
+class SearchTool:
+    name: ClassVar[str] = "search"
+    description: ClassVar[str] = 'Search the local documents: {"query": "apt pinning"}; returns the best passages.'
+    documents: list[str] = field(default_factory=lambda: ["runs/demo/data/documents/*.parquet"])
+    text_files: list[str] = field(default_factory=lambda: ["data/demo/books/*.txt.gz"])
+    index_dir: str = "runs/demo/search"
+    top_k: int = 2  # few, short snippets: a small model's context is a few hundred tokens
+    snippet_words: int = 20
+
+    def __post_init__(self):
+        self.index = build_index(expand(self.documents, "documents") + expand(self.text_files, "text_files"),
+                                 Path(self.index_dir))
+
+    def run(self, arguments: dict) -> str:
+        query = arguments.get("query")
+        if not isinstance(query, str) or not re.search(r"\w", query):
+            raise ToolError('search needs {"query": "some words"}')
+        hits = self.search(query)
+        return "\n".join(f"[{n}] {source}: {snippet}" for n, (source, snippet) in enumerate(hits, 1)) or "no match"
+
+    def search(self, query: str) -> list[tuple[str, str]]:
+        """(source, snippet) of the best passages: any query word may match, BM25 ranks them."""
+        words = re.findall(r"\w+", query.lower())
+        match = " OR ".join(f'"{word}"' for word in words)  # quoted: FTS5 operators in a query stay words
+        with sqlite3.connect(self.index) as db:
+            return db.execute(
+                "SELECT source, snippet(passages, 1, '', '', '...', ?) FROM passages WHERE passages MATCH ? "
+                "ORDER BY bm25(passages) LIMIT ?", (self.snippet_words, match, self.top_k),
+            ).fetchall()
+
+
+def build_index(paths: list[str], index_dir: Path) -> str:
+    """The path of the index of `paths`, built unless an index of these exact files exists."""
+    key = hashlib.sha256(str([(p, os.path.getsize(p), os.path.getmtime(p)) for p in paths]).encode())
+    index = index_dir / f"index-{key.hexdigest()[:16]}.sqlite"
+    if index.exists():
+        return str(index)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    staging = index.with_suffix(".tmp")
+    staging.unlink(missing_ok=True)
+    with sqlite3.connect(staging) as db:
+        try:
+            # porter: "packages" finds "package"; source is shown, not searched.
+            db.execute("CREATE VIRTUAL TABLE passages USING fts5(source UNINDEXED, text, tokenize='porter unicode61')")
+        except sqlite3.OperationalError as error:
+            raise LmforgeError(f"search: this Python's sqlite3 has no FTS5 ({error})") from None
+        db.executemany("INSERT INTO passages VALUES (?, ?)",
+                       ((source, text) for source, document in read_documents(paths) for text in passages(document)))
+    db.close()
+    os.replace(staging, index)
+    return str(index)
+
+
+def read_documents(paths: list[str]):
+    """(source, text) of every document: Parquet rows (source: metadata url, else id) and whole text files."""
+    for path in paths:
+        if not path.endswith(".parquet"):
+            yield Path(path).name, read_text(path)
+            continue
+        for row in pq.read_table(path, columns=["text", "id", "metadata"]).to_pylist():
+            yield (row.get("metadata") or {}).get("url") or row["id"], row["text"]
+
+
+def passages(text: str) -> list[str]:
+    """`text` cut at sentence ends into passages of about PASSAGE_CHARS characters."""
+    chunks, current = [], ""
+    for sentence in SENTENCE_END.split(text):
+        current = f"{current} {sentence}".strip()
+        if len(current) >= PASSAGE_CHARS:
+            chunks.append(current)
+            current = ""
+    return chunks + [current] if current else chunks

@@ -1,0 +1,267 @@
+"""Tools: the python sandbox's limits hold, search finds passages, the chat template keeps tool results out of
+the loss, tool-use conversations are right, and the generation loop runs calls (real tiny model, scripted one)."""
+
+import json
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lmforge import LmforgeError, chat
+from lmforge.conversations import GENERATORS, check_conversation
+from lmforge.tokenizer import train_tokenizer
+from lmforge.tools import format_call, format_result, load_tools, parse_call, run_call
+from lmforge.tools.generation import (
+    compare_tools,
+    end_of_turn_ids,
+    generate_with_tools,
+    heldout_problems,
+    tool_accuracy,
+)
+from lmforge.tools.python import PythonTool, network_namespace
+from lmforge.tools.search import SearchTool
+
+PYTHON = PythonTool(timeout=2, memory_mb=256)
+DOCUMENTS = [
+    {"text": "APT pinning sets the priority of a package source. The file /etc/apt/preferences holds the rules.",
+     "id": "a", "metadata": {"url": "https://example.org/apt", "language": "en"}},
+    {"text": "Python uses indentation for grouping statements. Guido van Rossum chose it for clarity.",
+     "id": "b", "metadata": {"url": "https://example.org/python", "language": "en"}},
+]
+
+
+def run(code: str) -> str:
+    return PYTHON.run({"code": code})
+
+
+# The sandbox.
+
+def test_python_runs_code_and_reports_errors_briefly():
+    assert run("import math, json\nprint(json.dumps([math.factorial(5)]))") == "[120]"
+    assert run("1 / 0") == "error: ZeroDivisionError: division by zero"
+    assert run("print(").startswith("error: SyntaxError")
+    assert run("x = 1") == "(no output)"
+    assert run("open('notes.txt', 'w').write('hi')\nprint(open('notes.txt').read())") == "hi"  # its scratch dir
+
+
+@pytest.mark.parametrize("code, error", [
+    ("while True:\n    pass", "error: timed out after 2 s"),
+    ("import time\ntime.sleep(60)", "error: timed out after 2 s"),
+    ("x = bytearray(4 * 1024**3)", "error: MemoryError"),
+    ("import socket\nsocket.socket().connect(('127.0.0.1', 22))", "socket.__new__ is not allowed"),
+    ("import urllib.request\nurllib.request.urlopen('http://example.org')", "sandbox: socket."),
+    ("print(open('/etc/passwd').read())", "/etc/passwd is outside the scratch directory"),
+    ("import os\nos.symlink('/etc/passwd', 'p')\nprint(open('p').read())", "/etc/passwd is outside"),
+    ("open('/tmp/lmforge-sandbox-escape', 'w')", "is outside the scratch directory"),
+    ("import subprocess\nsubprocess.run(['cat', '/etc/passwd'])", "subprocess.Popen is not allowed"),
+    ("import os\nos.system('cat /etc/passwd')", "os.system is not allowed"),
+    ("import ctypes", "module ctypes is not allowed"),
+    ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))", "resource.setrlimit is not allowed"),
+])
+def test_python_limits_hold(code, error):
+    assert error in run(code)
+
+
+def test_python_cannot_read_a_file_outside_scratch(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read")
+    result = run(f"print(open({str(secret)!r}).read())")
+    assert "do not read" not in result and "outside the scratch directory" in result
+
+
+def test_network_namespace_has_no_network_even_without_the_audit_hook():
+    """The kernel-level layer alone: a plain child in the namespace cannot reach anything."""
+    prefix = network_namespace()
+    if not prefix:
+        pytest.skip("unshare --net is not available here (not root, no user namespaces)")
+    import subprocess
+    code = "import socket\ntry:\n socket.create_connection(('1.1.1.1', 53), 2)\nexcept OSError as e:\n print(e)"
+    out = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=20).stdout
+    assert "unreachable" in out
+
+
+# Search.
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("collection")
+    pq.write_table(pa.Table.from_pylist(DOCUMENTS), folder / "docs.parquet")
+    (folder / "book.txt").write_text("Once upon a time a fox lived in the forest.\n\nThe fox liked grapes.\n" * 5)
+    return folder
+
+
+def test_search_ranks_passages_and_caches_its_index(collection):
+    tool = SearchTool(documents=[str(collection / "*.parquet")], text_files=[str(collection / "*.txt")],
+                      index_dir=str(collection / "index"))
+    assert tool.run({"query": "package priority pinning"}).startswith("[1] https://example.org/apt: APT pinning")
+    assert tool.run({"query": "Who chose indentation?"}).startswith("[1] https://example.org/python")
+    assert "book.txt" in tool.run({"query": "fox"}) and tool.run({"query": "zebra"}) == "no match"
+    assert tool.run({"query": 'AND "OR NEAR('}) == "no match"  # FTS5 syntax in a query is just words
+    again = SearchTool(documents=[str(collection / "*.parquet")], text_files=[], index_dir=str(collection / "index"))
+    assert again.index != tool.index and len(list((collection / "index").glob("*.sqlite"))) == 2
+    built = (collection / "index").stat().st_mtime_ns
+    SearchTool(documents=[str(collection / "*.parquet")], text_files=[], index_dir=str(collection / "index"))
+    assert (collection / "index").stat().st_mtime_ns == built  # reused, not rebuilt
+    with pytest.raises(LmforgeError, match="no file matches"):
+        SearchTool(documents=[str(collection / "missing*.parquet")], index_dir=str(collection / "index"))
+
+
+# The protocol.
+
+def test_malformed_calls_become_error_results(collection):
+    tools = {"python": PYTHON}
+    assert run_call(tools, format_call("python", {"code": "print(6 * 7)"})) == "42"
+    assert parse_call('Sure.<|tool_call|> {"name": "python", "arguments": {}} <|/tool_call|>') == ("python", {})
+    for text, error in [("<|tool_call|>{not json<|/tool_call|>", "not valid JSON"),
+                        ('<|tool_call|>["python"]<|/tool_call|>', '"name"'),
+                        ('<|tool_call|>{"name": "python", "arguments": "print(1)"}<|/tool_call|>', "JSON object"),
+                        ('<|tool_call|>{"name": "shell", "arguments": {}}<|/tool_call|>', "unknown tool 'shell'"),
+                        ('<|tool_call|>{"name": "python", "arguments": {"source": "1"}}<|/tool_call|>', "needs")]:
+        assert run_call(tools, text).startswith("error:") and error in run_call(tools, text)
+    assert format_result("a<|im_end|>b" + "x" * 2000).startswith("<|tool_result|>ab" + "x" * 100)
+    assert format_result("x" * 2000).endswith("... (1000 more characters)<|/tool_result|>")
+    with pytest.raises(LmforgeError, match="unknown tool 'shell'"):
+        load_tools(["shell"])
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [m["content"] for g in ("python_arithmetic", "python_counting") for c in GENERATORS[g](size=100)
+             for m in c]
+    return train_tokenizer(texts, vocab_size=500)
+
+
+def spans(tokenizer, messages) -> tuple[list[str], str]:
+    """The trained-on spans of the rendered conversation, decoded, and the untrained text."""
+    out = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    found, current = [], []
+    for token, masked in zip(out["input_ids"], out["assistant_masks"]):
+        if masked:
+            current.append(token)
+        elif current:
+            found, current = found + [tokenizer.decode(current)], []
+    untrained = tokenizer.decode([t for t, m in zip(out["input_ids"], out["assistant_masks"]) if not m])
+    return found + ([tokenizer.decode(current)] if current else []), untrained
+
+
+def test_template_keeps_tool_results_out_of_the_loss(tokenizer, collection):
+    conversations = (GENERATORS["python_arithmetic"](size=20) + GENERATORS["python_counting"](size=20)
+                     + GENERATORS["corpus_search"](size=5, text_files=[str(collection / "*.txt")],
+                                                   index_dir=str(collection / "index")))
+    for messages in conversations:
+        reply = messages[-1]["content"]
+        before, rest = reply.split("<|tool_result|>")
+        result, after = rest.split("<|/tool_result|>")
+        trained, untrained = spans(tokenizer, messages)
+        assert trained == [before, after + "<|im_end|>"]  # the call is trained on, the result is not
+        assert f"<|tool_result|>{result}<|/tool_result|>" in untrained
+    with pytest.raises(Exception, match="never closed"):
+        tokenizer.apply_chat_template([{"role": "user", "content": "x"},
+                                       {"role": "assistant", "content": "a<|tool_result|>b"}], tokenize=False)
+
+
+# Conversations that use tools.
+
+@pytest.mark.parametrize("name", ["python_arithmetic", "python_counting"])
+def test_python_conversations_embed_what_the_code_prints(name):
+    rows = GENERATORS[name](size=300, seed=3)
+    assert all(check_conversation(messages) is None for messages in rows)
+    for messages in rows[:: 300 // 8]:  # the sandbox takes ~0.1 s a run: check a spread of them
+        reply = messages[-1]["content"]
+        result = reply.split("<|tool_result|>")[1].split("<|/tool_result|>")[0]
+        assert run_call({"python": PYTHON}, reply.split("<|tool_result|>")[0]) == result
+        assert reply.endswith(f"Final answer: {result}")
+
+
+def test_search_conversations_embed_the_tools_output(collection):
+    rows = GENERATORS["corpus_search"](size=10, seed=1, documents=[str(collection / "*.parquet")],
+                                       text_files=[str(collection / "*.txt")], index_dir=str(collection / "index"))
+    tool = SearchTool(documents=[str(collection / "*.parquet")], text_files=[str(collection / "*.txt")],
+                      index_dir=str(collection / "index"))
+    for messages in rows:
+        assert check_conversation(messages) is None
+        call, rest = messages[-1]["content"].split("<|tool_result|>")
+        assert format_result(run_call({"search": tool}, call)) == "<|tool_result|>" + rest.split("<|/tool_result|>")[
+            0] + "<|/tool_result|>"
+
+
+# The generation loop.
+
+def scripted(tokenizer, script):
+    """A stand-in for a model that already knows the protocol: `script(context_text)` gives what it writes next
+    (until a stop token). Used only where a tiny model cannot be made to call tools."""
+    def generate(ids, stop_ids, max_new_tokens):
+        new = tokenizer(script(tokenizer.decode(ids, skip_special_tokens=False)), add_special_tokens=False)
+        return new["input_ids"][:max_new_tokens]
+    return generate
+
+
+def oracle(context: str) -> str:
+    """Writes the python code for the question, then reads the answer off the tool's result."""
+    if context.endswith("<|/tool_result|>"):
+        return f"Final answer: {context.split('<|tool_result|>')[-1].split('<|/tool_result|>')[0]}<|im_end|>"
+    question = context.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0]
+    known = GENERATORS["python_arithmetic"](size=16, seed=1000) + GENERATORS["python_counting"](size=16, seed=1000)
+    for messages in known:
+        if messages[0]["content"] == question:
+            return messages[1]["content"].split("<|tool_result|>")[0]
+    return "I do not know.<|im_end|>"
+
+
+def test_tool_loop_runs_calls_and_tools_raise_accuracy(tokenizer):
+    problems = heldout_problems(size=32, seed=1000)
+    stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    with_tools = tool_accuracy(scripted(tokenizer, oracle), tokenizer, problems, stop, {"python": PYTHON})
+    without = tool_accuracy(scripted(tokenizer, oracle), tokenizer, problems, stop, None)
+    assert with_tools == {"tools": ["python"], "rows": 32, "accuracy": 1.0,
+                          "per_task": {"arithmetic": 1.0, "counting": 1.0}, "mean_tool_calls": 1.0}
+    assert without["accuracy"] == 0.0 and without["mean_tool_calls"] == 0.0  # the call is never run
+
+
+def test_tool_loop_caps_calls_and_survives_malformed_ones(tokenizer):
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "go"}], add_generation_prompt=True)
+    stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    results = []
+    turn, calls = generate_with_tools(scripted(tokenizer, lambda context: "<|tool_call|>{oops<|/tool_call|>"),
+                                      tokenizer, prompt["input_ids"], {"python": PYTHON}, stop,
+                                      max_new_tokens=200, max_calls=2, on_result=results.append)
+    assert calls > 2 and "not valid JSON" in results[0] and "at most 2 tool calls" in results[2]
+    assert len([t for t in turn if t not in tokenizer.all_special_ids]) >= 200 - 5 * calls  # budget spent, no crash
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = end_of_turn_ids(model, tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, model
+
+
+def test_compare_tools_runs_on_a_real_model(tokenizer, tiny_model):
+    _, model = tiny_model
+    report = compare_tools(model, tokenizer, {"python": PYTHON}, size=4, max_new_tokens=8)
+    for side in ("off", "on"):
+        assert report[side]["rows"] == 4 and 0 <= report[side]["accuracy"] <= 1
+        assert set(report[side]["per_task"]) == {"arithmetic", "counting"}
+    assert report["on"]["tools"] == ["python"] and report["off"]["tools"] == []
+
+
+def test_chat_with_tools_and_few_shot(tiny_model, capsys):
+    path, _ = tiny_model
+    messages = chat.main(chat.ChatConfig(model_name_or_path=str(path), tools=["python"], max_new_tokens=6, seed=0),
+                         lines=["What is 2 + 2?", "/exit"])
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    messages = chat.main(chat.ChatConfig(model_name_or_path=str(path), few_shot=True, max_new_tokens=6, seed=0),
+                         lines=["Hi", "And you?", "/exit"])
+    assert [m["role"] for m in messages] == ["user", "assistant"] * 2
+    assert json.dumps(messages)
