@@ -1,0 +1,112 @@
+"""Stage 7c, DPO: the SFT assistant trained directly on preference pairs with TRL's DPOTrainer, no reward model.
+
+    lmforge dpo --config recipes/demo/dpo.yaml
+    accelerate launch -m lmforge.dpo --config recipes/demo/dpo.yaml   # several processes or machines
+
+The pairs are the ones the reward model learns from: `lmforge label --export` writes them to
+runs/demo/labels/preferences (a DatasetDict, train and test split by prompt) in TRL's conversational preference
+format (prompt = messages, chosen/rejected = [assistant message]); a Hub dataset in that format works too.
+DPO raises the policy's log-probability of chosen over rejected replies relative to a frozen reference, the SFT
+model, which TRL reloads from `model_name_or_path` (so that must be a saved directory or Hub id); `beta` sets how
+far the policy may move. The watch samples held-out prompts during training and stops a run that degenerates;
+held-out accuracy, reward-model score, KL to the SFT model and repetition are measured before and after.
+Killed, the stage resumes from the last checkpoint.
+
+Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/`, `watch.json`, `eval_before.json` and
+`dpo_results.json` (written last: the reward margin chosen - rejected on training batches at the start and end
+and on the test pairs after training, the before/after table, the watch's report).
+"""
+
+import os
+from dataclasses import dataclass, field
+
+from datasets import DatasetDict, load_dataset, load_from_disk
+from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
+from trl import DPOConfig, DPOTrainer
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+from lmforge.files import write_json
+from lmforge.rl_eval import (EvalConfig, chat_tokenizer, evaluate_sft, evaluate_trained, heldout_prompts, logged,
+                             restore_sft_settings, table)
+from lmforge.watch import WatchCallback, WatchConfig
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+@dataclass
+class DPOScriptArguments:
+    model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "The SFT model: policy and reference."})
+    preferences: str = field(
+        default="runs/demo/labels/preferences",
+        metadata={"help": "Preference pairs: a directory saved by `lmforge label --export`, or a Hub dataset id."})
+
+
+CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, EvalConfig)
+
+
+def load_pairs(source: str) -> DatasetDict:
+    """Train (and test, when there is one) preference pairs with only the columns DPO reads."""
+    if os.path.isdir(source):
+        pairs = load_from_disk(source)
+    elif source.startswith((".", "/", "runs")):
+        raise LmforgeError(f"preferences: {source} does not exist (run `lmforge label --export` first)")
+    else:
+        pairs = load_dataset(source)
+    if not isinstance(pairs, DatasetDict) or "train" not in pairs:
+        raise LmforgeError(f"preferences: {source} has no train split")
+    for split, dataset in pairs.items():
+        missing = [c for c in PAIR_COLUMNS if c not in dataset.column_names]
+        if missing:
+            raise LmforgeError(f"preferences: {source} split {split} lacks columns {missing}")
+    return DatasetDict({s: d.select_columns(list(PAIR_COLUMNS)) for s, d in pairs.items() if len(d)})
+
+
+def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config: WatchConfig,
+         eval_config: EvalConfig) -> dict:
+    output_dir = training_args.output_dir
+    tokenizer = chat_tokenizer(script_args.model_name_or_path)
+    pairs = load_pairs(script_args.preferences)
+    if "test" not in pairs:
+        training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
+    heldout = heldout_prompts(eval_config)
+
+    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, eval_config, output_dir)
+    watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
+    trainer = DPOTrainer(
+        model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
+        args=training_args,
+        train_dataset=pairs["train"],
+        eval_dataset=pairs.get("test"),
+        processing_class=tokenizer,
+        callbacks=[watch],
+    )
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    trainer.train(resume_from_checkpoint=last)
+    test = trainer.evaluate() if "test" in pairs else {}
+
+    trainer.save_model(output_dir)
+    restored = watch.restore_last_healthy(output_dir)
+    restore_sft_settings(script_args.model_name_or_path, output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(tags=["lmforge", "dpo"])
+    after = evaluate_trained(output_dir, script_args.model_name_or_path, tokenizer, heldout, eval_config)
+    print(table(before, after))
+    margin_first, margin_last = logged(trainer.state.log_history, "rewards/margins")
+    results = {"preferences": script_args.preferences, "train_pairs": len(pairs["train"]),
+               "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
+               "margin_first": margin_first, "margin_last": margin_last,
+               "test_margin": test.get("eval_rewards/margins"), "test_accuracy": test.get("eval_rewards/accuracies"),
+               "eval": {"before": before, "after": after}, "watch": watch.report(),
+               "final_model": restored or "last step", "resumed_from": last}
+    if trainer.is_world_process_zero():
+        write_json(os.path.join(output_dir, "dpo_results.json"), results)
+    return results
+
+
+def cli(argv=None):
+    main(*parse(CONFIGS, argv))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,96 @@
+"""Stage 7b, GRPO: the SFT assistant improved on verifiable tasks with TRL's GRPOTrainer.
+
+    lmforge grpo --config recipes/demo/grpo.yaml
+    accelerate launch -m lmforge.grpo --config recipes/demo/grpo.yaml   # several processes or machines
+
+For each prompt the policy samples `num_generations` replies; each reply is scored by the reward functions the
+recipe names (`rewards`, see lmforge.rewards: answer correctness on lmforge's arithmetic and reasoning-gym tasks,
+math-verify, <think> format, length and repetition penalties, and optionally the reward model), and the policy
+moves toward the replies that beat their group's mean. `beta` > 0 keeps it near the SFT model with a KL penalty
+(the reference is reloaded from `model_name_or_path`, so that must be a saved directory or Hub id).
+The watch (lmforge.watch) samples held-out prompts during training and stops a run that degenerates; held-out
+accuracy, reward-model score, KL to the SFT model and repetition are measured before and after (lmforge.rl_eval).
+Killed, the stage resumes from the last checkpoint.
+
+Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/`, `watch.json`, `eval_before.json` and
+`grpo_results.json` (written last: rewards logged at the start and end, the before/after table, the watch's report).
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from transformers.trainer_utils import get_last_checkpoint
+from trl import GRPOConfig, GRPOTrainer
+
+from lmforge.configs import parse
+from lmforge.files import write_json
+from lmforge.rewards import reward_functions, verifiable_prompts
+from lmforge.rl_eval import (EvalConfig, chat_tokenizer, evaluate_sft, evaluate_trained, heldout_prompts, logged,
+                             restore_sft_settings, table, without_heldout)
+from lmforge.watch import WatchCallback, WatchConfig
+
+
+@dataclass
+class GRPOScriptArguments:
+    model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "The SFT model: policy and reference."})
+    tasks: dict | str | None = field(
+        default=None, metadata={"help": "Training prompts, task -> count: `arithmetic` (lmforge) or a reasoning-gym "
+                                        "dataset name such as basic_arithmetic, gsm_symbolic."})
+    rewards: dict | str | None = field(
+        default=None, metadata={"help": "Reward name -> options (and weight), see lmforge.rewards.REWARDS; "
+                                        "`reward_model: {path: DIR}` adds a reward model."})
+
+    def __post_init__(self):
+        self.tasks = json.loads(self.tasks) if isinstance(self.tasks, str) else self.tasks or {"arithmetic": 512}
+        self.rewards = json.loads(self.rewards) if isinstance(self.rewards, str) else self.rewards or {"accuracy": {}}
+
+
+CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, EvalConfig)
+
+
+def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_config: WatchConfig,
+         eval_config: EvalConfig) -> dict:
+    output_dir = training_args.output_dir
+    tokenizer = chat_tokenizer(script_args.model_name_or_path)
+    heldout = heldout_prompts(eval_config)
+    train = without_heldout(verifiable_prompts(script_args.tasks, training_args.seed), heldout)
+    functions, processing_classes, training_args.reward_weights = reward_functions(script_args.rewards)
+
+    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, eval_config, output_dir)
+    watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
+    trainer = GRPOTrainer(
+        model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
+        reward_funcs=functions,
+        reward_processing_classes=processing_classes,
+        args=training_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        callbacks=[watch],
+    )
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    trainer.train(resume_from_checkpoint=last)
+
+    trainer.save_model(output_dir)
+    restored = watch.restore_last_healthy(output_dir)
+    restore_sft_settings(script_args.model_name_or_path, output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(tags=["lmforge", "grpo"])
+    after = evaluate_trained(output_dir, script_args.model_name_or_path, tokenizer, heldout, eval_config)
+    print(table(before, after))
+    reward_first, reward_last = logged(trainer.state.log_history, "reward")
+    results = {"tasks": script_args.tasks, "rewards": script_args.rewards, "train_prompts": len(train),
+               "reward_first": reward_first, "reward_last": reward_last,
+               "kl_last": logged(trainer.state.log_history, "kl")[1], "eval": {"before": before, "after": after},
+               "watch": watch.report(), "final_model": restored or "last step", "resumed_from": last}
+    if trainer.is_world_process_zero():
+        write_json(os.path.join(output_dir, "grpo_results.json"), results)
+    return results
+
+
+def cli(argv=None):
+    main(*parse(CONFIGS, argv))
+
+
+if __name__ == "__main__":
+    cli()

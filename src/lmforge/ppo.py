@@ -1,0 +1,161 @@
+"""Stage 7a, PPO (RLHF): the SFT assistant optimised against the reward model with trl.experimental.ppo.PPOTrainer.
+
+    lmforge ppo --config recipes/demo/ppo.yaml
+    accelerate launch -m lmforge.ppo --config recipes/demo/ppo.yaml   # several processes or machines
+
+PPO samples a reply to each prompt, scores it with the reward model (AutoModelForSequenceClassification,
+num_labels=1, trained by `lmforge reward`), subtracts `kl_coef` times the KL to the frozen SFT model per token
+and `missing_eos_penalty` from replies that never end, and updates the policy with clipped policy-gradient steps
+against a value model, initialised from the reward model (or `value_model_path`). Prompts are the verifiable tasks'
+questions through the chat template, ending with the assistant header. The reward model reads the policy's token
+ids as they are, so it must share the policy's tokenizer. PPO lives in trl.experimental in TRL 1.12, the last
+release that has it (pinned). The trainer logs objective/scores (mean reward), objective/kl,
+objective/entropy and val/num_eos_tokens; the watch logs the replies' length and repetition.
+
+Killed, the stage resumes from the last checkpoint: the policy and value weights saved there, for the episodes
+still to run (the optimizer and learning-rate schedule restart: PPOTrainer.train takes no checkpoint).
+
+Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/` (with `value_model/`), `watch.json`,
+`eval_before.json` and `ppo_results.json` (written last: mean reward and KL logged at the start and end, the
+before/after table, the watch's report).
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where PPO lives in the pinned TRL 1.12
+from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
+
+from lmforge import LmforgeError  # noqa: E402
+from lmforge.configs import parse  # noqa: E402
+from lmforge.files import write_json  # noqa: E402
+from lmforge.rewards import verifiable_prompts  # noqa: E402
+from lmforge.rl_eval import (EvalConfig, chat_tokenizer, evaluate_sft, evaluate_trained, heldout_prompts,  # noqa: E402
+                             logged, restore_sft_settings, table, without_heldout)
+from lmforge.watch import WatchCallback, WatchConfig  # noqa: E402
+
+
+@dataclass
+class PPOScriptArguments:
+    tasks: dict | str | None = field(
+        default=None, metadata={"help": "Prompts, task -> count: `arithmetic` (lmforge) or a reasoning-gym dataset."})
+    value_model_path: str | None = field(
+        default=None, metadata={"help": "Initial value model; None: the reward model (reward_model_path)."})
+
+    def __post_init__(self):
+        self.tasks = json.loads(self.tasks) if isinstance(self.tasks, str) else self.tasks or {"arithmetic": 512}
+
+
+CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, EvalConfig)
+
+
+class CheckpointedPPOTrainer(PPOTrainer):
+    """PPOTrainer whose checkpoints also hold the value model, so that a resumed run keeps its critic."""
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        checkpoint = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+        if self.args.should_save and os.path.isdir(checkpoint):
+            value_model = self.accelerator.unwrap_model(self.model).value_model
+            value_model.save_pretrained(os.path.join(checkpoint, "value_model"))
+
+
+class ContinueCount(TrainerCallback):
+    """Resuming: number steps and episodes on from the checkpoint's, so that logs and checkpoint names continue."""
+
+    def __init__(self, steps: int, episodes: int):
+        self.steps, self.episodes = steps, episodes
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.global_step, state.episode = self.steps, self.episodes
+        state.max_steps += self.steps
+
+
+def prompt_ids(prompts, tokenizer):
+    """The `input_ids` column PPOTrainer reads: each chat prompt through the template, ending with the
+    assistant header (transformers 5 returns a dict from apply_chat_template)."""
+    return prompts.map(lambda row: {"input_ids": tokenizer.apply_chat_template(
+        row["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]},
+        remove_columns=prompts.column_names)
+
+
+def check_same_tokenizer(tokenizer, reward_model_path: str):
+    if AutoTokenizer.from_pretrained(reward_model_path).get_vocab() != tokenizer.get_vocab():
+        raise LmforgeError(f"reward_model_path: {reward_model_path} has another tokenizer than the policy; PPO passes "
+                           "the policy's token ids to the reward model, so it must share the policy's tokenizer")
+
+
+def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config: WatchConfig,
+         eval_config: EvalConfig) -> dict:
+    output_dir, sft_path = training_args.output_dir, training_args.sft_model_path
+    tokenizer = chat_tokenizer(sft_path)
+    tokenizer.padding_side = "left"  # prompts are padded on the left so that every reply starts at the same column
+    check_same_tokenizer(tokenizer, training_args.reward_model_path)
+    eval_config.heldout_reward_model = eval_config.heldout_reward_model or training_args.reward_model_path
+    heldout = heldout_prompts(eval_config)
+    train = without_heldout(verifiable_prompts(script_args.tasks, training_args.seed), heldout)
+    before = evaluate_sft(sft_path, tokenizer, heldout, eval_config, output_dir)
+
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    done = 0
+    if last:  # resume: the saved policy and critic, for the episodes still to run
+        with open(os.path.join(last, "trainer_state.json")) as f:
+            done = json.load(f)["global_step"]
+    policy = AutoModelForCausalLM.from_pretrained(last or sft_path)
+    value_path = os.path.join(last, "value_model") if last else script_args.value_model_path
+    value_model = AutoModelForSequenceClassification.from_pretrained(
+        value_path or training_args.reward_model_path, num_labels=1)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(training_args.reward_model_path, num_labels=1)
+    for model in (value_model, reward_model):
+        model.config.pad_token_id = tokenizer.pad_token_id  # scores are read at the last token before padding
+    batch = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+             * PartialState().num_processes)  # episodes per PPO update
+    total = training_args.total_episodes or int(training_args.num_train_epochs * len(train))
+    training_args.total_episodes = max(total - done * batch, batch)
+
+    watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
+    trainer = CheckpointedPPOTrainer(
+        args=training_args,
+        processing_class=tokenizer,
+        model=policy,
+        ref_model=AutoModelForCausalLM.from_pretrained(sft_path),
+        reward_model=reward_model,
+        value_model=value_model,
+        train_dataset=prompt_ids(train, tokenizer),
+        eval_dataset=prompt_ids(heldout, tokenizer),
+        callbacks=[watch] + ([ContinueCount(done, done * batch)] if last else []),
+    )
+    trainer.train()
+
+    trainer.save_model(output_dir)
+    restored = watch.restore_last_healthy(output_dir)
+    restore_sft_settings(sft_path, output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(tags=["lmforge", "ppo"])
+    after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, eval_config)
+    print(table(before, after))
+    history = trainer.state.log_history
+    score_first, score_last = logged(history, "objective/scores")
+    kl_first, kl_last = logged(history, "objective/kl")
+    results = {"tasks": script_args.tasks, "train_prompts": len(train),
+               "reward_model": training_args.reward_model_path,
+               "score_first": score_first, "score_last": score_last, "kl_first": kl_first, "kl_last": kl_last,
+               "entropy_last": logged(history, "objective/entropy")[1],
+               "eval": {"before": before, "after": after}, "watch": watch.report(),
+               "final_model": restored or "last step", "resumed_from": last}
+    if trainer.is_world_process_zero():
+        write_json(os.path.join(output_dir, "ppo_results.json"), results)
+    return results
+
+
+def cli(argv=None):
+    main(*parse(CONFIGS, argv))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,202 @@
+"""Reward functions for reinforcement learning, chosen by name in a recipe, plus the verifiable prompts they score.
+
+Every function has the shape TRL's GRPOTrainer calls (open-r1's registry): `f(completions, **columns)` where
+`completions` are strings or assistant messages and the dataset's columns (`task`, `answer`, `entry`, `prompts`)
+come as keyword arguments; it returns one float per completion, or None where that example cannot be verified
+(GRPOTrainer then leaves it out of the mean). A recipe names them with options:
+
+    rewards:
+      accuracy: {weight: 1.0}
+      format: {weight: 0.2}
+      length: {max_chars: 400, weight: 0.1}
+
+`get_reward(name, **options)` binds the options with functools.partial, keeping the function's `__name__` for logs.
+
+Verifiable prompts come from lmforge's own arithmetic problems (`arithmetic`) and from reasoning-gym's seeded task
+generators (any other task name, e.g. `basic_arithmetic`, `gsm_symbolic`): `verifiable_prompts({name: size}, seed)`.
+"""
+
+import functools
+import inspect
+import json
+import re
+
+import reasoning_gym
+import torch
+from datasets import Dataset
+from math_verify import parse as parse_math
+from math_verify import verify as verify_math
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from lmforge import LmforgeError
+from lmforge.conversations import arithmetic
+
+# reasoning-gym questions say nothing about how to finish; lmforge's SFT data ends every solution this way.
+ANSWER_INSTRUCTION = "\nEnd your reply with `Final answer: ` followed by the answer."
+FINAL_ANSWER = re.compile(r"final answer:\s*(.+)", re.IGNORECASE)
+THINK_THEN_ANSWER = re.compile(r"^\s*<think>(?=.*\S.*</think>).+?</think>\s*\S", re.DOTALL)
+
+
+def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:
+    """Chat prompts with what is needed to check the answer: columns prompt, task, answer, entry.
+
+    `tasks` maps a task name to a number of problems: `arithmetic` is lmforge's generator, any other name a
+    reasoning-gym dataset. `entry` is the reasoning-gym entry as JSON (its scorer needs it), empty for lmforge's.
+    """
+    rows = []
+    for task, size in tasks.items():
+        if task == "arithmetic":
+            rows += [{"question": p["question"], "task": task, "answer": str(p["answer"]), "entry": ""}
+                     for p in arithmetic.problems(size, seed)]
+            continue
+        try:
+            dataset = reasoning_gym.create_dataset(task, size=size, seed=seed)
+        except (KeyError, ValueError) as error:
+            raise LmforgeError(f"tasks: {task!r} is neither 'arithmetic' nor a reasoning-gym dataset ({error})")
+        rows += [{"question": e["question"] + ANSWER_INSTRUCTION, "task": task, "answer": str(e["answer"]),
+                  "entry": json.dumps(e)} for e in dataset]
+    return Dataset.from_list([{"prompt": [{"role": "user", "content": r.pop("question")}], **r} for r in rows])
+
+
+def completion_text(completion) -> str:
+    """The text of a completion, given as a string or as a list of messages (conversational datasets)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(message["content"] for message in completion)
+
+
+def final_answer(text: str) -> str | None:
+    """What follows the last `Final answer:` on its line, or None."""
+    found = FINAL_ANSWER.findall(text)
+    return found[-1].strip().rstrip(".") if found else None
+
+
+@functools.lru_cache(maxsize=None)
+def reasoning_gym_scorer(task: str):
+    return reasoning_gym.get_score_answer_fn(task)
+
+
+def accuracy(completions, task=None, answer=None, entry=None, **kwargs) -> list[float | None]:
+    """1.0 for a right final answer, 0.0 for a wrong or missing one, None for a row with no known task.
+
+    lmforge's arithmetic is checked by its own scorer; reasoning-gym tasks by the dataset's `score_answer`
+    (which may give partial credit: gsm_symbolic gives 0.01 to a wrong number)."""
+    rewards = []
+    for i, completion in enumerate(completions):
+        text, name = completion_text(completion), task[i] if task else None
+        if name == "arithmetic":
+            rewards.append(arithmetic.check(text, {"answer": int(answer[i])}))
+        elif name and entry and entry[i]:
+            rewards.append(float(reasoning_gym_scorer(name)(final_answer(text), json.loads(entry[i]))))
+        else:
+            rewards.append(None)
+    return rewards
+
+
+def math_equivalence(completions, answer=None, **kwargs) -> list[float | None]:
+    """1.0 when math-verify finds the final answer mathematically equal to `answer` (0.5 = 1/2, \\frac{1}{2}), else
+    0.0; None where there is no reference answer or math-verify cannot parse it."""
+    rewards = []
+    for i, completion in enumerate(completions):
+        gold = parse_math(answer[i]) if answer and answer[i] else []
+        if not gold:
+            rewards.append(None)
+            continue
+        text = completion_text(completion)
+        predicted = parse_math(final_answer(text) or text)
+        rewards.append(float(bool(predicted) and verify_math(gold, predicted)))
+    return rewards
+
+
+def think_format(completions, **kwargs) -> list[float]:
+    """1.0 when the reply reasons inside <think>...</think> (not empty) and then gives an answer after it."""
+    return [float(bool(THINK_THEN_ANSWER.match(completion_text(c)))) for c in completions]
+
+
+def length_penalty(completions, max_chars: int = 400, **kwargs) -> list[float]:
+    """0 up to `max_chars` characters, then -1 for every further `max_chars`: discourages rambling (and length
+    hacking of a reward model) without rewarding empty replies."""
+    return [-max(0, len(completion_text(c)) - max_chars) / max_chars for c in completions]
+
+
+def repetition_rate(items, n: int = 3) -> float:
+    """Share of the n-grams of `items` (words or token ids) that repeat an earlier n-gram: 0 for varied text,
+    near 1 for a loop."""
+    grams = [tuple(items[i:i + n]) for i in range(len(items) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_penalty(completions, ngram: int = 3, **kwargs) -> list[float]:
+    """Minus the share of repeated word n-grams: 0 for varied text, down to almost -1 for a loop."""
+    return [-repetition_rate(completion_text(c).split(), ngram) for c in completions]
+
+
+@functools.lru_cache(maxsize=4)
+def load_scorer(path: str):
+    """A saved reward model (sequence classification, one label) and its tokenizer, loaded once per path."""
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last token that is not padding
+    return model, tokenizer
+
+
+def reward_model(completions, prompts=None, path: str = "runs/demo/reward", batch_size: int = 16,
+                 **kwargs) -> list[float]:
+    """The reward model's score of each prompt + completion, rendered with its chat template when conversational."""
+    model, tokenizer = load_scorer(path)
+    texts = []
+    for prompt, completion in zip(prompts or [""] * len(completions), completions):
+        if isinstance(completion, str) and isinstance(prompt, str):
+            texts.append(prompt + completion)
+        else:
+            messages = (prompt if isinstance(prompt, list) else []) + (
+                completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}])
+            texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    scores = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="right",
+                          add_special_tokens=False).to(model.device)
+        with torch.inference_mode():
+            scores += model(**batch).logits[:, 0].float().tolist()
+    return scores
+
+
+REWARDS = {
+    "accuracy": accuracy,
+    "math_verify": math_equivalence,
+    "format": think_format,
+    "length": length_penalty,
+    "repetition": repetition_penalty,
+    "reward_model": reward_model,
+}
+
+
+def get_reward(name: str, **options):
+    """The registered reward `name` with `options` bound; an unknown name or option is the recipe's error."""
+    if name not in REWARDS:
+        raise LmforgeError(f"rewards: unknown reward {name!r}; rewards are {sorted(REWARDS)}")
+    function = REWARDS[name]
+    accepted = [p for p in inspect.signature(function).parameters if p not in ("completions", "kwargs")]
+    for key in options:
+        if key not in accepted:
+            raise LmforgeError(f"rewards.{name}: no option {key!r}; options are {accepted}")
+    return functools.update_wrapper(functools.partial(function, **options), function) if options else function
+
+
+def reward_functions(rewards: dict) -> tuple[list, list, list[float]]:
+    """Reward functions, their processing classes and weights from a recipe's `rewards` mapping (name -> options,
+    each with an optional weight), in the shape GRPOTrainer takes them.
+
+    `reward_model` becomes the loaded model itself, with its tokenizer as processing class: the trainer then renders
+    prompt + completion with that tokenizer's chat template, scores on the trainer's device and logs it by name."""
+    if not rewards:
+        raise LmforgeError("rewards: name at least one reward function")
+    functions, processing_classes, weights = [], [], []
+    for name, options in rewards.items():
+        options = dict(options or {})
+        weights.append(float(options.pop("weight", 1.0)))
+        get_reward(name, **options)  # checks the name and options
+        scorer = load_scorer(options.get("path", "runs/demo/reward")) if name == "reward_model" else None
+        functions.append(scorer[0] if scorer else get_reward(name, **options))
+        processing_classes.append(scorer[1] if scorer else None)
+    return functions, processing_classes, weights

@@ -1,0 +1,171 @@
+"""A watch for reward hacking and collapse, used by every RL stage (`lmforge grpo`, `dpo`, `ppo`).
+
+A policy optimised against a reward drifts from its reference; past some point it finds what the reward fails to
+punish: replies that loop on a phrase, collapse to one token, go empty or swell in length. WatchCallback follows
+    - KL to the reference, read from the trainer's logs (`kl` in GRPO, `objective/kl` in PPO; DPO logs none),
+    - response length, n-gram repetition rate and share of degenerate replies, from replies it samples itself
+      to a few held-out prompts every `watch_every` steps and at every checkpoint (DPO never samples, and the
+      same measure for every stage keeps the figures comparable),
+warns when one crosses its recipe threshold, stops the run if `watch_stop`, and remembers the last checkpoint
+saved while everything was within bounds: `restore_last_healthy` puts that model in place of the final one.
+Its figures go to `watch.json` in the output directory (kept across a resume) and into the stage's results.
+"""
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import TrainerCallback
+
+from lmforge.files import write_json
+from lmforge.rewards import repetition_rate
+
+logger = logging.getLogger(__name__)
+KL_LOG_KEYS = ("kl", "objective/kl")
+# Files that make up a saved model or adapter; the optimizer and trainer state of a checkpoint are not copied.
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+               "adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass
+class WatchConfig:
+    """Recipe keys of the watch: how often it samples, and the bounds a healthy policy stays within."""
+
+    watch_every: int = field(default=10, metadata={"help": "Sample held-out prompts every N optimizer steps."})
+    watch_prompts: int = field(default=8, metadata={"help": "Held-out prompts sampled at each check."})
+    watch_max_new_tokens: int = field(default=64, metadata={"help": "Length of each sampled reply."})
+    watch_max_kl: float | None = field(
+        default=None, metadata={"help": "Alarm above this KL to the reference, as the trainer logs it (None: off)."})
+    watch_max_repetition: float = field(
+        default=0.5, metadata={"help": "Alarm above this mean share of repeated token 3-grams in the replies."})
+    watch_max_degenerate: float = field(
+        default=0.5, metadata={"help": "Alarm above this share of degenerate replies (empty or one token looping)."})
+    watch_min_length: float = field(default=1.0, metadata={"help": "Alarm below this mean reply length (tokens)."})
+    watch_max_length: float | None = field(
+        default=None, metadata={"help": "Alarm above this mean reply length (tokens); None: off."})
+    watch_stop: bool = field(default=True, metadata={"help": "Stop training at the first alarm."})
+
+
+def counts_as_degenerate(ids: list[int]) -> bool:
+    """Empty, or a reply of four tokens or more in which one token makes up at least half: a collapsed policy."""
+    if not ids:
+        return True
+    return len(ids) >= 4 and Counter(ids).most_common(1)[0][1] * 2 >= len(ids)
+
+
+def reply_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, do_sample: bool = True):
+    """The generated token ids of one reply per prompt (prompt, padding and end-of-turn token removed)."""
+    batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt").to(model.device)
+    stops = model.generation_config.eos_token_id
+    stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.pad_token_id}
+    with torch.no_grad():
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=do_sample, top_k=None, top_p=None,
+                                temperature=1.0 if do_sample else None, pad_token_id=tokenizer.pad_token_id)
+    replies = []
+    for row in output[:, batch["input_ids"].shape[1]:].tolist():
+        end = next((i for i, token in enumerate(row) if token in stops), len(row))
+        replies.append(row[:end])
+    return replies
+
+
+def reply_stats(replies: list[list[int]]) -> dict:
+    return {"mean_length": sum(map(len, replies)) / len(replies),
+            "repetition": sum(repetition_rate(r) for r in replies) / len(replies),
+            "degenerate": sum(map(counts_as_degenerate, replies)) / len(replies)}
+
+
+class WatchCallback(TrainerCallback):
+    def __init__(self, config: WatchConfig, prompts: list, tokenizer, output_dir: str):
+        """`prompts` are chats (lists of messages) never trained on; the first `watch_prompts` are sampled."""
+        self.config, self.tokenizer, self.output_dir = config, tokenizer, output_dir
+        self.prompt_ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
+                           for p in prompts[:config.watch_prompts]]
+        self.checks, self.alarms, self.kl = [], [], None
+        self.stopped, self.last_healthy = False, None
+        self.problems = {"samples": [], "kl": []}  # the latest reading of each source, empty when within bounds
+        previous = os.path.join(output_dir, "watch.json")
+        if os.path.exists(previous):  # resuming: keep what the killed run saw
+            with open(previous) as f:
+                state = json.load(f)
+            self.checks, self.alarms, self.last_healthy = state["checks"], state["alarms"], state["last_healthy"]
+
+    @property
+    def healthy(self) -> bool:
+        return not (self.problems["samples"] or self.problems["kl"])
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.last_healthy:  # the rotation of old checkpoints spares the "best" one
+            state.best_model_checkpoint = self.last_healthy
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        kl = next((logs[key] for key in KL_LOG_KEYS if key in (logs or {})), None)
+        if kl is None:
+            return
+        self.kl = kl
+        bound = self.config.watch_max_kl
+        self.problems["kl"] = [("kl", kl, bound)] if bound is not None and not kl <= bound else []  # NaN too
+        self.raise_alarms("kl", state, control)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.config.watch_every == 0 or control.should_save:
+            self.check(getattr(model, "policy", model), state, control)  # PPO passes its policy-and-value wrapper
+
+    def check(self, model, state, control) -> dict:
+        """Sample the held-out prompts, record the figures and raise alarms for those out of bounds."""
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng():  # sampling here must not change the training run's random stream
+            torch.manual_seed(state.global_step)
+            stats = reply_stats(reply_ids(model, self.tokenizer, self.prompt_ids, self.config.watch_max_new_tokens))
+        model.train(was_training)
+        stats = {"step": state.global_step, "kl": self.kl, **stats}
+        self.checks.append(stats)
+        c = self.config
+        bounds = [("repetition", c.watch_max_repetition, max), ("degenerate", c.watch_max_degenerate, max),
+                  ("mean_length", c.watch_min_length, min), ("mean_length", c.watch_max_length, max)]
+        self.problems["samples"] = [
+            (name, stats[name], bound) for name, bound, side in bounds
+            if bound is not None and (stats[name] > bound if side is max else stats[name] < bound)]
+        self.raise_alarms("samples", state, control)
+        return stats
+
+    def raise_alarms(self, source: str, state, control):
+        for name, value, bound in self.problems[source]:
+            alarm = {"step": state.global_step, "metric": name, "value": value, "bound": bound}
+            self.alarms.append(alarm)
+            logger.warning("watch: step %d: %s = %.4g is out of bounds (%s)", state.global_step, name, value, bound)
+            if self.config.watch_stop:
+                self.stopped = control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.healthy:
+            self.last_healthy = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            state.best_model_checkpoint = self.last_healthy
+        self.save()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.save()
+
+    def save(self):
+        write_json(os.path.join(self.output_dir, "watch.json"), self.report())
+
+    def report(self) -> dict:
+        return {"thresholds": asdict(self.config), "checks": self.checks, "alarms": self.alarms,
+                "stopped": self.stopped, "last_healthy": self.last_healthy}
+
+    def restore_last_healthy(self, output_dir: str) -> str | None:
+        """After a stop, copy the last healthy checkpoint's model over the final one in `output_dir`."""
+        if not self.stopped:
+            return None
+        if self.last_healthy is None or not os.path.isdir(self.last_healthy):
+            logger.warning("watch: stopped with no healthy checkpoint saved; the final model is the stopped one")
+            return None
+        for name in MODEL_FILES:
+            if os.path.exists(os.path.join(self.last_healthy, name)):
+                shutil.copy2(os.path.join(self.last_healthy, name), os.path.join(output_dir, name))
+        logger.warning("watch: final model in %s = last healthy checkpoint %s", output_dir, self.last_healthy)
+        return self.last_healthy

@@ -1,0 +1,154 @@
+"""The RL stages on tiny models: GRPO raises an easy verifiable reward, DPO widens the chosen-minus-rejected
+margin, PPO raises the reward model's score with a finite KL; each writes its before/after table and watch report."""
+
+import json
+import math
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+from lmforge import dpo, grpo, ppo
+from lmforge.configs import parse
+from lmforge.conversations import GENERATORS, arithmetic
+from lmforge.tokenizer import train_tokenizer
+
+TRAINER = ["--use_cpu", "true", "--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none",
+           "--logging_steps", "1", "--seed", "0"]
+HELDOUT = ["--heldout_tasks", json.dumps({"arithmetic": 4}), "--heldout_max_new_tokens", "12",
+           "--watch_prompts", "4", "--watch_max_new_tokens", "12"]
+
+
+def llama_config(tokenizer, **extra):
+    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 512}
+    return LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **{**sizes, **extra})
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    texts = [m["content"] for g in ("identity", "arithmetic") for c in GENERATORS[g](seed=0) for m in c]
+    return train_tokenizer(texts, vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def sft_model(tmp_path_factory, tokenizer):
+    """A random 2-layer Llama saved as the SFT stage saves its assistant (generation stops at <|im_end|>)."""
+    path = tmp_path_factory.mktemp("sft")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(llama_config(tokenizer))
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def reward_model(tmp_path_factory, tokenizer):
+    """A reward model that likes a quarter of the vocabulary, so a policy can learn to please it in a few steps.
+
+    Its one layer attends evenly to every token (zero queries) and copies the embeddings through; embedding
+    coordinate 0 is 1 for the liked tokens and 0 for the rest, and the score head reads coordinate 0 of the
+    result: the score rises with the share of liked tokens in prompt + reply."""
+    path = tmp_path_factory.mktemp("reward")
+    torch.manual_seed(1)
+    model = LlamaForSequenceClassification(llama_config(tokenizer, num_labels=1, num_hidden_layers=1,
+                                                        num_key_value_heads=4))
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        embeddings = model.model.embed_tokens.weight
+        embeddings[:, 0] = 0.0
+        embeddings[liked_tokens(tokenizer), 0] = 0.2
+        layer.self_attn.q_proj.weight.zero_()
+        layer.self_attn.v_proj.weight.copy_(torch.eye(64))
+        layer.self_attn.o_proj.weight.copy_(torch.eye(64))
+        layer.mlp.down_proj.weight.zero_()
+        model.score.weight.zero_()
+        model.score.weight[0, 0] = 1.0
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def liked_tokens(tokenizer):
+    return list(range(300, 300 + len(tokenizer) // 4))
+
+
+def test_the_test_reward_model_likes_its_tokens(reward_model, tokenizer):
+    from lmforge.rewards import load_scorer
+    model, _ = load_scorer(str(reward_model))
+    liked, other = liked_tokens(tokenizer)[:8], list(range(100, 108))
+    scores = model(torch.tensor([liked, other, liked[:4] + other[:4]])).logits[:, 0]
+    assert scores[0] > scores[2] > scores[1]
+
+
+def read_results(path, name):
+    return json.loads((path / name).read_text())
+
+
+def test_grpo_raises_an_easy_reward(sft_model, tmp_path):
+    # A length penalty is a reward a random policy can improve in a few steps: shorter tokens, or <|im_end|>.
+    argv = ["--config", "recipes/demo/grpo.yaml", "--model_name_or_path", str(sft_model),
+            "--output_dir", str(tmp_path), "--tasks", json.dumps({"arithmetic": 64}),
+            "--rewards", json.dumps({"length": {"max_chars": 10}}), "--max_steps", "16", "--save_steps", "8",
+            "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "12",
+            "--learning_rate", "2e-2", "--watch_every", "8", "--watch_max_kl", "100", *HELDOUT, *TRAINER]
+    results = grpo.main(*parse(grpo.CONFIGS, argv))
+    assert results["reward_last"] > results["reward_first"] + 0.2, results
+    assert results["kl_last"] is not None and results["kl_last"] < 10
+    assert results["watch"]["checks"] and not results["watch"]["stopped"]
+    saved = read_results(tmp_path, "grpo_results.json")
+    assert saved["eval"]["before"]["kl"] == 0.0 and saved["eval"]["after"]["kl"] > 0
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "checkpoint-16").is_dir()
+
+
+@pytest.fixture(scope="session")
+def preferences(tmp_path_factory):
+    """Pairs shaped like `lmforge label --export`'s: a worked solution chosen over an evasive reply."""
+    path = tmp_path_factory.mktemp("labels") / "preferences"
+    rows = [{"prompt": [{"role": "user", "content": p["question"]}],
+             "chosen": [{"role": "assistant", "content": p["solution"]}],
+             "rejected": [{"role": "assistant", "content": "I would rather talk about the weather."}],
+             "source": "judge", "prompt_id": i} for i, p in enumerate(arithmetic.problems(40, seed=3))]
+    DatasetDict({"train": Dataset.from_list(rows[:32]), "test": Dataset.from_list(rows[32:])}).save_to_disk(path)
+    return path
+
+
+def test_dpo_widens_the_margin_between_chosen_and_rejected(sft_model, reward_model, preferences, tmp_path):
+    argv = ["--config", "recipes/demo/dpo.yaml", "--model_name_or_path", str(sft_model),
+            "--preferences", str(preferences), "--output_dir", str(tmp_path), "--max_steps", "12",
+            "--save_steps", "6", "--eval_steps", "100", "--per_device_train_batch_size", "8", "--max_length", "128",
+            "--learning_rate", "5e-3", "--warmup_steps", "0", "--lr_scheduler_type", "constant", "--watch_every", "6",
+            "--heldout_reward_model", str(reward_model), *HELDOUT, *TRAINER]
+    results = dpo.main(*parse(dpo.CONFIGS, argv))
+    assert results["margin_last"] > results["margin_first"] + 1.0, results
+    assert results["test_margin"] > 0 and results["test_accuracy"] > 0.5
+    assert results["train_pairs"] == 32 and results["test_pairs"] == 8
+    assert results["eval"]["after"]["kl"] != 0 and results["watch"]["checks"]
+    assert results["eval"]["before"]["reward_model"] is not None
+    assert (tmp_path / "dpo_results.json").is_file() and (tmp_path / "checkpoint-12").is_dir()
+
+
+def test_dpo_names_missing_preferences(sft_model, tmp_path):
+    argv = ["--config", "recipes/demo/dpo.yaml", "--model_name_or_path", str(sft_model),
+            "--preferences", str(tmp_path / "nope"), "--output_dir", str(tmp_path), *TRAINER]
+    with pytest.raises(dpo.LmforgeError, match="nope does not exist"):
+        dpo.main(*parse(dpo.CONFIGS, argv))
+
+
+def test_ppo_raises_the_reward_models_score(sft_model, reward_model, tmp_path):
+    argv = ["--config", "recipes/demo/ppo.yaml", "--sft_model_path", str(sft_model),
+            "--reward_model_path", str(reward_model), "--output_dir", str(tmp_path),
+            "--tasks", json.dumps({"arithmetic": 64}), "--total_episodes", "96", "--per_device_train_batch_size", "8",
+            "--local_rollout_forward_batch_size", "8", "--response_length", "8", "--learning_rate", "1e-2",
+            "--lr_scheduler_type", "constant", "--num_ppo_epochs", "4", "--temperature", "1.0", "--save_steps", "6",
+            "--watch_every", "6", "--watch_max_kl", "1000", *HELDOUT, *TRAINER]
+    results = ppo.main(*parse(ppo.CONFIGS, argv))
+    assert results["score_last"] > results["score_first"] + 0.15, results
+    assert all(map(math.isfinite, (results["kl_first"], results["kl_last"], results["entropy_last"])))
+    # The held-out table scores greedy replies, which loop on a random tiny policy: check it is there, not its trend.
+    assert set(results["eval"]["after"]) == set(results["eval"]["before"]) and results["eval"]["after"]["kl"] > 0
+    assert (tmp_path / "checkpoint-12" / "value_model" / "model.safetensors").is_file()
+    assert read_results(tmp_path, "ppo_results.json")["watch"]["checks"]

@@ -1,0 +1,106 @@
+"""The reward-hacking watch: it fires on a policy that repeats one token and not on a healthy one, stops the run
+and puts the last healthy checkpoint in place of the final model."""
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainerControl, TrainerState, \
+    TrainingArguments
+
+from lmforge.conversations import GENERATORS
+from lmforge.rewards import verifiable_prompts
+from lmforge.tokenizer import train_tokenizer
+from lmforge.watch import WatchCallback, WatchConfig, counts_as_degenerate, reply_stats
+
+PROMPTS = verifiable_prompts({"arithmetic": 8}, seed=1)["prompt"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([m["content"] for c in GENERATORS["arithmetic"](size=200) for m in c], vocab_size=400)
+
+
+def tiny_model(tokenizer):
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def plant_loop(model, token_id: int):
+    """Make the policy say one token forever: a huge bias on that token's row of the output layer."""
+    bias = torch.zeros(model.config.vocab_size)
+    bias[token_id] = 1e4
+    model.lm_head.bias = torch.nn.Parameter(bias, requires_grad=False)
+
+
+def test_degenerate_replies_and_stats():
+    assert counts_as_degenerate([]) and counts_as_degenerate([5, 5, 5, 1]) and not counts_as_degenerate([1, 2, 3, 4])
+    assert not counts_as_degenerate([7, 7])  # too short to call a loop
+    stats = reply_stats([[1, 2, 3, 4, 5], [9] * 10])
+    assert stats["mean_length"] == 7.5 and stats["degenerate"] == 0.5 and 0.4 < stats["repetition"] < 0.5
+
+
+def test_watch_fires_on_a_looping_policy_and_not_on_a_healthy_one(tokenizer, tmp_path):
+    model = tiny_model(tokenizer)
+    watch = WatchCallback(WatchConfig(watch_max_new_tokens=24), PROMPTS, tokenizer, str(tmp_path))
+    control = TrainerControl()
+    healthy = watch.check(model, TrainerState(global_step=1), control)
+    assert healthy["degenerate"] == 0 and healthy["repetition"] < 0.2 and healthy["mean_length"] > 10
+    assert watch.alarms == [] and watch.healthy and not control.should_training_stop
+
+    plant_loop(model, tokenizer.convert_tokens_to_ids("Ġapples"))
+    looping = watch.check(model, TrainerState(global_step=2), control)
+    assert looping["degenerate"] == 1.0 and looping["repetition"] > 0.9
+    assert {a["metric"] for a in watch.alarms} == {"repetition", "degenerate"}
+    assert control.should_training_stop and watch.stopped and not watch.healthy
+
+
+def test_kl_from_logs_raises_an_alarm(tokenizer, tmp_path):
+    watch = WatchCallback(WatchConfig(watch_max_kl=0.5, watch_stop=False), PROMPTS, tokenizer, str(tmp_path))
+    control, state = TrainerControl(), TrainerState(global_step=3)
+    watch.on_log(None, state, control, logs={"kl": 0.1})
+    assert watch.healthy and watch.alarms == []
+    watch.on_log(None, state, control, logs={"objective/kl": float("nan")})  # PPO's key; NaN is out of bounds too
+    assert not watch.healthy and watch.alarms[0]["metric"] == "kl" and not control.should_training_stop
+
+
+class Sabotage(TrainerCallback):
+    """Turns the policy into a loop after a given step, as reward hacking would, only faster."""
+
+    def __init__(self, step: int, token_id: int):
+        self.step, self.token_id = step, token_id
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            plant_loop(model, self.token_id)
+
+
+def test_watch_stops_training_and_keeps_the_last_healthy_checkpoint(tokenizer, tmp_path):
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in GENERATORS["arithmetic"](size=32)]
+    rows = tokenizer(texts, max_length=64, truncation=True)["input_ids"]
+    dataset = Dataset.from_dict({"input_ids": rows, "labels": rows})
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=12, per_device_train_batch_size=1, save_steps=2,
+                             save_total_limit=1, logging_steps=1, use_cpu=True, report_to="none", learning_rate=1e-3)
+    watch = WatchCallback(WatchConfig(watch_every=2, watch_max_new_tokens=16), PROMPTS, tokenizer, str(tmp_path))
+    model = tiny_model(tokenizer)
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      callbacks=[Sabotage(5, tokenizer.convert_tokens_to_ids("Ġapples")), watch])
+    trainer.train()
+    trainer.save_model(str(tmp_path))
+
+    assert trainer.state.global_step == 6 and watch.stopped  # the check at step 6 saw the loop
+    assert watch.last_healthy == str(tmp_path / "checkpoint-4")
+    assert (tmp_path / "checkpoint-4").is_dir()  # spared by save_total_limit=1
+    assert watch.restore_last_healthy(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    final, healthy = load_file(tmp_path / "model.safetensors"), load_file(tmp_path / "checkpoint-4/model.safetensors")
+    assert final.keys() == healthy.keys() and all(torch.equal(final[k], healthy[k]) for k in final)
+    report = json.loads((tmp_path / "watch.json").read_text())
+    assert [c["step"] for c in report["checks"]] == [2, 4, 6] and report["stopped"]
+    assert {a["step"] for a in report["alarms"]} == {6}
