@@ -1,0 +1,314 @@
+"""Stage 9, eval: every model of a run measured the same way, in one table with a column per model.
+
+    lmforge eval --config recipes/demo/eval.yaml
+    lmforge eval --config recipes/demo/eval.yaml --models '{"mine": {"path": "runs/x/sft", "kind": "assistant"}}'
+
+The recipe lists models by name -> {path, kind}; the kind says what is measured, with the metric modules of
+lmforge/metrics/ (`evaluate.Metric`s loaded by path, since the Hub's metric scripts are not needed offline):
+    base       bits per byte on held-out web text: the data stage's documents that `lmforge.documents.is_heldout`
+               kept out of the tokenizer and of pretraining (bits_per_byte, as the pretrain stage measures it)
+    assistant  the same, plus on greedy replies to chat prompts: chat-format compliance (chat_compliance), accuracy
+               on arithmetic problems from a seed no stage trains on (arithmetic_accuracy), answer rate on known
+               questions and refusal rate on unknowable ones, judged as `lmforge interrogate` judges (refusals),
+               and the mean score of `reward_model` on the replies when one is given
+    reward     pairwise accuracy on the held-out split of `lmforge label`'s preference pairs (pairwise_accuracy)
+A model whose path does not exist (its stage was not run) is skipped with a note.
+
+Outputs under `output_dir`: `<model>.json` per model (metrics and sample replies; reused on a rerun while the
+model's files and the settings are unchanged, so a killed run goes on with the next model), `results.json` (every
+model and the skipped ones; written last) and `table.md` (one row per metric, one column per model).
+"""
+
+import functools
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import evaluate
+import torch
+from datasets import load_from_disk
+from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+from lmforge.conversations import arithmetic
+from lmforge.conversations.python_faq import read_pairs
+from lmforge.documents import is_heldout, iter_documents
+from lmforge.files import read_json, write_json
+from lmforge.interrogate import JUDGES
+from lmforge.pretrain import bits_per_byte as pretrain_bits_per_byte
+from lmforge.pretrain import token_losses, utf8_lengths
+from lmforge.report import eval_table
+from lmforge.rewards import reward_model
+from lmforge.tokenizer import encode_text
+
+KINDS = ("base", "assistant", "reward")
+METRICS = Path(__file__).parent / "metrics"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class EvalConfig:
+    models: dict | str | None = field(
+        default=None, metadata={"help": f"Name -> {{path, kind}}, kind one of {list(KINDS)}; one column each."})
+    output_dir: str = field(default="runs/demo/eval", metadata={"help": "Where the results are written."})
+    documents: list[str] = field(
+        default_factory=lambda: ["runs/demo/data/documents/*.parquet"],
+        metadata={"help": "The data stage's Parquet files; their held-out documents are scored."})
+    heldout_fraction: float = field(
+        default=0.05, metadata={"help": "The tokenizer and pack stages' heldout_fraction (the same documents)."})
+    max_length: int = field(default=256, metadata={"help": "Tokens per scored window (capped at the context)."})
+    batch_size: int = field(default=16, metadata={"help": "Windows, prompts or pairs per forward pass."})
+    arithmetic_problems: int = field(default=32, metadata={"help": "Arithmetic problems asked (0: none)."})
+    arithmetic_seed: int = field(
+        default=3000, metadata={"help": "Seed of the problems: not SFT's or GRPO's (42), GRPO's held-out (1000) "
+                                        "or rollouts' (1001), so they are new to every model."})
+    known_questions: list[str] = field(
+        default_factory=lambda: ["data/demo/python_faq.jsonl"],
+        metadata={"help": "JSONL files of question and answer that SFT taught."})
+    known_limit: int = field(default=32, metadata={"help": "Known questions asked (-1: all)."})
+    unknowable_questions: list[str] = field(
+        default_factory=lambda: ["data/demo/unknowable_questions.jsonl"],
+        metadata={"help": "JSONL files of questions no model can answer (private, future or made-up facts)."})
+    judge: str = field(default="overlap", metadata={"help": f"How known answers are judged: {list(JUDGES)}."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message of every chat prompt."})
+    max_new_tokens: int = field(default=96, metadata={"help": "Longest reply; a reply cut here did not end its turn."})
+    reward_model: str | None = field(
+        default=None, metadata={"help": "Reward model that scores the assistants' replies (None: no score)."})
+    preferences: str = field(
+        default="runs/demo/labels/preferences", metadata={"help": "`lmforge label` pairs, for reward models."})
+    preference_split: str = field(default="test", metadata={"help": "Split of the pairs that is scored."})
+    preference_limit: int = field(default=256, metadata={"help": "Pairs scored (-1: all)."})
+    samples: int = field(default=2, metadata={"help": "Replies kept per task and model for the report."})
+
+    def __post_init__(self):
+        self.models = json.loads(self.models) if isinstance(self.models, str) else self.models
+        if not self.models:
+            raise LmforgeError("models: name at least one model, as name: {path: DIR, kind: base|assistant|reward}")
+        for name, spec in self.models.items():
+            if not isinstance(spec, dict) or not spec.get("path") or spec.get("kind") not in KINDS:
+                raise LmforgeError(f"models.{name}: needs a path and a kind, one of {list(KINDS)} (got {spec!r})")
+        if self.judge not in JUDGES:
+            raise LmforgeError(f"judge: {self.judge!r} is not one of {list(JUDGES)}")
+
+
+CONFIGS = (EvalConfig,)  # what `--config recipes/*/eval*.yaml` is parsed into
+
+
+@functools.lru_cache(maxsize=None)
+def metric(name: str) -> evaluate.EvaluationModule:
+    return evaluate.load(str(METRICS / f"{name}.py"))
+
+
+def heldout_texts(config: EvalConfig) -> list[str]:
+    texts = [document["text"] for document in iter_documents(config.documents, [])
+             if is_heldout(document["id"], config.heldout_fraction)]
+    if not texts:
+        raise LmforgeError(f"heldout_fraction: {config.heldout_fraction} holds out no document of {config.documents}")
+    return texts
+
+
+def text_windows(token_ids: list[list[int]], bos_token_id: int, length: int) -> list[list[int]]:
+    """Each text as <|bos|> + tokens, cut into windows of `length` that overlap by one token, so that every
+    token after <|bos|> is predicted exactly once (the first token of a window is context only)."""
+    windows = []
+    for ids in token_ids:
+        ids = [bos_token_id, *ids]
+        windows += [ids[start:start + length] for start in range(0, max(len(ids) - 1, 1), length - 1)]
+    return windows
+
+
+@torch.no_grad()
+def bits_per_byte(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> float:
+    """Bits per UTF-8 byte of `texts`, computed by the same function as the pretrain stage's eval_bits_per_byte."""
+    length = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
+    windows = text_windows(encode_text(tokenizer, texts), tokenizer.bos_token_id, length)
+    losses, labels = [], []
+    for start in range(0, len(windows), batch_size):
+        # Padded to one length so that the batches concatenate; padding is labelled -100 and counts no byte.
+        batch = tokenizer.pad({"input_ids": windows[start:start + batch_size]}, padding="max_length",
+                              max_length=length, padding_side="right", return_tensors="pt")
+        batch_labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        logits = model(**batch.to(model.device)).logits
+        losses.append(token_losses(logits, batch_labels.to(model.device)).cpu())
+        labels.append(batch_labels)
+    prediction = EvalPrediction(predictions=torch.cat(losses).numpy(), label_ids=torch.cat(labels).numpy())
+    scores = pretrain_bits_per_byte(prediction, metric("bits_per_byte"), utf8_lengths(tokenizer))
+    return scores["bits_per_byte"]
+
+
+def read_questions(path: str) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise LmforgeError(f"{path}: question file not found")
+    questions = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            question = json.loads(line).get("question")
+            if not question:
+                raise LmforgeError(f"{path} line {number}: needs a non-empty 'question'")
+            questions.append(question)
+    return questions
+
+
+def chat_prompts(config: EvalConfig) -> list[dict]:
+    """The chat tasks, each row: messages, task, reference (the answer; "" for an unknowable question)."""
+    system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+
+    def row(question, task, reference):
+        return {"messages": system + [{"role": "user", "content": question}], "task": task, "reference": reference}
+
+    rows = [row(p["question"], "arithmetic", p["answer"])
+            for p in arithmetic.problems(config.arithmetic_problems, config.arithmetic_seed)]
+    known = [pair for path in config.known_questions for pair in read_pairs(path)]
+    if config.known_limit >= 0:
+        known = known[:config.known_limit]
+    rows += [row(p["question"], "known", p["answer"]) for p in known]
+    rows += [row(q, "unknowable", "") for path in config.unknowable_questions for q in read_questions(path)]
+    return rows
+
+
+@torch.no_grad()
+def reply_ids(model, tokenizer, conversations: list, max_new_tokens: int, batch_size: int) -> list[list[int]]:
+    """Greedy reply to each conversation: its token ids up to and including the token that stopped it."""
+    stops = model.generation_config.eos_token_id
+    stops = set(stops if isinstance(stops, list) else [stops])
+    prompts = [tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+               for messages in conversations]
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        batch = tokenizer.pad({"input_ids": prompts[start:start + batch_size]}, padding_side="left",
+                              return_tensors="pt").to(model.device)
+        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
+                                top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
+        for row in output[:, batch["input_ids"].shape[1]:].tolist():
+            end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))  # then only padding
+            replies.append(row[:end])
+    return replies
+
+
+def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]]:
+    rows = chat_prompts(config)
+    if not rows:
+        return {}, []
+    ids = reply_ids(model, tokenizer, [row["messages"] for row in rows], config.max_new_tokens, config.batch_size)
+    raw = tokenizer.batch_decode(ids, skip_special_tokens=False)  # what compliance looks at: the turn markers
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    sums = [i for i, row in enumerate(rows) if row["task"] == "arithmetic"]
+    questions = [i for i, row in enumerate(rows) if row["task"] != "arithmetic"]
+    results = metric("chat_compliance").compute(replies=raw)
+    if sums:
+        results["arithmetic_accuracy"] = metric("arithmetic_accuracy").compute(
+            predictions=[texts[i] for i in sums], references=[rows[i]["reference"] for i in sums])["accuracy"]
+    if questions:
+        results |= metric("refusals").compute(predictions=[texts[i] for i in questions],
+                                              references=[rows[i]["reference"] for i in questions], judge=config.judge)
+    if config.reward_model and Path(config.reward_model).exists():
+        scores = reward_model(texts, prompts=[row["messages"] for row in rows], path=config.reward_model,
+                              batch_size=config.batch_size)
+        results["reward_model_score"] = sum(scores) / len(scores)
+    elif config.reward_model:
+        print(f"eval: reward_model {config.reward_model} does not exist; no reward-model score")
+    samples = []
+    for i, row in enumerate(rows):
+        if sum(sample["task"] == row["task"] for sample in samples) < config.samples:
+            samples.append({"task": row["task"], "prompt": row["messages"][-1]["content"], "reply": raw[i]})
+    return results, samples
+
+
+@torch.no_grad()
+def continuations(model, tokenizer, texts: list[str], config: EvalConfig) -> list[dict]:
+    """A base model's greedy continuation of the first 32 tokens of a few held-out documents."""
+    samples = []
+    for ids in encode_text(tokenizer, texts[:config.samples]):
+        prompt = torch.tensor([[tokenizer.bos_token_id, *ids[:32]]], device=model.device)
+        output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=config.max_new_tokens,
+                                do_sample=False, temperature=None, top_p=None, top_k=None,
+                                pad_token_id=tokenizer.pad_token_id)
+        samples.append({"task": "continuation", "prompt": tokenizer.decode(ids[:32]),
+                        "reply": tokenizer.decode(output[0, prompt.shape[1]:])})
+    return samples
+
+
+def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
+    """Pairwise accuracy of a reward model on held-out preference pairs; a note instead when there are none."""
+    pairs_path = Path(config.preferences)
+    if not pairs_path.exists():
+        return {}, f"no preference pairs at {pairs_path} (run `lmforge label`)"
+    splits = load_from_disk(str(pairs_path))
+    if config.preference_split not in splits:
+        raise LmforgeError(f"preference_split: {pairs_path} has no {config.preference_split!r} split "
+                           f"(splits: {list(splits)})")
+    pairs = splits[config.preference_split]
+    if config.preference_limit >= 0:
+        pairs = pairs.select(range(min(config.preference_limit, len(pairs))))
+    if len(pairs) == 0:
+        return {}, f"{pairs_path} has no {config.preference_split} pairs"
+    chosen, rejected = (reward_model(pairs[column], prompts=pairs["prompt"], path=path,
+                                     batch_size=config.batch_size) for column in ("chosen", "rejected"))
+    results = metric("pairwise_accuracy").compute(chosen_scores=chosen, rejected_scores=rejected)
+    return results | {"pairs": len(pairs)}, None
+
+
+def evaluate_model(spec: dict, config: EvalConfig) -> dict:
+    start = time.perf_counter()
+    metrics, samples, note = {}, [], None
+    if spec["kind"] == "reward":
+        metrics, note = reward_metrics(spec["path"], config)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(spec["path"])
+        model = AutoModelForCausalLM.from_pretrained(spec["path"]).to(DEVICE).eval()
+        texts = heldout_texts(config)
+        metrics["bits_per_byte"] = bits_per_byte(model, tokenizer, texts, config.max_length, config.batch_size)
+        if spec["kind"] == "assistant":
+            chat, samples = chat_metrics(model, tokenizer, config)
+            metrics |= chat
+        else:
+            samples = continuations(model, tokenizer, texts, config)
+    return {**spec, "metrics": metrics, "samples": samples, "note": note,
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def fingerprint(spec: dict, config: EvalConfig) -> str:
+    """What a model's results depend on: every setting but the model list, and the files (names, sizes, times) of
+    the model, the reward model and the preference pairs, so that retraining any of them measures anew."""
+    settings = {key: value for key, value in asdict(config).items() if key not in ("models", "output_dir")}
+    files = [sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file())
+             for folder in (spec["path"], config.reward_model, config.preferences) if folder and Path(folder).is_dir()]
+    return hashlib.sha256(json.dumps([spec, settings, files]).encode()).hexdigest()
+
+
+def main(config: EvalConfig) -> dict:
+    output_dir = Path(config.output_dir)
+    models, skipped = {}, {}
+    for name, spec in config.models.items():
+        if not Path(spec["path"]).exists():
+            skipped[name] = f"{spec['path']} does not exist (stage not run)"
+            print(f"eval: {name}: skipped, {skipped[name]}")
+            continue
+        path, stamp = output_dir / f"{name}.json", fingerprint(spec, config)
+        if path.is_file() and read_json(path).get("fingerprint") == stamp:
+            print(f"eval: {name}: unchanged since {path}, reused")
+            models[name] = read_json(path)
+            continue
+        print(f"eval: {name} ({spec['kind']}) {spec['path']}")
+        models[name] = evaluate_model(spec, config) | {"fingerprint": stamp}
+        write_json(path, models[name])
+    results = {"models": models, "skipped": skipped}
+    table = eval_table(results)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "table.md").write_text(table + "\n")
+    write_json(output_dir / "results.json", results)
+    print(table)
+    return results
+
+
+def cli(argv=None):
+    (config,) = parse(CONFIGS, argv)
+    main(config)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,44 @@
+"""Knowing what one does not know: answer rate on known questions, refusal rate on unknowable ones.
+
+Loaded by path (the Hub's metric scripts are out of reach offline):
+
+    metric = evaluate.load(str(Path(lmforge.__file__).parent / "metrics" / "refusals.py"))
+    metric.compute(predictions=["Guido van Rossum.", "I don't know."], references=["Guido van Rossum", ""],
+                   judge="overlap")
+
+A reference is a question's true answer, or "" for a question nobody could answer from training (what
+did I eat today?). Replies are judged as `lmforge interrogate` judges them: `judge` names one of its
+JUDGES for right answers, and its refusal pattern spots "I don't know" and the like.
+"""
+
+import datasets
+import evaluate
+
+from lmforge.interrogate import JUDGES, is_refusal
+
+
+def share(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+class Refusals(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Answer and refusal rates on known questions; refusal rate on unknowable ones.",
+            citation="",
+            inputs_description="predictions: reply texts; references: the true answer, or '' when unknowable.",
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
+        )
+
+    def _compute(self, predictions, references, judge="overlap"):
+        if judge not in JUDGES:
+            raise ValueError(f"refusals: judge {judge!r} is not one of {list(JUDGES)}")
+        known = [(reply, answer) for reply, answer in zip(predictions, references) if answer]
+        unknowable = [reply for reply, answer in zip(predictions, references) if not answer]
+        return {
+            "answer_rate_known": share([JUDGES[judge](reply, answer) for reply, answer in known]),
+            "refusal_rate_known": share([is_refusal(reply) for reply, _ in known]),
+            "refusal_rate_unknowable": share([is_refusal(reply) for reply in unknowable]),
+        }

@@ -1,0 +1,345 @@
+"""Stage 10, report: a run's report card, `report.md` with PNG plots, that reads as a file and as a model card section.
+
+    lmforge report --config recipes/demo/report.yaml
+
+Every input is optional: the section of a stage that has not run says "Not run." What is read, from where:
+    data       <data>/funnel.json: steps (step, in, kept, dropped, reasons) and documents_out
+    tokenizer  <tokenizer>/compression.json: vocab_size, heldout_fraction, heldout.overall and heldout.per_language
+               (documents, bytes, tokens, bytes_per_token)
+    training   for each stage of `training`, trainer_state.json in its output directory, else in its last
+               checkpoint-N: global_step and log_history's loss (PPO: loss/policy_avg) and eval_loss; for RL, reward
+               (GRPO), objective/rlhf_reward (PPO) or rewards/margins (DPO), and kl (GRPO) or objective/kl (PPO)
+    cost       <output_dir>/.done/<stage>.json (`lmforge run`): seconds; from the trainer logs: tokens seen
+               (num_input_tokens_seen, or TRL's num_tokens), tokens_per_second and mfu (pretrain), train_runtime
+    eval       <eval>/results.json (`lmforge eval`): metrics and sample replies per model, skipped models
+Writes `<output_dir>/report.md` and its plots in `<output_dir>/report/*.png`, linked relatively, so that the two
+can be copied next to a model card's README.md.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The object-oriented API, not pyplot: no global figure state, and PNGs render with Agg, no display needed.
+from matplotlib.figure import Figure
+
+from lmforge.configs import parse
+from lmforge.files import read_json
+from lmforge.run import PIPELINE
+
+TRAIN_LOSS = ("loss", "loss/policy_avg")
+REWARD = ("reward", "objective/rlhf_reward", "objective/scores", "rewards/margins")
+KL = ("kl", "objective/kl")
+TOKENS = ("num_input_tokens_seen", "num_tokens")
+# Rows of the evaluation table, in order: metric key of `lmforge eval` -> what it means.
+EVAL_ROWS = {
+    "bits_per_byte": "bits per byte, held-out web text (lower is better)",
+    "compliance": "chat-format compliance",
+    "ended_turn": r"ends its turn with `<\|im_end\|>`",  # a pipe splits a table cell, even in code
+    "role_leakage": "role leakage (lower is better)",
+    "arithmetic_accuracy": "arithmetic accuracy, unseen problems",
+    "answer_rate_known": "answer rate, known questions",
+    "refusal_rate_known": "refusal rate, known questions (lower is better)",
+    "refusal_rate_unknowable": "refusal rate, unknowable questions",
+    "reward_model_score": "reward-model score",
+    "pairwise_accuracy": "pairwise accuracy, held-out preference pairs",
+    "mean_margin": "mean reward margin, chosen - rejected",
+    "pairs": "preference pairs scored",
+}
+NOT_RUN = "Not run."
+REASON_COLOURS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]
+
+
+@dataclass
+class ReportConfig:
+    output_dir: str = field(
+        default="runs/demo", metadata={"help": "The run folder: report.md and report/*.png are written here, and "
+                                               "`lmforge run`'s stage times are read from its .done/."})
+    data: str = field(default="runs/demo/data", metadata={"help": "The data stage's output_dir (funnel.json)."})
+    tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "The tokenizer (compression.json)."})
+    training: dict | str | None = field(
+        default=None, metadata={"help": "Training stage -> its output_dir (trainer_state.json); default: the "
+                                        "demo's pretrain, sft, reward, ppo, grpo and dpo under runs/demo."})
+    eval: str = field(default="runs/demo/eval", metadata={"help": "`lmforge eval`'s output_dir (results.json)."})
+    samples: int = field(default=1, metadata={"help": "Sample replies shown per task and model."})
+
+    def __post_init__(self):
+        self.training = json.loads(self.training) if isinstance(self.training, str) else self.training
+        if self.training is None:
+            self.training = {stage: f"runs/demo/{stage}" for stage in ("pretrain", "sft", "reward", "ppo", "grpo",
+                                                                       "dpo")}
+
+
+CONFIGS = (ReportConfig,)  # what `--config recipes/*/report*.yaml` is parsed into
+
+
+def read_optional(path: Path) -> dict | None:
+    return read_json(path) if path.is_file() else None
+
+
+def trainer_state(output_dir: str) -> dict | None:
+    """The trainer state saved at the end of training, else the last checkpoint's (SFT saves none at the end)."""
+    final = Path(output_dir) / "trainer_state.json"
+    if final.is_file():
+        return read_json(final)
+    checkpoints = [path for path in Path(output_dir).glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
+    for checkpoint in sorted(checkpoints, key=lambda path: int(path.name.split("-")[-1]), reverse=True):
+        if (checkpoint / "trainer_state.json").is_file():
+            return read_json(checkpoint / "trainer_state.json")
+    return None
+
+
+def series(history: list[dict], keys: tuple) -> tuple[str | None, list, list]:
+    """The first of `keys` that the log has, with the steps and values where it was logged."""
+    for key in keys:
+        points = [(entry.get("step", i), entry[key]) for i, entry in enumerate(history) if key in entry]
+        if points:
+            return key, [step for step, _ in points], [value for _, value in points]
+    return None, [], []
+
+
+def mean(values: list) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def number(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int) or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], text_columns: tuple = (0,)) -> list[str]:
+    """A pipe table: the `text_columns` left-aligned, the others (numbers) right-aligned."""
+    rule = "|" + "".join("---|" if i in text_columns else "---:|" for i in range(len(header)))
+    lines = ["| " + " | ".join(header) + " |", rule]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def eval_table(results: dict) -> str:
+    """`lmforge eval`'s results as a Markdown table, one row per metric and one column per model; notes below."""
+    models = results.get("models", {})
+    rows = [[label] + [number(model["metrics"].get(key)) for model in models.values()]
+            for key, label in EVAL_ROWS.items()
+            if any(model["metrics"].get(key) is not None for model in models.values())]
+    header = ["metric"] + [f"{name} ({model['kind']})" for name, model in models.items()]
+    lines = markdown_table(header, rows) if models else ["No model was evaluated."]
+    notes = [f"{name}: {model['note']}" for name, model in models.items() if model.get("note")]
+    notes += [f"{name}: not evaluated, {reason}" for name, reason in results.get("skipped", {}).items()]
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def save(figure: Figure, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return f"{path.parent.name}/{path.name}"  # relative to report.md, which sits beside the folder
+
+
+def plot_funnel(steps: list[dict], path: Path) -> str:
+    """Documents reaching each step: kept, and dropped by reason (one colour per reason)."""
+    figure = Figure(figsize=(9, 1.5 + 0.45 * len(steps)))
+    axes = figure.subplots()
+    y = list(range(len(steps)))
+    left = [step["kept"] for step in steps]
+    axes.barh(y, left, color="0.75", label="kept")  # grey, and no reason gets matplotlib's grey (C7)
+    reasons = list(dict.fromkeys(reason for step in steps for reason in step["reasons"]))
+    for index, reason in enumerate(reasons):
+        widths = [step["reasons"].get(reason, 0) for step in steps]
+        # Nine colours, then the same hatched, so that every reason stays distinct in the legend.
+        axes.barh(y, widths, left=left, label=reason, color=REASON_COLOURS[index % 9], hatch="//" if index >= 9
+                  else None)
+        left = [a + b for a, b in zip(left, widths)]
+    axes.set_yticks(y, [step["step"] for step in steps])
+    axes.invert_yaxis()  # the first step on top, as in the table
+    axes.set_xlabel("documents")
+    axes.set_title("Documents in at each step: kept, and dropped by reason")
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    return save(figure, path)
+
+
+def data_section(config: ReportConfig, images: Path) -> tuple[list[str], str | None]:
+    funnel = read_optional(Path(config.data) / "funnel.json")
+    if funnel is None:
+        return [NOT_RUN], None
+    steps = funnel["steps"]
+    rows = [[step["step"], number(step["in"]), number(step["kept"]), number(step["dropped"]),
+             ", ".join(f"{reason} {n}" for reason, n in step["reasons"].items()) or "–"] for step in steps]
+    read = steps[0]["in"] if steps else None
+    lines = [f"{number(funnel['documents_out'])} documents written of {number(read)} read "
+             f"({number(funnel.get('bad_files', 0))} unreadable input files).", ""]
+    if steps:
+        lines += [f"![Data funnel]({plot_funnel(steps, images / 'funnel.png')})", ""]
+    lines += markdown_table(["step", "in", "kept", "dropped", "dropped by reason"], rows, text_columns=(0, 4))
+    return lines, f"{number(funnel['documents_out'])} of {number(read)} documents kept"
+
+
+def tokenizer_section(config: ReportConfig, images: Path) -> tuple[list[str], str | None]:
+    report = read_optional(Path(config.tokenizer) / "compression.json")
+    if report is None:
+        return [NOT_RUN], None
+    overall, languages = report["heldout"]["overall"], report["heldout"]["per_language"]
+    groups = languages if len(languages) == 1 else {"all": overall, **languages}
+    figure = Figure(figsize=(max(4.0, 1.5 + 0.8 * len(groups)), 3.5))
+    axes = figure.subplots()
+    axes.bar(list(groups), [counts["bytes_per_token"] for counts in groups.values()], width=0.6, color="tab:blue")
+    axes.set_ylabel("UTF-8 bytes per token")
+    axes.set_title("Compression, held-out documents")
+    image = save(figure, images / "compression.png")
+    rows = [[name, number(c["documents"]), number(c["bytes"]), number(c["tokens"]), number(c["bytes_per_token"])]
+            for name, c in groups.items()]
+    lines = [f"Byte-level BPE, {number(report['vocab_size'])} tokens; compression measured on the "
+             f"{number(report['heldout_fraction'], 2)} of documents held out of its training.", "",
+             f"![Tokenizer compression]({image})", ""]
+    lines += markdown_table(["language", "documents", "bytes", "tokens", "bytes per token"], rows)
+    return lines, f"{number(report['vocab_size'])}-token tokenizer at {overall['bytes_per_token']} bytes/token"
+
+
+def plot_training(stage: str, history: list[dict], path: Path) -> str:
+    """Loss, and for RL stages reward and KL, against the optimizer step."""
+    panels = [("loss", [series(history, TRAIN_LOSS), series(history, ("eval_loss",))])]
+    if series(history, REWARD)[0] or series(history, KL)[0]:
+        panels += [("reward", [series(history, REWARD)]), ("KL to the reference", [series(history, KL)])]
+    figure = Figure(figsize=(4.2 * len(panels), 3.3))
+    for axes, (title, lines) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
+        for key, steps, values in lines:
+            if key:
+                axes.plot(steps, values, marker="." if len(steps) < 30 else None, label=key)
+        if any(key for key, _, _ in lines):
+            axes.legend(fontsize="small")
+        else:
+            axes.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axes.transAxes)
+        axes.set_title(f"{stage}: {title}")
+        axes.set_xlabel("step")
+    return save(figure, path)
+
+
+def training_section(states: dict, images: Path) -> tuple[list[str], str | None]:
+    trained = {stage: state for stage, state in states.items() if state is not None}
+    if not trained:
+        return [NOT_RUN], None
+    rows, figures = [], []
+    for stage, state in states.items():
+        if state is None:
+            rows.append([stage, "not run", "–", "–", "–", "–"])
+            continue
+        history = state.get("log_history", [])
+        loss, evals = series(history, TRAIN_LOSS)[2], series(history, ("eval_loss",))[2]
+        reward, kl = series(history, REWARD), series(history, KL)
+        rows.append([stage, number(state.get("global_step")),
+                     f"{number(loss[0])} → {number(loss[-1])}" if loss else "–", number(evals[-1] if evals else None),
+                     f"{number(reward[2][0])} → {number(reward[2][-1])} ({reward[0]})" if reward[0] else "–",
+                     f"{number(kl[2][-1])} ({kl[0]})" if kl[0] else "–"])
+        figures += [f"![{stage} training curves]({plot_training(stage, history, images / f'training_{stage}.png')})",
+                    ""]
+    lines = markdown_table(["stage", "steps", "train loss, first → last", "last eval loss", "reward, first → last",
+                            "last KL"], rows)
+    return lines + [""] + figures[:-1], "trained " + ", ".join(trained)
+
+
+def eval_section(results: dict | None, samples: int) -> tuple[list[str], list[str], str | None]:
+    """The evaluation table, the sample replies, and a summary of each model's headline figure."""
+    if results is None:
+        return [NOT_RUN], [NOT_RUN], None
+    headline = {"base": ("bits_per_byte", "bits/byte"), "assistant": ("compliance", "compliance"),
+                "reward": ("pairwise_accuracy", "pairwise accuracy")}
+    summary = []
+    for name, model in results["models"].items():
+        key, label = headline[model["kind"]]
+        if model["metrics"].get(key) is not None:
+            summary.append(f"{name} {label} {number(model['metrics'][key])}")
+    conversations = []
+    for name, model in results["models"].items():
+        shown = {}
+        for sample in model.get("samples", []):
+            if shown.setdefault(sample["task"], 0) < samples:
+                shown[sample["task"]] += 1
+                fence = "````" if "```" in sample["reply"] else "```"
+                conversations += [f"**{name}**, {sample['task']}:", "",
+                                  *[f"> {line}" for line in sample["prompt"].splitlines()], "",
+                                  f"{fence}text", sample["reply"], fence, ""]
+    conversations = conversations[:-1] or ["No sample was saved."]
+    return eval_table(results).splitlines(), conversations, "eval: " + ", ".join(summary) if summary else None
+
+
+def tokens_seen(state: dict) -> float | None:
+    for entry in reversed(state.get("log_history", [])):
+        for key in TOKENS:
+            if entry.get(key):
+                return entry[key]
+    return state.get("num_input_tokens_seen") or None
+
+
+def cost_section(config: ReportConfig, states: dict) -> tuple[list[str], str | None]:
+    done = Path(config.output_dir) / ".done"
+    seconds = {stage: read_json(done / f"{stage}.json")["seconds"] for stage in PIPELINE
+               if (done / f"{stage}.json").is_file()}
+    stages = [stage for stage in PIPELINE if stage in seconds or states.get(stage)]
+    stages += [stage for stage in states if states[stage] and stage not in stages]
+    if not stages:
+        return [NOT_RUN], None
+    rows = []
+    for stage in stages:
+        state = states.get(stage) or {}
+        history = state.get("log_history", [])
+        tokens = tokens_seen(state) if state else None
+        runtime = next((entry["train_runtime"] for entry in reversed(history) if "train_runtime" in entry), None)
+        # Pretraining logs its own rate, timed over the steps alone; otherwise tokens over the training run's time.
+        rate = mean(series(history, ("tokens_per_second",))[2]) or (tokens / runtime if tokens and runtime else None)
+        mfu = mean(series(history, ("mfu",))[2])
+        rows.append([stage, duration(seconds.get(stage)), number(state.get("global_step")), number(tokens),
+                     number(rate, 0), f"{mfu:.1%}" if mfu is not None else "–"])
+    total = sum(seconds.values())
+    rows.append(["**total**", f"**{duration(total)}**" if seconds else "–", "", "", "", ""])
+    lines = ["Wall time per stage as `lmforge run` measured it; tokens and throughput from the trainers' logs "
+             "(MFU only on GPUs whose peak is known).", ""]
+    lines += markdown_table(["stage", "wall time", "steps", "tokens seen", "tokens/s", "MFU"], rows)
+    return lines, f"{duration(total)} of stage wall time" if seconds else None
+
+
+def render(config: ReportConfig) -> str:
+    images = Path(config.output_dir) / "report"
+    states = {stage: trainer_state(path) for stage, path in config.training.items()}
+    data, data_summary = data_section(config, images)
+    tokenizer, tokenizer_summary = tokenizer_section(config, images)
+    training, training_summary = training_section(states, images)
+    table, conversations, eval_summary = eval_section(read_optional(Path(config.eval) / "results.json"),
+                                                      config.samples)
+    cost, cost_summary = cost_section(config, states)
+    summary = [s for s in (data_summary, tokenizer_summary, training_summary, eval_summary, cost_summary) if s]
+    name = Path(config.output_dir).resolve().name
+    sections = [(f"## lmforge run `{name}`", ["; ".join(summary) + "." if summary else "Nothing has run yet."]),
+                ("### Data", data), ("### Tokenizer", tokenizer), ("### Training", training),
+                ("### Evaluation", table), ("### Sample conversations", conversations), ("### Cost", cost)]
+    return "\n\n".join(f"{title}\n\n" + "\n".join(lines) for title, lines in sections) + "\n"
+
+
+def main(config: ReportConfig) -> Path:
+    path = Path(config.output_dir) / "report.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render(config)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    staging.replace(path)  # a killed run leaves the previous report whole
+    print(f"report: {path}")
+    return path
+
+
+def cli(argv=None):
+    (config,) = parse(CONFIGS, argv)
+    main(config)
+
+
+if __name__ == "__main__":
+    cli()
