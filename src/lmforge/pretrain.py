@@ -5,9 +5,13 @@
         --torch_compile true --optim adamw_torch_fused --output_dir runs/d12
 
 One size knob, `depth` (layers): width is 64 per layer and heads are 64 wide, as in nanochat, so a
-model grows in proportion. The rest of the options are transformers' TrainingArguments (bf16,
-torch_compile, optim, lr_scheduler_type such as cosine or warmup_stable_decay, save_steps,
-report_to, push_to_hub, ...). A rerun resumes from the last checkpoint in `output_dir`.
+model grows in proportion. To reproduce a published shape, `hidden_size`, `num_attention_heads`,
+`num_key_value_heads` (grouped-query attention) and `tie_word_embeddings` override what depth derives
+(recipes/smollm-135m/pretrain.yaml: SmolLM-135M's 30 x 576). `global_batch_tokens` fixes the tokens per
+optimizer step whatever the number of processes (lmforge.batching). The rest of the options are
+transformers' TrainingArguments (bf16, torch_compile, optim, lr_scheduler_type such as cosine or
+warmup_stable_decay, save_steps, report_to, push_to_hub, ...). A rerun resumes from the last checkpoint
+in `output_dir`.
 
 Evaluation on the pack stage's validation split reports `eval_loss` and `eval_bits_per_byte` (the
 metric module shipped in lmforge/metrics/). Training logs add `tokens_per_second`, and `mfu` on GPUs
@@ -40,6 +44,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from lmforge import LmforgeError
+from lmforge.batching import apply_global_batch
 from lmforge.configs import parse
 from lmforge.files import write_json
 
@@ -60,6 +65,15 @@ class PretrainArguments:
     dataset: str = field(default="runs/demo/pack", metadata={"help": "Packed dataset (lmforge pack)."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer the dataset was packed with."})
     depth: int = field(default=4, metadata={"help": "Layers; width = 64 * depth, heads = depth (64 wide)."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Width, instead of 64 * depth."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Heads, instead of width / 64."})
+    num_key_value_heads: int | None = field(default=None, metadata={"help": "Key/value heads (GQA); default: all."})
+    tie_word_embeddings: bool = field(default=False, metadata={"help": "Share input and output embeddings."})
+    global_batch_tokens: int | None = field(
+        default=None, metadata={"help": "Tokens per optimizer step over all processes; derives gradient "
+                                        "accumulation (and a smaller micro batch if needed). learning_rate is for "
+                                        "this batch. Default: per_device_train_batch_size x processes x blocks."}
+    )
     context_length: int = field(default=1024, metadata={"help": "Positions the model supports."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager, flash_attention_2."})
     memorization_probes: int = field(default=32, metadata={"help": "Training documents probed (0: skip)."})
@@ -67,16 +81,24 @@ class PretrainArguments:
     memorization_tokens: int = field(default=32, metadata={"help": "Tokens that must come back verbatim."})
 
 
-def model_config(depth: int, tokenizer, context_length: int) -> LlamaConfig:
-    width = 64 * depth
+def model_config(depth: int, tokenizer, context_length: int, hidden_size: int | None = None,
+                 num_attention_heads: int | None = None, num_key_value_heads: int | None = None,
+                 tie_word_embeddings: bool = False) -> LlamaConfig:
+    width = hidden_size or 64 * depth
+    heads = num_attention_heads or width // 64 or 1
+    kv_heads = num_key_value_heads or heads
+    if width % heads or heads % kv_heads:
+        raise LmforgeError(f"hidden_size {width} must divide into num_attention_heads {heads}, "
+                           f"and those into num_key_value_heads {kv_heads}")
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=width,
         # SwiGLU at 8/3 of the width has the parameters of a 4x MLP (Llama's choice), rounded for the kernels.
         intermediate_size=math.ceil(8 * width / 3 / 32) * 32,
         num_hidden_layers=depth,
-        num_attention_heads=depth,
-        num_key_value_heads=depth,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        tie_word_embeddings=tie_word_embeddings,
         max_position_embeddings=context_length,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -86,8 +108,10 @@ def model_config(depth: int, tokenizer, context_length: int) -> LlamaConfig:
 
 def flops_per_token(model, seq_len: int) -> float:
     """Training FLOPs per token: 6 per matmul weight plus attention scores (PaLM's appendix B)."""
-    config = model.config
-    matmul_params = model.num_parameters() - model.get_input_embeddings().weight.numel()  # a lookup is no matmul
+    config, embeddings = model.config, model.get_input_embeddings().weight
+    matmul_params = model.num_parameters() - embeddings.numel()  # a lookup is no matmul
+    if model.get_output_embeddings().weight is embeddings:  # tied: the output projection still is one
+        matmul_params += embeddings.numel()
     return 6 * matmul_params + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
@@ -238,16 +262,12 @@ def main(args: PretrainArguments, training_args: TrainingArguments) -> None:
     output_dir = Path(training_args.output_dir)
     last_checkpoint = resume_checkpoint(output_dir, tokenizer)
 
-    model = AutoModelForCausalLM.from_config(
-        model_config(args.depth, tokenizer, args.context_length), attn_implementation=args.attn_implementation
-    )
-    print(f"pretrain: depth {args.depth}, {model.num_parameters() / 1e6:.2f}M parameters, blocks of {seq_len} tokens")
-    tokens_per_step = (
-        training_args.per_device_train_batch_size
-        * training_args.gradient_accumulation_steps
-        * training_args.world_size
-        * seq_len
-    )
+    shape = model_config(args.depth, tokenizer, args.context_length, args.hidden_size, args.num_attention_heads,
+                         args.num_key_value_heads, args.tie_word_embeddings)
+    model = AutoModelForCausalLM.from_config(shape, attn_implementation=args.attn_implementation)
+    print(f"pretrain: depth {args.depth}, width {shape.hidden_size}, {model.num_parameters() / 1e6:.2f}M "
+          f"parameters, blocks of {seq_len} tokens")
+    batch = apply_global_batch("pretrain", training_args, args.global_batch_tokens, seq_len)
     trainer = PretrainTrainer(
         model=model,
         args=training_args,
@@ -259,7 +279,7 @@ def main(args: PretrainArguments, training_args: TrainingArguments) -> None:
         compute_metrics=partial(
             bits_per_byte, metric=evaluate.load(BITS_PER_BYTE), token_bytes=utf8_lengths(tokenizer)
         ),
-        callbacks=[Throughput(tokens_per_step, flops_per_token(model, seq_len))],
+        callbacks=[Throughput(batch.tokens, flops_per_token(model, seq_len))],
     )
     pack = json.loads((Path(args.dataset) / "pack.json").read_text())["settings"]
     trainer.card_text = (

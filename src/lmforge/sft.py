@@ -4,6 +4,9 @@
     lmforge sft --config recipes/demo/sft_lora.yaml             # LoRA adapter instead of full weights
     accelerate launch -m lmforge.sft --config recipes/demo/sft.yaml   # several processes or machines
 
+With `global_batch_tokens`, the tokens per optimizer step stay the same on any number of processes
+(lmforge.batching derives gradient accumulation); otherwise the batch grows with the processes.
+
 Conversations in `messages` format come from Hub datasets, local files and generators (see
 lmforge.conversations), are checked one by one (roles, order, empty content, length), mixed by weight and
 rendered with the tokenizer's chat template; the loss covers assistant tokens only (assistant_only_loss).
@@ -25,6 +28,7 @@ from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from lmforge import LmforgeError
+from lmforge.batching import apply_global_batch
 from lmforge.configs import parse
 from lmforge.conversations import load_conversations
 from lmforge.files import write_json
@@ -52,6 +56,11 @@ class SFTScriptArguments(ModelConfig):
     eval_fraction: float = field(default=0.05, metadata={"help": "Conversations held out for validation loss."})
     base_model_id: str | None = field(
         default=None, metadata={"help": "Hub id of the base model for the model card (a local base has none)."}
+    )
+    global_batch_tokens: int | None = field(
+        default=None, metadata={"help": "Tokens per optimizer step over all processes, counting max_length per "
+                                        "sequence (exact with packing, a ceiling without); derives gradient "
+                                        "accumulation. learning_rate is for this batch."}
     )
 
     def __post_init__(self):
@@ -109,6 +118,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
     model.generation_config.eos_token_id = sorted(set(eos) | {tokenizer.convert_tokens_to_ids(END_OF_TURN)})
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    apply_global_batch("sft", training_args, script_args.global_batch_tokens, training_args.max_length)
     trainer = AssistantTrainer(
         model=model,
         args=training_args,
@@ -128,7 +138,8 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
 
     trainer.model.config.use_cache = True
     trainer.save_model(training_args.output_dir)  # with an adapter, only the adapter and tokenizer
-    model.generation_config.save_pretrained(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        model.generation_config.save_pretrained(training_args.output_dir)
     trainer.create_model_card(model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
                               dataset_name=", ".join(sources), tags=["lmforge", "sft"])
     if training_args.push_to_hub:

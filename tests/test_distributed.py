@@ -1,0 +1,273 @@
+"""The training stages on two processes (DDP over gloo on CPU), under `accelerate launch` as on GPUs.
+
+Checked: both ranks ran, the global batch is the recipe's `global_batch_tokens` whatever the process
+count, only rank 0 wrote the outputs (every file opened for writing is logged per rank by an audit hook
+in the launched interpreters), and the loss falls. Each run takes about 30-60 s on 2 cores.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lmforge import LmforgeError
+from lmforge.batching import plan_batch
+from lmforge.conversations import GENERATORS
+from lmforge.pack import PackConfig
+from lmforge.pack import main as pack
+from lmforge.tokenizer import train_tokenizer
+
+ROOT = Path(__file__).parent.parent
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+SENTENCES = ["the cat sat on the mat and the dog sat on the log.",
+             "a bird sang in the tree while the sun rose over the hill.",
+             "we walked to the river and watched the boats go by.",
+             "she wrote a letter to her brother who lived by the sea."]
+# Imported by every launched interpreter (PYTHONPATH): logs each file under AUDIT_ROOT opened for writing.
+AUDIT_HOOK = '''
+import os, sys
+if os.environ.get("AUDIT_ROOT"):
+    _root = os.environ["AUDIT_ROOT"]
+    _log = open(os.path.join(os.environ["AUDIT_LOG"], "rank" + os.environ.get("RANK", "launcher")), "a", buffering=1)
+    _writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+
+    def _hook(event, args):
+        if event != "open" or isinstance(args[0], int):
+            return
+        mode, flags = args[1], args[2] or 0
+        if (mode and any(c in mode for c in "wax+")) or (mode is None and flags & _writing):
+            path = os.path.abspath(os.fsdecode(args[0]))
+            if path.startswith(_root):
+                _log.write(path + "\\n")
+
+    sys.addaudithook(_hook)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp_path: Path, module: str, output_dir: Path, *args: str) -> tuple[str, dict]:
+    """`accelerate launch` on cpu_ddp.yaml; returns its output and the files each rank wrote in output_dir."""
+    hooks, logs = tmp_path / "hooks", tmp_path / "audit"
+    hooks.mkdir()
+    logs.mkdir()
+    (hooks / "sitecustomize.py").write_text(AUDIT_HOOK)
+    python_path = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, "AUDIT_ROOT": str(output_dir), "AUDIT_LOG": str(logs),
+           "OMP_NUM_THREADS": "1"}
+    command = [ACCELERATE, "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
+               "--main_process_port", str(free_port()), "-m", module, *args, "--output_dir", str(output_dir)]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    written = {log.name: [Path(line).relative_to(output_dir) for line in log.read_text().split()]
+               for log in logs.iterdir()}
+    return run.stdout + run.stderr, written
+
+
+def assert_only_rank0_wrote(written: dict, output_dir: Path) -> None:
+    # The hook sees Python-level writes (JSON, configs, tokenizer, model card, trainer state); torch.save and
+    # safetensors write from C++/Rust and are not seen. Rank 1's own file is its random-number state in each
+    # checkpoint (torch.save), which shows it trained up to the checkpoint.
+    assert written["rank0"] and not written.get("rank1") and not written.get("ranklauncher"), written
+    assert sorted(output_dir.glob("checkpoint-*/rng_state_1.pth"))
+
+
+def losses(state_file: Path) -> tuple[list[float], dict]:
+    state = json.loads(state_file.read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry], state
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    texts = [" ".join(SENTENCES[(i + j) % 4] for j in range(6)) for i in range(200)]
+    rows = [{"text": text, "id": f"doc{i}", "metadata": {"language": "en"}} for i, text in enumerate(texts)]
+    pq.write_table(pa.Table.from_pylist(rows), root / "docs.parquet")
+    train_tokenizer(texts, vocab_size=320).save_pretrained(root / "tokenizer")
+    pack(PackConfig(output_dir=str(root / "pack"), tokenizer=str(root / "tokenizer"),
+                    documents=[str(root / "docs.parquet")], seq_len=64, heldout_fraction=0.1, batch_size=50))
+    return root
+
+
+def test_global_batch_is_the_same_on_any_number_of_processes():
+    plans = [plan_batch(2**20, 2048, world, max_micro_batch=16) for world in (1, 8, 64)]
+    assert [p.tokens for p in plans] == [2**20] * 3
+    assert [(p.micro_batch, p.grad_accum) for p in plans] == [(16, 32), (16, 4), (8, 1)]
+    with pytest.raises(LmforgeError, match="not a whole number of 2048-token sequences"):
+        plan_batch(10**6, 2048, 8, 16)
+    with pytest.raises(LmforgeError, match="cannot be shared evenly by 3 processes; use a multiple of 6,144"):
+        plan_batch(2**20, 2048, 3, 16)
+
+
+def test_pretrain_on_two_processes(packed, tmp_path):
+    output_dir = tmp_path / "pretrain"
+    log, written = launch(
+        tmp_path, "lmforge.pretrain", output_dir, "--config", "recipes/demo/pretrain.yaml",
+        "--dataset", str(packed / "pack"), "--tokenizer", str(packed / "tokenizer"), "--depth", "1",
+        "--context_length", "64", "--global_batch_tokens", "2048", "--per_device_train_batch_size", "8",
+        "--max_steps", "30", "--warmup_steps", "3", "--logging_steps", "5", "--save_steps", "15",
+        "--eval_steps", "15", "--memorization_probes", "4", "--memorization_prefix", "8",
+        "--memorization_tokens", "8", "--include_num_input_tokens_seen", "true", "--disable_tqdm", "true",
+    )
+    assert "pretrain: process 0 of 2" in log and "pretrain: process 1 of 2" in log
+    assert "2 processes x 8 sequences x 64 tokens x 2 accumulation steps = 2,048 tokens" in log
+    loss, state = losses(output_dir / "trainer_state.json")
+    assert loss[-1] < loss[0] - 1.0, loss
+    # Counted by the trainer from the batches of both ranks (gathered): 30 steps of exactly 2,048 tokens.
+    assert state["num_input_tokens_seen"] == 30 * 2048
+    assert_only_rank0_wrote(written, output_dir)
+    for name in ("config.json", "tokenizer_config.json", "trainer_state.json"):  # each written once
+        assert written["rank0"].count(Path(name)) == 1, (name, written["rank0"])
+    for name in ("model.safetensors", "memorization.json", "eval_results.json", "README.md"):
+        assert (output_dir / name).exists()
+
+
+def test_sft_on_two_processes(tmp_path):
+    base = tmp_path / "base"
+    texts = [m["content"] for g in ("identity", "arithmetic") for c in GENERATORS[g](seed=0) for m in c]
+    tokenizer = train_tokenizer(texts, vocab_size=384)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    data = {"identity": {"generator": "identity", "size": 100}, "arithmetic": {"generator": "arithmetic", "size": 200}}
+
+    output_dir = tmp_path / "sft"
+    log, written = launch(
+        tmp_path, "lmforge.sft", output_dir, "--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base),
+        "--datasets", json.dumps(data), "--max_length", "128", "--global_batch_tokens", "4096",
+        "--per_device_train_batch_size", "8", "--max_steps", "20", "--warmup_steps", "2", "--logging_steps", "5",
+        "--save_steps", "10", "--eval_steps", "1000", "--eval_fraction", "0.1", "--learning_rate", "3e-3",
+        "--include_num_input_tokens_seen", "true", "--disable_tqdm", "true",
+    )
+    assert "sft: process 0 of 2" in log and "sft: process 1 of 2" in log
+    assert "2 processes x 8 sequences x 128 tokens x 2 accumulation steps = 4,096 tokens" in log
+    loss, state = losses(output_dir / "checkpoint-20" / "trainer_state.json")
+    assert loss[-1] < loss[0] - 1.0, loss
+    assert state["train_batch_size"] == 8
+    # Conversations are padded to the longest in each batch, not to max_length: 4,096 per step is a ceiling.
+    assert 0 < state["num_input_tokens_seen"] <= 20 * 4096
+    assert_only_rank0_wrote(written, output_dir)
+    results = json.loads((output_dir / "sft_results.json").read_text())
+    assert results["eval_loss_after"] < results["eval_loss_before"]
+
+
+FAKE_SBATCH = '''#!/bin/bash
+# Stands in for sbatch: keeps each submitted script and its arguments, answers like sbatch.
+n=$(( $(cat "$SBATCH_LOG/count" 2>/dev/null || echo 0) + 1 ))
+echo $n > "$SBATCH_LOG/count"
+cp "${@: -1}" "$SBATCH_LOG/$n.sh"
+echo "${@:1:$#-1}" > "$SBATCH_LOG/$n.args"
+echo "Submitted batch job $n"
+'''
+
+
+def fake_commands(tmp_path: Path, **scripts: str) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+def test_data_stage_submits_its_stages_to_slurm_as_a_dependency_chain(tmp_path, monkeypatch):
+    """The SmolLM recipe's Slurm executors, submitted through a stand-in sbatch: one job array per stage."""
+    import yaml
+
+    from lmforge import data
+
+    recipe = yaml.safe_load((ROOT / "recipes/smollm-135m/data.yaml").read_text())
+    del recipe["common_crawl_dump"], recipe["common_crawl_files"]  # the demo crawl instead: no network here
+    recipe.update(warc_paths=[str(ROOT / "data/demo/web/*.warc.gz")], output_dir=str(tmp_path / "data"), tasks=2)
+    recipe["executor_options"]["slurm_logs_folder"] = str(tmp_path / "slurm_logs")
+    monkeypatch.setenv("PATH", f"{fake_commands(tmp_path, sbatch=FAKE_SBATCH)}:{os.environ['PATH']}")
+    monkeypatch.setenv("SBATCH_LOG", str(tmp_path))
+
+    assert data.main(data.DataConfig(**recipe)) == {}  # submitted, nothing run here
+    jobs = {int(p.stem): p.read_text() for p in tmp_path.glob("*.sh")}
+    arguments = {int(p.stem): p.read_text() for p in tmp_path.glob("*.args")}
+    stages = ["filter", "minhash_signatures", "minhash_buckets", "minhash_clusters", "minhash_filter"]
+    # Each stage: its job array, then datatrove's merge-stats job; each array waits for the previous stage's.
+    assert len(jobs) == 2 * len(stages)
+    for i, stage in enumerate(stages):
+        array, merge = 2 * i + 1, 2 * i + 2
+        assert f"#SBATCH --job-name=lmforge_{stage}" in jobs[array] and "#SBATCH --partition=cpu" in jobs[array]
+        assert "#SBATCH --time=04:00:00" in jobs[array] and "launch_pickled_pipeline" in jobs[array]
+        assert f"--dependency=afterok:{array}" in jobs[merge] and "merge_stats" in jobs[merge]
+        assert ("--dependency=afterok:" in arguments[array]) == (i > 0)
+        if i:
+            assert f"--dependency=afterok:{array - 2}" in arguments[array]
+    assert "#SBATCH --array=0-1%256" in jobs[1] and "#SBATCH --array=0-13%256" in jobs[5]  # tasks; 14 buckets
+
+
+LAUNCH_STANDINS = {
+    # srun starts the script once per node, as Slurm would, with that node's SLURM_NODEID.
+    "srun": '#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\n'
+            'for node in $(seq 0 $((SLURM_NNODES - 1))); do SLURM_NODEID=$node "$@" || exit 1; done\n',
+    "scontrol": '#!/bin/bash\nprintf "gpu-node-17\\ngpu-node-18\\n"\n',
+    "accelerate": '#!/bin/bash\necho "node $SLURM_NODEID: accelerate $*" >> "$LAUNCH_LOG"\n',
+}
+
+
+def test_launch_slurm_starts_one_accelerate_launch_per_node(tmp_path):
+    assert subprocess.run(["bash", "-n", "recipes/launch.slurm"], cwd=ROOT).returncode == 0
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("")
+    env = {**os.environ, "PATH": f"{fake_commands(tmp_path, **LAUNCH_STANDINS)}:{os.environ['PATH']}",
+           "VENV": str(venv), "LAUNCH_LOG": str(tmp_path / "launch.log"), "SLURM_NNODES": "2",
+           "SLURM_GPUS_ON_NODE": "8", "SLURM_JOB_NODELIST": "gpu-node-[17-18]"}
+    run = subprocess.run(["bash", "recipes/launch.slurm", "sft", "recipes/smollm-135m/sft.yaml", "--max_steps", "9"],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    common = ("--config_file accelerate_configs/multi_gpu.yaml --num_machines 2 --num_processes 16 --machine_rank {} "
+              "--main_process_ip gpu-node-17 --main_process_port 29500 --rdzv_backend static -m lmforge.sft "
+              "--config recipes/smollm-135m/sft.yaml --max_steps 9")
+    assert (tmp_path / "launch.log").read_text().splitlines() == [
+        f"node {n}: accelerate launch {common.format(n)}" for n in (0, 1)
+    ]
+
+
+# ZeRO-3's GPU config runs as is in one fp32 process; FSDP2 does not: without CUDA, accelerate falls back to
+# plain (or DDP) training, so fsdp2.yaml is only checked by its loader (tests/test_recipes.py).
+DEEPSPEED_CONFIGS = {"zero2": ["accelerate_configs/cpu_zero2.yaml"],
+                     "zero3": ["accelerate_configs/zero3.yaml", "--num_processes", "1", "--mixed_precision", "no"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", DEEPSPEED_CONFIGS)
+def test_pretrain_under_deepspeed_on_cpu(packed, tmp_path, stage):
+    """ZeRO-2 and ZeRO-3 in one process on CPU; needs the `deepspeed` extra."""
+    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]' (DS_BUILD_OPS=0 builds in seconds)")
+    output_dir = tmp_path / stage
+    command = [ACCELERATE, "launch", "--config_file", *DEEPSPEED_CONFIGS[stage], "--main_process_port",
+               str(free_port()), "-m", "lmforge.pretrain", "--config", "recipes/demo/pretrain.yaml",
+               "--dataset", str(packed / "pack"), "--tokenizer", str(packed / "tokenizer"), "--depth", "1",
+               "--context_length", "64", "--global_batch_tokens", "1024", "--per_device_train_batch_size", "8",
+               "--max_steps", "20", "--warmup_steps", "2", "--logging_steps", "5", "--save_steps", "20",
+               "--eval_steps", "20", "--bf16", "false", "--memorization_probes", "0", "--disable_tqdm", "true",
+               "--output_dir", str(output_dir)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    # DeepSpeed took the accumulation derived from the global batch, and wrote its sharded optimizer state.
+    assert "1 processes x 8 sequences x 64 tokens x 2 accumulation steps = 1,024 tokens" in run.stdout
+    assert (output_dir / "checkpoint-20" / "global_step20" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").exists()
+    loss, _ = losses(output_dir / "trainer_state.json")
+    assert loss[-1] < loss[0] - 1.0, loss
+    assert (output_dir / "model.safetensors").exists()
