@@ -1,0 +1,348 @@
+"""Labels: rank rollouts, by people on a local page or by automatic judges, and export preference pairs.
+
+    lmforge label --config recipes/demo/label_page.yaml            # the ranking page on http://127.0.0.1:7860
+    lmforge label --config recipes/demo/label_page.yaml --export   # people's rankings -> preference pairs
+    lmforge label --config recipes/demo/label.yaml                 # the demo: judges rank, then export
+
+The page (Gradio) asks for a labeler id, then shows a prompt and its K responses in a random order of
+that labeler's own (A, B, ...). The labeler gives each response a rank (1 = best) and may tick responses
+as harmful, or skips the prompt. Each answer is one SQLite transaction, committed before the next
+prompt is shown. The database (`rankings.sqlite`, WAL mode, so several labelers' pages write at once)
+keeps one row per labeler and prompt: a labeler never sees a prompt twice, and a restarted page shows
+only prompts with fewer than `rankings_per_prompt` rankings. With `judges` set, the judges of
+lmforge.judges rank every prompt instead, as labeler `judge`, in the same table.
+
+Export turns each ranking into pairs (chosen ranked above rejected): all K(K-1)/2 ordered pairs, except
+that a response flagged harmful ranks below every unflagged one whatever its given rank, and no pair is
+made between two flagged responses, two identical texts, or two responses a judge scored equal. A skip
+gives no pairs. Pairs are in TRL's conversational preference format (prompt = messages, chosen/rejected
+= [assistant message]) with `source` (human or judge), `labeler`, `prompt_id` and `rank_gap` columns,
+split into train/test by prompt, so test prompts are unseen in training.
+
+Outputs under `output_dir`: `rankings.sqlite`, `preferences/` (a DatasetDict, written atomically),
+`agreement.json` (pairwise agreement between rankings of the same prompt), and `export.json` (counts).
+"""
+
+import json
+import random
+import shutil
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import combinations
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_from_disk
+
+from lmforge import LmforgeError, judges
+from lmforge.configs import parse
+from lmforge.files import write_json
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id INTEGER PRIMARY KEY, prompt TEXT NOT NULL, responses TEXT NOT NULL, finished TEXT NOT NULL,
+    task TEXT, reference TEXT);
+CREATE TABLE IF NOT EXISTS rankings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prompt_id INTEGER NOT NULL REFERENCES prompts(prompt_id),
+    labeler TEXT NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('human', 'judge')),
+    status TEXT NOT NULL CHECK (status IN ('ranked', 'skipped')),
+    ranking TEXT,           -- JSON: response indices, best first
+    flagged TEXT NOT NULL,  -- JSON: indices of responses flagged as harmful
+    scores TEXT,            -- JSON: a judge's score per response
+    created_at TEXT NOT NULL,
+    UNIQUE (prompt_id, labeler));
+"""
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass
+class LabelConfig:
+    rollouts: str = field(default="runs/demo/rollouts/dataset", metadata={"help": "The rollouts stage's dataset."})
+    output_dir: str = "runs/demo/labels"
+    rankings_per_prompt: int = field(default=1, metadata={"help": "People's rankings wanted per prompt."})
+    judges: dict | str | None = field(
+        default=None, metadata={"help": "Judge name -> weight: rank with lmforge.judges instead of the page."}
+    )
+    export: bool = field(default=False, metadata={"help": "Turn the rankings into preference pairs."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Share of prompts whose pairs are held out."})
+    seed: int = field(default=0, metadata={"help": "Seed of the train/test split of prompts."})
+    host: str = field(default="127.0.0.1", metadata={"help": "The page listens here (loopback: this machine only)."})
+    port: int = 7860
+
+    def __post_init__(self):
+        self.judges = json.loads(self.judges) if isinstance(self.judges, str) else self.judges
+        if self.judges is not None:
+            self.judges = judges.check_weights(self.judges)
+        if self.rankings_per_prompt < 1 or not 0 <= self.test_fraction < 1:
+            raise LmforgeError("rankings_per_prompt >= 1 and 0 <= test_fraction < 1 are required")
+
+
+CONFIGS = (LabelConfig,)
+
+
+# Storage -------------------------------------------------------------------------------------------------
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode: every write below is one explicit transaction."""
+    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; labelers write concurrently
+    connection.execute("PRAGMA synchronous=FULL")  # a committed ranking survives a crash or power loss
+    connection.executescript(SCHEMA)
+    return connection
+
+
+def store_prompts(connection: sqlite3.Connection, rollouts: Dataset, path: Path) -> None:
+    """Copy the rollouts into the database, so rankings always refer to the responses that were shown."""
+    rows = [(r["prompt_id"], json.dumps(r["prompt"]), json.dumps(r["responses"]), json.dumps(r["finished"]),
+             r["task"], r["reference"]) for r in rollouts]
+    with transaction(connection):
+        connection.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?, ?)", rows)
+    stored = {row[0]: row[1:3] for row in connection.execute("SELECT prompt_id, prompt, responses FROM prompts")}
+    if any(stored[r[0]] != r[1:3] for r in rows):
+        raise LmforgeError(f"{path}: this database was filled from other rollouts; use another output_dir")
+
+
+class transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock at once, waiting for other writers."""
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def __enter__(self):
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, error, traceback):
+        self.connection.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def save_ranking(connection, prompt_id: int, labeler: str, source: str, ranking: list | None,
+                 flagged: list, scores: list | None = None) -> bool:
+    """Store one ranking (None: a skip). False when this labeler had already answered this prompt."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with transaction(connection):
+        cursor = connection.execute(
+            "INSERT INTO rankings (prompt_id, labeler, source, status, ranking, flagged, scores, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prompt_id, labeler) DO NOTHING",
+            (prompt_id, labeler, source, "skipped" if ranking is None else "ranked",
+             None if ranking is None else json.dumps(ranking), json.dumps(sorted(flagged)),
+             None if scores is None else json.dumps(scores), now))
+    return cursor.rowcount == 1
+
+
+def next_prompt(connection, labeler: str, rankings_per_prompt: int) -> int | None:
+    """A prompt this labeler has not answered that still needs rankings, the least-ranked first."""
+    row = connection.execute(
+        "SELECT p.prompt_id, (SELECT COUNT(*) FROM rankings r WHERE r.prompt_id = p.prompt_id "
+        "                     AND r.status = 'ranked' AND r.source = 'human') AS done "
+        "FROM prompts p WHERE done < ? AND NOT EXISTS "
+        "(SELECT 1 FROM rankings r WHERE r.prompt_id = p.prompt_id AND r.labeler = ?) "
+        "ORDER BY done, p.prompt_id LIMIT 1", (rankings_per_prompt, labeler)).fetchone()
+    return None if row is None else row[0]
+
+
+def judge_all(connection, rollouts: Dataset, weights: dict) -> int:
+    """Rank every prompt the judge has not ranked yet; returns how many it ranked now."""
+    ranked = 0
+    for row in rollouts:
+        ranking, scores = judges.rank(row, weights)
+        ranked += save_ranking(connection, row["prompt_id"], "judge", "judge", ranking, [], scores)
+    return ranked
+
+
+# The page ------------------------------------------------------------------------------------------------
+
+def shown_order(labeler: str, prompt_id: int, k: int) -> list[int]:
+    """The response index behind each letter: random, but the same for a labeler who reloads the page."""
+    order = list(range(k))
+    random.Random(f"{labeler}/{prompt_id}").shuffle(order)
+    return order
+
+
+def ranking_from_page(ranks: list, flags: list, order: list[int]) -> tuple[list[int], list[int]]:
+    """Response indices best first and flagged indices, from the rank given to each letter."""
+    k = len(order)
+    if sorted(str(r) for r in ranks) != sorted(str(i) for i in range(1, k + 1)):
+        raise ValueError(f"give each response a different rank from 1 to {k}")
+    by_rank = sorted(range(k), key=lambda letter: int(ranks[letter]))
+    return [order[letter] for letter in by_rank], [order[LETTERS.index(f)] for f in flags]
+
+
+def render_prompt(messages: list) -> str:
+    return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in messages)
+
+
+def build_page(database: Path, rankings_per_prompt: int, k: int):
+    import gradio as gr  # only the page needs it: judging and export run without a web stack
+
+    letters = list(LETTERS[:k])
+
+    def show(labeler: str, message: str = ""):
+        """Everything the page shows for this labeler's next prompt (or the end)."""
+        with closing(connect(database)) as connection:
+            prompt_id = next_prompt(connection, labeler, rankings_per_prompt)
+            if prompt_id is not None:
+                prompt, responses = connection.execute(
+                    "SELECT prompt, responses FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone()
+        clear = [gr.update(value=None) for _ in letters] + [gr.update(value=[])]
+        if prompt_id is None:
+            done = f"{message} No prompts left for **{labeler}**. Thank you!".strip()
+            return [{"labeler": labeler}, done, "", *["" for _ in letters], *clear]
+        responses, order = json.loads(responses), shown_order(labeler, prompt_id, k)
+        state = {"labeler": labeler, "prompt_id": prompt_id, "order": order}
+        status = f"{message} Labeler **{labeler}**, prompt {prompt_id}.".strip()
+        return [state, status, render_prompt(json.loads(prompt)), *[responses[i] for i in order], *clear]
+
+    def start(labeler):
+        labeler = (labeler or "").strip()
+        if not labeler or labeler == "judge":
+            raise gr.Error("Enter your labeler id (any name but 'judge').")
+        return show(labeler)
+
+    def submit(state, *answers):
+        if "prompt_id" not in state:
+            raise gr.Error("Enter your labeler id and press Start first.")
+        try:
+            ranking, flagged = ranking_from_page(list(answers[:k]), answers[k] or [], state["order"])
+        except ValueError as error:
+            raise gr.Error(str(error))
+        # Each request has its own connection: Gradio runs handlers in threads, and a shared connection
+        # would mix two labelers' transactions.
+        with closing(connect(database)) as connection:
+            save_ranking(connection, state["prompt_id"], state["labeler"], "human", ranking, flagged)
+        return show(state["labeler"], "Saved.")
+
+    def skip(state):
+        if "prompt_id" not in state:
+            raise gr.Error("Enter your labeler id and press Start first.")
+        with closing(connect(database)) as connection:
+            save_ranking(connection, state["prompt_id"], state["labeler"], "human", None, [])
+        return show(state["labeler"], "Skipped.")
+
+    with gr.Blocks(title="lmforge: rank responses", analytics_enabled=False) as page:
+        gr.Markdown("## Rank the responses\nGive each response a rank, 1 = best. Tick a response as harmful if "
+                    "it is; it will count below every other. Skip a prompt you cannot judge.")
+        state = gr.State({})
+        with gr.Row():
+            labeler = gr.Textbox(label="Labeler id", elem_id="labeler", scale=3)
+            start_button = gr.Button("Start", elem_id="start", scale=1)
+        status = gr.Markdown(elem_id="status")
+        prompt = gr.Textbox(label="Prompt", interactive=False, lines=3, elem_id="prompt")
+        texts, ranks = [], []
+        for letter in letters:
+            with gr.Row():
+                texts.append(gr.Textbox(label=f"Response {letter}", interactive=False, lines=3, scale=4,
+                                        elem_id=f"response-{letter}"))
+                ranks.append(gr.Radio([str(i) for i in range(1, k + 1)], label=f"Rank of {letter}", scale=1,
+                                      elem_id=f"rank-{letter}"))
+        flags = gr.CheckboxGroup(letters, label="Harmful", elem_id="flags")
+        with gr.Row():
+            submit_button = gr.Button("Submit ranking", variant="primary", elem_id="submit")
+            skip_button = gr.Button("Skip", elem_id="skip")
+        outputs = [state, status, prompt, *texts, *ranks, flags]
+        start_button.click(start, [labeler], outputs)
+        submit_button.click(submit, [state, *ranks, flags], outputs)
+        skip_button.click(skip, [state], outputs)
+    return page
+
+
+# Export --------------------------------------------------------------------------------------------------
+
+def ranking_pairs(ranking: list[int], flagged: list[int], scores: list | None, responses: list[str]) -> list:
+    """(chosen, rejected, rank_gap) for every pair of a ranking that states a preference."""
+    flagged = set(flagged)
+    order = [i for i in ranking if i not in flagged] + [i for i in ranking if i in flagged]
+    pairs = []
+    for (a, chosen), (b, rejected) in combinations(enumerate(order), 2):
+        if {chosen, rejected} <= flagged or responses[chosen] == responses[rejected]:
+            continue  # no preference between two harmful answers, or between a text and itself
+        if scores is not None and scores[chosen] == scores[rejected]:
+            continue  # a judge's tie
+        pairs.append((chosen, rejected, b - a))
+    return pairs
+
+
+def agreement(preferences: dict) -> dict:
+    """How often two rankings of the same prompt order a pair of responses the same way."""
+    comparisons = agreements = prompts = 0
+    for rankings in preferences.values():
+        if len(rankings) < 2:
+            continue
+        prompts += 1
+        for first, second in combinations(rankings, 2):
+            for pair in first.keys() & second.keys():
+                comparisons += 1
+                agreements += first[pair] == second[pair]
+    return {"prompts_ranked_more_than_once": prompts, "pair_comparisons": comparisons, "agreements": agreements,
+            "pairwise_agreement": agreements / comparisons if comparisons else None}
+
+
+def export(connection, output_dir: Path, test_fraction: float, seed: int) -> dict:
+    rows = connection.execute(
+        "SELECT r.id, r.prompt_id, r.labeler, r.source, r.ranking, r.flagged, r.scores, p.prompt, p.responses "
+        "FROM rankings r JOIN prompts p USING (prompt_id) WHERE r.status = 'ranked' ORDER BY r.id").fetchall()
+    pairs, preferences = [], {}
+    for ranking_id, prompt_id, labeler, source, ranking, flagged, scores, prompt, responses in rows:
+        responses, prompt = json.loads(responses), json.loads(prompt)
+        kept = ranking_pairs(json.loads(ranking), json.loads(flagged), scores and json.loads(scores), responses)
+        preferences.setdefault(prompt_id, []).append(
+            {(min(c, r), max(c, r)): c < r for c, r, _ in kept})
+        pairs += [{"prompt": prompt, "chosen": [{"role": "assistant", "content": responses[c]}],
+                   "rejected": [{"role": "assistant", "content": responses[r]}], "source": source,
+                   "labeler": labeler, "prompt_id": prompt_id, "ranking_id": ranking_id, "rank_gap": gap}
+                  for c, r, gap in kept]
+    if not pairs:
+        raise LmforgeError(f"{output_dir / 'rankings.sqlite'}: no rankings with a preference to export yet")
+
+    prompt_ids = sorted({pair["prompt_id"] for pair in pairs})
+    random.Random(seed).shuffle(prompt_ids)
+    test_ids = set(prompt_ids[:round(len(prompt_ids) * test_fraction)])
+    dataset = Dataset.from_list(pairs)
+    splits = DatasetDict({"train": dataset.filter(lambda p: p["prompt_id"] not in test_ids),
+                          "test": dataset.filter(lambda p: p["prompt_id"] in test_ids)})
+    staging = output_dir / ".preferences.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    splits.save_to_disk(staging)
+    shutil.rmtree(output_dir / "preferences", ignore_errors=True)
+    staging.rename(output_dir / "preferences")
+
+    report = agreement(preferences)
+    write_json(output_dir / "agreement.json", report)
+    counts = {"rankings": len(rows), "pairs": len(pairs), "train_pairs": len(splits["train"]),
+              "test_pairs": len(splits["test"]), "test_prompts": len(test_ids),
+              "by_source": {s: sum(p["source"] == s for p in pairs) for s in sorted({p["source"] for p in pairs})},
+              "skipped": connection.execute("SELECT COUNT(*) FROM rankings WHERE status = 'skipped'").fetchone()[0]}
+    write_json(output_dir / "export.json", counts)
+    print(f"label: {counts['pairs']} pairs from {counts['rankings']} rankings ({counts['by_source']}), "
+          f"{counts['test_pairs']} held out; agreement {report['pairwise_agreement']} -> {output_dir / 'preferences'}")
+    return counts
+
+
+def main(config: LabelConfig) -> None:
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    database = output_dir / "rankings.sqlite"
+    if not Path(config.rollouts).exists():
+        raise LmforgeError(f"rollouts: {config.rollouts} does not exist (run `lmforge rollouts` first)")
+    rollouts = load_from_disk(config.rollouts)
+    with closing(connect(database)) as connection:
+        store_prompts(connection, rollouts, database)
+        if config.judges:
+            print(f"label: the judges ranked {judge_all(connection, rollouts, config.judges)} prompts")
+        if config.export:
+            export(connection, output_dir, config.test_fraction, config.seed)
+    if not config.judges and not config.export:
+        k = len(rollouts[0]["responses"])
+        build_page(database, config.rankings_per_prompt, k).launch(
+            server_name=config.host, server_port=config.port, share=False, inbrowser=False)
+
+
+def cli(argv=None):
+    (config,) = parse(CONFIGS, argv)
+    main(config)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,150 @@
+"""Reward model: preference pairs -> a model that scores a response, with TRL's RewardTrainer.
+
+    lmforge reward --config recipes/demo/reward.yaml
+    lmforge reward --config recipes/demo/reward.yaml --use_peft true --lora_r 16
+    accelerate launch -m lmforge.reward --config recipes/demo/reward.yaml
+
+The model is the SFT model (or any causal LM) with a one-output classification head on its last token
+(AutoModelForSequenceClassification, num_labels=1), trained so that chosen responses score above
+rejected ones (Bradley-Terry loss). `center_rewards_coefficient` keeps rewards near zero;
+`margin_scale` > 0 asks for a reward gap of margin_scale * rank_gap between responses ranked further
+apart. With `use_peft: true` only a LoRA adapter and the head are trained. Killed, it resumes from the
+last checkpoint in `output_dir`.
+
+Outputs under `output_dir`: the model and tokenizer, README.md (model card), `checkpoint-*/`,
+`rewards.json` (held-out pairwise accuracy before and after training, and each held-out pair's rewards)
+and `rewards.png` (distribution of held-out rewards, chosen against rejected).
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+from datasets import load_dataset, load_from_disk
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+from lmforge.files import write_json
+
+
+@dataclass
+class RewardScriptArguments(ModelConfig):
+    """trl.ModelConfig (model path, dtype, use_peft and lora_* keys) plus where the preference pairs are."""
+
+    model_name_or_path: str = field(
+        default="runs/demo/sft", metadata={"help": "The model to start from: the SFT stage's output or a Hub id."}
+    )
+    preferences: str = field(
+        default="runs/demo/labels/preferences",
+        metadata={"help": "Pairs with train and test splits: a saved DatasetDict (lmforge label) or a Hub name."},
+    )
+    margin_scale: float = field(
+        default=0.0, metadata={"help": "Above 0: required reward gap = margin_scale * rank_gap (TRL's margin)."}
+    )
+    lora_task_type: str = field(
+        default="SEQ_CLS", metadata={"help": "SEQ_CLS: peft then also trains and saves the new score head."}
+    )
+
+
+CONFIGS = (RewardScriptArguments, RewardConfig)
+
+
+def load_pairs(script_args: RewardScriptArguments):
+    path = script_args.preferences
+    pairs = load_from_disk(path) if os.path.isdir(path) else load_dataset(path)
+    missing = {"train", "test"} - set(pairs)
+    if missing:
+        raise LmforgeError(f"preferences: {path} has no {sorted(missing)} split (splits: {sorted(pairs)})")
+    for name in ("chosen", "rejected"):
+        if name not in pairs["train"].column_names:
+            raise LmforgeError(f"preferences: {path} has no {name!r} column (columns: {pairs['train'].column_names})")
+    if script_args.margin_scale > 0:
+        pairs = pairs.map(lambda row: {"margin": script_args.margin_scale * row["rank_gap"]})
+    return pairs
+
+
+@torch.no_grad()
+def score_pairs(model, tokenizer, pairs) -> dict:
+    """The reward of every held-out chosen and rejected conversation, and how often chosen scores higher."""
+    model.eval()
+    rewards = {"chosen": [], "rejected": []}
+    for pair in pairs:
+        for side in rewards:
+            ids = tokenizer.apply_chat_template(pair.get("prompt", []) + pair[side], return_dict=True)["input_ids"]
+            rewards[side].append(model(input_ids=torch.tensor([ids], device=model.device)).logits[0, 0].item())
+    wins = [c > r for c, r in zip(rewards["chosen"], rewards["rejected"])]
+    return {"accuracy": sum(wins) / len(wins) if wins else None, **rewards}
+
+
+def plot(rewards: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a training machine
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    values = rewards["chosen"] + rewards["rejected"]
+    low, high = min(values), max(values)
+    bins = [low + (high - low) * i / 30 for i in range(31)] if high > low else 1  # the same bins for both
+    axes.hist(rewards["chosen"], bins=bins, alpha=0.6, label="chosen")
+    axes.hist(rewards["rejected"], bins=bins, alpha=0.6, label="rejected")
+    axes.set(xlabel="reward", ylabel="held-out responses",
+             title=f"Held-out rewards (pairwise accuracy {rewards['accuracy']:.2f})")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dict:
+    pairs = load_pairs(script_args)
+    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    if not tokenizer.chat_template or tokenizer.pad_token is None:
+        raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no pad token")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        script_args.model_name_or_path, num_labels=1, dtype=script_args.dtype)
+    # The head reads the last token that is not padding: the model must know which id pads.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    trainer = RewardTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=pairs["train"],
+        eval_dataset=pairs["test"] if len(pairs["test"]) else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(script_args),
+    )
+
+    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    # Accuracy of the untrained head is the baseline (about chance); on resume the starting point is gone.
+    before = score_pairs(trainer.model, tokenizer, pairs["test"])["accuracy"] if last is None else None
+    train = trainer.train(resume_from_checkpoint=last)
+    after = score_pairs(trainer.model, tokenizer, pairs["test"])
+
+    trainer.save_model(training_args.output_dir)
+    trainer.create_model_card(model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
+                              dataset_name=script_args.preferences, tags=["lmforge", "reward-model"])
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.preferences, tags=["lmforge", "reward-model"])
+    sources = sorted(set(pairs["train"]["source"])) if "source" in pairs["train"].column_names else None
+    results = {"train_pairs": len(pairs["train"]), "test_pairs": len(pairs["test"]), "pair_sources": sources,
+               "heldout_accuracy_before": before, "heldout_accuracy": after["accuracy"],
+               "train_loss": train.training_loss, "resumed_from": last, "lora": script_args.use_peft}
+    if trainer.is_world_process_zero():
+        write_json(os.path.join(training_args.output_dir, "rewards.json"), {**results, "heldout_rewards": after})
+        if after["accuracy"] is not None:
+            plot(after, os.path.join(training_args.output_dir, "rewards.png"))
+        print(json.dumps(results, indent=2))
+    return results
+
+
+def cli(argv=None):
+    script_args, training_args = parse(CONFIGS, argv)
+    main(script_args, training_args)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,212 @@
+"""Rollouts: K sampled responses per prompt from a chat model, the raw material of preference data.
+
+    lmforge rollouts --config recipes/demo/rollouts.yaml
+    lmforge rollouts --config recipes/demo/rollouts.yaml --model runs/demo/sft --num_responses 8
+
+Prompts come from `prompts`, a mapping from a name to a source, as in the SFT recipe: a generator of
+lmforge.conversations (`{generator: arithmetic, size: 40, seed: 1000}`; give a seed other than SFT's so
+the prompts are new to the model) or `datasets.load_dataset` keywords (`{path: json, data_files: f.jsonl}`)
+for a dataset with a `prompt` column (text or messages) or a `messages` column, whose last assistant
+turn is dropped and kept as the `reference` answer. Each prompt goes through the model's chat template
+with the generation prompt, and K responses are sampled with the recipe's settings.
+
+Prompt i is sampled with seed `seed + i`, so a prompt's responses do not depend on which prompts were
+sampled before it: a resumed run gives what an uninterrupted one would have. Each finished prompt is
+appended to `rollouts.jsonl` (flushed and synced) and a restarted run skips the prompts found there.
+
+Outputs under `output_dir`: `settings.json` (model, sampling settings, prompt sources; a restart with
+other settings is refused), `rollouts.jsonl` (progress), and `dataset/`, written last and atomically,
+with columns prompt_id, prompt (messages), task (the source's generator or name), reference, responses,
+finished (whether each response ended its turn), seed and model.
+"""
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset, load_dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+from lmforge import LmforgeError
+from lmforge.configs import parse
+from lmforge.conversations import GENERATORS, check_conversation, normalise
+from lmforge.files import write_json
+
+
+@dataclass
+class RolloutsConfig:
+    model: str = field(default="runs/demo/sft", metadata={"help": "Chat model directory or Hub id."})
+    prompts: dict | str | None = field(
+        default=None, metadata={"help": "Name -> source: {generator: NAME, ...options} or load_dataset keywords."}
+    )
+    num_responses: int = field(default=4, metadata={"help": "K: responses sampled per prompt."})
+    max_new_tokens: int = 128
+    temperature: float = field(default=1.0, metadata={"help": "Above 0: rollouts must differ to be ranked."})
+    top_k: int = field(default=0, metadata={"help": "Keep the k most likely tokens (0: all)."})
+    top_p: float = field(default=1.0, metadata={"help": "Keep the smallest set with this probability mass."})
+    seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i."})
+    output_dir: str = "runs/demo/rollouts"
+
+    def __post_init__(self):
+        self.prompts = json.loads(self.prompts) if isinstance(self.prompts, str) else self.prompts
+        if not self.prompts:
+            raise LmforgeError("prompts: no prompt sources given")
+        if self.num_responses < 2:
+            raise LmforgeError(f"num_responses: {self.num_responses}; ranking needs at least 2 responses")
+        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
+            raise LmforgeError("temperature > 0, 0 < top_p <= 1, top_k >= 0 and max_new_tokens >= 1 are required")
+
+
+CONFIGS = (RolloutsConfig,)
+
+
+def load_prompts(sources: dict) -> list[dict]:
+    """Unique prompts of every source, in order: {prompt: messages, task, reference}."""
+    rows, seen = [], set()
+    for name, spec in sources.items():
+        for index, row in enumerate(source_rows(name, dict(spec))):
+            problem = check_prompt(row["prompt"])
+            if problem:
+                raise LmforgeError(f"prompts {name!r} row {index}: {problem}")
+            key = json.dumps(row["prompt"])
+            if key not in seen:  # generators repeat short questions; a prompt is ranked once
+                seen.add(key)
+                rows.append(row)
+    return rows
+
+
+def source_rows(name: str, spec: dict) -> list[dict]:
+    if "generator" in spec:
+        generator = spec.pop("generator")
+        if generator not in GENERATORS:
+            raise LmforgeError(f"prompts {name!r}: unknown generator {generator!r}; "
+                               f"generators are {sorted(GENERATORS)}")
+        return [split_conversation(messages, generator) for messages in GENERATORS[generator](**spec)]
+    if "path" not in spec:
+        raise LmforgeError(f"prompts {name!r}: give `generator` or `path` (a Hub name or a loader like json)")
+    dataset = load_dataset(**{"split": "train", **spec})
+    if "prompt" in dataset.column_names:
+        return [{"prompt": [{"role": "user", "content": p}] if isinstance(p, str) else normalise(p),
+                 "task": name, "reference": None} for p in dataset["prompt"]]
+    if "messages" in dataset.column_names:
+        return [split_conversation(normalise(messages), name) for messages in dataset["messages"]]
+    raise LmforgeError(f"prompts {name!r}: no 'prompt' or 'messages' column (columns: {dataset.column_names})")
+
+
+def split_conversation(messages: list, task: str) -> dict:
+    """A conversation without its final assistant turn, which becomes the reference answer."""
+    if messages and messages[-1].get("role") == "assistant":
+        return {"prompt": messages[:-1], "task": task, "reference": messages[-1]["content"]}
+    return {"prompt": messages, "task": task, "reference": None}
+
+
+def check_prompt(prompt) -> str | None:
+    """A prompt is a valid conversation that ends with a user turn, for the model to answer."""
+    if not isinstance(prompt, list) or not prompt or not isinstance(prompt[-1], dict):
+        return "prompt must be a non-empty list of messages"
+    if prompt[-1].get("role") != "user":
+        return f"prompt must end with a user message, not {prompt[-1].get('role')!r}"
+    # check_conversation wants a final assistant turn: give it a placeholder.
+    return check_conversation(prompt + [{"role": "assistant", "content": "-"}])
+
+
+def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, seed: int) -> tuple[list, list]:
+    """K responses to one prompt, and whether each ended its turn (rather than running out of tokens)."""
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, sanitize_control_tokens=True)["input_ids"]
+    ids = torch.tensor([ids], device=model.device)
+    set_seed(seed)
+    output = model.generate(
+        ids, attention_mask=torch.ones_like(ids), do_sample=True, num_return_sequences=config.num_responses,
+        max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k,
+        top_p=config.top_p, pad_token_id=tokenizer.pad_token_id,
+    )
+    eos = model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    responses, finished = [], []
+    for row in output[:, ids.shape[1]:].tolist():
+        end = next((i for i, token in enumerate(row) if token in stops), None)
+        # Special tokens stay in the text: a response that opens a new turn (<|im_start|>user) must show it.
+        responses.append(tokenizer.decode(row[:end]))
+        finished.append(end is not None)
+    return responses, finished
+
+
+def read_done(path: Path) -> dict[int, dict]:
+    """Rows already written, by prompt id. A line cut by a kill is dropped, with everything after it."""
+    done, good_bytes = {}, 0
+    if not path.exists():
+        return done
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break
+            if not line.endswith(b"\n"):
+                break
+            done[row["prompt_id"]] = row
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        os.truncate(path, good_bytes)
+    return done
+
+
+def write_dataset(rows: list[dict], path: Path) -> None:
+    """save_to_disk under a temporary name, then rename: `path` is the old dataset or the new, never a part."""
+    staging = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    Dataset.from_list(rows).save_to_disk(staging)
+    if path.exists():
+        shutil.rmtree(path)
+    staging.rename(path)
+
+
+def check_settings(path: Path, settings: dict) -> None:
+    if path.exists() and json.loads(path.read_text()) != settings:
+        raise LmforgeError(f"{path}: this output_dir holds rollouts made with other settings; use another output_dir")
+    if not path.exists():
+        write_json(path, settings)
+
+
+def main(config: RolloutsConfig) -> Path:
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    prompts = load_prompts(config.prompts)
+    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    if not tokenizer.chat_template:
+        raise LmforgeError(f"model: {config.model}'s tokenizer has no chat template (rollouts need a chat model)")
+    device_map = "auto" if torch.cuda.is_available() else None
+    model = AutoModelForCausalLM.from_pretrained(config.model, device_map=device_map)
+    model.eval()
+    check_settings(output_dir / "settings.json", {k: v for k, v in asdict(config).items() if k != "output_dir"})
+    progress = output_dir / "rollouts.jsonl"
+    done = read_done(progress)
+    start = time.time()
+    with progress.open("a") as f:
+        for prompt_id, row in enumerate(prompts):
+            if prompt_id in done:
+                continue
+            seed = config.seed + prompt_id
+            responses, finished = sample_responses(model, tokenizer, row["prompt"], config, seed)
+            done[prompt_id] = {"prompt_id": prompt_id, **row, "responses": responses, "finished": finished,
+                               "seed": seed, "model": config.model}
+            f.write(json.dumps(done[prompt_id], ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # the line survives a kill or power loss: a restart will not sample it again
+    write_dataset([done[i] for i in range(len(prompts))], output_dir / "dataset")
+    print(f"rollouts: {len(prompts)} prompts x {config.num_responses} responses in {time.time() - start:.0f} s "
+          f"-> {output_dir / 'dataset'}")
+    return output_dir / "dataset"
+
+
+def cli(argv=None):
+    (config,) = parse(CONFIGS, argv)
+    main(config)
+
+
+if __name__ == "__main__":
+    cli()

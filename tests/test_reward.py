@@ -1,0 +1,85 @@
+"""The reward stage on a tiny Llama: pairs ranked by the judges (well-formed answers above looping or
+runaway ones) train a reward model that scores held-out chosen above rejected, and a rerun resumes."""
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset, load_from_disk
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lmforge import label, reward
+from lmforge.configs import parse
+from lmforge.conversations import GENERATORS, arithmetic
+from lmforge.tokenizer import train_tokenizer
+
+FAST = ["--max_steps", "60", "--save_steps", "30", "--eval_steps", "1000", "--logging_steps", "10",
+        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--max_length", "256", "--report_to", "none"]
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A random 2-layer Llama with the lmforge tokenizer, saved as a causal LM like the SFT stage."""
+    path = tmp_path_factory.mktemp("base")
+    texts = [m["content"] for g in ("identity", "arithmetic") for c in GENERATORS[g](seed=0) for m in c]
+    tokenizer = train_tokenizer(texts, vocab_size=512)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def preferences(tmp_path_factory):
+    """Demo-like pairs: rollouts of arithmetic prompts ranked by the judges and exported by `lmforge label`."""
+    path = tmp_path_factory.mktemp("labels")
+    rows = []
+    for prompt_id, problem in enumerate(arithmetic.problems(size=90, seed=5)):
+        first_step = problem["solution"].splitlines()[0]
+        responses = [problem["solution"],  # well-formed and right
+                     " ".join([first_step] * 6),  # loops
+                     first_step + "\n<|im_start|>user\nAnd then?"]  # writes the user's turn, never ends its own
+        rows.append({"prompt_id": prompt_id, "prompt": [{"role": "user", "content": problem["question"]}],
+                     "task": "arithmetic", "reference": problem["solution"], "responses": responses,
+                     "finished": [True, True, False], "seed": prompt_id, "model": "fixture"})
+    Dataset.from_list(rows).save_to_disk(path / "rollouts")
+    label.main(*parse(label.CONFIGS, ["--config", "recipes/demo/label.yaml", "--rollouts",
+                                      str(path / "rollouts"), "--output_dir", str(path), "--test_fraction", "0.2"]))
+    return path / "preferences"
+
+
+def run_reward(base_model, preferences, output_dir, *extra):
+    argv = ["--config", "recipes/demo/reward.yaml", "--model_name_or_path", str(base_model), "--preferences",
+            str(preferences), "--output_dir", str(output_dir), *FAST, *extra]
+    return reward.main(*parse(reward.CONFIGS, argv))
+
+
+def test_judged_pairs_have_the_expected_shape(preferences):
+    pairs = load_from_disk(str(preferences))
+    assert len(pairs["train"]) + len(pairs["test"]) == 90 * 3  # 3 responses, no ties: 3 pairs per prompt
+    assert len(pairs["test"]) == 18 * 3 and set(pairs["train"]["source"]) == {"judge"}
+
+
+def test_reward_model_ranks_heldout_pairs_and_resumes(base_model, preferences, tmp_path):
+    results = run_reward(base_model, preferences, tmp_path)
+    assert results["heldout_accuracy"] >= 0.9 > results["heldout_accuracy_before"] + 0.2
+    assert results["pair_sources"] == ["judge"]
+    saved = json.loads((tmp_path / "rewards.json").read_text())
+    assert len(saved["heldout_rewards"]["chosen"]) == results["test_pairs"] == 54
+    assert (tmp_path / "rewards.png").read_bytes().startswith(b"\x89PNG")
+    model = reward.AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    again = run_reward(base_model, preferences, tmp_path)
+    assert again["resumed_from"].endswith("checkpoint-60") and again["heldout_accuracy_before"] is None
+
+
+def test_lora_reward_model_trains_its_head(base_model, preferences, tmp_path):
+    results = run_reward(base_model, preferences, tmp_path, "--use_peft", "true", "--lora_r", "8",
+                         "--max_steps", "30", "--margin_scale", "0.5")
+    assert results["lora"] and results["heldout_accuracy"] > 0.5
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["task_type"] == "SEQ_CLS" and "score" in str(config["modules_to_save"])

@@ -1,0 +1,101 @@
+"""The rollouts stage on a tiny chat model: the same seed gives the same samples, and a run killed
+mid-way resumes without sampling a prompt twice, ending with what an uninterrupted run writes."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from datasets import load_from_disk
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lmforge import LmforgeError, rollouts
+from lmforge.configs import parse
+from lmforge.conversations import GENERATORS
+from lmforge.tokenizer import train_tokenizer
+
+PROMPTS = {"arithmetic": {"generator": "arithmetic", "size": 6, "seed": 7},
+           "identity": {"generator": "identity", "size": 3, "seed": 8}}
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    """A random 2-layer Llama with the lmforge tokenizer and chat template, stopping at <|im_end|>."""
+    path = tmp_path_factory.mktemp("chat_model")
+    texts = [m["content"] for g in ("identity", "arithmetic") for c in GENERATORS[g](seed=0) for m in c]
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=[tokenizer.eos_token_id, end_of_turn],
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def argv(model, output_dir, *extra):
+    return ["--config", "recipes/demo/rollouts.yaml", "--model", str(model), "--output_dir", str(output_dir),
+            "--prompts", json.dumps(PROMPTS), "--num_responses", "3", "--max_new_tokens", "12", *extra]
+
+
+def run(model, output_dir, *extra):
+    return load_from_disk(str(rollouts.main(*parse(rollouts.CONFIGS, argv(model, output_dir, *extra)))))
+
+
+def test_rollouts_are_reproducible_and_resume_after_a_kill(chat_model, tmp_path):
+    whole = run(chat_model, tmp_path / "whole")
+    assert whole.column_names == ["prompt_id", "prompt", "task", "reference", "responses", "finished", "seed", "model"]
+    assert whole["prompt_id"] == list(range(len(whole))) and len(whole) >= 7
+    assert all(len(r) == 3 for r in whole["responses"]) and len({json.dumps(p) for p in whole["prompt"]}) == len(whole)
+    assert whole[0]["task"] == "arithmetic" and whole[0]["reference"].startswith("Step 1:")
+    assert all(p[-1]["role"] == "user" for p in whole["prompt"])
+    assert json.loads((tmp_path / "whole" / "settings.json").read_text())["num_responses"] == 3
+
+    # Kill a run once it has written 2 prompts, cut its last line as a kill mid-write would, then resume.
+    killed = tmp_path / "killed"
+    progress = killed / "rollouts.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "lmforge.rollouts", *argv(chat_model, killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline and (not progress.exists() or progress.read_text().count("\n") < 2):
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    lines = progress.read_text().splitlines()
+    assert 2 <= len(lines) < len(whole), "the run should have been killed part-way"
+    with progress.open("a") as f:
+        f.write(lines[-1][: len(lines[-1]) // 2])
+    resumed = run(chat_model, killed)
+    ids = [json.loads(line)["prompt_id"] for line in progress.read_text().splitlines()]
+    assert sorted(ids) == list(range(len(whole))), "every prompt sampled exactly once"
+    assert resumed.to_list() == whole.to_list()
+
+    other_seed = run(chat_model, tmp_path / "other", "--seed", "1")
+    assert other_seed["responses"] != whole["responses"]
+
+
+def test_a_restart_with_other_settings_is_refused(chat_model, tmp_path):
+    run(chat_model, tmp_path)
+    with pytest.raises(LmforgeError, match="other settings"):
+        run(chat_model, tmp_path, "--temperature", "0.5")
+
+
+def test_prompts_from_local_files(tmp_path):
+    texts = tmp_path / "prompts.jsonl"
+    texts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Hello?", "Who are you?", "Hello?"]))
+    prompts = rollouts.load_prompts({"mine": {"path": "json", "data_files": str(texts)}})
+    assert [p["prompt"] for p in prompts] == [[{"role": "user", "content": "Hello?"}],
+                                              [{"role": "user", "content": "Who are you?"}]]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "2+2?"},
+                                              {"role": "assistant", "content": "4"}]}) + "\n")
+    (prompt,) = rollouts.load_prompts({"chats": {"path": "json", "data_files": str(chats)}})
+    assert prompt == {"prompt": [{"role": "user", "content": "2+2?"}], "task": "chats", "reference": "4"}
+    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                                              {"role": "assistant", "content": "c"}]}) + "\n")
+    with pytest.raises(LmforgeError, match="'chats' row 0: message 1 is 'user' where 'assistant' was expected"):
+        rollouts.load_prompts({"chats": {"path": "json", "data_files": str(chats)}})
