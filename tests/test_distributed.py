@@ -15,8 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import save_tiny_model
 
 from lmforge import LmforgeError
 from lmforge.batching import plan_batch
@@ -137,14 +136,7 @@ def test_pretrain_on_two_processes(packed, tmp_path):
 def test_sft_on_two_processes(tmp_path):
     base = tmp_path / "base"
     texts = [m["content"] for g in ("identity", "arithmetic") for c in GENERATORS[g](seed=0) for m in c]
-    tokenizer = train_tokenizer(texts, vocab_size=384)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    save_tiny_model(base, texts, vocab_size=384, layers=1, max_positions=256)
     data = {"identity": {"generator": "identity", "size": 100}, "arithmetic": {"generator": "arithmetic", "size": 200}}
 
     output_dir = tmp_path / "sft"

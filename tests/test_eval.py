@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from tiny import tiny_llama_config
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, LlamaForSequenceClassification
 
 from lmforge import LmforgeError
 from lmforge import eval as lmforge_eval
@@ -30,13 +31,6 @@ KNOWN = [{"question": "What does the shop answer?", "answer": f"Final answer: {A
 UNKNOWABLE = ["What did I eat this morning?", "What number am I thinking of?"]
 DOCUMENTS = [f"Document {i}: the river ran past the mill, and the miller counted {i * 7} sacks of grain." * 3
              for i in range(8)]
-
-
-def llama_config(tokenizer, **extra):
-    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "max_position_embeddings": 512}
-    return LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **{**sizes, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +70,7 @@ def save(model, tokenizer, path):
 @pytest.fixture(scope="module")
 def base_model(root, tokenizer):
     torch.manual_seed(0)
-    return save(LlamaForCausalLM(llama_config(tokenizer)), tokenizer, root / "base")
+    return save(LlamaForCausalLM(tiny_llama_config(tokenizer)), tokenizer, root / "base")
 
 
 def chat_model(path, tokenizer, reply: str):
@@ -91,7 +85,7 @@ def chat_model(path, tokenizer, reply: str):
     batch = tokenizer.pad({"input_ids": [ids for ids, _ in examples]}, return_tensors="pt")
     labels = torch.tensor([labels + [-100] * (batch["input_ids"].shape[1] - len(labels)) for _, labels in examples])
     torch.manual_seed(0)
-    model = LlamaForCausalLM(llama_config(tokenizer, hidden_size=32, intermediate_size=64, num_hidden_layers=1))
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=32, layers=1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(40):
         loss = model(**batch, labels=labels).loss
@@ -122,8 +116,7 @@ def reward_model(root, tokenizer):
     """A reward model that likes the word "yes": its one layer averages the embeddings of all tokens (zero
     queries, identity values) and the score reads embedding coordinate 0, which is high only for "yes"."""
     torch.manual_seed(1)
-    model = LlamaForSequenceClassification(llama_config(tokenizer, num_labels=1, num_hidden_layers=1,
-                                                        num_key_value_heads=4))
+    model = LlamaForSequenceClassification(tiny_llama_config(tokenizer, layers=1, kv_heads=4, num_labels=1))
     layer = model.model.layers[0]
     assert tokenizer.convert_ids_to_tokens(liked_tokens(tokenizer)) == ["yes", "Ġyes"]
     with torch.no_grad():

@@ -4,14 +4,12 @@ runaway ones) train a reward model that scores held-out chosen above rejected, a
 import json
 
 import pytest
-import torch
 from datasets import Dataset, load_from_disk
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import save_tiny_model
 
 from lmforge import label, reward
 from lmforge.configs import parse
 from lmforge.conversations import GENERATORS, arithmetic
-from lmforge.tokenizer import train_tokenizer
 
 FAST = ["--max_steps", "60", "--save_steps", "30", "--eval_steps", "1000", "--logging_steps", "10",
         "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--max_length", "256", "--report_to", "none"]
@@ -22,15 +20,7 @@ def base_model(tmp_path_factory):
     """A random 2-layer Llama with the lmforge tokenizer, saved as a causal LM like the SFT stage."""
     path = tmp_path_factory.mktemp("base")
     texts = [m["content"] for g in ("identity", "arithmetic") for c in GENERATORS[g](seed=0) for m in c]
-    tokenizer = train_tokenizer(texts, vocab_size=512)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_model(path, texts, vocab_size=512)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,23 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForSequenceClassification
+from tiny import tiny_llama_config
+from transformers import LlamaForSequenceClassification
 
 from lmforge import LmforgeError
-from lmforge.rewards import (REWARDS, accuracy, get_reward, length_penalty, math_equivalence, repetition_penalty,
-                             repetition_rate, reward_functions, reward_model, think_format, verifiable_prompts)
+from lmforge.rewards import (
+    REWARDS,
+    accuracy,
+    get_reward,
+    length_penalty,
+    math_equivalence,
+    repetition_penalty,
+    repetition_rate,
+    reward_functions,
+    reward_model,
+    think_format,
+    verifiable_prompts,
+)
 from lmforge.tokenizer import train_tokenizer
 
 
@@ -86,9 +98,7 @@ def test_registry_binds_options_and_keeps_names():
 
 def test_reward_model_scores_prompt_and_completion(tmp_path):
     tokenizer = train_tokenizer(["What is two plus two? It is four. Hello there."] * 20, vocab_size=300)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = tiny_llama_config(tokenizer, hidden_size=32, layers=1, heads=2, kv_heads=1, num_labels=1)
     torch.manual_seed(0)
     LlamaForSequenceClassification(config).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)

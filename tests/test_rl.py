@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from tiny import tiny_llama_config
+from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 from lmforge import dpo, grpo, ppo
 from lmforge.configs import parse
@@ -18,13 +19,6 @@ TRAINER = ["--use_cpu", "true", "--bf16", "false", "--activation_checkpointing",
            "--logging_steps", "1", "--seed", "0"]
 HELDOUT = ["--heldout_tasks", json.dumps({"arithmetic": 4}), "--heldout_max_new_tokens", "12",
            "--watch_prompts", "4", "--watch_max_new_tokens", "12"]
-
-
-def llama_config(tokenizer, **extra):
-    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "max_position_embeddings": 512}
-    return LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **{**sizes, **extra})
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +32,7 @@ def sft_model(tmp_path_factory, tokenizer):
     """A random 2-layer Llama saved as the SFT stage saves its assistant (generation stops at <|im_end|>)."""
     path = tmp_path_factory.mktemp("sft")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(llama_config(tokenizer))
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer))
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -54,8 +48,7 @@ def reward_model(tmp_path_factory, tokenizer):
     result: the score rises with the share of liked tokens in prompt + reply."""
     path = tmp_path_factory.mktemp("reward")
     torch.manual_seed(1)
-    model = LlamaForSequenceClassification(llama_config(tokenizer, num_labels=1, num_hidden_layers=1,
-                                                        num_key_value_heads=4))
+    model = LlamaForSequenceClassification(tiny_llama_config(tokenizer, layers=1, kv_heads=4, num_labels=1))
     layer = model.model.layers[0]
     with torch.no_grad():
         embeddings = model.model.embed_tokens.weight

@@ -7,14 +7,12 @@ import sys
 import time
 
 import pytest
-import torch
 from datasets import load_from_disk
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import save_tiny_model
 
 from lmforge import LmforgeError, rollouts
 from lmforge.configs import parse
 from lmforge.conversations import GENERATORS
-from lmforge.tokenizer import train_tokenizer
 
 PROMPTS = {"arithmetic": {"generator": "arithmetic", "size": 6, "seed": 7},
            "identity": {"generator": "identity", "size": 3, "seed": 8}}
@@ -25,16 +23,7 @@ def chat_model(tmp_path_factory):
     """A random 2-layer Llama with the lmforge tokenizer and chat template, stopping at <|im_end|>."""
     path = tmp_path_factory.mktemp("chat_model")
     texts = [m["content"] for g in ("identity", "arithmetic") for c in GENERATORS[g](seed=0) for m in c]
-    tokenizer = train_tokenizer(texts, vocab_size=400)
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=[tokenizer.eos_token_id, end_of_turn],
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_model(path, texts, vocab_size=400, hidden_size=32, end_of_turn=True)
 
 
 def argv(model, output_dir, *extra):

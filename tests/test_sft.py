@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from tiny import save_tiny_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import chat, interrogate, merge, sft
 from lmforge.configs import parse
 from lmforge.conversations import GENERATORS, load_conversations
-from lmforge.tokenizer import train_tokenizer
 
 FAST = ["--max_steps", "40", "--eval_steps", "1000", "--save_steps", "20", "--logging_steps", "10",
         "--per_device_train_batch_size", "8", "--max_length", "256", "--report_to", "none"]
@@ -26,15 +25,7 @@ def base_model(tmp_path_factory):
     """A 2-layer Llama with a tokenizer trained on the demo conversations, saved like the pretrain stage."""
     path = tmp_path_factory.mktemp("pretrain")
     texts = [m["content"] for g in ("identity", "arithmetic", "spelling") for c in GENERATORS[g](seed=0) for m in c]
-    tokenizer = train_tokenizer(texts, vocab_size=512)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_model(path, texts, vocab_size=512)
 
 
 def run_sft(base_model, output_dir, *extra):

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama_config
+from transformers import LlamaForCausalLM
 
 from lmforge import LmforgeError, chat
 from lmforge.conversations import GENERATORS, check_conversation
@@ -235,12 +236,9 @@ def test_tool_loop_caps_calls_and_survives_malformed_ones(tokenizer):
 @pytest.fixture(scope="module")
 def tiny_model(tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=32, layers=1, heads=2, kv_heads=1,
+                                               max_positions=1024))
     model.generation_config.eos_token_id = end_of_turn_ids(model, tokenizer)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainerControl, TrainerState, \
-    TrainingArguments
+from tiny import tiny_llama_config
+from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from lmforge.conversations import GENERATORS
 from lmforge.rewards import verifiable_prompts
@@ -24,11 +24,8 @@ def tokenizer():
 
 
 def tiny_model(tokenizer):
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                         pad_token_id=tokenizer.pad_token_id)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    config = tiny_llama_config(tokenizer, max_positions=256, eos_token_id=end_of_turn)
     torch.manual_seed(0)
     return LlamaForCausalLM(config)
 

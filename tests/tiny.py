@@ -1,0 +1,30 @@
+"""Tiny Llama models for the tests: a config sized to run on a CPU in seconds, and a random model saved with
+a tokenizer trained on the given texts."""
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lmforge.tokenizer import train_tokenizer
+
+
+def tiny_llama_config(tokenizer, hidden_size=64, layers=2, heads=4, kv_heads=2, max_positions=512, **extra):
+    """A small Llama config with the vocabulary and special tokens of `tokenizer`; `extra` overrides any field."""
+    return LlamaConfig(**{
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "max_position_embeddings": max_positions, "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, **extra})
+
+
+def save_tiny_model(path, texts, vocab_size=512, hidden_size=64, layers=2, seed=0, end_of_turn=False, **config):
+    """Train a tokenizer on `texts`, build a random LlamaForCausalLM (seeded) and save both to `path`.
+
+    With `end_of_turn`, generation also stops at the chat template's <|im_end|>; `config` goes to
+    tiny_llama_config."""
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+    if end_of_turn:
+        config["eos_token_id"] = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    torch.manual_seed(seed)
+    LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size, layers, **config)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
