@@ -2,26 +2,18 @@
 browser (Chromium through Playwright) across a restart of its server."""
 
 import json
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+from browser import free_port, launch_chromium, needs_chromium, serving
 from datasets import Dataset, load_from_disk
 
 from lmforge import judges, label
 from lmforge.configs import parse
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 QUESTION = "Ana buys 3 packs of beads with 4 beads in each pack, then gives 5 beads to a friend. How many beads?"
 REFERENCE = "Step 1: 3 packs * 4 beads = 12 beads.\nStep 2: 12 - 5 = 7 beads.\nFinal answer: 7"
 
@@ -142,26 +134,9 @@ def test_labelers_writing_at_once_lose_nothing(rollouts, tmp_path):
 
 # The page in a browser -----------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_page(rollouts: Path, output_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "lmforge.label", "--rollouts", str(rollouts), "--output_dir",
-                               str(output_dir), "--port", str(port), "--rankings_per_prompt", "1"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-            return server
-        except OSError:
-            time.sleep(0.3)
-    server.kill()
-    raise AssertionError("the ranking page did not start within 60 s")
+def ranking_page(rollouts: Path, output_dir: Path, port: int):
+    return serving("lmforge.label", ["--rollouts", str(rollouts), "--output_dir", str(output_dir),
+                                     "--rankings_per_prompt", "1"], port)
 
 
 def open_as(browser, port: int, labeler: str):
@@ -190,25 +165,20 @@ def answer(page, button: str, ranks: dict | None = None, harmful: str | None = N
                            timeout=20000)
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+@needs_chromium
 def test_ranking_page_in_a_browser_saves_at_once_and_resumes_after_a_restart(rollouts, tmp_path):
     from playwright.sync_api import sync_playwright
 
     port, database = free_port(), tmp_path / "rankings.sqlite"
     rows = {row["prompt_id"]: row for row in load_from_disk(str(rollouts))}
-    server = start_page(rollouts, tmp_path, port)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = open_as(browser, port, "alice")
-            first = shown(page)
-            answer(page, "submit", {"A": 2, "B": 1, "C": 3}, harmful="C")
-            second = shown(page)
-            answer(page, "skip")
-            browser.close()
-    finally:
-        server.kill()
-        server.wait()
+    with ranking_page(rollouts, tmp_path, port), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = open_as(browser, port, "alice")
+        first = shown(page)
+        answer(page, "submit", {"A": 2, "B": 1, "C": 3}, harmful="C")
+        second = shown(page)
+        answer(page, "skip")
+        browser.close()
 
     with closing(sqlite3.connect(database)) as connection:
         saved = connection.execute("SELECT prompt_id, labeler, source, status, ranking, flagged FROM rankings "
@@ -222,22 +192,17 @@ def test_ranking_page_in_a_browser_saves_at_once_and_resumes_after_a_restart(rol
     assert [responses[i] for i in json.loads(saved[0][5])] == [first["C"]]
     assert second["prompt"].endswith(rows[second_id]["prompt"][0]["content"])
 
-    server = start_page(rollouts, tmp_path, port)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = open_as(browser, port, "alice")  # resumes with the one prompt alice has not answered
-            (remaining,) = set(rows) - {first_id, second_id}
-            assert shown(page)["prompt"].endswith(rows[remaining]["prompt"][0]["content"])
-            answer(page, "submit", {"A": 1, "B": 2, "C": 3})
-            assert "No prompts left" in page.locator("#status").inner_text()
-            # Another labeler gets only the prompt alice skipped: the others have their one ranking.
-            page = open_as(browser, port, "bob")
-            assert shown(page)["prompt"].endswith(rows[second_id]["prompt"][0]["content"])
-            browser.close()
-    finally:
-        server.kill()
-        server.wait()
+    with ranking_page(rollouts, tmp_path, port), sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        page = open_as(browser, port, "alice")  # resumes with the one prompt alice has not answered
+        (remaining,) = set(rows) - {first_id, second_id}
+        assert shown(page)["prompt"].endswith(rows[remaining]["prompt"][0]["content"])
+        answer(page, "submit", {"A": 1, "B": 2, "C": 3})
+        assert "No prompts left" in page.locator("#status").inner_text()
+        # Another labeler gets only the prompt alice skipped: the others have their one ranking.
+        page = open_as(browser, port, "bob")
+        assert shown(page)["prompt"].endswith(rows[second_id]["prompt"][0]["content"])
+        browser.close()
     with closing(sqlite3.connect(database)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert connection.execute("SELECT COUNT(*) FROM rankings WHERE status = 'ranked'").fetchone()[0] == 2

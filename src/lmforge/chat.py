@@ -54,22 +54,51 @@ def sampling(config: ChatConfig) -> dict:
     return options
 
 
-def reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dict | None = None) -> str:
-    """Generate the assistant's next turn, printing it as it comes; returns its text."""
+class CallbackStreamer(TextStreamer):
+    """A TextStreamer that hands each piece of decoded text to `on_text` instead of printing it."""
+
+    def __init__(self, tokenizer, on_text):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if text:
+            self.on_text(text)
+
+
+def generate_reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dict | None = None,
+                   on_text=None, on_result=None) -> str:
+    """The assistant's next turn after `messages`, rendered with the chat template; returns its text.
+
+    `on_text(piece)` receives the reply's text as it is generated (the terminal prints it, `lmforge serve`
+    streams it to the page); `on_result(result)` receives each tool call's formatted result.
+    """
     if config.few_shot:
-        return few_shot_reply(model, tokenizer, messages, config)
+        text = few_shot_reply(model, tokenizer, messages, config)
+        if on_text:
+            on_text(text)
+        return text
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    streamer = CallbackStreamer(tokenizer, on_text) if on_text else None
     if tools:
         generate = model_generate(model, tokenizer, streamer=streamer, **sampling(config))
         turn, _ = generate_with_tools(generate, tokenizer, prompt["input_ids"][0].tolist(), tools,
                                       end_of_turn_ids(model, tokenizer), config.max_new_tokens, config.max_tool_calls,
-                                      on_result=lambda result: print(f"\n[result] {result}", flush=True))
+                                      on_result=on_result)
         # The tool markers stay in the message: the chat template needs them to render the turn again.
         return tokenizer.decode(turn, skip_special_tokens=False).removesuffix("<|im_end|>").strip()
     with torch.no_grad():
         output = model.generate(**prompt, max_new_tokens=config.max_new_tokens, streamer=streamer, **sampling(config))
     return tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dict | None = None) -> str:
+    """Generate the assistant's next turn, printing it as it comes; returns its text."""
+    text = generate_reply(model, tokenizer, messages, config, tools,
+                          on_text=lambda piece: print(piece, end="", flush=True),
+                          on_result=lambda result: print(f"\n[result] {result}", flush=True))
+    print(flush=True)
+    return text
 
 
 def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -> str:
@@ -80,9 +109,7 @@ def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=config.max_new_tokens, stop_strings=[STOP],
                                 tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id, **sampling(config))
-    text = reply_text(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-    print(text)
-    return text
+    return reply_text(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 
 
 def main(config: ChatConfig, lines=None) -> list[dict]:

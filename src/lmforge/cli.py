@@ -22,6 +22,7 @@ STAGES = {
     "merge": "fold a LoRA adapter into its base model (peft)",
     "interrogate": "ask known-answer questions; write refusals for what the model does not know",
     "chat": "multi-turn terminal chat with a saved assistant model, streamed",
+    "serve": "a local chat page (Gradio) for a saved assistant model: streamed, settings, tools",
     "rollouts": "K sampled responses per prompt from a chat model, resumable, saved with datasets",
     "label": "rank rollouts on a local page (Gradio) or with judges; export pairwise preferences",
     "reward": "preference pairs -> reward model with a scalar head (TRL RewardTrainer)",
