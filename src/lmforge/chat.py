@@ -119,6 +119,8 @@ def main(config: ChatConfig, lines=None) -> list[dict]:
     tools = load_tools(config.tools)
     if config.seed is not None:
         torch.manual_seed(config.seed)
+    # Piped input is not echoed by a terminal: print it, so a transcript shows both sides.
+    echo = lines is not None or not sys.stdin.isatty()
     lines = iter(sys.stdin if lines is None else lines)
     messages = new_conversation(config)
     print(f"Chatting with {config.model_name_or_path}. /reset starts over, /exit quits.")
@@ -129,6 +131,8 @@ def main(config: ChatConfig, lines=None) -> list[dict]:
             print()
             return messages
         text = line.strip()
+        if echo:
+            print(text)
         if text == "/reset":
             messages = new_conversation(config)
             print("(new conversation)")
