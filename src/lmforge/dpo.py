@@ -27,8 +27,16 @@ from trl import DPOConfig, DPOTrainer
 from lmforge import LmforgeError
 from lmforge.configs import parse
 from lmforge.files import write_json
-from lmforge.rl_eval import (EvalConfig, chat_tokenizer, evaluate_sft, evaluate_trained, heldout_prompts, logged,
-                             restore_sft_settings, table)
+from lmforge.rl_eval import (
+    EvalConfig,
+    chat_tokenizer,
+    evaluate_sft,
+    evaluate_trained,
+    heldout_prompts,
+    logged,
+    restore_sft_settings,
+    table,
+)
 from lmforge.watch import WatchCallback, WatchConfig
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")

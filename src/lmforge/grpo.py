@@ -26,8 +26,17 @@ from trl import GRPOConfig, GRPOTrainer
 from lmforge.configs import parse
 from lmforge.files import write_json
 from lmforge.rewards import reward_functions, verifiable_prompts
-from lmforge.rl_eval import (EvalConfig, chat_tokenizer, evaluate_sft, evaluate_trained, heldout_prompts, logged,
-                             restore_sft_settings, table, without_heldout)
+from lmforge.rl_eval import (
+    EvalConfig,
+    chat_tokenizer,
+    evaluate_sft,
+    evaluate_trained,
+    heldout_prompts,
+    logged,
+    restore_sft_settings,
+    table,
+    without_heldout,
+)
 from lmforge.watch import WatchCallback, WatchConfig
 
 

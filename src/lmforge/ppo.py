@@ -35,8 +35,17 @@ from lmforge import LmforgeError  # noqa: E402
 from lmforge.configs import parse  # noqa: E402
 from lmforge.files import write_json  # noqa: E402
 from lmforge.rewards import verifiable_prompts  # noqa: E402
-from lmforge.rl_eval import (EvalConfig, chat_tokenizer, evaluate_sft, evaluate_trained, heldout_prompts,  # noqa: E402
-                             logged, restore_sft_settings, table, without_heldout)
+from lmforge.rl_eval import (  # noqa: E402
+    EvalConfig,
+    chat_tokenizer,
+    evaluate_sft,
+    evaluate_trained,
+    heldout_prompts,
+    logged,
+    restore_sft_settings,
+    table,
+    without_heldout,
+)
 from lmforge.watch import WatchCallback, WatchConfig  # noqa: E402
 
 
