@@ -46,7 +46,7 @@ class AuditedWarcReader(WarcReader):
                         data, reason = record_to_dict(record)
                     if data is None:
                         self.stat_update("dropped", f"dropped_{reason}")
-                        if reason in ("undecodable",):
+                        if reason == "undecodable":  # the other reasons are records that are not pages
                             logger.warning(f"{filepath}: record {index} ({data_url(record)}): {reason}, skipped")
                         continue
                     document = self.get_document_from_dict(data, filepath, index)
@@ -84,7 +84,7 @@ def record_to_dict(record) -> tuple[dict | None, str | None]:
         payload_type = magic.from_buffer(body[:4096], mime=True)
         if payload_type in ("text/xml", "application/xml") and b"<html" in body[:4096].lower():
             payload_type = "application/xhtml+xml"
-    if payload_type not in HTML_TYPES and not (record.rec_type == "conversion"):
+    if payload_type not in HTML_TYPES and record.rec_type != "conversion":
         return None, "not_html"
 
     http_type = record.http_headers.get_header("Content-Type", "") if record.http_headers else ""

@@ -26,16 +26,13 @@ from trl import DPOConfig, DPOTrainer
 
 from lmforge import LmforgeError
 from lmforge.configs import parse
-from lmforge.files import write_json
 from lmforge.rl_eval import (
     EvalConfig,
     chat_tokenizer,
     evaluate_sft,
-    evaluate_trained,
+    finish,
     heldout_prompts,
     logged,
-    restore_sft_settings,
-    table,
 )
 from lmforge.watch import WatchCallback, WatchConfig
 
@@ -93,23 +90,14 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config
     trainer.train(resume_from_checkpoint=last)
     test = trainer.evaluate() if "test" in pairs else {}
 
-    trainer.save_model(output_dir)
-    restored = watch.restore_last_healthy(output_dir)
-    restore_sft_settings(script_args.model_name_or_path, output_dir)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(tags=["lmforge", "dpo"])
-    after = evaluate_trained(output_dir, script_args.model_name_or_path, tokenizer, heldout, eval_config)
-    print(table(before, after))
     margin_first, margin_last = logged(trainer.state.log_history, "rewards/margins")
     results = {"preferences": script_args.preferences, "train_pairs": len(pairs["train"]),
                "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
                "margin_first": margin_first, "margin_last": margin_last,
                "test_margin": test.get("eval_rewards/margins"), "test_accuracy": test.get("eval_rewards/accuracies"),
-               "eval": {"before": before, "after": after}, "watch": watch.report(),
-               "final_model": restored or "last step", "resumed_from": last}
-    if trainer.is_world_process_zero():
-        write_json(os.path.join(output_dir, "dpo_results.json"), results)
-    return results
+               "resumed_from": last}
+    return finish("dpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,
+                  results)
 
 
 def cli(argv=None):

@@ -24,17 +24,14 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
 from lmforge.configs import parse
-from lmforge.files import write_json
 from lmforge.rewards import reward_functions, verifiable_prompts
 from lmforge.rl_eval import (
     EvalConfig,
     chat_tokenizer,
     evaluate_sft,
-    evaluate_trained,
+    finish,
     heldout_prompts,
     logged,
-    restore_sft_settings,
-    table,
     without_heldout,
 )
 from lmforge.watch import WatchCallback, WatchConfig
@@ -80,21 +77,12 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_conf
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)
 
-    trainer.save_model(output_dir)
-    restored = watch.restore_last_healthy(output_dir)
-    restore_sft_settings(script_args.model_name_or_path, output_dir)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(tags=["lmforge", "grpo"])
-    after = evaluate_trained(output_dir, script_args.model_name_or_path, tokenizer, heldout, eval_config)
-    print(table(before, after))
     reward_first, reward_last = logged(trainer.state.log_history, "reward")
     results = {"tasks": script_args.tasks, "rewards": script_args.rewards, "train_prompts": len(train),
                "reward_first": reward_first, "reward_last": reward_last,
-               "kl_last": logged(trainer.state.log_history, "kl")[1], "eval": {"before": before, "after": after},
-               "watch": watch.report(), "final_model": restored or "last step", "resumed_from": last}
-    if trainer.is_world_process_zero():
-        write_json(os.path.join(output_dir, "grpo_results.json"), results)
-    return results
+               "kl_last": logged(trainer.state.log_history, "kl")[1], "resumed_from": last}
+    return finish("grpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,
+                  results)
 
 
 def cli(argv=None):

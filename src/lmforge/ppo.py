@@ -33,17 +33,14 @@ from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
 from lmforge.configs import parse  # noqa: E402
-from lmforge.files import write_json  # noqa: E402
 from lmforge.rewards import verifiable_prompts  # noqa: E402
 from lmforge.rl_eval import (  # noqa: E402
     EvalConfig,
     chat_tokenizer,
     evaluate_sft,
-    evaluate_trained,
+    finish,
     heldout_prompts,
     logged,
-    restore_sft_settings,
-    table,
     without_heldout,
 )
 from lmforge.watch import WatchCallback, WatchConfig  # noqa: E402
@@ -141,25 +138,14 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     )
     trainer.train()
 
-    trainer.save_model(output_dir)
-    restored = watch.restore_last_healthy(output_dir)
-    restore_sft_settings(sft_path, output_dir)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(tags=["lmforge", "ppo"])
-    after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, eval_config)
-    print(table(before, after))
     history = trainer.state.log_history
     score_first, score_last = logged(history, "objective/scores")
     kl_first, kl_last = logged(history, "objective/kl")
     results = {"tasks": script_args.tasks, "train_prompts": len(train),
                "reward_model": training_args.reward_model_path,
                "score_first": score_first, "score_last": score_last, "kl_first": kl_first, "kl_last": kl_last,
-               "entropy_last": logged(history, "objective/entropy")[1],
-               "eval": {"before": before, "after": after}, "watch": watch.report(),
-               "final_model": restored or "last step", "resumed_from": last}
-    if trainer.is_world_process_zero():
-        write_json(os.path.join(output_dir, "ppo_results.json"), results)
-    return results
+               "entropy_last": logged(history, "objective/entropy")[1], "resumed_from": last}
+    return finish("ppo", trainer, watch, sft_path, tokenizer, heldout, eval_config, before, results)
 
 
 def cli(argv=None):

@@ -114,6 +114,26 @@ def evaluate_sft(sft_path: str, tokenizer, prompts, config: EvalConfig, output_d
     return before
 
 
+def finish(stage: str, trainer, watch, sft_path: str, tokenizer, prompts, config: EvalConfig, before: dict,
+           results: dict) -> dict:
+    """What every RL stage does after training: save the policy, fall back to the last healthy checkpoint if
+    the watch stopped the run, put back the SFT tokenizer and generation settings, push, measure the policy
+    against the SFT model, and write `<stage>_results.json` with the stage's own `results`."""
+    output_dir = trainer.args.output_dir
+    trainer.save_model(output_dir)
+    restored = watch.restore_last_healthy(output_dir)
+    restore_sft_settings(sft_path, output_dir)
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub(tags=["lmforge", stage])
+    after = evaluate_trained(output_dir, sft_path, tokenizer, prompts, config)
+    print(table(before, after))
+    results = {**results, "eval": {"before": before, "after": after}, "watch": watch.report(),
+               "final_model": restored or "last step"}
+    if trainer.is_world_process_zero():
+        write_json(os.path.join(output_dir, f"{stage}_results.json"), results)
+    return results
+
+
 def logged(history: list[dict], key: str, steps: int = 3) -> tuple[float | None, float | None]:
     """Mean of a logged metric over the first and over the last `steps` log entries that have it."""
     values = [entry[key] for entry in history if key in entry]
