@@ -28,12 +28,12 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser tests will be skipped"
 
-# The whole pipeline on the shipped demo data, then one exchange with the final model.
+# The whole pipeline on the shipped demo data, then a short chat with the final model, its python tool on.
 demo: install
 	$(OFFLINE) $(BIN)/lmforge run recipes/demo
 	@echo "\nReport: runs/demo/report.md\n"
 	$(OFFLINE) $(BIN)/lmforge chat --config recipes/demo/chat.yaml --model_name_or_path runs/demo/ppo \
-		--seed 0 --max_new_tokens 64 < data/demo/chat_input.txt
+		--tools python --do_sample false --repetition_penalty 1.0 --max_new_tokens 96 < data/demo/chat_input.txt
 
 test: install browser
 	$(OFFLINE) $(BIN)/pytest -q

@@ -1,11 +1,13 @@
 """The eval stage on tiny models with planted behaviour: bits per byte equals the value recomputed from the model's
 own loss, an assistant taught a fixed answer scores exactly the share of problems with that answer, a reply that
-opens the user's turn is caught, a reward model that likes one word ranks pairs by it, and missing models are
-skipped with a note."""
+opens the user's turn is caught, assistants are compared with tools off and on, a base model answers the
+assistants' sample questions few-shot, a reward model that likes one word ranks pairs by it, and missing models
+are skipped with a note."""
 
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 
 import evaluate
 import pyarrow as pa
@@ -13,15 +15,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from tiny import tiny_llama_config
+from tiny import memorize, tiny_llama_config
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, LlamaForSequenceClassification
 
 from lmforge import LmforgeError
 from lmforge import eval as lmforge_eval
+from lmforge import fewshot
 from lmforge.configs import parse
 from lmforge.conversations import arithmetic
 from lmforge.documents import is_heldout
 from lmforge.tokenizer import encode_text, train_tokenizer
+from lmforge.tools.generation import heldout_problems
 
 SEED = 3000  # the recipe's arithmetic_seed
 PROBLEMS = arithmetic.problems(12, SEED)
@@ -56,7 +60,7 @@ def inputs(root):
     return ["--documents", str(root / "documents.parquet"), "--heldout_fraction", "0.5", "--max_length", "512",
             "--arithmetic_problems", str(len(PROBLEMS)), "--arithmetic_seed", str(SEED),
             "--known_questions", str(root / "known.jsonl"), "--unknowable_questions", str(root / "unknowable.jsonl"),
-            "--max_new_tokens", "24", "--batch_size", "4", "--samples", "1"]
+            "--max_new_tokens", "24", "--batch_size", "4", "--samples", "1", "--tool_problems", "4"]
 
 
 def save(model, tokenizer, path):
@@ -76,24 +80,11 @@ def base_model(root, tokenizer):
 def chat_model(path, tokenizer, reply: str):
     """A tiny assistant trained to give `reply` to any question, ended by the chat template's <|im_end|>."""
     questions = [p["question"] for p in arithmetic.problems(12, 7)] + [q["question"] for q in KNOWN] + UNKNOWABLE
-    examples = []
-    for question in questions:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                               return_dict=True)["input_ids"]
-        answer = tokenizer(reply + "<|im_end|>", add_special_tokens=False)["input_ids"]  # specials as tokens
-        examples.append((prompt + answer, [-100] * len(prompt) + answer))
-    batch = tokenizer.pad({"input_ids": [ids for ids, _ in examples]}, return_tensors="pt")
-    labels = torch.tensor([labels + [-100] * (batch["input_ids"].shape[1] - len(labels)) for _, labels in examples])
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=32, layers=1))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(40):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    assert loss.item() < 0.05
-    return save(model.eval(), tokenizer, path)
+    answer = tokenizer(reply + "<|im_end|>", add_special_tokens=False)["input_ids"]  # specials as tokens
+    examples = [(tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                               add_generation_prompt=True)["input_ids"], answer)
+                for question in questions]
+    return save(memorize(tokenizer, examples), tokenizer, path)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +181,7 @@ def test_a_planted_answer_scores_exactly_its_share(results):
     assert metrics["answer_rate_known"] == 0.5  # the one known question whose answer is its fixed reply
     assert metrics["refusal_rate_unknowable"] == 0.0 and metrics["refusal_rate_known"] == 0.0
     samples = results["models"]["answering"]["samples"]
-    assert {s["task"] for s in samples} == {"arithmetic", "known", "unknowable"}
+    assert {s["task"] for s in samples} == {"arithmetic", "known", "unknowable", "tools"}
     assert samples[0]["reply"] == f"Final answer: {ANSWER}<|im_end|>"
 
 
@@ -200,6 +191,31 @@ def test_a_reply_that_opens_the_users_turn_is_not_compliant(results):
     assert metrics["refusal_rate_unknowable"] == 1.0 and metrics["refusal_rate_known"] == 1.0
     assert metrics["answer_rate_known"] == 0.0 and metrics["arithmetic_accuracy"] == 0.0
     assert results["models"]["leaking"]["samples"][0]["reply"] == "I don't know.<|im_start|>user\nthanks<|im_end|>"
+
+
+def test_assistants_are_compared_with_tools_off_and_on(results):
+    problems = heldout_problems(4, 3001)  # the recipe's tool_seed
+    # Neither model ever writes <|tool_call|>: the same accuracy with tools on and off, its planted answer's share.
+    share = {"answering": sum(p["answer"] == ANSWER for p in problems) / len(problems), "leaking": 0.0}
+    assert 0 < share["answering"] < 1
+    for name in ("answering", "leaking"):
+        result = results["models"][name]
+        metrics = result["metrics"]
+        assert metrics["tool_accuracy_off"] == metrics["tool_accuracy_on"] == share[name]
+        assert metrics["tool_calls_per_reply"] == 0.0
+        assert result["tools"]["on"]["tools"] == ["python"] and result["tools"]["off"]["rows"] == len(problems)
+        assert metrics["tool_accuracy_on"] == result["tools"]["on"]["accuracy"]
+        tools = [sample for sample in result["samples"] if sample["task"] == "tools"]
+        assert [sample["prompt"] for sample in tools] == [problems[0]["question"]]  # samples: 1
+    assert results["models"]["base"]["tools"] is None
+
+
+def test_a_base_model_answers_the_assistants_questions_few_shot(results):
+    asked = [s["prompt"] for s in results["models"]["answering"]["samples"] if s["task"] != "tools"]
+    few_shot = [s for s in results["models"]["base"]["samples"] if s["task"] == "few-shot chat"]
+    assert [s["prompt"] for s in few_shot] == asked and len(asked) == 3  # one per task
+    assert all(fewshot.STOP not in s["reply"] and s["reply"] == fewshot.reply_text(s["reply"]) for s in few_shot)
+    assert [s["task"] for s in results["models"]["base"]["samples"]].count("continuation") == 1
 
 
 def test_compliance_metric_on_planted_replies():
@@ -248,9 +264,13 @@ def test_a_rerun_reuses_unchanged_models(results, argv, capsys):
     printed = capsys.readouterr().out
     assert all(f"{name}: unchanged" in printed for name in results["models"])
     assert again == results
-    # Other settings: measured anew. Replies cut by the length limit have not ended their turn.
-    changed = lmforge_eval.main(*parse(lmforge_eval.CONFIGS, argv + ["--max_new_tokens", "3"]))
+    # Other settings: measured anew. Replies cut by the length limit have not ended their turn; no tools listed,
+    # no comparison.
+    (config,) = parse(lmforge_eval.CONFIGS, argv + ["--max_new_tokens", "3"])
+    changed = lmforge_eval.main(replace(config, tools=[]))
     assert changed["models"]["answering"]["metrics"]["ended_turn"] == 0.0
+    assert changed["models"]["answering"]["tools"] is None
+    assert not any(key.startswith("tool_") for key in changed["models"]["answering"]["metrics"])
 
 
 def test_bad_model_lists_are_named():

@@ -1,4 +1,5 @@
-"""Pack, pretrain and generate on a tiny corpus: blocks, falling loss, kill-and-resume, seeded sampling."""
+"""Pack, pretrain and generate on a tiny corpus: blocks, falling loss, kill-and-resume, seeded sampling, a base
+model answering a question through the few-shot prompt."""
 
 import json
 import os
@@ -10,10 +11,13 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from datasets import load_from_disk
+from tiny import memorize
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from lmforge import LmforgeError
+from lmforge.fewshot import few_shot_ids, few_shot_prompt
 from lmforge.generate import GenerateConfig
 from lmforge.generate import main as generate
 from lmforge.generate import prompt_ids
@@ -179,7 +183,7 @@ def test_generate_is_seeded_and_stops_at_eos(packed, capsys):
     tokenizer = AutoTokenizer.from_pretrained(model)
     weights = AutoModelForCausalLM.from_pretrained(model)
     greedy = dict(model=model, prompt="the cat", max_new_tokens=24, temperature=0.0, stream=False)
-    prompt = prompt_ids(tokenizer, GenerateConfig(**greedy))
+    prompt = torch.tensor([prompt_ids(tokenizer, GenerateConfig(**greedy))])
     ids = weights.generate(prompt, max_new_tokens=24, do_sample=False, eos_token_id=None)[0, prompt.shape[1]:].tolist()
     stop = next(i for i in range(3, len(ids)) if ids[i] not in ids[:i])
     weights.generation_config.eos_token_id = ids[stop]
@@ -189,3 +193,26 @@ def test_generate_is_seeded_and_stops_at_eos(packed, capsys):
     samples = generate(GenerateConfig(**{**greedy, "model": str(packed / "stopping")}, output_file=str(out_file)))
     assert samples == [tokenizer.decode(ids[: stop + 1], skip_special_tokens=True)]
     assert json.loads(out_file.read_text())["samples"] == samples
+
+
+def test_generate_few_shot_chat_replies_up_to_the_next_user_turn(packed, capsys):
+    tokenizer = AutoTokenizer.from_pretrained(packed / "tokenizer")
+    question = "Who wrote Romeo and Juliet?"
+    options = dict(prompt=question, few_shot_chat=True, temperature=0.0, max_new_tokens=40)
+    prompt = prompt_ids(tokenizer, GenerateConfig(**options))
+    assert prompt == few_shot_ids(tokenizer, question)
+    assert prompt[0] == tokenizer.bos_token_id and tokenizer.decode(prompt[1:]) == few_shot_prompt(question)
+
+    # A model taught to answer, then to write the user's next turn itself: the sample is the answer alone, and
+    # generation stopped at "\nUser:" (the stream shows the raw continuation, without what follows it).
+    continuation = " Shakespeare did.\nUser: and Hamlet?"
+    model = memorize(tokenizer, [(prompt, tokenizer(continuation, add_special_tokens=False)["input_ids"])], steps=60)
+    model.save_pretrained(packed / "few_shot")
+    tokenizer.save_pretrained(packed / "few_shot")
+    out_file = packed / "few_shot.json"
+    samples = generate(GenerateConfig(**options, model=str(packed / "few_shot"), output_file=str(out_file)))
+    assert samples == ["Shakespeare did."] == json.loads(out_file.read_text())["samples"]
+    streamed = capsys.readouterr().out
+    assert "Shakespeare did.\nUser:" in streamed and "Hamlet" not in streamed
+    with pytest.raises(LmforgeError, match="chat and few_shot_chat: choose one"):
+        generate(GenerateConfig(**options, chat=True))

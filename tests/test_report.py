@@ -1,5 +1,6 @@
 """The report card on a run folder faked in the stages' real formats: every section, valid PNGs behind relative
-links, figures read from the right files and keys, and "Not run." wherever a stage has left nothing."""
+links, figures read from the right files and keys, the base model's few-shot replies beside the assistants', and
+"Not run." wherever a stage has left nothing."""
 
 import json
 import re
@@ -47,11 +48,16 @@ GRPO_LOG = [  # TRL GRPOTrainer
 RESULTS = {  # lmforge eval's results.json
     "models": {
         "base": {"path": "runs/x/pretrain", "kind": "base", "metrics": {"bits_per_byte": 2.75}, "note": None,
-                 "samples": [{"task": "continuation", "prompt": "The river", "reply": " ran past the mill"}]},
+                 "samples": [{"task": "continuation", "prompt": "The river", "reply": " ran past the mill"},
+                             {"task": "few-shot chat", "prompt": "Ana buys 3 packs.\nHow many?", "reply": "Nine."},
+                             {"task": "few-shot chat", "prompt": "What did I eat?",
+                              "reply": "Rice | beans,\nthen tea."},
+                             {"task": "few-shot chat", "prompt": "Who are you?", "reply": "I am " + "very " * 40}]},
         "sft": {"path": "runs/x/sft", "kind": "assistant", "note": None,
                 "metrics": {"bits_per_byte": 2.9, "compliance": 0.75, "ended_turn": 0.8, "role_leakage": 0.05,
                             "arithmetic_accuracy": 0.25, "answer_rate_known": 0.5, "refusal_rate_known": 0.0,
-                            "refusal_rate_unknowable": 0.1},
+                            "refusal_rate_unknowable": 0.1, "tool_accuracy_off": 0.25, "tool_accuracy_on": 0.5,
+                            "tool_calls_per_reply": 1.25},
                 "samples": [{"task": "arithmetic", "prompt": "Ana buys 3 packs.\nHow many?",
                              "reply": "Final answer: 9<|im_end|>"},
                             {"task": "arithmetic", "prompt": "second", "reply": "not shown"},
@@ -108,7 +114,7 @@ def test_every_section_with_valid_images_behind_relative_links(run):
     assert path == run / "report.md"
     titles = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
     assert titles == [f"lmforge run `{run.name}`", "Data", "Tokenizer", "Training", "Evaluation",
-                      "Sample conversations", "Cost"]
+                      "Sample conversations", "Base model (few-shot) beside the assistants", "Cost"]
     summary = text.splitlines()[2]
     assert summary == ("9 of 20 documents kept; 4,096-token tokenizer at 3.0 bytes/token; trained pretrain, sft, "
                        "grpo; eval: base bits/byte 2.750, sft compliance 0.750; 12.1 min of stage wall time.")
@@ -148,18 +154,38 @@ def test_evaluation_table_has_a_column_per_model_and_the_samples(run):
                                                                                                "– |"]
     assert "- reward: no preference pairs at runs/x/labels/preferences" in evaluation
     assert "- dpo: not evaluated, runs/x/dpo does not exist (stage not run)" in evaluation
+    tools_off = table_row(evaluation, "accuracy with tools off, held-out arithmetic and counting")
+    assert tools_off[1:] == ["–", "0.250", "– |"]
+    assert table_row(evaluation, "accuracy with tools on, held-out arithmetic and counting")[2] == "0.500"
+    assert table_row(evaluation, "tool calls per reply, tools on")[2] == "1.250"
     samples = section(text, "Sample conversations")
     assert "> Ana buys 3 packs.\n> How many?\n\n```text\nFinal answer: 9<|im_end|>\n```" in samples
     assert "not shown" not in samples  # one sample per task and model
     assert "**sft**, unknowable:" in samples and "**base**, continuation:" in samples
+    assert "few-shot chat" not in samples  # those are set beside the assistants' replies instead
     _, more = make_report(run, "--samples", "2")
     assert "not shown" in section(more, "Sample conversations")
+
+
+def test_base_few_shot_replies_beside_the_assistants_replies_to_the_same_question(run):
+    _, text = make_report(run)
+    beside = section(text, "Base model (few-shot) beside the assistants")
+    assert "| question | base (few-shot) | sft |" in beside.splitlines()
+    # One line per cell, pipes escaped; a question the assistant kept no reply to shows a dash.
+    assert table_row(beside, "Ana buys 3 packs. How many?")[1:] == ["Nine.", r"Final answer: 9<\|im_end\|> |"]
+    assert table_row(beside, "What did I eat?")[1:] == [r"Rice \| beans, then tea.", r"I don't know.<\|im_end\|> |"]
+    shortened, missing = table_row(beside, "Who are you?")[1:]
+    assert shortened.startswith("I am very") and shortened.endswith("…") and len(shortened) == 120
+    assert missing == "– |"
+    # No few-shot replies (an older eval, or no base model): nothing to set beside.
+    assert report.beside_section({**RESULTS, "models": {"sft": RESULTS["models"]["sft"]}}) == ["Not run."]
 
 
 def test_a_run_with_nothing_yet_says_not_run_everywhere(tmp_path):
     _, text = make_report(tmp_path)
     assert text.splitlines()[2] == "Nothing has run yet."
-    for title in ("Data", "Tokenizer", "Training", "Evaluation", "Sample conversations", "Cost"):
+    for title in ("Data", "Tokenizer", "Training", "Evaluation", "Sample conversations",
+                  "Base model (few-shot) beside the assistants", "Cost"):
         assert section(text, title).strip() == "Not run."
     assert not (tmp_path / "report").exists()
 

@@ -19,6 +19,7 @@ from lmforge.rewards import (
     reward_functions,
     reward_model,
     think_format,
+    tool_cost,
     verifiable_prompts,
 )
 from lmforge.tokenizer import train_tokenizer
@@ -53,6 +54,17 @@ def test_accuracy_on_lmforge_and_reasoning_gym_tasks(prompts):
     # Conversational completions (what GRPOTrainer passes for chat prompts) are read the same way.
     assert accuracy([[{"role": "assistant", "content": right[0]}]], task=["arithmetic"], answer=prompts["answer"][:1],
                     entry=[""]) == [1.0]
+
+
+def test_counting_prompts_and_the_cost_of_tool_calls():
+    counting = verifiable_prompts({"counting": 4}, seed=7)
+    assert set(counting["task"]) == {"counting"} and counting["answer"] == ["0", "0", "3", "2"]
+    # The answer a python call printed, read off the completion TRL decodes (special tokens dropped).
+    reached = [f'{{"name": "python", "arguments": {{"code": "..."}}}}{a}The result is {a}.\nFinal answer: {a}'
+               for a in counting["answer"]]
+    assert accuracy(reached, **columns(counting)) == [1.0] * 4
+    assert tool_cost(["a", "b", "c"], tool_calls=[0, 1, 3], cost=0.5) == [-0.0, -0.5, -1.5]
+    assert tool_cost(["a", "b"]) == [None, None]  # sampled without tools: nothing to charge
 
 
 def test_accuracy_is_none_where_nothing_can_be_checked():

@@ -10,7 +10,7 @@ from datasets import Dataset, DatasetDict
 from tiny import tiny_llama_config
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
-from lmforge import dpo, grpo, ppo
+from lmforge import dpo, grpo, ppo, sft
 from lmforge.configs import parse
 from lmforge.conversations import GENERATORS, arithmetic
 from lmforge.tokenizer import train_tokenizer
@@ -95,6 +95,34 @@ def test_grpo_raises_an_easy_reward(sft_model, tmp_path):
     saved = read_results(tmp_path, "grpo_results.json")
     assert saved["eval"]["before"]["kl"] == 0.0 and saved["eval"]["after"]["kl"] > 0
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "checkpoint-16").is_dir()
+
+
+@pytest.fixture(scope="session")
+def tool_caller(tmp_path_factory, sft_model):
+    """The tiny model fine-tuned for a few steps on letter counting, half answered in its head and half with a python
+    call: it writes calls often enough, and not always, for GRPO to change how often it calls."""
+    path = tmp_path_factory.mktemp("tool_caller")
+    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(sft_model), "--output_dir", str(path),
+            "--datasets", json.dumps({"tools": {"generator": "python_counting", "size": 200},
+                                      "head": {"generator": "spelling", "size": 200}}),
+            "--max_steps", "60", "--learning_rate", "1e-2", "--warmup_steps", "5", "--per_device_train_batch_size",
+            "16", "--eval_fraction", "0", "--eval_strategy", "no", "--save_steps", "1000", *TRAINER]
+    sft.main(*parse(sft.CONFIGS, argv))
+    return path
+
+
+def test_grpo_with_tools_runs_the_calls_and_learns_when_they_pay(tool_caller, tmp_path):
+    """With the python tool run during sampling and a cost per call as the only reward, the policy calls less."""
+    argv = ["--config", "recipes/demo/grpo_tools.yaml", "--model_name_or_path", str(tool_caller),
+            "--output_dir", str(tmp_path), "--tasks", json.dumps({"counting": 64}),
+            "--rewards", json.dumps({"tool_cost": {"cost": 1.0}}), "--max_steps", "12", "--save_steps", "100",
+            "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "64",
+            "--learning_rate", "1e-2", "--watch_every", "100", "--watch_max_kl", "100", *TRAINER,
+            "--heldout_tasks", json.dumps({"counting": 4}), "--heldout_max_new_tokens", "64", "--watch_prompts", "4"]
+    results = grpo.main(*parse(grpo.CONFIGS, argv))
+    assert results["tools"] == ["python"] and results["reward_first"] < 0, results  # calls were made and counted
+    assert results["reward_last"] > results["reward_first"], results
+    assert results["eval"]["before"]["tool_calls"] is not None  # held-out replies generated with the tool run
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from tiny import tiny_llama_config
+from datasets import load_from_disk
+from tiny import memorize, tiny_llama_config
 from transformers import LlamaForCausalLM
 
-from lmforge import LmforgeError, chat
+from lmforge import LmforgeError, chat, generate, rollouts
 from lmforge.conversations import GENERATORS, check_conversation
 from lmforge.tokenizer import train_tokenizer
 from lmforge.tools import format_call, format_result, load_tools, parse_call, run_call
@@ -194,9 +195,9 @@ def test_search_conversations_embed_the_tools_output(collection):
 def scripted(tokenizer, script):
     """A stand-in for a model that already knows the protocol: `script(context_text)` gives what it writes next
     (until a stop token). Used only where a tiny model cannot be made to call tools."""
-    def generate(ids, stop_ids, max_new_tokens):
-        new = tokenizer(script(tokenizer.decode(ids, skip_special_tokens=False)), add_special_tokens=False)
-        return new["input_ids"][:max_new_tokens]
+    def generate(batch, stop_ids, max_new_tokens):
+        texts = [script(tokenizer.decode(ids, skip_special_tokens=False)) for ids in batch]
+        return [ids[:max_new_tokens] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return generate
 
 
@@ -217,6 +218,7 @@ def test_tool_loop_runs_calls_and_tools_raise_accuracy(tokenizer):
     stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     with_tools = tool_accuracy(scripted(tokenizer, oracle), tokenizer, problems, stop, {"python": PYTHON})
     without = tool_accuracy(scripted(tokenizer, oracle), tokenizer, problems, stop, None)
+    assert with_tools.pop("replies")[0]["reply"].count("<|tool_result|>") == 1
     assert with_tools == {"tools": ["python"], "rows": 32, "accuracy": 1.0,
                           "per_task": {"arithmetic": 1.0, "counting": 1.0}, "mean_tool_calls": 1.0}
     assert without["accuracy"] == 0.0 and without["mean_tool_calls"] == 0.0  # the call is never run
@@ -226,11 +228,31 @@ def test_tool_loop_caps_calls_and_survives_malformed_ones(tokenizer):
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "go"}], add_generation_prompt=True)
     stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     results = []
-    turn, calls = generate_with_tools(scripted(tokenizer, lambda context: "<|tool_call|>{oops<|/tool_call|>"),
-                                      tokenizer, prompt["input_ids"], {"python": PYTHON}, stop,
-                                      max_new_tokens=200, max_calls=2, on_result=results.append)
-    assert calls > 2 and "not valid JSON" in results[0] and "at most 2 tool calls" in results[2]
-    assert len([t for t in turn if t not in tokenizer.all_special_ids]) >= 200 - 5 * calls  # budget spent, no crash
+    (turn,) = generate_with_tools(scripted(tokenizer, lambda context: "<|tool_call|>{oops<|/tool_call|>"),
+                                  tokenizer, [prompt["input_ids"]], {"python": PYTHON}, stop,
+                                  max_new_tokens=200, max_calls=2, on_result=results.append)
+    assert turn.calls > 2 and "not valid JSON" in results[0] and "at most 2 tool calls" in results[2]
+    assert sum(turn.mask) == 200  # the model's budget spent, results not counted, no crash
+
+
+def test_tool_results_are_masked_and_rows_of_a_batch_stop_on_their_own(tokenizer):
+    """In a batch, a row that calls a tool goes on after the result while a row that answered directly has ended;
+    the mask marks exactly the result's tokens as not written by the model (what RL must not learn from)."""
+    def script(context):
+        if "direct:" in context:
+            return "Final answer: 4<|im_end|>"
+        return oracle(context)
+    problem = GENERATORS["python_counting"](size=1, seed=1000)[0][0]["content"]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)["input_ids"]
+               for q in ("direct: what is 2 + 2?", problem)]
+    stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    direct, tooled = generate_with_tools(scripted(tokenizer, script), tokenizer, prompts, {"python": PYTHON}, stop)
+    assert (direct.calls, set(direct.mask), tokenizer.decode(direct.ids)) == (0, {1}, "Final answer: 4<|im_end|>")
+    assert tooled.calls == 1 and tokenizer.decode(tooled.ids).endswith("<|im_end|>")
+    result = [token for token, written in zip(tooled.ids, tooled.mask) if not written]
+    assert tokenizer.decode(result).startswith("<|tool_result|>") and tokenizer.decode(result).endswith(
+        "<|/tool_result|>")
+    assert tokenizer.decode([t for t, written in zip(tooled.ids, tooled.mask) if written]).count("<|tool_call|>") == 1
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +285,44 @@ def test_chat_with_tools_and_few_shot(tiny_model, capsys):
                          lines=["Hi", "And you?", "/exit"])
     assert [m["role"] for m in messages] == ["user", "assistant"] * 2
     assert json.dumps(messages)
+
+
+QUESTION = "What is 6 times 7?"
+CALL = format_call("python", {"code": "print(6 * 7)"})
+
+
+@pytest.fixture(scope="module")
+def calling_model(tokenizer, tmp_path_factory):
+    """A tiny chat model taught to open its reply to QUESTION with CALL."""
+    path = tmp_path_factory.mktemp("calling")
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
+                                           sanitize_control_tokens=True)["input_ids"]
+    model = memorize(tokenizer, [(prompt, tokenizer(CALL, add_special_tokens=False)["input_ids"])], steps=60)
+    model.generation_config.eos_token_id = end_of_turn_ids(model, tokenizer)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_generate_runs_the_calls_a_chat_model_writes(calling_model):
+    """`lmforge generate --chat --tools python` runs the call and the sample holds the real result; without tools
+    the call stays unanswered text."""
+    options = dict(model=str(calling_model), prompt=QUESTION, chat=True, temperature=0.0, max_new_tokens=40,
+                   stream=False)
+    (with_tools,) = generate.main(generate.GenerateConfig(**options, tools=["python"]))
+    assert with_tools.startswith(CALL + "<|tool_result|>42<|/tool_result|>")
+    (without,) = generate.main(generate.GenerateConfig(**options))
+    assert without.startswith('{"name": "python"') and "42" not in without
+    with pytest.raises(LmforgeError, match="set chat: true"):
+        generate.main(generate.GenerateConfig(model=str(calling_model), prompt=QUESTION, tools=["python"]))
+
+
+def test_rollouts_run_the_calls_of_every_response(calling_model, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": QUESTION}) + "\n")
+    config = rollouts.RolloutsConfig(model=str(calling_model), prompts={"q": {"path": "json",
+                                                                              "data_files": str(prompts)}},
+                                     num_responses=3, max_new_tokens=40, tools=["python"],
+                                     output_dir=str(tmp_path / "out"))
+    responses = load_from_disk(str(rollouts.main(config)))[0]["responses"]
+    assert len(responses) == 3 and all(r.startswith(CALL + "<|tool_result|>42<|/tool_result|>") for r in responses)

@@ -1,5 +1,5 @@
-"""Tiny Llama models for the tests: a config sized to run on a CPU in seconds, and a random model saved with
-a tokenizer trained on the given texts."""
+"""Tiny Llama models for the tests: a config sized to run on a CPU in seconds, a random model saved with a
+tokenizer trained on the given texts, and a model taught to continue given prompts with given replies."""
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -28,3 +28,22 @@ def save_tiny_model(path, texts, vocab_size=512, hidden_size=64, layers=2, seed=
     LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size, layers, **config)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def memorize(tokenizer, examples: list[tuple[list[int], list[int]]], steps=40) -> LlamaForCausalLM:
+    """A one-layer model (seeded) trained until it continues each example's prompt ids with its reply ids: a
+    planted behaviour that greedy decoding reproduces. The loss covers the replies only."""
+    batch = tokenizer.pad({"input_ids": [prompt + reply for prompt, reply in examples]}, return_tensors="pt")
+    width = batch["input_ids"].shape[1]
+    labels = torch.tensor([[-100] * len(prompt) + reply + [-100] * (width - len(prompt) - len(reply))
+                           for prompt, reply in examples])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=32, layers=1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 0.05
+    return model.eval()

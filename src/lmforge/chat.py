@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
 
 from lmforge.configs import parse
-from lmforge.fewshot import EXAMPLES, STOP, few_shot_prompt, reply_text
+from lmforge.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
 from lmforge.tools import load_tools
 from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
 
@@ -82,11 +82,11 @@ def generate_reply(model, tokenizer, messages: list[dict], config: ChatConfig, t
     streamer = CallbackStreamer(tokenizer, on_text) if on_text else None
     if tools:
         generate = model_generate(model, tokenizer, streamer=streamer, **sampling(config))
-        turn, _ = generate_with_tools(generate, tokenizer, prompt["input_ids"][0].tolist(), tools,
+        (turn,) = generate_with_tools(generate, tokenizer, prompt["input_ids"].tolist(), tools,
                                       end_of_turn_ids(model, tokenizer), config.max_new_tokens, config.max_tool_calls,
                                       on_result=on_result)
         # The tool markers stay in the message: the chat template needs them to render the turn again.
-        return tokenizer.decode(turn, skip_special_tokens=False).removesuffix("<|im_end|>").strip()
+        return tokenizer.decode(turn.ids, skip_special_tokens=False).removesuffix("<|im_end|>").strip()
     with torch.no_grad():
         output = model.generate(**prompt, max_new_tokens=config.max_new_tokens, streamer=streamer, **sampling(config))
     return tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
@@ -104,12 +104,11 @@ def reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dic
 def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -> str:
     """A base model's reply: earlier turns of this conversation join the prompt's examples."""
     turns = [m["content"] for m in messages if m["role"] in ("user", "assistant")]
-    prompt = tokenizer.bos_token + few_shot_prompt(turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))
-    inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
+    prompt = torch.tensor([few_shot_ids(tokenizer, turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))])
     with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=config.max_new_tokens, stop_strings=[STOP],
-                                tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id, **sampling(config))
-    return reply_text(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+        output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=config.max_new_tokens,
+                                pad_token_id=tokenizer.pad_token_id, **stopping(tokenizer), **sampling(config))
+    return reply_text(tokenizer.decode(output[0, prompt.shape[1]:], skip_special_tokens=True))
 
 
 def main(config: ChatConfig, lines=None) -> list[dict]:

@@ -6,23 +6,29 @@
 The recipe lists models by name -> {path, kind}; the kind says what is measured, with the metric modules of
 lmforge/metrics/ (`evaluate.Metric`s loaded by path, since the Hub's metric scripts are not needed offline):
     base       bits per byte on held-out web text: the data stage's documents that `lmforge.documents.is_heldout`
-               kept out of the tokenizer and of pretraining (bits_per_byte, as the pretrain stage measures it)
+               kept out of the tokenizer and of pretraining (bits_per_byte, as the pretrain stage measures it);
+               samples: continuations of held-out text, and greedy few-shot replies (lmforge.fewshot) to the
+               questions whose replies the assistants keep as samples, for the report to set side by side
     assistant  the same, plus on greedy replies to chat prompts: chat-format compliance (chat_compliance), accuracy
                on arithmetic problems from a seed no stage trains on (arithmetic_accuracy), answer rate on known
                questions and refusal rate on unknowable ones, judged as `lmforge interrogate` judges (refusals),
-               and the mean score of `reward_model` on the replies when one is given
+               and the mean score of `reward_model` on the replies when one is given; and accuracy on held-out
+               arithmetic and counting problems with `tools` off and on, and tool calls per reply
+               (tool_accuracy_off, tool_accuracy_on, tool_calls_per_reply: lmforge.tools.generation.compare_tools)
     reward     pairwise accuracy on the held-out split of `lmforge label`'s preference pairs (pairwise_accuracy)
 A model whose path does not exist (its stage was not run) is skipped with a note.
 
-Outputs under `output_dir`: `<model>.json` per model (metrics and sample replies; reused on a rerun while the
-model's files and the settings are unchanged, so a killed run goes on with the next model), `results.json` (every
-model and the skipped ones; written last) and `table.md` (one row per metric, one column per model).
+Outputs under `output_dir`: `<model>.json` per model (metrics, sample replies and an assistant's whole tools
+comparison; reused on a rerun while the model's files and the settings are unchanged, so a killed run goes on with
+the next model), `results.json` (every model and the skipped ones; written last) and `table.md` (one row per
+metric, one column per model).
 """
 
 import functools
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,13 +42,16 @@ from lmforge.configs import parse
 from lmforge.conversations import arithmetic
 from lmforge.conversations.python_faq import read_pairs
 from lmforge.documents import is_heldout, iter_documents
+from lmforge.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.files import read_json, write_json
 from lmforge.interrogate import JUDGES
 from lmforge.pretrain import bits_per_byte as pretrain_bits_per_byte
 from lmforge.pretrain import token_losses, utf8_lengths
-from lmforge.report import eval_table
+from lmforge.report import FEW_SHOT, eval_table
 from lmforge.rewards import reward_model
 from lmforge.tokenizer import encode_text
+from lmforge.tools import load_tools
+from lmforge.tools.generation import compare_tools, generation_eos, model_generate
 
 KINDS = ("base", "assistant", "reward")
 METRICS = Path(__file__).parent / "metrics"
@@ -72,6 +81,12 @@ class EvalConfig:
     unknowable_questions: list[str] = field(
         default_factory=lambda: ["data/demo/unknowable_questions.jsonl"],
         metadata={"help": "JSONL files of questions no model can answer (private, future or made-up facts)."})
+    tools: list[str] = field(
+        default_factory=lambda: ["python"],
+        metadata={"help": "Tools of the tools-off / tools-on comparison of assistants ([]: no comparison)."})
+    tool_problems: int = field(
+        default=32, metadata={"help": "Held-out arithmetic and counting problems of that comparison (0: none)."})
+    tool_seed: int = field(default=3001, metadata={"help": "Seed of those problems, one that no stage trains on."})
     judge: str = field(default="overlap", metadata={"help": f"How known answers are judged: {list(JUDGES)}."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message of every chat prompt."})
     max_new_tokens: int = field(default=96, metadata={"help": "Longest reply; a reply cut here did not end its turn."})
@@ -154,11 +169,13 @@ def read_questions(path: str) -> list[str]:
 
 
 def chat_prompts(config: EvalConfig) -> list[dict]:
-    """The chat tasks, each row: messages, task, reference (the answer; "" for an unknowable question)."""
+    """The chat tasks, each row: messages, question (the user's), task, reference (the answer; "" for an unknowable
+    question)."""
     system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
 
     def row(question, task, reference):
-        return {"messages": system + [{"role": "user", "content": question}], "task": task, "reference": reference}
+        return {"messages": system + [{"role": "user", "content": question}], "question": question, "task": task,
+                "reference": reference}
 
     rows = [row(p["question"], "arithmetic", p["answer"])
             for p in arithmetic.problems(config.arithmetic_problems, config.arithmetic_seed)]
@@ -170,30 +187,32 @@ def chat_prompts(config: EvalConfig) -> list[dict]:
     return rows
 
 
-@torch.no_grad()
-def reply_ids(model, tokenizer, conversations: list, max_new_tokens: int, batch_size: int) -> list[list[int]]:
-    """Greedy reply to each conversation: its token ids up to and including the token that stopped it."""
-    stops = model.generation_config.eos_token_id
-    stops = set(stops if isinstance(stops, list) else [stops])
-    prompts = [tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
-               for messages in conversations]
-    replies = []
-    for start in range(0, len(prompts), batch_size):
-        batch = tokenizer.pad({"input_ids": prompts[start:start + batch_size]}, padding_side="left",
-                              return_tensors="pt").to(model.device)
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, temperature=None,
-                                top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id)
-        for row in output[:, batch["input_ids"].shape[1]:].tolist():
-            end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))  # then only padding
-            replies.append(row[:end])
-    return replies
+def sampled(rows: list[dict], per_task: int) -> list[int]:
+    """Indices of the first `per_task` rows of each task: the rows whose replies are kept as samples."""
+    seen, picked = Counter(), []
+    for i, row in enumerate(rows):
+        seen[row["task"]] += 1
+        if seen[row["task"]] <= per_task:
+            picked.append(i)
+    return picked
+
+
+def reply_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+              options: dict | None = None) -> list[list[int]]:
+    """Greedy continuation of each prompt: its token ids up to and including the token that stopped it; `options`
+    go to `generate` (with stop strings, a row that stopped at one ends in padding)."""
+    generate = model_generate(model, tokenizer, do_sample=False, temperature=None, top_p=None, top_k=None,
+                              **(options or {}))
+    return [ids for start in range(0, len(prompts), batch_size)
+            for ids in generate(prompts[start:start + batch_size], generation_eos(model), max_new_tokens)]
 
 
 def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]]:
     rows = chat_prompts(config)
     if not rows:
         return {}, []
-    ids = reply_ids(model, tokenizer, [row["messages"] for row in rows], config.max_new_tokens, config.batch_size)
+    prompts = [tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True)["input_ids"] for row in rows]
+    ids = reply_ids(model, tokenizer, prompts, config.max_new_tokens, config.batch_size)
     raw = tokenizer.batch_decode(ids, skip_special_tokens=False)  # what compliance looks at: the turn markers
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     sums = [i for i, row in enumerate(rows) if row["task"] == "arithmetic"]
@@ -211,11 +230,31 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
         results["reward_model_score"] = sum(scores) / len(scores)
     elif config.reward_model:
         print(f"eval: reward_model {config.reward_model} does not exist; no reward-model score")
-    samples = []
-    for i, row in enumerate(rows):
-        if sum(sample["task"] == row["task"] for sample in samples) < config.samples:
-            samples.append({"task": row["task"], "prompt": row["messages"][-1]["content"], "reply": raw[i]})
+    samples = [{"task": rows[i]["task"], "prompt": rows[i]["question"], "reply": raw[i]}
+               for i in sampled(rows, config.samples)]
     return results, samples
+
+
+def tool_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, dict, list[dict]]:
+    """Accuracy on held-out arithmetic and counting problems with the tools off and on, the whole comparison, and
+    the first replies with the tools on as samples."""
+    comparison = compare_tools(model, tokenizer, load_tools(config.tools), size=config.tool_problems,
+                               seed=config.tool_seed, max_new_tokens=config.max_new_tokens)
+    results = {"tool_accuracy_off": comparison["off"]["accuracy"], "tool_accuracy_on": comparison["on"]["accuracy"],
+               "tool_calls_per_reply": comparison["on"]["mean_tool_calls"]}
+    samples = [{**reply, "task": "tools"} for reply in comparison["on"]["replies"][:config.samples]]
+    return results, comparison, samples
+
+
+def few_shot_samples(model, tokenizer, config: EvalConfig) -> list[dict]:
+    """A base model's greedy few-shot replies (lmforge.fewshot) to the questions whose replies the assistants keep
+    as samples, so that the report can set them side by side."""
+    rows = chat_prompts(config)
+    questions = [rows[i]["question"] for i in sampled(rows, config.samples)]
+    ids = reply_ids(model, tokenizer, [few_shot_ids(tokenizer, question) for question in questions],
+                    config.max_new_tokens, config.batch_size, stopping(tokenizer))
+    return [{"task": FEW_SHOT, "prompt": question, "reply": reply_text(text)}
+            for question, text in zip(questions, tokenizer.batch_decode(ids, skip_special_tokens=True))]
 
 
 @torch.no_grad()
@@ -254,7 +293,7 @@ def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
 
 def evaluate_model(spec: dict, config: EvalConfig) -> dict:
     start = time.perf_counter()
-    metrics, samples, note = {}, [], None
+    metrics, samples, tools, note = {}, [], None, None
     if spec["kind"] == "reward":
         metrics, note = reward_metrics(spec["path"], config)
     else:
@@ -265,9 +304,12 @@ def evaluate_model(spec: dict, config: EvalConfig) -> dict:
         if spec["kind"] == "assistant":
             chat, samples = chat_metrics(model, tokenizer, config)
             metrics |= chat
+            if config.tools and config.tool_problems:
+                scores, tools, tool_samples = tool_metrics(model, tokenizer, config)
+                metrics, samples = metrics | scores, samples + tool_samples
         else:
-            samples = continuations(model, tokenizer, texts, config)
-    return {**spec, "metrics": metrics, "samples": samples, "note": note,
+            samples = continuations(model, tokenizer, texts, config) + few_shot_samples(model, tokenizer, config)
+    return {**spec, "metrics": metrics, "samples": samples, "tools": tools, "note": note,
             "seconds": round(time.perf_counter() - start, 1)}
 
 

@@ -3,7 +3,8 @@
 A base model never saw <|im_start|> (special tokens appear only in chats), but it saw plenty of dialogue
 written as plain text. So the prompt is text: a line saying what follows, a few `User:` / `Assistant:`
 exchanges, the new question and an open `Assistant:`. The reply is what the model writes up to the next
-`User:` line (`STOP`), which `reply_text` cuts at.
+`User:` line (`STOP`), which `reply_text` cuts at. `few_shot_ids` and `stopping` are what `lmforge chat`,
+`lmforge generate` and `lmforge eval` give the model.
 """
 
 INTRODUCTION = "The following is a conversation between a user and a helpful, accurate assistant."
@@ -20,6 +21,19 @@ def few_shot_prompt(question: str, examples: list[tuple[str, str]] | None = None
     turns = [f"User: {user.strip()}\nAssistant: {assistant.strip()}" for user, assistant in
              (EXAMPLES if examples is None else examples)]
     return "\n\n".join([INTRODUCTION, *turns, f"User: {question.strip()}\nAssistant:"])
+
+
+def few_shot_ids(tokenizer, question: str, examples: list[tuple[str, str]] | None = None) -> list[int]:
+    """The prompt's token ids: <|bos|>, as every pretraining document began, then the prompt as plain text
+    (a special-token string typed in a question stays text, as in the documents)."""
+    text = few_shot_prompt(question, examples)
+    return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]]
+
+
+def stopping(tokenizer) -> dict:
+    """`generate` options that end the reply at the next user turn; the tokenizer lets generate find `STOP`
+    whatever tokens spell it."""
+    return {"stop_strings": [STOP], "tokenizer": tokenizer}
 
 
 def reply_text(continuation: str) -> str:

@@ -4,10 +4,13 @@
     accelerate launch -m lmforge.grpo --config recipes/demo/grpo.yaml   # several processes or machines
 
 For each prompt the policy samples `num_generations` replies; each reply is scored by the reward functions the
-recipe names (`rewards`, see lmforge.rewards: answer correctness on lmforge's arithmetic and reasoning-gym tasks,
-math-verify, <think> format, length and repetition penalties, and optionally the reward model), and the policy
-moves toward the replies that beat their group's mean. `beta` > 0 keeps it near the SFT model with a KL penalty
-(the reference is reloaded from `model_name_or_path`, so that must be a saved directory or Hub id).
+recipe names (`rewards`, see lmforge.rewards: answer correctness on lmforge's arithmetic and counting and on
+reasoning-gym tasks, math-verify, <think> format, length and repetition penalties, a cost per tool call, and
+optionally the reward model), and the policy moves toward the replies that beat their group's mean. `beta` > 0 keeps
+it near the SFT model with a KL penalty (the reference is reloaded from `model_name_or_path`, so that must be a saved
+directory or Hub id). With `tools` (recipes/demo/grpo_tools.yaml) the policy's tool calls run while it samples, the
+results are kept out of the loss, and `accuracy` with `tool_cost` makes a call worth it only where it gets the answer
+right: RL learns when a call pays off.
 The watch (lmforge.watch) samples held-out prompts during training and stops a run that degenerates; held-out
 accuracy, reward-model score, KL to the SFT model and repetition are measured before and after (lmforge.rl_eval).
 Killed, the stage resumes from the last checkpoint.
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
+from trl.models import unwrap_model_for_generation
 
 from lmforge.configs import parse
 from lmforge.rewards import reward_functions, verifiable_prompts
@@ -34,6 +38,8 @@ from lmforge.rl_eval import (
     logged,
     without_heldout,
 )
+from lmforge.tools import load_tools
+from lmforge.tools.generation import generate_with_tools, model_generate
 from lmforge.watch import WatchCallback, WatchConfig
 
 
@@ -46,6 +52,10 @@ class GRPOScriptArguments:
     rewards: dict | str | None = field(
         default=None, metadata={"help": "Reward name -> options (and weight), see lmforge.rewards.REWARDS; "
                                         "`reward_model: {path: DIR}` adds a reward model."})
+    tools: list[str] = field(
+        default_factory=list, metadata={"help": "Tools the policy's calls run with while it samples (lmforge.tools): "
+                                                "python, search. Their results are kept out of the loss."})
+    max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one completion."})
 
     def __post_init__(self):
         self.tasks = json.loads(self.tasks) if isinstance(self.tasks, str) else self.tasks or {"arithmetic": 512}
@@ -53,6 +63,25 @@ class GRPOScriptArguments:
 
 
 CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, EvalConfig)
+
+
+def tool_rollouts(tools: dict, max_calls: int):
+    """A GRPOTrainer `rollout_func` that samples with the tools run (lmforge.tools.generation): a completion is
+    the model's tokens and the results, `env_mask` marks the results so that the loss and the KL skip them, and
+    each completion's number of calls reaches the reward functions as `tool_calls`."""
+    def rollout(prompts: list, trainer) -> dict:
+        tokenizer = trainer.processing_class
+        prompt_ids = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]
+                      for prompt in prompts]  # one per completion: the trainer has repeated each prompt already
+        sampling = {key: value for key, value in trainer.generation_kwargs.items()
+                    if key not in ("max_new_tokens", "eos_token_id", "pad_token_id")}
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                         gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model:
+            turns = generate_with_tools(model_generate(model, tokenizer, **sampling), tokenizer, prompt_ids, tools,
+                                        [tokenizer.eos_token_id], trainer.max_completion_length, max_calls)
+        return {"prompt_ids": prompt_ids, "completion_ids": [turn.ids for turn in turns], "logprobs": None,
+                "env_mask": [turn.mask for turn in turns], "tool_calls": [turn.calls for turn in turns]}
+    return rollout
 
 
 def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_config: WatchConfig,
@@ -73,12 +102,15 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_conf
         train_dataset=train,
         processing_class=tokenizer,
         callbacks=[watch],
+        rollout_func=tool_rollouts(load_tools(script_args.tools), script_args.max_tool_calls) if script_args.tools
+        else None,
     )
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)
 
     reward_first, reward_last = logged(trainer.state.log_history, "reward")
-    results = {"tasks": script_args.tasks, "rewards": script_args.rewards, "train_prompts": len(train),
+    results = {"tasks": script_args.tasks, "rewards": script_args.rewards, "tools": script_args.tools,
+               "train_prompts": len(train),
                "reward_first": reward_first, "reward_last": reward_last,
                "kl_last": logged(trainer.state.log_history, "kl")[1], "resumed_from": last}
     return finish("grpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,

@@ -11,7 +11,8 @@ Every input is optional: the section of a stage that has not run says "Not run."
                (GRPO), objective/rlhf_reward (PPO) or rewards/margins (DPO), and kl (GRPO) or objective/kl (PPO)
     cost       <output_dir>/.done/<stage>.json (`lmforge run`): seconds; from the trainer logs: tokens seen
                (num_input_tokens_seen, or TRL's num_tokens), tokens_per_second and mfu (pretrain), train_runtime
-    eval       <eval>/results.json (`lmforge eval`): metrics and sample replies per model, skipped models
+    eval       <eval>/results.json (`lmforge eval`): metrics and sample replies per model (a base model's
+               "few-shot chat" replies are set beside the assistants' replies to the same questions), skipped models
 Writes `<output_dir>/report.md` and its plots in `<output_dir>/report/*.png`, linked relatively, so that the two
 can be copied next to a model card's README.md.
 """
@@ -38,6 +39,9 @@ EVAL_ROWS = {
     "ended_turn": r"ends its turn with `<\|im_end\|>`",  # a pipe splits a table cell, even in code
     "role_leakage": "role leakage (lower is better)",
     "arithmetic_accuracy": "arithmetic accuracy, unseen problems",
+    "tool_accuracy_off": "accuracy with tools off, held-out arithmetic and counting",
+    "tool_accuracy_on": "accuracy with tools on, held-out arithmetic and counting",
+    "tool_calls_per_reply": "tool calls per reply, tools on",
     "answer_rate_known": "answer rate, known questions",
     "refusal_rate_known": "refusal rate, known questions (lower is better)",
     "refusal_rate_unknowable": "refusal rate, unknowable questions",
@@ -46,6 +50,7 @@ EVAL_ROWS = {
     "mean_margin": "mean reward margin, chosen - rejected",
     "pairs": "preference pairs scored",
 }
+FEW_SHOT = "few-shot chat"  # the task of a base model's few-shot replies in `lmforge eval`'s samples
 NOT_RUN = "Not run."
 REASON_COLOURS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]
 
@@ -123,6 +128,13 @@ def markdown_table(header: list[str], rows: list[list[str]], text_columns: tuple
     rule = "|" + "".join("---|" if i in text_columns else "---:|" for i in range(len(header)))
     lines = ["| " + " | ".join(header) + " |", rule]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def cell(text: str, width: int = 120) -> str:
+    """`text` as a table cell: one line, shortened to `width` characters, pipes escaped (a pipe splits a cell)."""
+    text = " ".join(text.split())
+    text = text if len(text) <= width else text[:width - 1] + "…"
+    return text.replace("|", r"\|") or "(empty)"
 
 
 def eval_table(results: dict) -> str:
@@ -263,7 +275,7 @@ def eval_section(results: dict | None, samples: int) -> tuple[list[str], list[st
     for name, model in results["models"].items():
         shown = {}
         for sample in model.get("samples", []):
-            if shown.setdefault(sample["task"], 0) < samples:
+            if sample["task"] != FEW_SHOT and shown.setdefault(sample["task"], 0) < samples:
                 shown[sample["task"]] += 1
                 fence = "````" if "```" in sample["reply"] else "```"
                 conversations += [f"**{name}**, {sample['task']}:", "",
@@ -271,6 +283,25 @@ def eval_section(results: dict | None, samples: int) -> tuple[list[str], list[st
                                   f"{fence}text", sample["reply"], fence, ""]
     conversations = conversations[:-1] or ["No sample was saved."]
     return eval_table(results).splitlines(), conversations, "eval: " + ", ".join(summary) if summary else None
+
+
+def beside_section(results: dict | None) -> list[str]:
+    """Each question a base model answered few-shot: its reply beside every assistant's reply to the question."""
+    models = (results or {}).get("models", {})
+    few_shot = {f"{name} (few-shot)": {s["prompt"]: s["reply"] for s in model.get("samples", [])
+                                       if s["task"] == FEW_SHOT}
+                for name, model in models.items() if model["kind"] == "base"}
+    questions = list(dict.fromkeys(question for replies in few_shot.values() for question in replies))
+    if not questions:
+        return [NOT_RUN]
+    assistants = {name: {s["prompt"]: s["reply"] for s in model.get("samples", [])}
+                  for name, model in models.items() if model["kind"] == "assistant"}
+    columns = few_shot | assistants
+    rows = [[cell(question)] + [cell(replies[question]) if question in replies else "–" for replies in
+                                columns.values()] for question in questions]
+    lines = ["Greedy replies to the same questions: a base model's through a few-shot prompt (`lmforge.fewshot`), "
+             "each assistant's through its chat template; one line each, shortened.", ""]
+    return lines + markdown_table(["question", *columns], rows, text_columns=tuple(range(len(columns) + 1)))
 
 
 def tokens_seen(state: dict) -> float | None:
@@ -314,14 +345,15 @@ def render(config: ReportConfig) -> str:
     data, data_summary = data_section(config, images)
     tokenizer, tokenizer_summary = tokenizer_section(config, images)
     training, training_summary = training_section(states, images)
-    table, conversations, eval_summary = eval_section(read_optional(Path(config.eval) / "results.json"),
-                                                      config.samples)
+    results = read_optional(Path(config.eval) / "results.json")
+    table, conversations, eval_summary = eval_section(results, config.samples)
     cost, cost_summary = cost_section(config, states)
     summary = [s for s in (data_summary, tokenizer_summary, training_summary, eval_summary, cost_summary) if s]
     name = Path(config.output_dir).resolve().name
     sections = [(f"## lmforge run `{name}`", ["; ".join(summary) + "." if summary else "Nothing has run yet."]),
                 ("### Data", data), ("### Tokenizer", tokenizer), ("### Training", training),
-                ("### Evaluation", table), ("### Sample conversations", conversations), ("### Cost", cost)]
+                ("### Evaluation", table), ("### Sample conversations", conversations),
+                ("### Base model (few-shot) beside the assistants", beside_section(results)), ("### Cost", cost)]
     return "\n\n".join(f"{title}\n\n" + "\n".join(lines) for title, lines in sections) + "\n"
 
 

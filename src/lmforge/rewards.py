@@ -12,8 +12,9 @@ come as keyword arguments; it returns one float per completion, or None where th
 
 `get_reward(name, **options)` binds the options with functools.partial, keeping the function's `__name__` for logs.
 
-Verifiable prompts come from lmforge's own arithmetic problems (`arithmetic`) and from reasoning-gym's seeded task
-generators (any other task name, e.g. `basic_arithmetic`, `gsm_symbolic`): `verifiable_prompts({name: size}, seed)`.
+Verifiable prompts come from lmforge's own arithmetic and letter-counting problems (`arithmetic`, `counting`) and
+from reasoning-gym's seeded task generators (any other task name, e.g. `basic_arithmetic`, `gsm_symbolic`):
+`verifiable_prompts({name: size}, seed)`.
 """
 
 import functools
@@ -29,30 +30,34 @@ from math_verify import verify as verify_math
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lmforge import LmforgeError
-from lmforge.conversations import arithmetic
+from lmforge.conversations import arithmetic, spelling
 
 # reasoning-gym questions say nothing about how to finish; lmforge's SFT data ends every solution this way.
 ANSWER_INSTRUCTION = "\nEnd your reply with `Final answer: ` followed by the answer."
 FINAL_ANSWER = re.compile(r"final answer:\s*(.+)", re.IGNORECASE)
 THINK_THEN_ANSWER = re.compile(r"^\s*<think>(?=.*\S.*</think>).+?</think>\s*\S", re.DOTALL)
+# lmforge's own verifiable tasks: problems with an integer answer, checked by arithmetic.check.
+LMFORGE_TASKS = {"arithmetic": arithmetic.problems, "counting": spelling.problems}
 
 
 def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:
     """Chat prompts with what is needed to check the answer: columns prompt, task, answer, entry.
 
-    `tasks` maps a task name to a number of problems: `arithmetic` is lmforge's generator, any other name a
-    reasoning-gym dataset. `entry` is the reasoning-gym entry as JSON (its scorer needs it), empty for lmforge's.
+    `tasks` maps a task name to a number of problems: `arithmetic` (word problems) and `counting` (letters in a
+    word) are lmforge's generators, any other name a reasoning-gym dataset. `entry` is the reasoning-gym entry as
+    JSON (its scorer needs it), empty for lmforge's.
     """
     rows = []
     for task, size in tasks.items():
-        if task == "arithmetic":
+        if task in LMFORGE_TASKS:
             rows += [{"question": p["question"], "task": task, "answer": str(p["answer"]), "entry": ""}
-                     for p in arithmetic.problems(size, seed)]
+                     for p in LMFORGE_TASKS[task](size, seed)]
             continue
         try:
             dataset = reasoning_gym.create_dataset(task, size=size, seed=seed)
         except (KeyError, ValueError) as error:
-            raise LmforgeError(f"tasks: {task!r} is neither 'arithmetic' nor a reasoning-gym dataset ({error})")
+            raise LmforgeError(f"tasks: {task!r} is neither one of {sorted(LMFORGE_TASKS)} nor a reasoning-gym "
+                               f"dataset ({error})")
         rows += [{"question": e["question"] + ANSWER_INSTRUCTION, "task": task, "answer": str(e["answer"]),
                   "entry": json.dumps(e)} for e in dataset]
     return Dataset.from_list([{"prompt": [{"role": "user", "content": r.pop("question")}], **r} for r in rows])
@@ -79,12 +84,12 @@ def reasoning_gym_scorer(task: str):
 def accuracy(completions, task=None, answer=None, entry=None, **kwargs) -> list[float | None]:
     """1.0 for a right final answer, 0.0 for a wrong or missing one, None for a row with no known task.
 
-    lmforge's arithmetic is checked by its own scorer; reasoning-gym tasks by the dataset's `score_answer`
-    (which may give partial credit: gsm_symbolic gives 0.01 to a wrong number)."""
+    lmforge's arithmetic and counting are checked by their own scorer; reasoning-gym tasks by the dataset's
+    `score_answer` (which may give partial credit: gsm_symbolic gives 0.01 to a wrong number)."""
     rewards = []
     for i, completion in enumerate(completions):
         text, name = completion_text(completion), task[i] if task else None
-        if name == "arithmetic":
+        if name in LMFORGE_TASKS:
             rewards.append(arithmetic.check(text, {"answer": int(answer[i])}))
         elif name and entry and entry[i]:
             rewards.append(float(reasoning_gym_scorer(name)(final_answer(text), json.loads(entry[i]))))
@@ -106,6 +111,15 @@ def math_equivalence(completions, answer=None, **kwargs) -> list[float | None]:
         predicted = parse_math(final_answer(text) or text)
         rewards.append(float(bool(predicted) and verify_math(gold, predicted)))
     return rewards
+
+
+def tool_cost(completions, tool_calls=None, cost: float = 0.1, **kwargs) -> list[float | None]:
+    """-`cost` per tool call the completion made (GRPO with `tools` passes each completion's count as `tool_calls`);
+    None when completions were sampled without tools. Beside `accuracy`, which rewards right answers however they
+    were reached, it makes a call worth making only where it makes the answer right."""
+    if tool_calls is None:
+        return [None] * len(completions)
+    return [-cost * calls for calls in tool_calls]
 
 
 def think_format(completions, **kwargs) -> list[float]:
@@ -168,6 +182,7 @@ REWARDS = {
     "length": length_penalty,
     "repetition": repetition_penalty,
     "reward_model": reward_model,
+    "tool_cost": tool_cost,
 }
 
 

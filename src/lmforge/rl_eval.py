@@ -6,6 +6,7 @@ Four figures per policy, printed as a small table and saved in the stage's resul
     kl             KL to the SFT model: log p_policy - log p_sft summed over the tokens of sampled replies,
                    averaged over prompts (0 for the SFT model itself)
     repetition     share of repeated token 3-grams in the greedy replies; mean_length is their length in tokens
+and, with `heldout_tools`, tool_calls: the mean number of calls per greedy reply, the tools run as it is generated.
 The held-out problems come from a seed of their own and are removed from any training prompts.
 """
 
@@ -19,10 +20,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from lmforge import LmforgeError
 from lmforge.files import write_json
 from lmforge.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
+from lmforge.tools import load_tools
+from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
 from lmforge.watch import reply_ids
 
 END_OF_TURN = "<|im_end|>"
-METRICS = ("reward_model", "accuracy", "kl", "repetition", "mean_length")
+METRICS = ("reward_model", "accuracy", "kl", "repetition", "mean_length", "tool_calls")
 
 
 @dataclass
@@ -33,6 +36,9 @@ class EvalConfig:
     heldout_max_new_tokens: int = field(default=96, metadata={"help": "Length of the evaluated replies."})
     heldout_reward_model: str | None = field(
         default=None, metadata={"help": "Reward model scoring the held-out replies (None: no reward-model score)."})
+    heldout_tools: list[str] = field(
+        default_factory=list, metadata={"help": "Tools run while the held-out greedy replies are generated "
+                                                "(lmforge.tools): accuracy then counts answers reached with them."})
 
     def __post_init__(self):
         self.heldout_tasks = json.loads(self.heldout_tasks) if isinstance(self.heldout_tasks, str) else (
@@ -73,12 +79,23 @@ def sequence_logprob(model, prompt: list[int], reply: list[int]) -> float:
     return logits.log_softmax(-1).gather(-1, ids[0, len(prompt):, None]).sum().item()
 
 
+def greedy_replies(model, tokenizer, ids: list[list[int]], config: EvalConfig) -> tuple[list[list[int]], float | None]:
+    """Greedy replies to the prompt `ids`, with `heldout_tools` run when given (the model's tokens and the results),
+    and the mean number of tool calls (None without tools)."""
+    if not config.heldout_tools:
+        return reply_ids(model, tokenizer, ids, config.heldout_max_new_tokens, do_sample=False), None
+    generate = model_generate(model, tokenizer, do_sample=False, temperature=None, top_p=None, top_k=None)
+    turns = generate_with_tools(generate, tokenizer, ids, load_tools(config.heldout_tools),
+                                end_of_turn_ids(model, tokenizer), config.heldout_max_new_tokens)
+    return [turn.ids for turn in turns], sum(turn.calls for turn in turns) / len(turns)
+
+
 def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=None) -> dict:
     """The METRICS of `model` on `prompts` (verifiable_prompts rows); KL is measured against `reference`."""
     model.eval()
     ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
            for p in prompts["prompt"]]
-    greedy = reply_ids(model, tokenizer, ids, config.heldout_max_new_tokens, do_sample=False)
+    greedy, calls = greedy_replies(model, tokenizer, ids, config)
     texts = tokenizer.batch_decode(greedy, skip_special_tokens=True)
     scores = [s for s in accuracy(texts, prompts["task"], prompts["answer"], prompts["entry"]) if s is not None]
     results = {
@@ -88,6 +105,7 @@ def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=Non
         "kl": 0.0,
         "repetition": sum(repetition_rate(r) for r in greedy) / len(greedy),
         "mean_length": sum(map(len, greedy)) / len(greedy),
+        "tool_calls": calls,
     }
     if reference is not None:
         torch.manual_seed(0)

@@ -8,7 +8,8 @@ lmforge.conversations (`{generator: arithmetic, size: 40, seed: 1000}`; give a s
 the prompts are new to the model) or `datasets.load_dataset` keywords (`{path: json, data_files: f.jsonl}`)
 for a dataset with a `prompt` column (text or messages) or a `messages` column, whose last assistant
 turn is dropped and kept as the `reference` answer. Each prompt goes through the model's chat template
-with the generation prompt, and K responses are sampled with the recipe's settings.
+with the generation prompt, and K responses are sampled with the recipe's settings; with `tools`, the calls a
+response makes run as it is sampled and their results become part of it.
 
 Prompt i is sampled with seed `seed + i`, so a prompt's responses do not depend on which prompts were
 sampled before it: a resumed run gives what an uninterrupted one would have. Each finished prompt is
@@ -35,6 +36,8 @@ from lmforge import LmforgeError
 from lmforge.configs import parse
 from lmforge.conversations import GENERATORS, check_conversation, normalise
 from lmforge.files import write_json
+from lmforge.tools import load_tools
+from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
 
 
 @dataclass
@@ -49,6 +52,9 @@ class RolloutsConfig:
     top_k: int = field(default=0, metadata={"help": "Keep the k most likely tokens (0: all)."})
     top_p: float = field(default=1.0, metadata={"help": "Keep the smallest set with this probability mass."})
     seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i."})
+    tools: list[str] = field(
+        default_factory=list, metadata={"help": "Tools whose calls run while sampling: python, search."})
+    max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one response."})
     output_dir: str = "runs/demo/rollouts"
 
     def __post_init__(self):
@@ -114,20 +120,22 @@ def check_prompt(prompt) -> str | None:
     return check_conversation(prompt + [{"role": "assistant", "content": "-"}])
 
 
-def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, seed: int) -> tuple[list, list]:
-    """K responses to one prompt, and whether each ended its turn (rather than running out of tokens)."""
+def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, seed: int,
+                     tools: dict | None = None) -> tuple[list, list]:
+    """K responses to one prompt, and whether each ended its turn (rather than running out of tokens). With `tools`,
+    calls run as they are written and a response holds the calls and their results (lmforge.tools.generation)."""
     ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, sanitize_control_tokens=True)["input_ids"]
-    ids = torch.tensor([ids], device=model.device)
+    stops = end_of_turn_ids(model, tokenizer)
+    generate = model_generate(model, tokenizer, do_sample=True, temperature=config.temperature, top_k=config.top_k,
+                              top_p=config.top_p)
     set_seed(seed)
-    output = model.generate(
-        ids, attention_mask=torch.ones_like(ids), do_sample=True, num_return_sequences=config.num_responses,
-        max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_k=config.top_k,
-        top_p=config.top_p, pad_token_id=tokenizer.pad_token_id,
-    )
-    eos = model.generation_config.eos_token_id
-    stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tools:
+        rows = [turn.ids for turn in generate_with_tools(generate, tokenizer, [ids] * config.num_responses, tools,
+                                                         stops, config.max_new_tokens, config.max_tool_calls)]
+    else:
+        rows = generate([ids] * config.num_responses, stops, config.max_new_tokens)
     responses, finished = [], []
-    for row in output[:, ids.shape[1]:].tolist():
+    for row in rows:
         end = next((i for i, token in enumerate(row) if token in stops), None)
         # Special tokens stay in the text: a response that opens a new turn (<|im_start|>user) must show it.
         responses.append(tokenizer.decode(row[:end]))
@@ -182,6 +190,7 @@ def main(config: RolloutsConfig) -> Path:
     device_map = "auto" if torch.cuda.is_available() else None
     model = AutoModelForCausalLM.from_pretrained(config.model, device_map=device_map)
     model.eval()
+    tools = load_tools(config.tools)
     check_settings(output_dir / "settings.json", {k: v for k, v in asdict(config).items() if k != "output_dir"})
     progress = output_dir / "rollouts.jsonl"
     done = read_done(progress)
@@ -191,7 +200,7 @@ def main(config: RolloutsConfig) -> Path:
             if prompt_id in done:
                 continue
             seed = config.seed + prompt_id
-            responses, finished = sample_responses(model, tokenizer, row["prompt"], config, seed)
+            responses, finished = sample_responses(model, tokenizer, row["prompt"], config, seed, tools)
             done[prompt_id] = {"prompt_id": prompt_id, **row, "responses": responses, "finished": finished,
                                "seed": seed, "model": config.model}
             f.write(json.dumps(done[prompt_id], ensure_ascii=False) + "\n")

@@ -1,7 +1,7 @@
 """A chat page (Gradio) for a saved assistant model: streamed replies, system prompt and sampling settings.
 
     lmforge serve --config recipes/demo/serve.yaml                # http://127.0.0.1:7860
-    lmforge serve --config recipes/demo/serve.yaml --model_name_or_path runs/demo/dpo --tools '["python"]'
+    lmforge serve --config recipes/demo/serve.yaml --model_name_or_path runs/demo/dpo --tools python
 
 The page keeps the conversation; each turn the whole of it (after the system prompt box's text) is
 rendered with the model's chat template, exactly as `lmforge chat` does: both call

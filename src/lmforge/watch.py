@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from lmforge.files import write_json
 from lmforge.rewards import repetition_rate
+from lmforge.tools.generation import generation_eos, model_generate
 
 logger = logging.getLogger(__name__)
 KL_LOG_KEYS = ("kl", "objective/kl")
@@ -59,17 +60,10 @@ def counts_as_degenerate(ids: list[int]) -> bool:
 
 def reply_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, do_sample: bool = True):
     """The generated token ids of one reply per prompt (prompt, padding and end-of-turn token removed)."""
-    batch = tokenizer.pad({"input_ids": prompts}, padding_side="left", return_tensors="pt").to(model.device)
-    stops = model.generation_config.eos_token_id
-    stops = set(stops if isinstance(stops, list) else [stops]) | {tokenizer.pad_token_id}
-    with torch.no_grad():
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=do_sample, top_k=None, top_p=None,
-                                temperature=1.0 if do_sample else None, pad_token_id=tokenizer.pad_token_id)
-    replies = []
-    for row in output[:, batch["input_ids"].shape[1]:].tolist():
-        end = next((i for i, token in enumerate(row) if token in stops), len(row))
-        replies.append(row[:end])
-    return replies
+    generate = model_generate(model, tokenizer, do_sample=do_sample, top_k=None, top_p=None,
+                              temperature=1.0 if do_sample else None)
+    stops = generation_eos(model)
+    return [row[:-1] if row and row[-1] in stops else row for row in generate(prompts, stops, max_new_tokens)]
 
 
 def reply_stats(replies: list[list[int]]) -> dict:

@@ -1,64 +1,102 @@
 """Generation that runs the model's tool calls, and accuracy on held-out problems with tools on and off.
 
-`generate_with_tools` samples the assistant's turn until <|/tool_call|> or the end of the turn; at
-<|/tool_call|> it runs the call (lmforge.tools.run_call: a malformed call gets an `error: ...` result),
-appends <|tool_result|>OUTPUT<|/tool_result|> as tokens and samples on. The model is reached through a
-`generate(ids, stop_ids, max_new_tokens) -> new ids` function: `model_generate` makes one from a
-transformers model.
+`generate_with_tools` samples assistant turns for a batch of prompts. Each row is sampled until
+<|/tool_call|> or the end of its turn; rows that closed a call get the call's result appended as tokens
+(<|tool_result|>OUTPUT<|/tool_result|>, from lmforge.tools.run_call: a malformed call gets an `error: ...`
+result) and go on in the next round, together, until every turn has ended. Each turn keeps a mask of
+which tokens the model wrote (1) and which a tool did (0): RL must not learn from, or be scored on,
+tokens the model never chose. The model is reached through a
+`generate(batch, stop_ids, max_new_tokens) -> new ids per row` function: `model_generate` makes one from
+a transformers model; the tests script one.
+
+Chat, the chat page, `lmforge generate --chat`, rollouts, GRPO and eval all sample through this loop
+when tools are on.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 from lmforge.conversations import arithmetic, spelling
 from lmforge.tools.protocol import END_CALL, format_result, run_call
 
-Generate = Callable[[list[int], list[int], int], list[int]]
+Generate = Callable[[list[list[int]], list[int], int], list[list[int]]]
 
 
-def model_generate(model, tokenizer, **sampling) -> Generate:
-    """A `generate` function over `model.generate`; `sampling` (do_sample, temperature...) is passed on."""
-    def generate(ids: list[int], stop_ids: list[int], max_new_tokens: int) -> list[int]:
-        prompt = torch.tensor([ids], device=model.device)
+@dataclass
+class Turn:
+    """An assistant turn: its token ids, tool results included, and which of them the model wrote."""
+    ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)  # 1: written by the model, 0: a tool's result
+    calls: int = 0
+
+    def add(self, ids: list[int], written: bool) -> None:
+        self.ids += ids
+        self.mask += [int(written)] * len(ids)
+
+
+def model_generate(model, tokenizer, /, **sampling) -> Generate:
+    """A batched `generate` over `model.generate` (rows left-padded); `sampling` (do_sample, temperature,
+    streamer...) is passed on. Each row is cut after its first stop token: what follows is padding."""
+    def generate(batch: list[list[int]], stop_ids: list[int], max_new_tokens: int) -> list[list[int]]:
+        # One row needs no padding (and a Hub base model's tokenizer may have no pad token).
+        if len(batch) == 1:
+            inputs = {"input_ids": torch.tensor(batch), "attention_mask": torch.ones(1, len(batch[0]), dtype=int)}
+        else:
+            inputs = tokenizer.pad({"input_ids": batch}, padding_side="left", return_tensors="pt")
+        inputs = {key: value.to(model.device) for key, value in inputs.items()}
         with torch.no_grad():
-            output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
-                                    eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id, **sampling)
-        return output[0, len(ids):].tolist()
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
+                                    pad_token_id=tokenizer.pad_token_id, **sampling)
+        rows = output[:, inputs["input_ids"].shape[1]:].tolist()
+        return [row[:next((i + 1 for i, token in enumerate(row) if token in stop_ids), len(row))] for row in rows]
     return generate
+
+
+def generation_eos(model) -> list[int]:
+    """The tokens that end generation in the model's generation config."""
+    eos = model.generation_config.eos_token_id
+    return eos if isinstance(eos, list) else [eos] if eos is not None else []
 
 
 def end_of_turn_ids(model, tokenizer) -> list[int]:
     """Tokens that end an assistant turn: the model's generation eos (with <|im_end|> after SFT)."""
-    eos = model.generation_config.eos_token_id
-    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-    return sorted(set(eos) | {tokenizer.convert_tokens_to_ids("<|im_end|>")})
+    return sorted(set(generation_eos(model)) | {tokenizer.convert_tokens_to_ids("<|im_end|>")})
 
 
-def generate_with_tools(generate: Generate, tokenizer, prompt_ids: list[int], tools: dict, stop_ids: list[int],
+def generate_with_tools(generate: Generate, tokenizer, prompts: list[list[int]], tools: dict, stop_ids: list[int],
                         max_new_tokens: int = 256, max_calls: int = 4,
-                        on_result: Callable[[str], None] | None = None) -> tuple[list[int], int]:
-    """The assistant turn's ids after `prompt_ids`, tool results included, and the number of calls made.
+                        on_result: Callable[[str], None] | None = None) -> list[Turn]:
+    """The assistant turn after each of `prompts`, tool results included.
 
-    `max_new_tokens` bounds what the model writes (results do not count); calls after `max_calls` get an
-    error result instead of running.
+    `max_new_tokens` bounds what the model writes in a turn (results do not count); calls after `max_calls`
+    get an error result instead of running. `on_result(result)` sees each formatted result as it is made.
     """
     end_call = tokenizer.convert_tokens_to_ids(END_CALL)
-    turn, budget, calls = [], max_new_tokens, 0
-    while budget > 0:
-        new = generate(prompt_ids + turn, [*stop_ids, end_call], budget)
-        turn, budget = turn + new, budget - len(new)
-        if not new or new[-1] != end_call:
-            break
-        calls += 1
-        text = tokenizer.decode(turn, skip_special_tokens=False)
-        result = run_call(tools, text) if calls <= max_calls else f"error: at most {max_calls} tool calls per turn"
-        result = format_result(result)
-        if on_result:
-            on_result(result)
-        # format_result removed special-token strings from the output: only its own markers become control tokens.
-        turn += tokenizer(result, add_special_tokens=False)["input_ids"]
-    return turn, calls
+    turns = [Turn() for _ in prompts]
+    active = list(range(len(prompts)))
+    while active:
+        budget = {i: max_new_tokens - sum(turns[i].mask) for i in active}
+        new = generate([prompts[i] + turns[i].ids for i in active], [*stop_ids, end_call], max(budget.values()))
+        going_on = []
+        for i, ids in zip(active, new):
+            ids = ids[:budget[i]]  # the batch ran to the largest budget
+            turns[i].add(ids, written=True)
+            if not ids or ids[-1] != end_call:
+                continue
+            turns[i].calls += 1
+            text = tokenizer.decode(turns[i].ids, skip_special_tokens=False)
+            result = format_result(run_call(tools, text) if turns[i].calls <= max_calls
+                                   else f"error: at most {max_calls} tool calls per turn")
+            if on_result:
+                on_result(result)
+            # format_result removed special-token strings from the output: only its own markers become control tokens.
+            turns[i].add(tokenizer(result, add_special_tokens=False)["input_ids"], written=False)
+            if budget[i] > len(ids):
+                going_on.append(i)
+        active = going_on
+    return turns
 
 
 def heldout_problems(size: int = 32, seed: int = 1000) -> list[dict]:
@@ -70,29 +108,35 @@ def heldout_problems(size: int = 32, seed: int = 1000) -> list[dict]:
 
 
 def tool_accuracy(generate: Generate, tokenizer, problems: list[dict], stop_ids: list[int], tools: dict | None,
-                  max_new_tokens: int = 128) -> dict:
+                  max_new_tokens: int = 128, batch_size: int = 16) -> dict:
     """Share of `problems` whose reply ends with the right `Final answer: N`, overall and per task, with tools
-    run (`tools`) or not (None: a call the model writes is left as text), and the mean number of calls."""
-    scores, calls = {}, 0
-    for problem in problems:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": problem["question"]}],
-                                               add_generation_prompt=True)["input_ids"]
+    run (`tools`) or not (None: a call the model writes is left as text), the mean number of calls and the replies."""
+    replies, calls = [], 0
+    for start in range(0, len(problems), batch_size):
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": problem["question"]}],
+                                                 add_generation_prompt=True)["input_ids"]
+                   for problem in problems[start:start + batch_size]]
         if tools:
-            ids, made = generate_with_tools(generate, tokenizer, prompt, tools, stop_ids, max_new_tokens)
-            calls += made
+            turns = generate_with_tools(generate, tokenizer, prompts, tools, stop_ids, max_new_tokens)
+            calls += sum(turn.calls for turn in turns)
+            turns = [turn.ids for turn in turns]
         else:
-            ids = generate(prompt, stop_ids, max_new_tokens)
-        reply = tokenizer.decode(ids, skip_special_tokens=False)
+            turns = generate(prompts, stop_ids, max_new_tokens)
+        replies += tokenizer.batch_decode(turns, skip_special_tokens=False)
+    scores = {}
+    for problem, reply in zip(problems, replies):
         scores.setdefault(problem["task"], []).append(float(arithmetic.final_answer(reply) == problem["answer"]))
     every = [score for task_scores in scores.values() for score in task_scores]
     return {"tools": sorted(tools or []), "rows": len(every), "accuracy": sum(every) / max(len(every), 1),
             "per_task": {task: sum(s) / len(s) for task, s in sorted(scores.items())},
-            "mean_tool_calls": calls / max(len(every), 1)}
+            "mean_tool_calls": calls / max(len(every), 1),
+            "replies": [{"task": p["task"], "prompt": p["question"], "reply": r} for p, r in zip(problems, replies)]}
 
 
-def compare_tools(model, tokenizer, tools: dict, size: int = 32, seed: int = 1000, max_new_tokens: int = 128) -> dict:
+def compare_tools(model, tokenizer, tools: dict, size: int = 32, seed: int = 1000, max_new_tokens: int = 128,
+                  batch_size: int = 16) -> dict:
     """Greedy accuracy on the same held-out problems without tools and with `tools`: {"off": ..., "on": ...}."""
-    generate, stop_ids = model_generate(model, tokenizer), end_of_turn_ids(model, tokenizer)
-    problems = heldout_problems(size, seed)
-    return {"off": tool_accuracy(generate, tokenizer, problems, stop_ids, None, max_new_tokens),
-            "on": tool_accuracy(generate, tokenizer, problems, stop_ids, tools, max_new_tokens)}
+    generate = model_generate(model, tokenizer, do_sample=False, temperature=None, top_p=None, top_k=None)
+    stop_ids, problems = end_of_turn_ids(model, tokenizer), heldout_problems(size, seed)
+    return {"off": tool_accuracy(generate, tokenizer, problems, stop_ids, None, max_new_tokens, batch_size),
+            "on": tool_accuracy(generate, tokenizer, problems, stop_ids, tools, max_new_tokens, batch_size)}
