@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
 from lmforge.configs import parse
 from lmforge.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
 from lmforge.tools import load_tools
-from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
+from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
 
 
 @dataclass
@@ -104,11 +104,10 @@ def reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dic
 def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -> str:
     """A base model's reply: earlier turns of this conversation join the prompt's examples."""
     turns = [m["content"] for m in messages if m["role"] in ("user", "assistant")]
-    prompt = torch.tensor([few_shot_ids(tokenizer, turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))])
-    with torch.no_grad():
-        output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=config.max_new_tokens,
-                                pad_token_id=tokenizer.pad_token_id, **stopping(tokenizer), **sampling(config))
-    return reply_text(tokenizer.decode(output[0, prompt.shape[1]:], skip_special_tokens=True))
+    prompt = few_shot_ids(tokenizer, turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))
+    generate = model_generate(model, tokenizer, **stopping(tokenizer), **sampling(config))
+    (ids,) = generate([prompt], generation_eos(model), config.max_new_tokens)
+    return reply_text(tokenizer.decode(ids, skip_special_tokens=True))
 
 
 def main(config: ChatConfig, lines=None) -> list[dict]:
