@@ -80,13 +80,9 @@ def sample(model, tokenizer, config: GenerateConfig, tools: dict | None = None) 
     samples = []
     for i in range(config.num_samples):
         set_seed(config.seed + i)
-        if tools:
-            (turn,) = generate_with_tools(generate, tokenizer, [prompt], tools, stops, config.max_new_tokens,
-                                          config.max_tool_calls, on_result=print if streamer else None)
-            ids = turn.ids
-        else:
-            (ids,) = generate([prompt], stops, config.max_new_tokens)
-        text = tokenizer.decode(ids, skip_special_tokens=not tools)
+        (turn,) = generate_with_tools(generate, tokenizer, [prompt], tools, stops, config.max_new_tokens,
+                                      config.max_tool_calls, on_result=print if streamer else None)
+        text = tokenizer.decode(turn.ids, skip_special_tokens=not tools)
         samples.append(reply_text(text) if config.few_shot_chat else text)
         if streamer:
             print("\n" + "-" * 40)

@@ -129,13 +129,10 @@ def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, see
     generate = model_generate(model, tokenizer, do_sample=True, temperature=config.temperature, top_k=config.top_k,
                               top_p=config.top_p)
     set_seed(seed)
-    if tools:
-        rows = [turn.ids for turn in generate_with_tools(generate, tokenizer, [ids] * config.num_responses, tools,
-                                                         stops, config.max_new_tokens, config.max_tool_calls)]
-    else:
-        rows = generate([ids] * config.num_responses, stops, config.max_new_tokens)
+    turns = generate_with_tools(generate, tokenizer, [ids] * config.num_responses, tools, stops,
+                                config.max_new_tokens, config.max_tool_calls)
     responses, finished = [], []
-    for row in rows:
+    for row in (turn.ids for turn in turns):
         end = next((i for i, token in enumerate(row) if token in stops), None)
         # Special tokens stay in the text: a response that opens a new turn (<|im_start|>user) must show it.
         responses.append(tokenizer.decode(row[:end]))

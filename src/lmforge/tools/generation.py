@@ -65,20 +65,22 @@ def end_of_turn_ids(model, tokenizer) -> list[int]:
     return sorted(set(generation_eos(model)) | {tokenizer.convert_tokens_to_ids("<|im_end|>")})
 
 
-def generate_with_tools(generate: Generate, tokenizer, prompts: list[list[int]], tools: dict, stop_ids: list[int],
-                        max_new_tokens: int = 256, max_calls: int = 4,
+def generate_with_tools(generate: Generate, tokenizer, prompts: list[list[int]], tools: dict | None,
+                        stop_ids: list[int], max_new_tokens: int = 256, max_calls: int = 4,
                         on_result: Callable[[str], None] | None = None) -> list[Turn]:
     """The assistant turn after each of `prompts`, tool results included.
 
     `max_new_tokens` bounds what the model writes in a turn (results do not count); calls after `max_calls`
     get an error result instead of running. `on_result(result)` sees each formatted result as it is made.
+    Without `tools` this is plain generation: a call the model writes stays text and it writes on.
     """
-    end_call = tokenizer.convert_tokens_to_ids(END_CALL)
+    end_call = tokenizer.convert_tokens_to_ids(END_CALL) if tools else None
     turns = [Turn() for _ in prompts]
     active = list(range(len(prompts)))
     while active:
         budget = {i: max_new_tokens - sum(turns[i].mask) for i in active}
-        new = generate([prompts[i] + turns[i].ids for i in active], [*stop_ids, end_call], max(budget.values()))
+        stops = [*stop_ids, end_call] if tools else stop_ids
+        new = generate([prompts[i] + turns[i].ids for i in active], stops, max(budget.values()))
         going_on = []
         for i, ids in zip(active, new):
             ids = ids[:budget[i]]  # the batch ran to the largest budget
@@ -116,13 +118,9 @@ def tool_accuracy(generate: Generate, tokenizer, problems: list[dict], stop_ids:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": problem["question"]}],
                                                  add_generation_prompt=True)["input_ids"]
                    for problem in problems[start:start + batch_size]]
-        if tools:
-            turns = generate_with_tools(generate, tokenizer, prompts, tools, stop_ids, max_new_tokens)
-            calls += sum(turn.calls for turn in turns)
-            turns = [turn.ids for turn in turns]
-        else:
-            turns = generate(prompts, stop_ids, max_new_tokens)
-        replies += tokenizer.batch_decode(turns, skip_special_tokens=False)
+        turns = generate_with_tools(generate, tokenizer, prompts, tools or {}, stop_ids, max_new_tokens)
+        calls += sum(turn.calls for turn in turns)
+        replies += tokenizer.batch_decode([turn.ids for turn in turns], skip_special_tokens=False)
     scores = {}
     for problem, reply in zip(problems, replies):
         scores.setdefault(problem["task"], []).append(float(arithmetic.final_answer(reply) == problem["answer"]))
