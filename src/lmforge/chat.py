@@ -78,18 +78,15 @@ def generate_reply(model, tokenizer, messages: list[dict], config: ChatConfig, t
         if on_text:
             on_text(text)
         return text
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
     streamer = CallbackStreamer(tokenizer, on_text) if on_text else None
-    if tools:
-        generate = model_generate(model, tokenizer, streamer=streamer, **sampling(config))
-        (turn,) = generate_with_tools(generate, tokenizer, prompt["input_ids"].tolist(), tools,
-                                      end_of_turn_ids(model, tokenizer), config.max_new_tokens, config.max_tool_calls,
-                                      on_result=on_result)
-        # The tool markers stay in the message: the chat template needs them to render the turn again.
-        return tokenizer.decode(turn.ids, skip_special_tokens=False).removesuffix("<|im_end|>").strip()
-    with torch.no_grad():
-        output = model.generate(**prompt, max_new_tokens=config.max_new_tokens, streamer=streamer, **sampling(config))
-    return tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    generate = model_generate(model, tokenizer, streamer=streamer, **sampling(config))
+    stops = end_of_turn_ids(model, tokenizer)
+    (turn,) = generate_with_tools(generate, tokenizer, [prompt], tools, stops, config.max_new_tokens,
+                                  config.max_tool_calls, on_result=on_result)
+    ids = turn.ids[:-1] if turn.ids and turn.ids[-1] in stops else turn.ids
+    # With tools the markers stay in the message: the chat template needs them to render the turn again.
+    return tokenizer.decode(ids, skip_special_tokens=not tools).strip()
 
 
 def reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dict | None = None) -> str:

@@ -51,7 +51,7 @@ from lmforge.report import FEW_SHOT, eval_table
 from lmforge.rewards import reward_model
 from lmforge.tokenizer import encode_text
 from lmforge.tools import load_tools
-from lmforge.tools.generation import compare_tools, generation_eos, model_generate
+from lmforge.tools.generation import GREEDY, compare_tools, generation_eos, model_generate
 
 KINDS = ("base", "assistant", "reward")
 METRICS = Path(__file__).parent / "metrics"
@@ -201,8 +201,7 @@ def reply_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, b
               options: dict | None = None) -> list[list[int]]:
     """Greedy continuation of each prompt: its token ids up to and including the token that stopped it; `options`
     go to `generate` (with stop strings, a row that stopped at one ends in padding)."""
-    generate = model_generate(model, tokenizer, do_sample=False, temperature=None, top_p=None, top_k=None,
-                              **(options or {}))
+    generate = model_generate(model, tokenizer, **GREEDY, **(options or {}))
     return [ids for start in range(0, len(prompts), batch_size)
             for ids in generate(prompts[start:start + batch_size], generation_eos(model), max_new_tokens)]
 
@@ -257,18 +256,13 @@ def few_shot_samples(model, tokenizer, config: EvalConfig) -> list[dict]:
             for question, text in zip(questions, tokenizer.batch_decode(ids, skip_special_tokens=True))]
 
 
-@torch.no_grad()
 def continuations(model, tokenizer, texts: list[str], config: EvalConfig) -> list[dict]:
     """A base model's greedy continuation of the first 32 tokens of a few held-out documents."""
-    samples = []
-    for ids in encode_text(tokenizer, texts[:config.samples]):
-        prompt = torch.tensor([[tokenizer.bos_token_id, *ids[:32]]], device=model.device)
-        output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=config.max_new_tokens,
-                                do_sample=False, temperature=None, top_p=None, top_k=None,
-                                pad_token_id=tokenizer.pad_token_id)
-        samples.append({"task": "continuation", "prompt": tokenizer.decode(ids[:32]),
-                        "reply": tokenizer.decode(output[0, prompt.shape[1]:])})
-    return samples
+    starts = [ids[:32] for ids in encode_text(tokenizer, texts[:config.samples])]
+    ids = reply_ids(model, tokenizer, [[tokenizer.bos_token_id, *start] for start in starts], config.max_new_tokens,
+                    config.batch_size)
+    return [{"task": "continuation", "prompt": tokenizer.decode(start), "reply": tokenizer.decode(reply)}
+            for start, reply in zip(starts, ids)]
 
 
 def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:

@@ -21,7 +21,7 @@ from lmforge import LmforgeError
 from lmforge.files import write_json
 from lmforge.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
 from lmforge.tools import load_tools
-from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
+from lmforge.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
 from lmforge.watch import reply_ids
 
 END_OF_TURN = "<|im_end|>"
@@ -80,14 +80,13 @@ def sequence_logprob(model, prompt: list[int], reply: list[int]) -> float:
 
 
 def greedy_replies(model, tokenizer, ids: list[list[int]], config: EvalConfig) -> tuple[list[list[int]], float | None]:
-    """Greedy replies to the prompt `ids`, with `heldout_tools` run when given (the model's tokens and the results),
-    and the mean number of tool calls (None without tools)."""
-    if not config.heldout_tools:
-        return reply_ids(model, tokenizer, ids, config.heldout_max_new_tokens, do_sample=False), None
-    generate = model_generate(model, tokenizer, do_sample=False, temperature=None, top_p=None, top_k=None)
-    turns = generate_with_tools(generate, tokenizer, ids, load_tools(config.heldout_tools),
-                                end_of_turn_ids(model, tokenizer), config.heldout_max_new_tokens)
-    return [turn.ids for turn in turns], sum(turn.calls for turn in turns) / len(turns)
+    """Greedy replies to the prompt `ids` without their end-of-turn token, with `heldout_tools` run when given (the
+    model's tokens and the results), and the mean number of tool calls (None without tools)."""
+    stops = end_of_turn_ids(model, tokenizer)
+    turns = generate_with_tools(model_generate(model, tokenizer, **GREEDY), tokenizer, ids,
+                                load_tools(config.heldout_tools), stops, config.heldout_max_new_tokens)
+    replies = [turn.ids[:-1] if turn.ids and turn.ids[-1] in stops else turn.ids for turn in turns]
+    return replies, sum(turn.calls for turn in turns) / len(turns) if config.heldout_tools else None
 
 
 def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=None) -> dict:

@@ -22,6 +22,8 @@ from lmforge.conversations import arithmetic, spelling
 from lmforge.tools.protocol import END_CALL, format_result, run_call
 
 Generate = Callable[[list[list[int]], list[int], int], list[list[int]]]
+# Greedy decoding, overriding any sampling defaults in a model's generation config.
+GREEDY = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
 @dataclass
@@ -61,8 +63,10 @@ def generation_eos(model) -> list[int]:
 
 
 def end_of_turn_ids(model, tokenizer) -> list[int]:
-    """Tokens that end an assistant turn: the model's generation eos (with <|im_end|> after SFT)."""
-    return sorted(set(generation_eos(model)) | {tokenizer.convert_tokens_to_ids("<|im_end|>")})
+    """Tokens that end an assistant turn: the model's generation eos, and <|im_end|> where the vocabulary has it
+    (lmforge's chat template; a Hub chat model ends its turns with its own eos)."""
+    end = tokenizer.get_vocab().get("<|im_end|>")
+    return sorted(set(generation_eos(model)) | ({end} if end is not None else set()))
 
 
 def generate_with_tools(generate: Generate, tokenizer, prompts: list[list[int]], tools: dict | None,
@@ -118,7 +122,7 @@ def tool_accuracy(generate: Generate, tokenizer, problems: list[dict], stop_ids:
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": problem["question"]}],
                                                  add_generation_prompt=True)["input_ids"]
                    for problem in problems[start:start + batch_size]]
-        turns = generate_with_tools(generate, tokenizer, prompts, tools or {}, stop_ids, max_new_tokens)
+        turns = generate_with_tools(generate, tokenizer, prompts, tools, stop_ids, max_new_tokens)
         calls += sum(turn.calls for turn in turns)
         replies += tokenizer.batch_decode([turn.ids for turn in turns], skip_special_tokens=False)
     scores = {}
@@ -134,7 +138,7 @@ def tool_accuracy(generate: Generate, tokenizer, problems: list[dict], stop_ids:
 def compare_tools(model, tokenizer, tools: dict, size: int = 32, seed: int = 1000, max_new_tokens: int = 128,
                   batch_size: int = 16) -> dict:
     """Greedy accuracy on the same held-out problems without tools and with `tools`: {"off": ..., "on": ...}."""
-    generate = model_generate(model, tokenizer, do_sample=False, temperature=None, top_p=None, top_k=None)
+    generate = model_generate(model, tokenizer, **GREEDY)
     stop_ids, problems = end_of_turn_ids(model, tokenizer), heldout_problems(size, seed)
     return {"off": tool_accuracy(generate, tokenizer, problems, stop_ids, None, max_new_tokens, batch_size),
             "on": tool_accuracy(generate, tokenizer, problems, stop_ids, tools, max_new_tokens, batch_size)}
