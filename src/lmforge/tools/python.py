@@ -189,8 +189,10 @@ class PythonTool:
             try:
                 child.communicate(code.encode(), timeout=self.timeout)
             except subprocess.TimeoutExpired:
-                # Killing the init makes the kernel kill every process in the namespace.
-                signal.pidfd_send_signal(init, signal.SIGKILL) if init is not None else os.killpg(child.pid, signal.SIGKILL)
+                if init is None:
+                    os.killpg(child.pid, signal.SIGKILL)
+                else:  # killing the init makes the kernel kill every process in the namespace
+                    signal.pidfd_send_signal(init, signal.SIGKILL)
                 child.wait()
                 return f"error: timed out after {self.timeout:g} s"
             finally:
