@@ -9,7 +9,7 @@ TORCH  := $(shell grep -o 'torch==[0-9.]*' setup.cfg)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_EVALUATE_OFFLINE=1 \
            TRL_EXPERIMENTAL_SILENCE=1 TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
 
-.PHONY: install browser demo test test-fast lint bench clean
+.PHONY: install browser sandbox demo test test-fast lint bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,17 +28,23 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser tests will be skipped"
 
+# The python tool runs snippets under bubblewrap and refuses to run without it (see README, "Tools in the
+# conversation"). Without root or apt, install it another way or accept LMFORGE_UNSAFE_PYTHON_TOOL=1.
+sandbox:
+	@test -x /usr/bin/bwrap || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
+		|| echo "bubblewrap could not be installed: the python tool will refuse to run"
+
 # The whole pipeline on the shipped demo data, then a short chat with the final model, its python tool on.
-demo: install
+demo: install sandbox
 	$(OFFLINE) $(BIN)/lmforge run recipes/demo
 	@echo "\nReport: runs/demo/report.md\n"
 	$(OFFLINE) $(BIN)/lmforge chat --config recipes/demo/chat.yaml --model_name_or_path runs/demo/ppo \
 		--tools python --do_sample false --repetition_penalty 1.0 --max_new_tokens 96 < data/demo/chat_input.txt
 
-test: install browser
+test: install browser sandbox
 	$(OFFLINE) $(BIN)/pytest -q
 
-test-fast: install
+test-fast: install sandbox
 	$(OFFLINE) $(BIN)/pytest -q -m "not slow"
 
 lint: install

@@ -8,6 +8,8 @@ subprocess.Popen never announces itself, so the attack runs in a fresh interpret
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 
@@ -54,14 +56,16 @@ def test_the_escape_really_gets_past_the_audit_hook():
 
 def test_files_outside_scratch_are_out_of_reach_even_with_the_hook_fooled(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_parentsecret123")
+    # /proc/PID/environ shows a process's environment at its start: a process that started with the token
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={"HF_TOKEN": "hf_holder456"})
     secret = tmp_path / "secret.txt"
     secret.write_text("do not read")
     marker = tmp_path / "marker"
     code = f"""
-import os
+import glob, os
 os.path.realpath = lambda path: os.getcwd()  # every path now looks inside the scratch folder to the hook
-for path in ['/etc/shadow', {str(secret)!r}, '/proc/1/environ', f'/proc/{{os.getppid()}}/environ',
-             '/proc/{os.getpid()}/environ', '/proc/{os.getppid()}/environ']:
+for path in ['/etc/shadow', {str(secret)!r}, '/proc/{holder.pid}/environ', '/proc/{os.getpid()}/environ',
+             *glob.glob('/proc/*/environ')]:
     try:
         print(path, open(path, 'rb').read())
     except OSError as error:
@@ -73,10 +77,13 @@ for path in [{str(marker)!r}, '/marker', '/usr/lib/marker']:
         print(path, type(error).__name__)
 print(sorted(os.environ))
 """
-    for result in [TOOL.run({"code": code}), TOOL.run({"code": escape(code)})]:  # the hook fooled, the hook gone
-        assert "/etc/shadow FileNotFoundError" in result and f"{secret} FileNotFoundError" in result
-        assert "hf_parentsecret123" not in result and "do not read" not in result
-        assert f"{marker} FileNotFoundError" in result and "/marker OSError" in result
+    try:
+        for result in [TOOL.run({"code": code}), TOOL.run({"code": escape(code)})]:  # the hook fooled, the hook gone
+            assert "/etc/shadow FileNotFoundError" in result and f"{secret} FileNotFoundError" in result
+            assert "hf_parentsecret123" not in result and "hf_holder456" not in result and "do not read" not in result
+            assert f"{marker} FileNotFoundError" in result and "/marker OSError" in result
+    finally:
+        holder.kill()
     assert not marker.exists()
 
 

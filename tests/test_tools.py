@@ -2,7 +2,7 @@
 the loss, tool-use conversations are right, and the generation loop runs calls (real tiny model, scripted one)."""
 
 import json
-import sys
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +15,7 @@ from transformers import LlamaForCausalLM
 from lmforge import LmforgeError, chat, generate, rollouts
 from lmforge.conversations import GENERATORS, check_conversation
 from lmforge.tokenizer import train_tokenizer
-from lmforge.tools import format_call, format_result, load_tools, parse_call, run_call
+from lmforge.tools import ToolError, format_call, format_result, load_tools, parse_call, run_call
 from lmforge.tools.generation import (
     compare_tools,
     end_of_turn_ids,
@@ -23,7 +23,7 @@ from lmforge.tools.generation import (
     heldout_problems,
     tool_accuracy,
 )
-from lmforge.tools.python import PythonTool, network_namespace
+from lmforge.tools.python import PythonTool
 from lmforge.tools.search import SearchTool
 
 PYTHON = PythonTool(timeout=2, memory_mb=256)
@@ -74,17 +74,6 @@ def test_python_cannot_read_a_file_outside_scratch(tmp_path):
     assert "do not read" not in result and "outside the scratch directory" in result
 
 
-def test_network_namespace_has_no_network_even_without_the_audit_hook():
-    """The kernel-level layer alone: a plain child in the namespace cannot reach anything."""
-    prefix = network_namespace()
-    if not prefix:
-        pytest.skip("unshare --net is not available here (not root, no user namespaces)")
-    import subprocess
-    code = "import socket\ntry:\n socket.create_connection(('1.1.1.1', 53), 2)\nexcept OSError as e:\n print(e)"
-    out = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=20).stdout
-    assert "unreachable" in out
-
-
 # Search.
 
 @pytest.fixture(scope="module")
@@ -109,6 +98,27 @@ def test_search_ranks_passages_and_caches_its_index(collection):
     assert (collection / "index").stat().st_mtime_ns == built  # reused, not rebuilt
     with pytest.raises(LmforgeError, match="no file matches"):
         SearchTool(documents=[str(collection / "missing*.parquet")], index_dir=str(collection / "index"))
+
+
+def test_search_caps_the_query_length_and_time(collection):
+    tool = SearchTool(documents=[str(collection / "*.parquet")], text_files=[], index_dir=str(collection / "index"))
+    start = time.monotonic()
+    for query in [" ".join(["pinning"] * 50_000), "pinning " * 33, "x" * 1001]:
+        assert run_call({"search": tool}, format_call("search", {"query": query})).startswith(
+            "error: the query is too long: at most 32 words")
+    assert time.monotonic() - start < 2
+    assert tool.run({"query": " ".join(["pinning"] * 32)}).startswith("[1] https://example.org/apt")
+
+
+def test_a_slow_search_is_interrupted(tmp_path):
+    """The shipped books (a few MB), a long query and a tiny time limit: SQLite stops it, the tool says so."""
+    tool = SearchTool(documents=[], index_dir=str(tmp_path), max_query_words=10**6, max_query_chars=10**7,
+                      query_seconds=0.01)
+    words = [f"word{n}" for n in range(3000)] + ["the", "and", "king"] * 100
+    start = time.monotonic()
+    with pytest.raises(ToolError, match=r"the query took over 0.01 s; use fewer words"):
+        tool.run({"query": " ".join(words)})
+    assert time.monotonic() - start < 2
 
 
 # The protocol.

@@ -7,12 +7,17 @@ The collection is the demo corpus by default: the data stage's Parquet documents
 Documents are cut into passages of about PASSAGE_CHARS characters at sentence ends; the index is built
 once into `index_dir/index-KEY.sqlite`, KEY a hash of the files' names, sizes and times, so a changed
 collection gets a new index and an unchanged one is reused.
+
+A query longer than `max_query_words` words or `max_query_chars` characters, or one that runs longer than
+`query_seconds` (SQLite's progress handler interrupts it), gives an `error: ...` result: every word is an OR
+term, and a 10,000-word query took 27 s on the demo collection.
 """
 
 import hashlib
 import os
 import re
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -36,6 +41,9 @@ class SearchTool:
     index_dir: str = "runs/demo/search"
     top_k: int = 2  # few, short snippets: a small model's context is a few hundred tokens
     snippet_words: int = 20
+    max_query_words: int = 32
+    max_query_chars: int = 1000
+    query_seconds: float = 2.0
 
     def __post_init__(self):
         self.index = build_index(expand(self.documents, "documents") + expand(self.text_files, "text_files"),
@@ -45,6 +53,9 @@ class SearchTool:
         query = arguments.get("query")
         if not isinstance(query, str) or not re.search(r"\w", query):
             raise ToolError('search needs {"query": "some words"}')
+        if len(query) > self.max_query_chars or len(re.findall(r"\w+", query)) > self.max_query_words:
+            raise ToolError(f"the query is too long: at most {self.max_query_words} words and "
+                            f"{self.max_query_chars} characters")
         hits = self.search(query)
         return "\n".join(f"[{n}] {source}: {snippet}" for n, (source, snippet) in enumerate(hits, 1)) or "no match"
 
@@ -52,11 +63,18 @@ class SearchTool:
         """(source, snippet) of the best passages: any query word may match, BM25 ranks them."""
         words = re.findall(r"\w+", query.lower())
         match = " OR ".join(f'"{word}"' for word in words)  # quoted: FTS5 operators in a query stay words
+        deadline = time.monotonic() + self.query_seconds
         with sqlite3.connect(self.index) as db:
-            return db.execute(
-                "SELECT source, snippet(passages, 1, '', '', '...', ?) FROM passages WHERE passages MATCH ? "
-                "ORDER BY bm25(passages) LIMIT ?", (self.snippet_words, match, self.top_k),
-            ).fetchall()
+            db.set_progress_handler(lambda: time.monotonic() > deadline, 1000)  # true: interrupt the query
+            try:
+                return db.execute(
+                    "SELECT source, snippet(passages, 1, '', '', '...', ?) FROM passages WHERE passages MATCH ? "
+                    "ORDER BY bm25(passages) LIMIT ?", (self.snippet_words, match, self.top_k),
+                ).fetchall()
+            except sqlite3.OperationalError as error:
+                if "interrupted" not in str(error):
+                    raise
+                raise ToolError(f"the query took over {self.query_seconds:g} s; use fewer words") from None
 
 
 def build_index(paths: list[str], index_dir: Path) -> str:
