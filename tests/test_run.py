@@ -189,4 +189,5 @@ def test_the_stage_dies_with_its_runner(blocked_runner, tmp_path, signum):
     wait_for(lambda: not alive(stage), "end of the stage process", seconds=10)
     with open(tmp_path / "run/.lock", "a") as lock:  # the kernel released the dead runner's lock
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert not (tmp_path / "run/.done/tokenizer.json").exists()  # a killed stage has no done marker
+    assert not (tmp_path / "run/.done/tokenizer.json").exists()  # a killed stage has no done marker, and the
+    assert (tmp_path / "run/.started/tokenizer.json").exists()  # record of its start makes the next run resume it

@@ -7,7 +7,7 @@
 A stage runs when the folder has its recipe, `<stage>.yaml`; variants such as `sft_lora.yaml` are run
 by hand. Each stage reads earlier stages' outputs through its recipe's paths; which stages each one
 reads is declared in lmforge.stages. The runner decides as a build system does, and prints why for every stage:
-    no marker              it never finished in this run folder: it runs
+    no marker              it never ran in this run folder: it runs
     unfinished, resuming   it started with this recipe and did not finish: it runs and resumes from its checkpoints
     recipe changed         the recipe's bytes differ from the sha256 its marker recorded: it is redone
     upstream X reran       a stage it reads finished after this one started, or reran just now: it is redone
