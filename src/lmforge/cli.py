@@ -8,35 +8,12 @@ import importlib
 import sys
 
 from lmforge import LmforgeError
-
-# Stage name -> one-line description, in pipeline order.
-STAGES = {
-    "run": "every stage of a recipe folder in order, skipping finished ones: lmforge run recipes/demo",
-    "data": "WARC -> clean text with datatrove (URL, language, quality filters, MinHash dedup, PII)",
-    "tokenizer": "clean text -> byte-level BPE tokenizer with special tokens and chat template (tokenizers)",
-    "tokens": "how a text or conversation splits into tokens: ids, bytes, special tokens, loss mask (ANSI, HTML)",
-    "pack": "documents -> fixed-length blocks of token ids, train/validation, saved with datasets",
-    "pretrain": "packed blocks -> Llama-family base model from scratch (transformers Trainer)",
-    "generate": "sample from a saved model: temperature, top-k/top-p, seeds, streaming",
-    "sft": "base model -> assistant on validated, mixed conversations; full or LoRA (TRL SFTTrainer)",
-    "merge": "fold a LoRA adapter into its base model (peft)",
-    "interrogate": "ask known-answer questions; write refusals for what the model does not know",
-    "chat": "multi-turn terminal chat with a saved assistant model, streamed",
-    "serve": "a local chat page (Gradio) for a saved assistant model: streamed, settings, tools",
-    "rollouts": "K sampled responses per prompt from a chat model, resumable, saved with datasets",
-    "label": "rank rollouts on a local page (Gradio) or with judges; export pairwise preferences",
-    "reward": "preference pairs -> reward model with a scalar head (TRL RewardTrainer)",
-    "ppo": "SFT model -> policy optimised against the reward model, KL-penalised (TRL experimental PPOTrainer)",
-    "grpo": "SFT model -> policy trained on verifiable tasks with registered rewards (TRL GRPOTrainer)",
-    "dpo": "SFT model -> policy trained directly on the preference pairs (TRL DPOTrainer)",
-    "eval": "every model of a run in one table: bits/byte, chat compliance, accuracy, refusals, pairwise accuracy",
-    "report": "the run's report card: report.md with plots of data, tokenizer, training, evaluation and cost",
-}
+from lmforge.stages import STAGES
 
 
 def usage() -> str:
     lines = ["usage: lmforge STAGE --config recipes/NAME/STAGE.yaml [--key value ...]", "", "stages:"]
-    lines += [f"  {name:<12}{doc}" for name, doc in STAGES.items()]
+    lines += [f"  {name:<12}{stage.description}" for name, stage in STAGES.items()]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Stage 7c, DPO: the SFT assistant trained directly on preference pairs with TRL's DPOTrainer, no reward model.
+"""Stage 6, DPO: the SFT assistant trained directly on preference pairs with TRL's DPOTrainer, no reward model.
 
     lmforge dpo --config recipes/demo/dpo.yaml
     accelerate launch -m lmforge.dpo --config recipes/demo/dpo.yaml   # several processes or machines

@@ -1,4 +1,4 @@
-"""Stage 9, eval: every model of a run measured the same way, in one table with a column per model.
+"""Stage 7, eval: every model of a run measured the same way, in one table with a column per model.
 
     lmforge eval --config recipes/demo/eval.yaml
     lmforge eval --config recipes/demo/eval.yaml --models '{"mine": {"path": "runs/x/sft", "kind": "assistant"}}'

@@ -1,4 +1,4 @@
-"""Stage 7b, GRPO: the SFT assistant improved on verifiable tasks with TRL's GRPOTrainer.
+"""Stage 6, GRPO: the SFT assistant improved on verifiable tasks with TRL's GRPOTrainer.
 
     lmforge grpo --config recipes/demo/grpo.yaml
     accelerate launch -m lmforge.grpo --config recipes/demo/grpo.yaml   # several processes or machines

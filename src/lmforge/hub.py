@@ -13,20 +13,10 @@ from pathlib import Path
 from huggingface_hub import DatasetCard, HfApi, ModelCard
 
 from lmforge.files import read_json, write_json
+from lmforge.stages import STAGES, pushed_parents
 
-# What each stage's artifact is made from. Stages absent here (pack, rollouts, eval, report) push nothing.
-PARENTS = {
-    "data": [],
-    "tokenizer": ["data"],
-    "pretrain": ["data", "tokenizer"],
-    "sft": ["pretrain"],
-    "label": ["sft"],
-    "reward": ["sft", "label"],
-    "ppo": ["sft", "reward"],
-    "grpo": ["sft"],
-    "dpo": ["sft", "label"],
-}
-DATASET_STAGES = {"data", "label"}
+# What each pushed stage's artifact is made from: the nearest pushed stages upstream of it in the registry.
+PARENTS = {name: pushed_parents(name) for name, stage in STAGES.items() if stage.repo_type}
 # Working files that are not part of an artifact: checkpoints, datatrove's logs and intermediate files.
 IGNORE = ["checkpoint-*", "checkpoint-*/**", "logs/**", "work/**", "removed/**", ".*", "**/.*"]
 
@@ -41,7 +31,7 @@ def push_stage(stage: str, folder: Path, namespace: str, run_dir: Path, api: HfA
         return None
     api = api or HfApi()
     lineage = read_json(lineage_path(run_dir)) if lineage_path(run_dir).is_file() else {}
-    repo_type = "dataset" if stage in DATASET_STAGES else "model"
+    repo_type = STAGES[stage].repo_type
     repo_id = f"{namespace}/{run_dir.name}-{stage}"
     api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=True)
     parents = {name: lineage[name] for name in PARENTS[stage] if name in lineage}

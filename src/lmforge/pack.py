@@ -1,4 +1,4 @@
-"""Stage 2b, pack: documents -> fixed-length blocks of token ids, tokenized once, with `datasets`.
+"""Stage 3, pack: documents -> fixed-length blocks of token ids, tokenized once, with `datasets`.
 
     lmforge pack --config recipes/demo/pack.yaml
     lmforge pack --config recipes/demo/pack.yaml --seq_len 1024 --num_proc 8 --output_dir runs/demo/pack1k

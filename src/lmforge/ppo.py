@@ -1,4 +1,4 @@
-"""Stage 7a, PPO (RLHF): the SFT assistant optimised against the reward model with trl.experimental.ppo.PPOTrainer.
+"""Stage 6, PPO (RLHF): the SFT assistant optimised against the reward model with trl.experimental.ppo.PPOTrainer.
 
     lmforge ppo --config recipes/demo/ppo.yaml
     accelerate launch -m lmforge.ppo --config recipes/demo/ppo.yaml   # several processes or machines

@@ -1,4 +1,4 @@
-"""Stage 10, report: a run's report card, `report.md` with PNG plots, that reads as a file and as a model card section.
+"""Stage 7, report: a run's report card, `report.md` with PNG plots, that reads as a file and as a model card section.
 
     lmforge report --config recipes/demo/report.yaml
 
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from lmforge.configs import parse
 from lmforge.files import read_json
-from lmforge.run import PIPELINE
+from lmforge.stages import PIPELINE, TRAINING
 
 TRAIN_LOSS = ("loss", "loss/policy_avg")
 REWARD = ("reward", "objective/rlhf_reward", "objective/scores", "rewards/margins")
@@ -71,8 +71,7 @@ class ReportConfig:
     def __post_init__(self):
         self.training = json.loads(self.training) if isinstance(self.training, str) else self.training
         if self.training is None:
-            self.training = {stage: f"runs/demo/{stage}" for stage in ("pretrain", "sft", "reward", "ppo", "grpo",
-                                                                       "dpo")}
+            self.training = {stage: f"runs/demo/{stage}" for stage in TRAINING}
 
 
 CONFIGS = (ReportConfig,)  # what `--config recipes/*/report*.yaml` is parsed into

@@ -1,4 +1,4 @@
-"""Stage 2a, tokenizer: clean text -> a byte-level BPE tokenizer with the chat protocol's special tokens.
+"""Stage 2, tokenizer: clean text -> a byte-level BPE tokenizer with the chat protocol's special tokens.
 
     lmforge tokenizer --config recipes/demo/tokenizer.yaml
     lmforge tokenizer --config recipes/demo/tokenizer.yaml --vocab_size 8192 --output_dir runs/demo/tokenizer8k
