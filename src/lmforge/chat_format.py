@@ -41,7 +41,8 @@ TEMPLATES = {
     "qwen2_5": (TRL_TEMPLATES / "qwen2_5_training.jinja", ["<|im_start|>", "<|im_end|>"]),
 }
 WAYS_FORWARD = ("set `chat_template_path:` in the recipe to a training template ({names}), a .jinja file with "
-                "{{% generation %}} markers, or a chat model's tokenizer to clone; or set `assistant_only_loss: false`")
+                "{{% generation %}} markers, or a chat model's tokenizer to clone; "
+                "or set `assistant_only_loss: false`")
 # Sentinels: rendered conversations are cut at them to find what the template writes around the content.
 USER, REPLY, SYSTEM, NEXT = "USER_SENTINEL", "REPLY_SENTINEL", "SYSTEM_SENTINEL", "NEXT_SENTINEL"
 # Conversations on which a replacement template must render exactly as the model's own.
@@ -93,7 +94,8 @@ def _render(tokenizer, messages, where: str, **kwargs) -> str:
     try:
         return render(tokenizer, messages, **kwargs)
     except Exception as error:  # a template's raise_exception or a Jinja error: its message is the useful part
-        raise LmforgeError(f"{where}: the chat template cannot render a user/assistant conversation: {error}") from None
+        raise LmforgeError(f"{where}: the chat template cannot render a user/assistant conversation: "
+                           f"{error}") from None
 
 
 def _first_token(tokenizer, text: str) -> str | None:

@@ -7,7 +7,8 @@ The base is the one recorded in the adapter (adapter_config.json) unless `base_m
 another. The tokenizer and generation config (which stops at the model's end of turn) come from the adapter
 folder, where `lmforge sft` saved them. The merged weights keep the adapter's training dtype (the dtype of its
 saved weights: a float32 adapter is not rounded into a bfloat16 base) unless `dtype` says otherwise, and the
-folder gets a model card naming the base (by its Hub id when it has one) and the adapter. The merged model is written under a temporary name and renamed when
+folder gets a model card naming the base (by its Hub id when it has one) and the adapter. The merged model is
+written under a temporary name and renamed when
 complete, so a killed merge leaves no half-written model; an existing `output_dir` is left alone.
 """
 

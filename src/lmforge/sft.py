@@ -19,7 +19,8 @@ With `use_peft: true` the trainer wraps the model in a LoRA adapter (trl.ModelCo
 `lmforge merge` folds it back into the base. Killed, the stage resumes from the last checkpoint.
 
 Outputs under `output_dir`: the model (or adapter) and tokenizer, a generation config that stops at
-the model's end of turn, README.md (model card naming the base's Hub id), `checkpoint-*/`, and `sft_results.json` (written last: rows per
+the model's end of turn, README.md (model card naming the base's Hub id), `checkpoint-*/`, and
+`sft_results.json` (written last: rows per
 source, invalid rows dropped, validation loss before and after training on at most `eval_max_rows` rows,
 the chat template used and its end of turn).
 """
