@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datasets import DatasetDict, load_dataset, load_from_disk
 from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
+from trl.data_utils import maybe_extract_prompt
 
 from lmforge import LmforgeError
 from lmforge.configs import parse
@@ -57,7 +58,8 @@ def load_pairs(source: str) -> DatasetDict:
     elif source.startswith((".", "/", "runs")):
         raise LmforgeError(f"preferences: {source} does not exist (run `lmforge label --export` first)")
     else:
-        pairs = load_dataset(source)
+        # Hub pairs often keep the prompt inside chosen/rejected (trl-lib/ultrafeedback_binarized): split it out.
+        pairs = load_dataset(source).map(maybe_extract_prompt)
     if not isinstance(pairs, DatasetDict) or "train" not in pairs:
         raise LmforgeError(f"preferences: {source} has no train split")
     for split, dataset in pairs.items():

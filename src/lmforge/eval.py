@@ -38,6 +38,7 @@ from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 
 from lmforge import LmforgeError
+from lmforge.chat_format import chat_format
 from lmforge.configs import parse
 from lmforge.conversations import arithmetic
 from lmforge.conversations.python_faq import read_pairs
@@ -216,7 +217,9 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     sums = [i for i, row in enumerate(rows) if row["task"] == "arithmetic"]
     questions = [i for i, row in enumerate(rows) if row["task"] != "arithmetic"]
-    results = metric("chat_compliance").compute(replies=raw)
+    convention = chat_format(tokenizer)  # compliance is judged by the model's own turn markers
+    results = metric("chat_compliance").compute(replies=raw, end_of_turn=convention.end_of_turn,
+                                                turn_start=convention.turn_start)
     if sums:
         results["arithmetic_accuracy"] = metric("arithmetic_accuracy").compute(
             predictions=[texts[i] for i in sums], references=[rows[i]["reference"] for i in sums])["accuracy"]

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from lmforge import LmforgeError
+from lmforge.chat_format import end_of_turn
 from lmforge.files import write_json
 from lmforge.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
 from lmforge.tools import load_tools
 from lmforge.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
 from lmforge.watch import reply_ids
 
-END_OF_TURN = "<|im_end|>"
 METRICS = ("reward_model", "accuracy", "kl", "repetition", "mean_length", "tool_calls")
 
 
@@ -46,18 +45,17 @@ class EvalConfig:
 
 
 def chat_tokenizer(path: str):
-    """The policy's tokenizer with <|im_end|> as eos: TRL's RL trainers stop sampling and mask the reply at
-    `tokenizer.eos_token`, and a chat reply ends at <|im_end|>, not at the pretraining end of text."""
+    """The policy's tokenizer with the model's own end of turn as eos (<|im_end|>, <|eot_id|>, <end_of_turn>...,
+    from lmforge.chat_format): TRL's RL trainers stop sampling and mask the reply at `tokenizer.eos_token`, and a
+    chat reply ends at the end of its turn, not at the pretraining end of text."""
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if END_OF_TURN not in tokenizer.get_vocab() or not tokenizer.chat_template:
-        raise LmforgeError(f"{path}: tokenizer has no chat template or no {END_OF_TURN}; RL starts from an SFT model")
-    tokenizer.eos_token = END_OF_TURN
+    tokenizer.eos_token = end_of_turn(tokenizer, f"{path} (RL starts from a chat model)")
     return tokenizer
 
 
 def restore_sft_settings(sft_path: str, output_dir: str) -> None:
     """Save the SFT model's tokenizer and generation config with the trained policy: the trainers align both to the
-    <|im_end|>-as-eos tokenizer of `chat_tokenizer`, which would drop <|endoftext|> as a stop and as the eos."""
+    end-of-turn-as-eos tokenizer of `chat_tokenizer`, which would drop the end of text as a stop and as the eos."""
     AutoTokenizer.from_pretrained(sft_path).save_pretrained(output_dir)
     GenerationConfig.from_pretrained(sft_path).save_pretrained(output_dir)
 

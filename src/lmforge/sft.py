@@ -10,16 +10,25 @@ With `global_batch_tokens`, the tokens per optimizer step stay the same on any n
 Conversations in `messages` format come from Hub datasets, local files and generators (see
 lmforge.conversations), are checked one by one (roles, order, empty content, length), mixed by weight and
 rendered with the tokenizer's chat template; the loss covers assistant tokens only (assistant_only_loss).
+The conversation convention (end of turn, training template) comes from the model (lmforge.chat_format): a
+template without {% generation %} markers is swapped for a marked one that renders identically (TRL's or
+lmforge's), `chat_template_path` gives a base model without a template one (chatml, mistral, llama3, gemma,
+qwen2_5, a .jinja file or a chat model's tokenizer), and a template that would inject its own default system
+prompt into rows without one is reported: the recipe's `system_prompt` decides what they carry.
 With `use_peft: true` the trainer wraps the model in a LoRA adapter (trl.ModelConfig's lora_* keys);
 `lmforge merge` folds it back into the base. Killed, the stage resumes from the last checkpoint.
 
 Outputs under `output_dir`: the model (or adapter) and tokenizer, a generation config that stops at
-<|im_end|>, README.md (model card), `checkpoint-*/`, and `sft_results.json` (written last: rows per
-source, invalid rows dropped, validation loss before and after training).
+the model's end of turn, README.md (model card naming the base's Hub id), `checkpoint-*/`, and
+`sft_results.json` (written last: rows per
+source, invalid rows dropped, validation loss before and after training on at most `eval_max_rows` rows,
+the chat template used and its end of turn).
 """
 
 import json
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 
 from huggingface_hub import ModelCard
@@ -29,11 +38,11 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from lmforge import LmforgeError
 from lmforge.batching import apply_global_batch
+from lmforge.cards import hub_id_of
+from lmforge.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
 from lmforge.configs import parse
 from lmforge.conversations import load_conversations
 from lmforge.files import write_json
-
-END_OF_TURN = "<|im_end|>"
 
 
 @dataclass
@@ -48,14 +57,21 @@ class SFTScriptArguments(ModelConfig):
                                         "each with an optional weight (fraction of its rows, above 1 repeats)."}
     )
     system_prompt: str | None = field(
-        default=None, metadata={"help": "Prepended as a system message to every conversation that has none."}
+        default=None, metadata={"help": "Prepended as a system message to every conversation that has none. Set it "
+                                        "when the model's template injects its own default system prompt (the "
+                                        "stage warns): rows then carry this one instead."}
     )
     invalid_rows: str = field(
         default="stop", metadata={"help": "stop: a malformed conversation is an error; drop: skip and count it."}
     )
     eval_fraction: float = field(default=0.05, metadata={"help": "Conversations held out for validation loss."})
+    eval_max_rows: int | None = field(
+        default=None, metadata={"help": "At most this many held-out conversations are evaluated (before, during and "
+                                        "after training), so a short run spends its time training. None: all."}
+    )
     base_model_id: str | None = field(
-        default=None, metadata={"help": "Hub id of the base model for the model card (a local base has none)."}
+        default=None, metadata={"help": "Hub id of the base model for the model card (default: read from a Hub "
+                                        "cache folder, the folder's config or its lmforge card)."}
     )
     global_batch_tokens: int | None = field(
         default=None, metadata={"help": "Tokens per optimizer step over all processes, counting max_length per "
@@ -91,32 +107,48 @@ class AssistantTrainer(SFTTrainer):
             link = f"[{self.base_model_id}](https://huggingface.co/{self.base_model_id})"
         else:
             link = f"the local model `{self.base_model}`"
-        card.text = f"\nFine-tuned from {link} with `lmforge sft` (supervised fine-tuning).\n" + card.text
+        # TRL links the base by its config path, which for a local folder is "[None](https://huggingface.co/None)".
+        text = re.sub(r"\[None\]\(https://huggingface\.co/None\)", lambda _: link, card.text)
+        card.text = f"\nFine-tuned from {link} with `lmforge sft` (supervised fine-tuning).\n" + text
         card.save(path)
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
-    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
-    if not tokenizer.chat_template or END_OF_TURN not in tokenizer.get_vocab():
-        raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no {END_OF_TURN}")
+    source = script_args.model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=script_args.dtype)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if training_args.max_length and context and training_args.max_length > context:
+        raise LmforgeError(f"max_length {training_args.max_length} is longer than the model's context {context}")
+    # The recipe's template wins, and is applied here (not by TRL) so that every check below sees it.
+    if training_args.chat_template_path:
+        model, tokenizer = set_chat_template(model, tokenizer, training_args.chat_template_path)
+        training_args.chat_template_path = None
+    convention = chat_format(tokenizer, source)
+    template_source = "model"
+    if training_args.assistant_only_loss:
+        tokenizer.chat_template, template_source = training_template(tokenizer, source)
     conversations, sources = load_conversations(
         script_args.datasets, tokenizer, training_args.max_length, script_args.invalid_rows,
         script_args.system_prompt, training_args.seed,
     )
+    without_system = sum(messages[0]["role"] != "system" for messages in conversations["messages"])
+    if convention.default_system_prompt and without_system:
+        warnings.warn(f"{source}: the chat template puts its own system prompt "
+                      f"{convention.default_system_prompt!r} into the {without_system} of {len(conversations)} "
+                      "training conversations that have none; set `system_prompt:` in the recipe to choose theirs")
     splits = {"train": conversations, "test": None}
     if script_args.eval_fraction > 0:
         splits = conversations.train_test_split(test_size=script_args.eval_fraction, seed=training_args.seed)
+        if script_args.eval_max_rows is not None:
+            splits["test"] = splits["test"].select(range(min(script_args.eval_max_rows, len(splits["test"]))))
     else:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
 
-    model = AutoModelForCausalLM.from_pretrained(script_args.model_name_or_path, dtype=script_args.dtype)
-    context = getattr(model.config, "max_position_embeddings", None)
-    if training_args.max_length and context and training_args.max_length > context:
-        raise LmforgeError(f"max_length {training_args.max_length} is longer than the model's context {context}")
-    # A chat model ends its turn with <|im_end|>; the base model's generation only stopped at end of text.
+    # Generation stops at the model's end of turn; a base model's generation only stopped at end of text.
     eos = model.generation_config.eos_token_id
     eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-    model.generation_config.eos_token_id = sorted(set(eos) | {tokenizer.convert_tokens_to_ids(END_OF_TURN)})
+    model.generation_config.eos_token_id = end_of_turn_ids(tokenizer, eos)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     apply_global_batch("sft", training_args, script_args.global_batch_tokens, training_args.max_length)
     trainer = AssistantTrainer(
@@ -126,8 +158,8 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
         eval_dataset=splits["test"],
         processing_class=tokenizer,
         peft_config=get_peft_config(script_args),
-        base_model=script_args.model_name_or_path,
-        base_model_id=script_args.base_model_id,
+        base_model=source,
+        base_model_id=script_args.base_model_id or hub_id_of(source),
     )
 
     last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
@@ -147,7 +179,10 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     results = {"sources": sources, "train_rows": len(splits["train"]),
                "eval_rows": len(splits["test"]) if splits["test"] is not None else 0,
                "eval_loss_before": before, "eval_loss_after": after, "train_loss": train.training_loss,
-               "resumed_from": last, "lora": script_args.use_peft}
+               "resumed_from": last, "lora": script_args.use_peft,
+               "chat_template": {"source": template_source, "end_of_turn": convention.end_of_turn,
+                                 "default_system_prompt": convention.default_system_prompt,
+                                 "rows_without_system_prompt": without_system}}
     if trainer.is_world_process_zero():
         write_json(os.path.join(training_args.output_dir, "sft_results.json"), results)
         print(json.dumps(results, indent=2))

@@ -27,13 +27,10 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerFast
 
 from lmforge import LmforgeError
+from lmforge.chat_format import BOS, CHAT_TOKENS, EOS, PAD, SPECIAL_TOKENS
 from lmforge.configs import parse
 from lmforge.documents import is_heldout, iter_documents
 from lmforge.files import write_json
-
-BOS, EOS, PAD = "<|bos|>", "<|endoftext|>", "<|pad|>"
-CHAT_TOKENS = ["<|im_start|>", "<|im_end|>", "<|tool_call|>", "<|/tool_call|>", "<|tool_result|>", "<|/tool_result|>"]
-SPECIAL_TOKENS = [BOS, EOS, PAD, *CHAT_TOKENS]
 
 # GPT-4's pre-tokenization split (cl100k_base), except numbers split into runs of at most 2 digits, not 3:
 # with a vocabulary of a few thousand tokens, 1,100 number tokens would be a large share spent on digits.

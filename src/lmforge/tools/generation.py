@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmforge import LmforgeError, chat_format
 from lmforge.conversations import arithmetic, spelling
 from lmforge.tools.protocol import END_CALL, format_result, run_call
 
@@ -63,10 +64,8 @@ def generation_eos(model) -> list[int]:
 
 
 def end_of_turn_ids(model, tokenizer) -> list[int]:
-    """Tokens that end an assistant turn: the model's generation eos, and <|im_end|> where the vocabulary has it
-    (lmforge's chat template; a Hub chat model ends its turns with its own eos)."""
-    end = tokenizer.get_vocab().get("<|im_end|>")
-    return sorted(set(generation_eos(model)) | ({end} if end is not None else set()))
+    """Tokens that end an assistant turn: the model's generation eos and its chat template's end of turn."""
+    return chat_format.end_of_turn_ids(tokenizer, generation_eos(model))
 
 
 def generate_with_tools(generate: Generate, tokenizer, prompts: list[list[int]], tools: dict | None,
@@ -78,6 +77,9 @@ def generate_with_tools(generate: Generate, tokenizer, prompts: list[list[int]],
     get an error result instead of running. `on_result(result)` sees each formatted result as it is made.
     Without `tools` this is plain generation: a call the model writes stays text and it writes on.
     """
+    if tools and not chat_format.has_tool_markers(tokenizer):
+        raise LmforgeError(f"tools {sorted(tools)}: the tokenizer has no tool-call tokens {chat_format.TOOL_MARKERS}; "
+                           "lmforge's tools run with lmforge's tokenizer only")
     end_call = tokenizer.convert_tokens_to_ids(END_CALL) if tools else None
     turns = [Turn() for _ in prompts]
     active = list(range(len(prompts)))

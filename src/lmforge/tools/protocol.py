@@ -3,10 +3,9 @@
 import json
 from typing import Protocol
 
-from lmforge.tokenizer import SPECIAL_TOKENS
+from lmforge.chat_format import SPECIAL_TOKENS, TOOL_MARKERS
 
-CALL, END_CALL = "<|tool_call|>", "<|/tool_call|>"
-RESULT, END_RESULT = "<|tool_result|>", "<|/tool_result|>"
+CALL, END_CALL, RESULT, END_RESULT = TOOL_MARKERS
 MAX_RESULT_CHARS = 1000
 
 
