@@ -21,11 +21,13 @@ and for a stage to train a step on it. The schemas come from the datasets' cards
 `tests/hub_server.py` serves such a folder: `HubServer(mirrors=DIR)`.
 """
 
+import gzip
 import random
+import shutil
 import sys
 from pathlib import Path
 
-from datasets import Dataset, Features, List, Value
+from datasets import Dataset, Features, List, Value, disable_progress_bars
 from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
@@ -46,7 +48,8 @@ def smoltalk_rows(count: int, rng: random.Random) -> list[dict]:
     rows = []
     for _ in range(count):
         source = rng.choice(SMOLTALK_SOURCES)
-        messages = [{"content": "You are a helpful assistant.", "role": "system"}] if source == "systemchats-30k" else []
+        system = [{"content": "You are a helpful assistant.", "role": "system"}]
+        messages = system if source == "systemchats-30k" else []
         for _ in range(rng.randint(1, 2)):  # single- and multi-turn conversations, as in the real mix
             question, answer = question_and_answer(rng)
             messages += [{"content": question, "role": "user"}, {"content": answer, "role": "assistant"}]
@@ -108,5 +111,19 @@ def write_mirrors(root: str | Path) -> Path:
     return root
 
 
+def write_common_crawl(root: str | Path, dump: str, warc_files: list[Path]) -> Path:
+    """A local stand-in for data.commoncrawl.org: the dump's warc.paths.gz listing, and the WARC files it names
+    at paths shaped like Common Crawl's. The data stage reads it with `--common_crawl_root root`."""
+    root = Path(root)
+    paths = [f"crawl-data/{dump}/segments/0/warc/{dump}-{i:05d}.warc.gz" for i in range(len(warc_files))]
+    for path, warc in zip(paths, warc_files):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(warc, root / path)
+    with gzip.open(root / f"crawl-data/{dump}/warc.paths.gz", "wt") as listing:
+        listing.write("\n".join(paths) + "\n")
+    return root
+
+
 if __name__ == "__main__":
+    disable_progress_bars()
     print(write_mirrors(sys.argv[1]))
