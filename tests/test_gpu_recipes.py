@@ -9,6 +9,7 @@ Hub datasets come from tests/hub_mirrors.py on the loopback Hub (HF_ENDPOINT, on
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,17 @@ def test_gpu_recipe_runs_every_stage_small_on_cpu(folder, hub, tmp_path):
     for stage in ("pretrain", "sft", "reward", "grpo"):
         if stage in recipes:
             assert (tmp_path / recipes[stage][1]["output_dir"] / "model.safetensors").is_file(), stage
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_on_cpu_with_a_tiny_shape(tmp_path):
+    """bench/gpu.py cannot rot where no GPU is: the same code on a tiny shape, its table appended to a file."""
+    out = tmp_path / "BENCHMARKS.md"
+    result = subprocess.run([sys.executable, str(ROOT / "bench/gpu.py"), "--shape", "tiny", "--steps", "2",
+                             "--warmup", "1", "--grpo_steps", "1", "--append_to", str(out)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    written = out.read_text()
+    for step in ("pretrain, Trainer", "pretrain, plain loop", "SFT", "GRPO (generation-bound)"):
+        assert re.search(rf"^\| {re.escape(step)} \| [\d,]+ \| - \| - \|$", written, re.MULTILINE), step
+    assert "Device: CPU" in written and "Trainer / plain loop:" in written
