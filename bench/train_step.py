@@ -34,11 +34,19 @@ class BenchConfig:
     dataset: str = "runs/demo/pack"
     tokenizer: str = "runs/demo/tokenizer"
     depth: int = 2
+    # Shape beyond depth (None: lmforge pretrain's defaults from depth); bench/gpu.py sets SmolLM-135M's.
+    hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
+    tie_word_embeddings: bool = False
+    vocab_size: int | None = None  # None: the tokenizer's
+    context_length: int = 1024
     batch_size: int = 8
     steps: int = 20
     warmup: int = 3
     learning_rate: float = 1e-3
     bf16: bool = False
+    torch_compile: bool = False  # both sides; the warm-up steps absorb the compile
 
 
 def synchronize():
@@ -61,7 +69,10 @@ class StepTimer(TrainerCallback):
 
 def fresh_model(config: BenchConfig, tokenizer):
     set_seed(0)
-    model = AutoModelForCausalLM.from_config(model_config(config.depth, tokenizer, 1024), attn_implementation="sdpa")
+    shape = model_config(config.depth, tokenizer, config.context_length, config.hidden_size,
+                         config.num_attention_heads, config.num_key_value_heads, config.tie_word_embeddings)
+    shape.vocab_size = config.vocab_size or shape.vocab_size
+    model = AutoModelForCausalLM.from_config(shape, attn_implementation="sdpa")
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -76,6 +87,7 @@ def trainer_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
             lr_scheduler_type="constant",
             optim="adamw_torch_fused",
             bf16=config.bf16,
+            torch_compile=config.torch_compile,
             use_cpu=not torch.cuda.is_available(),
             save_strategy="no",
             logging_strategy="no",
@@ -96,6 +108,7 @@ def plain_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
     model = fresh_model(config, tokenizer)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, fused=True)
+    forward = torch.compile(model) if config.torch_compile else model
     dtype = torch.bfloat16 if config.bf16 else torch.float32
     batches = blocks.shuffle(seed=0).with_format("torch")["input_ids"]
     times = []
@@ -104,7 +117,7 @@ def plain_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
         start = time.perf_counter()
         ids = batches[step * config.batch_size:(step + 1) * config.batch_size].to(model.device)
         with torch.autocast(model.device.type, dtype=dtype, enabled=config.bf16):
-            loss = model(input_ids=ids, labels=ids).loss
+            loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -1,0 +1,186 @@
+"""The GPU recipes, run small on CPU: every stage through its own recipe file, Hub data from the mirrors.
+
+Each stage runs as `lmforge STAGE --config <the recipe file>` in a fresh process whose working directory is a
+temporary folder, so the recipes' own paths (runs/<recipe>/...) chain the stages as on a GPU machine.
+The command-line overrides shrink size only (layers, width, steps, rows, lengths); the few that are not
+size are in NOT_SIZE, each with its reason. A recipe that needs any other change to run here is a bug.
+Hub datasets come from tests/hub_mirrors.py on the loopback Hub (HF_ENDPOINT, online for those processes).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hub_mirrors import MIRRORS, write_common_crawl, write_mirrors
+from hub_server import HubServer
+
+from lmforge.run import PIPELINE
+
+ROOT = Path(__file__).parent.parent
+# Every recipe folder meant for GPUs: one line each.
+GPU_RECIPES = [
+    "recipes/smollm-135m",
+]
+DEMO_WARC = ROOT / "data/demo/web/crawl-00001.warc.gz"
+
+# Stage -> overrides that shrink size only.
+SMALL = {
+    # One WARC file of the demo crawl, one task, one MinHash bucket.
+    "data": {"common_crawl_files": 1, "tasks": 1, "step_options": {"minhash": {"num_buckets": 1}}},
+    "tokenizer": {"vocab_size": 512},
+    "pack": {"seq_len": 128, "num_proc": 1},
+    "pretrain": {"depth": 2, "hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1,
+                 "context_length": 256, "global_batch_tokens": 1024, "per_device_train_batch_size": 4,
+                 "per_device_eval_batch_size": 4, "max_steps": 3, "memorization_probes": 2,
+                 "memorization_prefix": 8, "memorization_tokens": 8},
+    "sft": {"max_length": 256, "global_batch_tokens": 1024, "per_device_train_batch_size": 2,
+            "per_device_eval_batch_size": 2, "max_steps": 2},
+    "reward": {"max_length": 256, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2, "max_steps": 2},
+    "grpo": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16,
+             "heldout_max_new_tokens": 16, "watch_max_new_tokens": 16, "watch_prompts": 2, "watch_every": 1,
+             "max_steps": 2},
+}
+# Overrides that are not size, and why they are needed here.
+NOT_SIZE = {
+    # No Slurm cluster in CI; the executor options are the cluster's (partition, qos, ...).
+    "data": {"executor": "local", "executor_options": {}},
+    # Fractions of a few documents or rows hold out none at this size (the stages refuse that).
+    "tokenizer": {"heldout_fraction": 0.34},
+    "pack": {"heldout_fraction": 0.34},
+    "sft": {"eval_fraction": 0.2},
+    # torch.compile works on CPU (the recipe's pretrain ran here with it) but its cold compile costs minutes.
+    "pretrain": {"torch_compile": False},
+}
+
+
+def shrink_counts(mapping: dict, key: str | None, most: int) -> dict:
+    """A recipe's mapping of sources with their counts capped at `most` (key None: the values are counts)."""
+    if key is None:
+        return {name: min(count, most) for name, count in mapping.items()}
+    return {name: {**spec, key: min(spec[key], most)} if key in spec else spec for name, spec in mapping.items()}
+
+
+def overrides(stage: str, recipe: dict, input_root: Path) -> dict:
+    """The command-line overrides of one stage: SMALL and NOT_SIZE, plus sizes inside the recipe's mappings."""
+    result = {**SMALL.get(stage, {}), **NOT_SIZE.get(stage, {})}
+    if stage == "data":  # the recipe's own Common Crawl dump, from a local mirror of its listing
+        result["common_crawl_root"] = str(input_root)
+    if "datasets" in recipe:  # SFT generators: tens of conversations
+        result["datasets"] = shrink_counts(recipe["datasets"], "size", 16)
+    for key, most in (("tasks", 8), ("heldout_tasks", 2)):  # GRPO: problems per task
+        if isinstance(recipe.get(key), dict):
+            result[key] = shrink_counts(recipe[key], None, most)
+    return result
+
+
+def command(stage: str, recipe_file: Path, values: dict) -> list[str]:
+    args = [sys.executable, "-m", "lmforge.cli", stage, "--config", str(recipe_file)]
+    for key, value in values.items():
+        args += [f"--{key}", json.dumps(value) if isinstance(value, (dict, list, bool)) else str(value)]
+    return args
+
+
+def hub_datasets(recipe: dict) -> list[dict]:
+    """load_dataset keywords of every Hub dataset a recipe names (SFT sources, preference pairs)."""
+    found = [dict(spec) for spec in (recipe.get("datasets") or {}).values()
+             if "generator" not in spec and spec.get("path", "").count("/") == 1 and not Path(spec["path"]).exists()]
+    preferences = recipe.get("preferences")
+    if isinstance(preferences, str) and preferences.count("/") == 1 and not preferences.startswith("runs/"):
+        found.append({"path": preferences})
+    return found
+
+
+def recipes_of(folder: str) -> dict[str, tuple[Path, dict]]:
+    """Stage -> (recipe file, its content), in pipeline order."""
+    files = {stage: ROOT / folder / f"{stage}.yaml" for stage in PIPELINE}
+    return {stage: (path, yaml.safe_load(path.read_text())) for stage, path in files.items() if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    with HubServer(mirrors=write_mirrors(tmp_path_factory.mktemp("mirrors"))) as server:
+        yield server
+
+
+def online_env(hub: HubServer, tmp_path: Path) -> dict:
+    """This process's environment with the Hub at the loopback server and online (only for the children)."""
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0",
+           "HF_HOME": str(tmp_path / "hf_home")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
+def test_every_hub_dataset_a_recipe_names_is_mirrored_and_loads(hub, tmp_path):
+    named = [spec for recipe_file in sorted(ROOT.glob("recipes/*/*.yaml"))
+             for spec in hub_datasets(yaml.safe_load(recipe_file.read_text()) or {})]
+    assert {spec["path"] for spec in named} <= set(MIRRORS), "a recipe names a Hub dataset that has no mirror"
+    assert {"HuggingFaceTB/smoltalk", "trl-lib/ultrafeedback_binarized"} <= {spec["path"] for spec in named}
+    # Through the stages' own loaders: SFT's (a `messages` column), the reward stage's (train/test, chosen/rejected).
+    script = """
+import json, sys
+from lmforge.conversations import load_source
+from lmforge.reward import RewardScriptArguments, load_pairs
+for spec in json.loads(sys.argv[1]):
+    spec.pop("weight", None)
+    if "name" in spec or "split" in spec:
+        print(spec["path"], len(load_source(spec["path"], spec, seed=0)))
+    else:
+        pairs = load_pairs(RewardScriptArguments(preferences=spec["path"]))
+        print(spec["path"], {split: pairs[split].num_rows for split in pairs})
+"""
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(named)], env=online_env(hub, tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HuggingFaceTB/smoltalk 48" in result.stdout
+    assert "trl-lib/ultrafeedback_binarized {'train': 48, 'test': 8}" in result.stdout
+
+
+def test_a_wrong_config_name_fails_against_the_mirror(hub, tmp_path):
+    """The mirror stands in for the real repo: a config it lacks is an error, as on the Hub."""
+    script = "from datasets import load_dataset; load_dataset('HuggingFaceTB/smoltalk', 'al', split='train')"
+    result = subprocess.run([sys.executable, "-c", script], env=online_env(hub, tmp_path), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0 and "'al' not found" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", GPU_RECIPES)
+def test_gpu_recipe_runs_every_stage_small_on_cpu(folder, hub, tmp_path):
+    recipes = recipes_of(folder)
+    input_root = tmp_path / "common_crawl"
+    if "data" in recipes:
+        write_common_crawl(input_root, recipes["data"][1]["common_crawl_dump"], [DEMO_WARC])
+    env = online_env(hub, tmp_path)
+    for stage, (recipe_file, recipe) in recipes.items():
+        result = subprocess.run(command(stage, recipe_file, overrides(stage, recipe, input_root)), cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{stage}: {result.stderr[-4000:]}"
+        output = tmp_path / recipe["output_dir"]
+        assert output.is_dir() and any(output.iterdir()), f"{stage} wrote nothing to {output}"
+
+    if "sft" in recipes:  # Hub conversations (from the mirror) were trained on
+        report = json.loads((tmp_path / recipes["sft"][1]["output_dir"] / "sft_results.json").read_text())
+        assert any(source["taken"] for name, source in report["sources"].items()
+                   if "path" in recipes["sft"][1]["datasets"][name])
+    for stage in ("pretrain", "sft", "reward", "grpo"):
+        if stage in recipes:
+            assert (tmp_path / recipes[stage][1]["output_dir"] / "model.safetensors").is_file(), stage
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_on_cpu_with_a_tiny_shape(tmp_path):
+    """bench/gpu.py cannot rot where no GPU is: the same code on a tiny shape, its table appended to a file."""
+    out = tmp_path / "BENCHMARKS.md"
+    result = subprocess.run([sys.executable, str(ROOT / "bench/gpu.py"), "--shape", "tiny", "--steps", "2",
+                             "--warmup", "1", "--grpo_steps", "1", "--append_to", str(out)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    written = out.read_text()
+    for step in ("pretrain, Trainer", "pretrain, plain loop", "SFT", "GRPO (generation-bound)"):
+        assert re.search(rf"^\| {re.escape(step)} \| [\d,]+ \| - \| - \|$", written, re.MULTILINE), step
+    assert "Device: CPU" in written and "Trainer / plain loop:" in written
