@@ -79,7 +79,7 @@ def launch(tmp_path: Path, module: str, output_dir: Path, *args: str) -> tuple[s
     command = [ACCELERATE, "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
                "--main_process_port", str(free_port()), *target, *args, "--output_dir", str(output_dir)]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-20000:]
     written = {log.name: [Path(line).relative_to(output_dir) for line in log.read_text().split()]
                for log in logs.iterdir()}
     return run.stdout + run.stderr, written
@@ -278,16 +278,17 @@ def test_pretrain_under_deepspeed_on_cpu(packed, tmp_path, stage):
 # The RL stages, the reward model and eval on two processes -----------------------------------------------------
 # Each stage's two-process run is compared with a one-process run of the same global batch (twice the per-device
 # batch). The held-out table before training is measured by the main process alone, so it is the same figures; after
-# a few steps, the policies differ only by what differs between the runs (the order of float sums across ranks; the
-# random streams of sampling in PPO and GRPO), so the figures agree within noise.
+# a few steps, the policies differ only by what differs between the runs: the order of float sums across ranks (DPO
+# reads the same batches and ends with the same table), and the random streams of sampling in PPO and GRPO, whose
+# updates on a random tiny policy are mostly that noise; they learn slowly here so that the noise stays small.
 RL_STAGES = {
     "ppo": (ppo, ["--config", "recipes/demo/ppo.yaml", "--tasks", json.dumps({"arithmetic": 32}),
                   "--total_episodes", "32", "--local_rollout_forward_batch_size", "4", "--response_length", "8",
-                  "--num_ppo_epochs", "1", "--learning_rate", "1e-3", "--save_steps", "2", "--watch_every", "2",
+                  "--num_ppo_epochs", "1", "--learning_rate", "1e-5", "--save_steps", "2", "--watch_every", "2",
                   "--watch_max_kl", "1000"]),
     "grpo": (grpo, ["--config", "recipes/demo/grpo.yaml", "--tasks", json.dumps({"arithmetic": 32}),
                     "--rewards", json.dumps({"length": {"max_chars": 10}}), "--max_steps", "4", "--save_steps", "2",
-                    "--num_generations", "4", "--max_completion_length", "8", "--learning_rate", "1e-3",
+                    "--num_generations", "4", "--max_completion_length", "8", "--learning_rate", "1e-5",
                     "--watch_every", "2", "--watch_max_kl", "1000"]),
     "dpo": (dpo, ["--config", "recipes/demo/dpo.yaml", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100",
                   "--max_length", "128", "--learning_rate", "1e-3", "--warmup_steps", "0", "--watch_every", "2"]),
@@ -298,7 +299,8 @@ def rl_args(stage, sft_model, reward_model, preferences):
     model = (["--sft_model_path", str(sft_model), "--reward_model_path", str(reward_model)] if stage == "ppo"
              else ["--model_name_or_path", str(sft_model)])
     data = ["--preferences", str(preferences)] if stage == "dpo" else []
-    return [*RL_STAGES[stage][1], *model, *data, *HELDOUT, *TRAINER, "--disable_tqdm", "true"]
+    return [*RL_STAGES[stage][1], *model, *data, *HELDOUT, *TRAINER, "--heldout_reward_model", str(reward_model),
+            "--disable_tqdm", "true"]
 
 
 @pytest.mark.slow
@@ -311,7 +313,7 @@ def test_rl_stage_on_two_processes(stage, sft_model, reward_model, preferences, 
     assert sorted(output_dir.glob("checkpoint-*/rng_state_1.pth")), log[-3000:]
     assert written["rank0"] and not written.get("rank1") and not written.get("ranklauncher"), written
     for name in ("eval_before.json", "watch.json", f"{stage}_results.json", "tokenizer_config.json"):
-        assert Path(name) in written["rank0"], (name, written["rank0"])
+        assert (output_dir / name).is_file(), name
     two = json.loads((output_dir / f"{stage}_results.json").read_text())
     assert log.count("held-out") == 1  # the table is printed once
 
@@ -319,9 +321,10 @@ def test_rl_stage_on_two_processes(stage, sft_model, reward_model, preferences, 
     single = [*args, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "one")]
     one = module.main(*parse(module.CONFIGS, single))
     assert two["eval"]["before"] == one["eval"]["before"]
+    print(stage, "two processes:", two["eval"]["after"], "one process:", one["eval"]["after"])
     for name, value in one["eval"]["after"].items():
-        close = value is None or two["eval"]["after"][name] == pytest.approx(value, rel=0.2, abs=0.1)
-        assert close, (name, two["eval"], one["eval"])
+        close = value is None or two["eval"]["after"][name] == pytest.approx(value, rel=0.05, abs=0.05)
+        assert close, (name, two["eval"]["after"], one["eval"]["after"])
     assert [c["step"] for c in two["watch"]["checks"]] == [c["step"] for c in one["watch"]["checks"]]
 
 
@@ -373,7 +376,8 @@ def test_the_watch_decides_once_for_all_ranks(sft_model, tmp_path):
     log, written = launch(tmp_path, str(script), output_dir, str(sft_model))
     for rank in (0, 1):
         assert f"rank {rank}: stopped=True at step 4, last healthy {output_dir}/checkpoint-2" in log, log[-3000:]
-    assert written["rank0"].count(Path("watch.json")) >= 2 and not written.get("rank1"), written
+    assert sum(p.name.startswith(".watch.json.") for p in written["rank0"]) >= 2, written  # write_json's temporaries
+    assert not written.get("rank1"), written
     report = json.loads((output_dir / "watch.json").read_text())
     assert [c["step"] for c in report["checks"]] == [2, 4] and {a["step"] for a in report["alarms"]} == {4}
 

@@ -64,6 +64,9 @@ CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, EvalConfig)
 class CheckpointedPPOTrainer(PPOTrainer):
     """PPOTrainer whose checkpoints also hold the value model, so that a resumed run keeps its critic."""
 
+    # Read by Trainer._save on the processes that do not write; PPOTrainer skips the Trainer.__init__ that sets it.
+    is_distributed_loading_by_transformers = False
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         checkpoint = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
