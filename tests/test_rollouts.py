@@ -102,7 +102,7 @@ path, kind, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 seen = []
 
 def kill_at(event, args):
-    if event == kind and Path(args[0]).name != ".dataset.tmp":  # the staging folder's own clean-up aside
+    if event == kind and not (event == "shutil.rmtree" and Path(args[0]).name == ".dataset.tmp"):  # its clean-up
         seen.append(args)
         if len(seen) == n:
             os.kill(os.getpid(), signal.SIGKILL)
