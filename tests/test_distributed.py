@@ -15,16 +15,25 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import test_rl
+import torch
+from test_rl import HELDOUT, TRAINER
 from tiny import save_tiny_model
 
-from lmforge import LmforgeError
+from lmforge import LmforgeError, dpo
+from lmforge import eval as lmforge_eval
+from lmforge import grpo, interrogate, ppo, rewards, rl_eval, rollouts
 from lmforge.batching import plan_batch
+from lmforge.configs import parse
 from lmforge.conversations import GENERATORS
 from lmforge.pack import PackConfig
 from lmforge.pack import main as pack
 from lmforge.tokenizer import train_tokenizer
 
 ROOT = Path(__file__).parent.parent
+# The RL tests' tiny SFT model, reward model and preference pairs, as fixtures here too.
+tokenizer, sft_model, reward_model, preferences = test_rl.tokenizer, test_rl.sft_model, test_rl.reward_model, \
+    test_rl.preferences
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 SENTENCES = ["the cat sat on the mat and the dog sat on the log.",
              "a bird sang in the tree while the sun rose over the hill.",
@@ -66,10 +75,11 @@ def launch(tmp_path: Path, module: str, output_dir: Path, *args: str) -> tuple[s
     python_path = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "AUDIT_ROOT": str(output_dir), "AUDIT_LOG": str(logs),
            "OMP_NUM_THREADS": "1"}
+    target = [module] if module.endswith(".py") else ["-m", module]  # a script or a module
     command = [ACCELERATE, "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
-               "--main_process_port", str(free_port()), "-m", module, *args, "--output_dir", str(output_dir)]
+               "--main_process_port", str(free_port()), *target, *args, "--output_dir", str(output_dir)]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-20000:]
     written = {log.name: [Path(line).relative_to(output_dir) for line in log.read_text().split()]
                for log in logs.iterdir()}
     return run.stdout + run.stderr, written
@@ -263,3 +273,148 @@ def test_pretrain_under_deepspeed_on_cpu(packed, tmp_path, stage):
     loss, _ = losses(output_dir / "trainer_state.json")
     assert loss[-1] < loss[0] - 1.0, loss
     assert (output_dir / "model.safetensors").exists()
+
+
+# The RL stages, the reward model and eval on two processes -----------------------------------------------------
+# Each stage's two-process run is compared with a one-process run of the same global batch (twice the per-device
+# batch). The held-out table before training is measured by the main process alone, so it is the same figures; after
+# a few steps, the policies differ only by what differs between the runs: the order of float sums across ranks (DPO
+# reads the same batches and ends with the same table), and the random streams of sampling in PPO and GRPO, whose
+# updates on a random tiny policy are mostly that noise; they learn slowly here so that the noise stays small.
+RL_STAGES = {
+    "ppo": (ppo, ["--config", "recipes/demo/ppo.yaml", "--tasks", json.dumps({"arithmetic": 32}),
+                  "--total_episodes", "32", "--local_rollout_forward_batch_size", "4", "--response_length", "8",
+                  "--num_ppo_epochs", "1", "--learning_rate", "1e-5", "--save_steps", "2", "--watch_every", "2",
+                  "--watch_max_kl", "1000"]),
+    "grpo": (grpo, ["--config", "recipes/demo/grpo.yaml", "--tasks", json.dumps({"arithmetic": 32}),
+                    "--rewards", json.dumps({"length": {"max_chars": 10}}), "--max_steps", "4", "--save_steps", "2",
+                    "--num_generations", "4", "--max_completion_length", "8", "--learning_rate", "1e-5",
+                    "--watch_every", "2", "--watch_max_kl", "1000"]),
+    "dpo": (dpo, ["--config", "recipes/demo/dpo.yaml", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100",
+                  "--max_length", "128", "--learning_rate", "1e-3", "--warmup_steps", "0", "--watch_every", "2"]),
+}
+
+
+def rl_args(stage, sft_model, reward_model, preferences):
+    model = (["--sft_model_path", str(sft_model), "--reward_model_path", str(reward_model)] if stage == "ppo"
+             else ["--model_name_or_path", str(sft_model)])
+    data = ["--preferences", str(preferences)] if stage == "dpo" else []
+    return [*RL_STAGES[stage][1], *model, *data, *HELDOUT, *TRAINER, "--heldout_reward_model", str(reward_model),
+            "--disable_tqdm", "true"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", RL_STAGES)
+def test_rl_stage_on_two_processes(stage, sft_model, reward_model, preferences, tmp_path):
+    args = rl_args(stage, sft_model, reward_model, preferences)
+    output_dir = tmp_path / "two"
+    log, written = launch(tmp_path, f"lmforge.{stage}", output_dir, *args, "--per_device_train_batch_size", "4")
+    # Both ranks trained to each checkpoint (rank 1's random state is saved there); only rank 0 wrote.
+    assert sorted(output_dir.glob("checkpoint-*/rng_state_1.pth")), log[-3000:]
+    assert written["rank0"] and not written.get("rank1") and not written.get("ranklauncher"), written
+    for name in ("eval_before.json", "watch.json", f"{stage}_results.json", "tokenizer_config.json"):
+        assert (output_dir / name).is_file(), name
+    two = json.loads((output_dir / f"{stage}_results.json").read_text())
+    assert log.count("held-out") == 1  # the table is printed once
+
+    module, _ = RL_STAGES[stage]
+    single = [*args, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "one")]
+    one = module.main(*parse(module.CONFIGS, single))
+    assert two["eval"]["before"] == one["eval"]["before"]
+    print(stage, "two processes:", two["eval"]["after"], "one process:", one["eval"]["after"])
+    for name, value in one["eval"]["after"].items():
+        close = value is None or two["eval"]["after"][name] == pytest.approx(value, rel=0.05, abs=0.05)
+        assert close, (name, two["eval"]["after"], one["eval"]["after"])
+    assert [c["step"] for c in two["watch"]["checks"]] == [c["step"] for c in one["watch"]["checks"]]
+
+
+# Trains a tiny chat model on two processes with the watch; rank 0's policy is made to loop after step 3 while rank
+# 1's stays healthy. Each rank prints whether its watch stopped the run, and at which step.
+WATCH_SCRIPT = """
+import sys
+import torch
+from accelerate import PartialState
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+from lmforge.conversations import GENERATORS
+from lmforge.rewards import verifiable_prompts
+from lmforge.watch import WatchCallback, WatchConfig
+
+model_path, output_dir = sys.argv[1], sys.argv[3]
+tokenizer = AutoTokenizer.from_pretrained(model_path)
+texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in GENERATORS["arithmetic"](size=32)]
+rows = tokenizer(texts, max_length=64, truncation=True)["input_ids"]
+
+
+class LoopOnRankZero(TrainerCallback):
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 3 and PartialState().is_main_process:
+            bias = torch.zeros(model.config.vocab_size)
+            bias[tokenizer.convert_tokens_to_ids("<|im_start|>")] = 1e4
+            model.lm_head.bias = torch.nn.Parameter(bias, requires_grad=False)
+
+
+args = TrainingArguments(output_dir=output_dir, max_steps=8, per_device_train_batch_size=2, save_steps=2,
+                         logging_steps=1, use_cpu=True, report_to="none", learning_rate=1e-3, disable_tqdm=True)
+watch = WatchCallback(WatchConfig(watch_every=2, watch_prompts=4, watch_max_new_tokens=12),
+                      verifiable_prompts({"arithmetic": 4}, seed=1)["prompt"], tokenizer, output_dir)
+trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=args,
+                  train_dataset=Dataset.from_dict({"input_ids": rows, "labels": rows}),
+                  callbacks=[LoopOnRankZero(), watch])
+trainer.train()
+print(f"rank {PartialState().process_index}: stopped={watch.stopped} at step {trainer.state.global_step}, "
+      f"last healthy {watch.last_healthy}", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_the_watch_decides_once_for_all_ranks(sft_model, tmp_path):
+    """Every rank samples, rank 0's figures decide (broadcast): rank 1, whose own policy is healthy, stops with it."""
+    script = tmp_path / "watch_ddp.py"
+    script.write_text(WATCH_SCRIPT)
+    output_dir = tmp_path / "out"
+    log, written = launch(tmp_path, str(script), output_dir, str(sft_model))
+    for rank in (0, 1):
+        assert f"rank {rank}: stopped=True at step 4, last healthy {output_dir}/checkpoint-2" in log, log[-3000:]
+    assert sum(p.name.startswith(".watch.json.") for p in written["rank0"]) >= 2, written  # write_json's temporaries
+    assert not written.get("rank1"), written
+    report = json.loads((output_dir / "watch.json").read_text())
+    assert [c["step"] for c in report["checks"]] == [2, 4] and {a["step"] for a in report["alarms"]} == {4}
+
+
+class Loaded(Exception):
+    """Raised by a stand-in for a stage's first computation, once it has seen where the models are."""
+
+
+def test_stages_that_generate_put_their_models_on_the_process_device(sft_model, reward_model, tmp_path, monkeypatch):
+    """Every stage that generates or scores puts its models on lmforge.models.device(). On this CPU machine that is
+    the CPU, where models load anyway; the device here is `meta`, so a model left where it loaded shows."""
+    meta = torch.device("meta")
+    for module in (rl_eval, rollouts, lmforge_eval, interrogate, rewards):
+        monkeypatch.setattr(module, "device", lambda: meta)
+    seen = []
+
+    def record(*models):
+        seen.append([model.device for model in models])
+        raise Loaded
+
+    monkeypatch.setattr(rl_eval, "evaluate_policy", lambda model, tokenizer, prompts, config, reference: record(
+        model, reference))
+    monkeypatch.setattr(rollouts, "sample_responses", lambda model, *args: record(model))
+    monkeypatch.setattr(lmforge_eval, "heldout_texts", lambda config: [])
+    monkeypatch.setattr(lmforge_eval, "bits_per_byte", lambda model, *args: record(model))
+    monkeypatch.setattr(interrogate, "ask", lambda model, *args: record(model))
+    runs = [lambda: rl_eval.evaluate_trained(str(sft_model), str(sft_model), None, None, None),
+            lambda: rollouts.main(rollouts.RolloutsConfig(model=str(sft_model), output_dir=str(tmp_path / "r"),
+                                                          prompts={"a": {"generator": "arithmetic", "size": 1}})),
+            lambda: lmforge_eval.evaluate_model({"path": str(sft_model), "kind": "base"}, lmforge_eval.EvalConfig(
+                models={"m": {"path": str(sft_model), "kind": "base"}})),
+            lambda: interrogate.main(interrogate.InterrogateConfig(model_name_or_path=str(sft_model),
+                                                                   output_dir=str(tmp_path / "i")))]
+    for run in runs:
+        with pytest.raises(Loaded):
+            run()
+    rewards.load_scorer.cache_clear()
+    seen.append([rewards.load_scorer(str(reward_model))[0].device])  # the reward model of eval and the RL tables
+    rewards.load_scorer.cache_clear()
+    assert seen == [[meta, meta], [meta], [meta], [meta], [meta]]

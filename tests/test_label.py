@@ -206,3 +206,25 @@ def test_ranking_page_in_a_browser_saves_at_once_and_resumes_after_a_restart(rol
     with closing(sqlite3.connect(database)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert connection.execute("SELECT COUNT(*) FROM rankings WHERE status = 'ranked'").fetchone()[0] == 2
+
+
+def test_two_labelers_at_once_get_different_prompts_until_a_reservation_expires(rollouts, tmp_path):
+    database = tmp_path / "rankings.sqlite"
+    with closing(label.connect(database)) as connection:
+        label.store_prompts(connection, load_from_disk(str(rollouts)), database)
+    # One connection per labeler, as each page request has.
+    with closing(label.connect(database)) as ann, closing(label.connect(database)) as bob:
+        assert label.next_prompt(ann, "ann", 1, hold_seconds=60, now=0) == 0
+        assert label.next_prompt(bob, "bob", 1, hold_seconds=60, now=1) == 1  # 0 is ann's for now
+        assert label.next_prompt(ann, "ann", 1, hold_seconds=60, now=2) == 0  # a reload keeps her prompt
+        assert label.next_prompt(bob, "bob", 1, hold_seconds=60, now=3) == 1
+        label.save_ranking(bob, 1, "bob", "human", [0, 1, 2], [])
+        assert label.next_prompt(bob, "bob", 1, hold_seconds=60, now=4) == 2
+        # Ann went away: once her reservation has expired, her prompt is given out again.
+        assert label.next_prompt(bob, "bob", 1, hold_seconds=60, now=90) == 0
+        assert label.next_prompt(ann, "ann", 1, hold_seconds=60, now=91) == 2  # bob's 2 expired too; 0 is his
+        label.save_ranking(bob, 0, "bob", "human", [0, 1, 2], [])
+        label.save_ranking(ann, 2, "ann", "human", [0, 1, 2], [])
+        assert label.next_prompt(ann, "ann", 1, now=92) is None and label.next_prompt(bob, "bob", 1, now=92) is None
+        ranked = ann.execute("SELECT prompt_id, COUNT(*) FROM rankings GROUP BY prompt_id").fetchall()
+    assert ranked == [(0, 1), (1, 1), (2, 1)]  # one ranking each, as rankings_per_prompt asks

@@ -2,17 +2,19 @@
 mid-way resumes without sampling a prompt twice, ending with what an uninterrupted run writes."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 from tiny import save_tiny_model
 
 from lmforge import LmforgeError, rollouts
 from lmforge.configs import parse
 from lmforge.conversations import GENERATORS
+from lmforge.files import recover_dir
 
 PROMPTS = {"arithmetic": {"generator": "arithmetic", "size": 6, "seed": 7},
            "identity": {"generator": "identity", "size": 3, "seed": 8}}
@@ -88,3 +90,39 @@ def test_prompts_from_local_files(tmp_path):
                                               {"role": "assistant", "content": "c"}]}) + "\n")
     with pytest.raises(LmforgeError, match="'chats' row 0: message 1 is 'user' where 'assistant' was expected"):
         rollouts.load_prompts({"chats": {"path": "json", "data_files": str(chats)}})
+
+
+# Runs rollouts.write_dataset in a child that SIGKILLs itself at the n-th audit event of a kind, just before it acts.
+KILL_AT = """
+import os, signal, sys
+from pathlib import Path
+from lmforge import rollouts
+
+path, kind, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+seen = []
+
+def kill_at(event, args):
+    if event == kind and not (event == "shutil.rmtree" and Path(args[0]).name == ".dataset.tmp"):  # its clean-up
+        seen.append(args)
+        if len(seen) == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(kill_at)
+rollouts.write_dataset([{"version": "new"}], path)
+"""
+
+
+@pytest.mark.parametrize("kind, n, left", [("os.rename", 1, "old"), ("os.rename", 2, "old"),
+                                           ("shutil.rmtree", 1, "new")])
+def test_a_kill_while_the_dataset_is_swapped_in_leaves_the_old_or_the_new(tmp_path, kind, n, left):
+    """Killed before the old dataset is renamed aside, between the two renames, or before the old one is removed:
+    after the start-up recovery that rollouts and label run, the old or the new dataset loads, whole."""
+    path = tmp_path / "dataset"
+    Dataset.from_list([{"version": "old"}]).save_to_disk(path)
+    run = subprocess.run([sys.executable, "-c", KILL_AT, str(path), kind, str(n)], capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    recover_dir(path)
+    assert load_from_disk(str(path))["version"] == [left]
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["dataset"], [".dataset.tmp", "dataset"])
+    rollouts.write_dataset([{"version": "newer"}], path)  # the next run swaps its dataset in as usual
+    assert load_from_disk(str(path))["version"] == ["newer"] and [p.name for p in tmp_path.iterdir()] == ["dataset"]

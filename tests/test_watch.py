@@ -101,3 +101,22 @@ def test_watch_stops_training_and_keeps_the_last_healthy_checkpoint(tokenizer, t
     report = json.loads((tmp_path / "watch.json").read_text())
     assert [c["step"] for c in report["checks"]] == [2, 4, 6] and report["stopped"]
     assert {a["step"] for a in report["alarms"]} == {6}
+
+
+def test_restoring_a_sharded_checkpoint_copies_every_shard(tokenizer, tmp_path):
+    """A checkpoint saved in shards replaces an unsharded final model whole: the index and all its shards, and the
+    final model's own weight file is removed so that loading the folder cannot pick it."""
+    checkpoint = tmp_path / "checkpoint-4"
+    healthy = tiny_model(tokenizer)
+    healthy.save_pretrained(checkpoint, max_shard_size="40KB")
+    shards = sorted(p.name for p in checkpoint.glob("model-*.safetensors"))
+    assert len(shards) > 2 and not (checkpoint / "model.safetensors").exists()
+    torch.manual_seed(1)
+    LlamaForCausalLM(healthy.config).save_pretrained(tmp_path)  # the stopped run's final model, unsharded
+
+    watch = WatchCallback(WatchConfig(), PROMPTS, tokenizer, str(tmp_path))
+    watch.stopped, watch.last_healthy = True, str(checkpoint)
+    assert watch.restore_last_healthy(str(tmp_path)) == str(checkpoint)
+    assert sorted(p.name for p in tmp_path.glob("model*.safetensors")) == shards
+    restored = LlamaForCausalLM.from_pretrained(tmp_path).state_dict()
+    assert all(torch.equal(restored[k], v) for k, v in healthy.state_dict().items())

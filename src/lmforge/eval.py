@@ -34,6 +34,8 @@ from pathlib import Path
 
 import evaluate
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 
@@ -46,6 +48,7 @@ from lmforge.documents import is_heldout, iter_documents
 from lmforge.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.files import read_json, write_json
 from lmforge.interrogate import JUDGES
+from lmforge.models import device
 from lmforge.pretrain import bits_per_byte as pretrain_bits_per_byte
 from lmforge.pretrain import token_losses, utf8_lengths
 from lmforge.report import FEW_SHOT, eval_table
@@ -56,7 +59,6 @@ from lmforge.tools.generation import GREEDY, compare_tools, generation_eos, mode
 
 KINDS = ("base", "assistant", "reward")
 METRICS = Path(__file__).parent / "metrics"
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -295,7 +297,7 @@ def evaluate_model(spec: dict, config: EvalConfig) -> dict:
         metrics, note = reward_metrics(spec["path"], config)
     else:
         tokenizer = AutoTokenizer.from_pretrained(spec["path"])
-        model = AutoModelForCausalLM.from_pretrained(spec["path"]).to(DEVICE).eval()
+        model = AutoModelForCausalLM.from_pretrained(spec["path"]).to(device()).eval()
         texts = heldout_texts(config)
         metrics["bits_per_byte"] = bits_per_byte(model, tokenizer, texts, config.max_length, config.batch_size)
         if spec["kind"] == "assistant":
@@ -320,6 +322,12 @@ def fingerprint(spec: dict, config: EvalConfig) -> str:
 
 
 def main(config: EvalConfig) -> dict:
+    """Under `accelerate launch` the main process measures every model (each is loaded whole on its device) and
+    writes; the others wait for its results and return them."""
+    return broadcast_object_list([measure(config) if PartialState().is_main_process else None])[0]
+
+
+def measure(config: EvalConfig) -> dict:
     output_dir = Path(config.output_dir)
     models, skipped = {}, {}
     for name, spec in config.models.items():

@@ -20,13 +20,13 @@ gives the same samples; sample i uses seed + i.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
 
 from lmforge import LmforgeError
 from lmforge.configs import parse
 from lmforge.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.files import write_json
+from lmforge.models import device
 from lmforge.tools import load_tools
 from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
 
@@ -100,9 +100,7 @@ def main(config: GenerateConfig) -> list[str]:
     if not Path(config.model).exists() and config.model.startswith((".", "/", "runs")):
         raise LmforgeError(f"model: {config.model} does not exist (train it first)")
     tokenizer = AutoTokenizer.from_pretrained(config.model)
-    device_map = "auto" if torch.cuda.is_available() else None
-    model = AutoModelForCausalLM.from_pretrained(config.model, device_map=device_map)
-    model.eval()
+    model = AutoModelForCausalLM.from_pretrained(config.model).to(device()).eval()
     samples = sample(model, tokenizer, config, load_tools(config.tools))
     if config.output_file:
         write_json(config.output_file, {"prompt": config.prompt, "settings": vars(config), "samples": samples})

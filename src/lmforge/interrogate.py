@@ -28,6 +28,7 @@ from lmforge import LmforgeError
 from lmforge.configs import parse
 from lmforge.conversations.python_faq import read_pairs
 from lmforge.files import write_json
+from lmforge.models import device
 
 REFUSALS = [
     "I don't know the answer to that.",
@@ -94,7 +95,8 @@ def ask(model, tokenizer, question: str, config: InterrogateConfig) -> list[str]
     """`config.samples` sampled replies to one question."""
     messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
     messages.append({"role": "user", "content": question})
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True).to(model.device)
     with torch.no_grad():
         output = model.generate(**prompt, do_sample=True, temperature=config.temperature, top_p=config.top_p,
                                 max_new_tokens=config.max_new_tokens, num_return_sequences=config.samples)
@@ -135,7 +137,7 @@ def main(config: InterrogateConfig) -> dict:
     questions = [row for path in config.questions for row in read_pairs(path)]
     questions = questions[: config.limit] if config.limit >= 0 else questions
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).eval()
+    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).to(device()).eval()
     judge = JUDGES[config.judge]
     os.makedirs(config.output_dir, exist_ok=True)
     answers_path = os.path.join(config.output_dir, "answers.jsonl")

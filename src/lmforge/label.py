@@ -9,8 +9,10 @@ that labeler's own (A, B, ...). The labeler gives each response a rank (1 = best
 as harmful, or skips the prompt. Each answer is one SQLite transaction, committed before the next
 prompt is shown. The database (`rankings.sqlite`, WAL mode, so several labelers' pages write at once)
 keeps one row per labeler and prompt: a labeler never sees a prompt twice, and a restarted page shows
-only prompts with fewer than `rankings_per_prompt` rankings. With `judges` set, the judges of
-lmforge.judges rank every prompt instead, as labeler `judge`, in the same table.
+only prompts with fewer than `rankings_per_prompt` rankings. A prompt shown to a labeler is reserved for them
+for `reservation_minutes` (a row in `reservations`, taken in the same transaction that chooses the prompt), so
+labelers working at once get different prompts; an answer after the reservation expired is still kept.
+With `judges` set, the judges of lmforge.judges rank every prompt instead, as labeler `judge`, in the same table.
 
 Export turns each ranking into pairs (chosen ranked above rejected): all K(K-1)/2 ordered pairs, except
 that a response flagged harmful ranks below every unflagged one whatever its given rank, and no pair is
@@ -27,6 +29,7 @@ import json
 import random
 import shutil
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -37,7 +40,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from lmforge import LmforgeError, judges
 from lmforge.configs import parse
-from lmforge.files import write_json
+from lmforge.files import recover_dir, replace_dir, write_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -54,6 +57,10 @@ CREATE TABLE IF NOT EXISTS rankings (
     scores TEXT,            -- JSON: a judge's score per response
     created_at TEXT NOT NULL,
     UNIQUE (prompt_id, labeler));
+CREATE TABLE IF NOT EXISTS reservations (  -- the prompt each labeler's page shows, held for them until expires_at
+    labeler TEXT PRIMARY KEY,
+    prompt_id INTEGER NOT NULL REFERENCES prompts(prompt_id),
+    expires_at REAL NOT NULL);  -- Unix time
 """
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -63,6 +70,8 @@ class LabelConfig:
     rollouts: str = field(default="runs/demo/rollouts/dataset", metadata={"help": "The rollouts stage's dataset."})
     output_dir: str = "runs/demo/labels"
     rankings_per_prompt: int = field(default=1, metadata={"help": "People's rankings wanted per prompt."})
+    reservation_minutes: float = field(
+        default=10, metadata={"help": "A prompt shown to a labeler is held for them this long, then given out again."})
     judges: dict | str | None = field(
         default=None, metadata={"help": "Judge name -> weight: rank with lmforge.judges instead of the page."}
     )
@@ -76,8 +85,9 @@ class LabelConfig:
         self.judges = json.loads(self.judges) if isinstance(self.judges, str) else self.judges
         if self.judges is not None:
             self.judges = judges.check_weights(self.judges)
-        if self.rankings_per_prompt < 1 or not 0 <= self.test_fraction < 1:
-            raise LmforgeError("rankings_per_prompt >= 1 and 0 <= test_fraction < 1 are required")
+        if self.rankings_per_prompt < 1 or not 0 <= self.test_fraction < 1 or not self.reservation_minutes > 0:
+            raise LmforgeError("rankings_per_prompt >= 1, 0 <= test_fraction < 1 and reservation_minutes > 0 "
+                               "are required")
 
 
 CONFIGS = (LabelConfig,)
@@ -129,17 +139,32 @@ def save_ranking(connection, prompt_id: int, labeler: str, source: str, ranking:
             (prompt_id, labeler, source, "skipped" if ranking is None else "ranked",
              None if ranking is None else json.dumps(ranking), json.dumps(sorted(flagged)),
              None if scores is None else json.dumps(scores), now))
+        connection.execute("DELETE FROM reservations WHERE labeler = ? AND prompt_id = ?", (labeler, prompt_id))
     return cursor.rowcount == 1
 
 
-def next_prompt(connection, labeler: str, rankings_per_prompt: int) -> int | None:
-    """A prompt this labeler has not answered that still needs rankings, the least-ranked first."""
-    row = connection.execute(
-        "SELECT p.prompt_id, (SELECT COUNT(*) FROM rankings r WHERE r.prompt_id = p.prompt_id "
-        "                     AND r.status = 'ranked' AND r.source = 'human') AS done "
-        "FROM prompts p WHERE done < ? AND NOT EXISTS "
-        "(SELECT 1 FROM rankings r WHERE r.prompt_id = p.prompt_id AND r.labeler = ?) "
-        "ORDER BY done, p.prompt_id LIMIT 1", (rankings_per_prompt, labeler)).fetchone()
+def next_prompt(connection, labeler: str, rankings_per_prompt: int, hold_seconds: float = 600,
+                now: float | None = None) -> int | None:
+    """Reserve for `labeler` a prompt they have not answered that still needs rankings, the least-ranked first,
+    and return it (None: nothing left). Prompts held by other labelers count as ranked until their reservation
+    expires, so two pages never show the same prompt beyond `rankings_per_prompt`; a labeler who reloads the page
+    keeps their prompt. Choosing and reserving are one transaction: two labelers cannot take the same place."""
+    now = time.time() if now is None else now
+    with transaction(connection):
+        connection.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+        row = connection.execute(
+            "SELECT p.prompt_id, "
+            "  (SELECT COUNT(*) FROM rankings r WHERE r.prompt_id = p.prompt_id "
+            "   AND r.status = 'ranked' AND r.source = 'human') "
+            "  + (SELECT COUNT(*) FROM reservations s WHERE s.prompt_id = p.prompt_id AND s.labeler != ?) AS taken, "
+            "  EXISTS (SELECT 1 FROM reservations s WHERE s.prompt_id = p.prompt_id AND s.labeler = ?) AS held "
+            "FROM prompts p WHERE taken < ? AND NOT EXISTS "
+            "(SELECT 1 FROM rankings r WHERE r.prompt_id = p.prompt_id AND r.labeler = ?) "
+            "ORDER BY held DESC, taken, p.prompt_id LIMIT 1",
+            (labeler, labeler, rankings_per_prompt, labeler)).fetchone()
+        connection.execute("DELETE FROM reservations WHERE labeler = ?", (labeler,))
+        if row is not None:
+            connection.execute("INSERT INTO reservations VALUES (?, ?, ?)", (labeler, row[0], now + hold_seconds))
     return None if row is None else row[0]
 
 
@@ -174,7 +199,7 @@ def render_prompt(messages: list) -> str:
     return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in messages)
 
 
-def build_page(database: Path, rankings_per_prompt: int, k: int):
+def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: float):
     import gradio as gr  # only the page needs it: judging and export run without a web stack
 
     letters = list(LETTERS[:k])
@@ -182,7 +207,7 @@ def build_page(database: Path, rankings_per_prompt: int, k: int):
     def show(labeler: str, message: str = ""):
         """Everything the page shows for this labeler's next prompt (or the end)."""
         with closing(connect(database)) as connection:
-            prompt_id = next_prompt(connection, labeler, rankings_per_prompt)
+            prompt_id = next_prompt(connection, labeler, rankings_per_prompt, hold_seconds)
             if prompt_id is not None:
                 prompt, responses = connection.execute(
                     "SELECT prompt, responses FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone()
@@ -305,8 +330,7 @@ def export(connection, output_dir: Path, test_fraction: float, seed: int) -> dic
     staging = output_dir / ".preferences.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     splits.save_to_disk(staging)
-    shutil.rmtree(output_dir / "preferences", ignore_errors=True)
-    staging.rename(output_dir / "preferences")
+    replace_dir(staging, output_dir / "preferences")
 
     report = agreement(preferences)
     write_json(output_dir / "agreement.json", report)
@@ -323,6 +347,7 @@ def export(connection, output_dir: Path, test_fraction: float, seed: int) -> dic
 def main(config: LabelConfig) -> None:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    recover_dir(output_dir / "preferences")  # a previous export killed while it swapped the pairs in
     database = output_dir / "rankings.sqlite"
     if not Path(config.rollouts).exists():
         raise LmforgeError(f"rollouts: {config.rollouts} does not exist (run `lmforge rollouts` first)")
@@ -335,7 +360,7 @@ def main(config: LabelConfig) -> None:
             export(connection, output_dir, config.test_fraction, config.seed)
     if not config.judges and not config.export:
         k = len(rollouts[0]["responses"])
-        build_page(database, config.rankings_per_prompt, k).launch(
+        build_page(database, config.rankings_per_prompt, k, config.reservation_minutes * 60).launch(
             server_name=config.host, server_port=config.port, share=False, inbrowser=False)
 
 

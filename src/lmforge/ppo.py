@@ -22,6 +22,7 @@ before/after table, the watch's report).
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
@@ -63,12 +64,33 @@ CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, EvalConfig)
 class CheckpointedPPOTrainer(PPOTrainer):
     """PPOTrainer whose checkpoints also hold the value model, so that a resumed run keeps its critic."""
 
+    # Read by Trainer._save on the processes that do not write; PPOTrainer skips the Trainer.__init__ that sets it.
+    is_distributed_loading_by_transformers = False
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         checkpoint = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
         if self.args.should_save and os.path.isdir(checkpoint):
             value_model = self.accelerator.unwrap_model(self.model).value_model
             value_model.save_pretrained(os.path.join(checkpoint, "value_model"))
+
+    # On several processes PPOTrainer keeps the process-group wrapper (DDP) in `self.model`, which hides the
+    # `policy` its save_model saves and the config its model card reads: both work on the unwrapped model.
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        with self.unwrapped():
+            super().save_model(output_dir, _internal_call)
+
+    def create_model_card(self, *args, **kwargs):
+        with self.unwrapped():
+            super().create_model_card(*args, **kwargs)
+
+    @contextmanager
+    def unwrapped(self):
+        wrapped, self.model = self.model, self.accelerator.unwrap_model(self.model)
+        try:
+            yield
+        finally:
+            self.model = wrapped
 
 
 class ContinueCount(TrainerCallback):

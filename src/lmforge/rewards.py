@@ -31,6 +31,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lmforge import LmforgeError
 from lmforge.conversations import arithmetic, spelling
+from lmforge.models import device
 
 # reasoning-gym questions say nothing about how to finish; lmforge's SFT data ends every solution this way.
 ANSWER_INSTRUCTION = "\nEnd your reply with `Final answer: ` followed by the answer."
@@ -148,7 +149,7 @@ def repetition_penalty(completions, ngram: int = 3, **kwargs) -> list[float]:
 @functools.lru_cache(maxsize=4)
 def load_scorer(path: str):
     """A saved reward model (sequence classification, one label) and its tokenizer, loaded once per path."""
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).to(device()).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last token that is not padding
     return model, tokenizer

@@ -15,10 +15,15 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from lmforge import LmforgeError
 from lmforge.chat_format import end_of_turn
-from lmforge.files import write_json
+from lmforge.files import read_json, write_json
+from lmforge.models import device
 from lmforge.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
 from lmforge.tools import load_tools
 from lmforge.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
@@ -114,39 +119,62 @@ def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=Non
 
 def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config: EvalConfig) -> dict:
     """The trained policy saved in `policy_path`, measured against the SFT model it started from."""
-    policy = AutoModelForCausalLM.from_pretrained(policy_path)
-    return evaluate_policy(policy, tokenizer, prompts, config, AutoModelForCausalLM.from_pretrained(sft_path))
+    policy = AutoModelForCausalLM.from_pretrained(policy_path).to(device())
+    reference = AutoModelForCausalLM.from_pretrained(sft_path).to(device())
+    return evaluate_policy(policy, tokenizer, prompts, config, reference)
+
+
+def on_main_process(compute):
+    """`compute()` run by the main process alone and its result given to every process: the evaluation loads its own
+    copies of the models, so the other processes would only repeat it (and race to write its files)."""
+    return broadcast_object_list([compute() if PartialState().is_main_process else None])[0]
 
 
 def evaluate_sft(sft_path: str, tokenizer, prompts, config: EvalConfig, output_dir: str) -> dict:
     """The SFT model's figures, computed once per output directory (a resumed run keeps the first ones)."""
     path = os.path.join(output_dir, "eval_before.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    before = evaluate_policy(AutoModelForCausalLM.from_pretrained(sft_path), tokenizer, prompts, config)
-    write_json(path, before)
-    return before
+
+    def compute():
+        if os.path.exists(path):
+            return read_json(path)
+        before = evaluate_policy(AutoModelForCausalLM.from_pretrained(sft_path).to(device()), tokenizer, prompts,
+                                 config)
+        write_json(path, before)
+        return before
+    return on_main_process(compute)
 
 
 def finish(stage: str, trainer, watch, sft_path: str, tokenizer, prompts, config: EvalConfig, before: dict,
            results: dict) -> dict:
     """What every RL stage does after training: save the policy, fall back to the last healthy checkpoint if
     the watch stopped the run, put back the SFT tokenizer and generation settings, push, measure the policy
-    against the SFT model, and write `<stage>_results.json` with the stage's own `results`."""
+    against the SFT model, and write `<stage>_results.json` with the stage's own `results`. Under `accelerate
+    launch` every process saves through the trainer (which writes from the main process only) and the main
+    process alone does the rest; every process returns the same results."""
     output_dir = trainer.args.output_dir
     trainer.save_model(output_dir)
     restored = watch.restore_last_healthy(output_dir)
-    restore_sft_settings(sft_path, output_dir)
-    if trainer.args.push_to_hub:
-        trainer.push_to_hub(tags=["lmforge", stage])
-    after = evaluate_trained(output_dir, sft_path, tokenizer, prompts, config)
-    print(table(before, after))
-    results = {**results, "eval": {"before": before, "after": after}, "watch": watch.report(),
-               "final_model": restored or "last step"}
-    if trainer.is_world_process_zero():
-        write_json(os.path.join(output_dir, f"{stage}_results.json"), results)
-    return results
+
+    def compute():
+        restore_sft_settings(sft_path, output_dir)
+        if trainer.args.push_to_hub:
+            push(trainer, stage)
+        after = evaluate_trained(output_dir, sft_path, tokenizer, prompts, config)
+        print(table(before, after))
+        final = {**results, "eval": {"before": before, "after": after}, "watch": watch.report(),
+                 "final_model": restored or "last step"}
+        write_json(os.path.join(output_dir, f"{stage}_results.json"), final)
+        return final
+    return on_main_process(compute)
+
+
+def push(trainer, stage: str) -> None:
+    """Upload the output folder as it is now. Trainer.push_to_hub would first save the live model and the RL tokenizer
+    over it, undoing the restored checkpoint and the SFT settings."""
+    trainer.create_model_card(tags=["lmforge", stage])
+    HfApi().upload_folder(repo_id=trainer.hub_model_id, folder_path=trainer.args.output_dir,
+                          ignore_patterns=["_*", "checkpoint-*", "checkpoint-*/**"], token=trainer.args.hub_token,
+                          revision=trainer.args.hub_revision, commit_message=f"lmforge {stage}")
 
 
 def logged(history: list[dict], key: str, steps: int = 3) -> tuple[float | None, float | None]:

@@ -28,14 +28,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from datasets import Dataset, load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from lmforge import LmforgeError
 from lmforge.configs import parse
 from lmforge.conversations import GENERATORS, check_conversation, normalise
-from lmforge.files import write_json
+from lmforge.files import recover_dir, replace_dir, write_json
+from lmforge.models import device
 from lmforge.tools import load_tools
 from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
 
@@ -161,13 +161,11 @@ def read_done(path: Path) -> dict[int, dict]:
 
 
 def write_dataset(rows: list[dict], path: Path) -> None:
-    """save_to_disk under a temporary name, then rename: `path` is the old dataset or the new, never a part."""
+    """save_to_disk under a temporary name, then swap it in: `path` is the old dataset or the new, never a part."""
     staging = path.with_name(f".{path.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     Dataset.from_list(rows).save_to_disk(staging)
-    if path.exists():
-        shutil.rmtree(path)
-    staging.rename(path)
+    replace_dir(staging, path)
 
 
 def check_settings(path: Path, settings: dict) -> None:
@@ -180,13 +178,12 @@ def check_settings(path: Path, settings: dict) -> None:
 def main(config: RolloutsConfig) -> Path:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    recover_dir(output_dir / "dataset")  # a previous run killed while it swapped the dataset in
     prompts = load_prompts(config.prompts)
     tokenizer = AutoTokenizer.from_pretrained(config.model)
     if not tokenizer.chat_template:
         raise LmforgeError(f"model: {config.model}'s tokenizer has no chat template (rollouts need a chat model)")
-    device_map = "auto" if torch.cuda.is_available() else None
-    model = AutoModelForCausalLM.from_pretrained(config.model, device_map=device_map)
-    model.eval()
+    model = AutoModelForCausalLM.from_pretrained(config.model).to(device()).eval()
     tools = load_tools(config.tools)
     check_settings(output_dir / "settings.json", {k: v for k, v in asdict(config).items() if k != "output_dir"})
     progress = output_dir / "rollouts.jsonl"

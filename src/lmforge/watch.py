@@ -19,16 +19,20 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME
 
-from lmforge.files import write_json
+from lmforge.files import read_json, write_json
 from lmforge.rewards import repetition_rate
 from lmforge.tools.generation import generation_eos, model_generate
 
 logger = logging.getLogger(__name__)
 KL_LOG_KEYS = ("kl", "objective/kl")
-# Files that make up a saved model or adapter; the optimizer and trainer state of a checkpoint are not copied.
-MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+# Files that make up a saved model or adapter, besides the shards a sharded model's index names; the optimizer and
+# trainer state of a checkpoint are not copied.
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", SAFE_WEIGHTS_INDEX_NAME,
                "adapter_config.json", "adapter_model.safetensors")
 
 
@@ -116,7 +120,10 @@ class WatchCallback(TrainerCallback):
             torch.manual_seed(state.global_step)
             stats = reply_stats(reply_ids(model, self.tokenizer, self.prompt_ids, self.config.watch_max_new_tokens))
         model.train(was_training)
-        stats = {"step": state.global_step, "kl": self.kl, **stats}
+        # Every process samples (a sharded model needs them all to generate), and the main process's figures decide
+        # for all: a process that stopped alone would leave the others waiting for it. The KL comes from the logs,
+        # which the trainers average over the processes, so it is the same everywhere already.
+        stats = broadcast_object_list([{"step": state.global_step, "kl": self.kl, **stats}])[0]
         self.checks.append(stats)
         c = self.config
         bounds = [("repetition", c.watch_max_repetition, max), ("degenerate", c.watch_max_degenerate, max),
@@ -145,21 +152,42 @@ class WatchCallback(TrainerCallback):
         self.save()
 
     def save(self):
-        write_json(os.path.join(self.output_dir, "watch.json"), self.report())
+        if PartialState().is_main_process:
+            write_json(os.path.join(self.output_dir, "watch.json"), self.report())
 
     def report(self) -> dict:
         return {"thresholds": asdict(self.config), "checks": self.checks, "alarms": self.alarms,
                 "stopped": self.stopped, "last_healthy": self.last_healthy}
 
     def restore_last_healthy(self, output_dir: str) -> str | None:
-        """After a stop, copy the last healthy checkpoint's model over the final one in `output_dir`."""
+        """After a stop, put the last healthy checkpoint's model in place of the final one in `output_dir` (the main
+        process copies; every process waits for it)."""
         if not self.stopped:
             return None
         if self.last_healthy is None or not os.path.isdir(self.last_healthy):
             logger.warning("watch: stopped with no healthy checkpoint saved; the final model is the stopped one")
             return None
-        for name in MODEL_FILES:
-            if os.path.exists(os.path.join(self.last_healthy, name)):
-                shutil.copy2(os.path.join(self.last_healthy, name), os.path.join(output_dir, name))
-        logger.warning("watch: final model in %s = last healthy checkpoint %s", output_dir, self.last_healthy)
+        if PartialState().is_main_process:
+            copy_model(self.last_healthy, output_dir)
+            logger.warning("watch: final model in %s = last healthy checkpoint %s", output_dir, self.last_healthy)
+        PartialState().wait_for_everyone()
         return self.last_healthy
+
+
+def model_files(folder: str) -> list[str]:
+    """The files of the model or adapter saved in `folder`: MODEL_FILES and every shard its index names."""
+    names = [name for name in MODEL_FILES if os.path.exists(os.path.join(folder, name))]
+    if SAFE_WEIGHTS_INDEX_NAME in names:
+        names += sorted(set(read_json(os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME))["weight_map"].values()))
+    return names
+
+
+def copy_model(source: str, target: str) -> None:
+    """Replace the model saved in `target` by the one in `source`, removing the target's weight files that the
+    source lacks first (a sharded final model over an unsharded checkpoint, or the reverse, would mix the two)."""
+    keep = model_files(source)
+    for name in model_files(target):
+        if name not in keep:
+            os.remove(os.path.join(target, name))
+    for name in keep:
+        shutil.copy2(os.path.join(source, name), os.path.join(target, name))
