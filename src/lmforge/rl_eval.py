@@ -20,7 +20,6 @@ from accelerate.utils import broadcast_object_list
 from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from lmforge import LmforgeError
 from lmforge.chat_format import end_of_turn
 from lmforge.files import read_json, write_json
 from lmforge.models import device
