@@ -69,7 +69,7 @@ def test_pack_refuses_a_tokenizer_without_its_special_tokens(corpus, tmp_path):
 
 
 def test_missing_tokenizer_folder_is_named(tmp_path):
-    message = one_line("tokens", "--tokenizer", tmp_path / "missing", "--text", "x")
+    message = one_line("pretrain", "--tokenizer", tmp_path / "missing", "--output_dir", tmp_path / "run")
     assert f"tokenizer {tmp_path / 'missing'} does not exist" in message
 
 
@@ -181,7 +181,7 @@ def test_wrongly_typed_recipe_values_are_named(tmp_path):
 @pytest.mark.skipif(is_tensorboard_available(), reason="tensorboard is installed")
 def test_missing_logger_says_which_extra_to_install():
     message = one_line("pretrain", "--report_to", "tensorboard")
-    assert message.endswith("report_to: tensorboard is not installed: pip install lmforge[tensorboard]")
+    assert "report_to: tensorboard is not installed: pip install 'lmforge[tensorboard]'" in message
 
 
 # --- the same line from `python -m` and `accelerate launch` ---
@@ -192,6 +192,7 @@ def test_python_m_prints_one_line():
     assert err.strip().splitlines()[-1] == expected
 
 
+@pytest.mark.slow  # about 20 s: accelerate's launcher, then the stage's imports
 def test_accelerate_launch_prints_one_line(tmp_path):
     err = stderr_of("accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no", "--quiet",

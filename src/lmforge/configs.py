@@ -22,7 +22,8 @@ from trl import TrlParser
 from lmforge import LmforgeError
 
 # What to install for each `report_to` logger the README names, when it is missing.
-REPORTERS = {"tensorboard": "lmforge[tensorboard]", "trackio": "trackio", "wandb": "wandb"}
+REPORTERS = {"tensorboard": "'lmforge[tensorboard]' (in a checkout: pip install -e '.[tensorboard]')",
+             "trackio": "trackio", "wandb": "wandb"}
 
 
 class StageParser(TrlParser):
