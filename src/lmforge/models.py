@@ -47,6 +47,8 @@ def load(loader, name_or_path: str, what: str = "model", **kwargs):
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
         where = "folder" if is_local(name_or_path) else "Hub repo"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if where == "folder":  # safetensors' own message does not say which file
+            reason = unreadable_file(Path(name_or_path)) or reason
         raise LmforgeError(f"{what} {where} {name_or_path} could not be loaded: {reason}") from None
 
 
