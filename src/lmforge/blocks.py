@@ -1,9 +1,10 @@
 """Three datatrove blocks, adapted where datatrove's own fail offline or lose data silently.
 
 - `AuditedWarcReader`: datatrove's WarcReader drops records it cannot use without saying why or how
-  many, gives up on a whole task at the first truncated or non-WARC file, and takes an XHTML page
-  without a payload-type header for XML. This reader counts every record it does not turn into a
-  document, by reason, names the file and record of every problem, and skips a bad file's remainder.
+  many, gives up on a whole task at the first truncated or non-WARC file, passes over an empty file
+  in silence, and takes an XHTML page without a payload-type header for XML. This reader counts every
+  record it does not turn into a document, by reason, counts and names every empty, truncated or
+  non-WARC file (`bad_files`), and skips a bad file's remainder.
 - `LanguageFilter` with a `py3langid` backend: datatrove's backends (ft176, glotlid) download their
   model at run time; py3langid's model ships inside the package, so the stage works offline.
 - `URLFilter` that uses the public-suffix list bundled with tldextract instead of fetching the live one
@@ -55,6 +56,9 @@ class AuditedWarcReader(WarcReader):
                         continue
                     self.stat_update("forwarded")
                     yield document
+            if index == -1:  # an empty file (or an empty gzip stream) reads as a WARC without records
+                self.stat_update("bad_files")
+                logger.error(f"{filepath}: empty, no WARC record; skipped the file")
         except ArchiveLoadFailed as error:
             self.stat_update("bad_files")
             logger.error(f"{filepath}: not a WARC file ({error}); skipped the file")

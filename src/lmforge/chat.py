@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer
 
 from lmforge.configs import parse
 from lmforge.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
+from lmforge.models import load
 from lmforge.tools import load_tools
 from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
 
@@ -109,8 +110,8 @@ def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -
 
 def main(config: ChatConfig, lines=None) -> list[dict]:
     """Chat over `lines` (default: standard input); returns the last conversation."""
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).eval()
+    tokenizer = load(AutoTokenizer, config.model_name_or_path)
+    model = load(AutoModelForCausalLM, config.model_name_or_path).eval()
     tools = load_tools(config.tools)
     if config.seed is not None:
         torch.manual_seed(config.seed)

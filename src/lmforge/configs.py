@@ -2,30 +2,67 @@
 
 `lmforge STAGE --config recipes/demo/STAGE.yaml --output_dir runs/x` reads the recipe, then lets any
 key be overridden on the command line. TRL rejects unknown keys but names neither the file nor what
-was probably meant, so the keys are checked here first.
+was probably meant, and it passes a recipe's values to the dataclasses unchecked (`max_steps: abc`
+fails deep inside argparse or a trainer), so keys and values are checked here first, each bad one
+reported in one line naming the recipe, the key, the value and the type expected.
 """
 
 import difflib
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
+from transformers.integrations import get_available_reporting_integrations
+from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from trl import TrlParser
 
 from lmforge import LmforgeError
+
+# What to install for each `report_to` logger the README names, when it is missing.
+REPORTERS = {"tensorboard": "'lmforge[tensorboard]' (in a checkout: pip install -e '.[tensorboard]')",
+             "trackio": "trackio", "wandb": "wandb"}
+
+
+class StageParser(TrlParser):
+    """TrlParser whose argparse errors (`--max_steps abc`, an option without its value) raise LmforgeError
+    instead of printing the whole usage: argparse documents `error` as the method to override."""
+
+    def error(self, message):
+        raise LmforgeError(f"command line: {message}")
 
 
 def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """Parse `--config FILE` plus overrides in `argv` into one instance of each dataclass type."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser(dataclass_types)
+    sys.excepthook = print_bad_input  # this process is a stage: its bad input ends in one line
+    parser = StageParser(dataclass_types)
+    source = "command line"
     if "--config" in argv:
-        check_recipe(parser, Path(argv[argv.index("--config") + 1]))
-    return parser.parse_args_and_config(argv)
+        if argv.index("--config") + 1 == len(argv):
+            raise LmforgeError("command line: --config needs a recipe file")
+        path = Path(argv[argv.index("--config") + 1])
+        check_recipe(parser, dataclass_types, path)
+        source = f"recipe {path} or the command line"
+    try:
+        *configs, unknown = parser.parse_args_and_config(argv, return_remaining_strings=True)
+    except ValueError as error:  # a dataclass's own check of its values, e.g. TrainingArguments'
+        raise LmforgeError(f"{source}: {' '.join(str(error).split())}") from None
+    if unknown:
+        options = [option for action in parser._actions for option in action.option_strings]
+        close = difflib.get_close_matches(unknown[0], options, n=1)
+        raise LmforgeError(f"command line: unknown option {unknown[0]!r}"
+                           + (f" (did you mean {close[0]!r}?)" if close else ""))
+    for config in configs:
+        check_reporters(getattr(config, "report_to", None))
+    return tuple(configs)
 
 
-def check_recipe(parser: TrlParser, path: Path) -> None:
-    """Fail with the file and key named when a recipe is missing, malformed or has an unknown key."""
+def check_recipe(parser: TrlParser, dataclass_types: tuple, path: Path) -> None:
+    """Fail with the file and key named when a recipe is missing, malformed, has an unknown key or a value
+    of the wrong type."""
     if not path.is_file():
         raise LmforgeError(f"recipe {path} not found")
     try:
@@ -42,3 +79,58 @@ def check_recipe(parser: TrlParser, path: Path) -> None:
             problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     if problems:
         raise LmforgeError(f"recipe {path}: " + "; ".join(problems))
+    types = field_types(dataclass_types)
+    choices = {action.dest: action.choices for action in parser._actions if action.choices}
+    for key, value in recipe.items():
+        if key in types and (problem := check_value(value, types[key], choices.get(key))):
+            raise LmforgeError(f"recipe {path}: {key}: {value!r} {problem}")
+
+
+def field_types(dataclass_types: tuple) -> dict:
+    """Key -> the type its dataclass field declares (the first dataclass that has the key wins, as in TrlParser)."""
+    types = {}
+    for dataclass_type in dataclass_types:
+        hints = typing.get_type_hints(dataclass_type)
+        for dataclass_field in fields(dataclass_type):
+            if dataclass_field.init:
+                types.setdefault(dataclass_field.name, hints[dataclass_field.name])
+    return types
+
+
+def check_value(value, expected, choices) -> str | None:
+    """What is wrong with a recipe value for a field of type `expected`, or None. Strings that argparse
+    would convert ("3" for an int, "true" for a bool) pass, as they do on the command line."""
+    if choices and value is not None and str(value) not in {str(choice) for choice in choices}:
+        return f"is not one of {[str(choice) for choice in choices]}"
+    try:
+        TypeAdapter(expected).validate_python(value)
+    except ValidationError:
+        return f"is not {type_name(expected)}"
+    except PydanticSchemaGenerationError:  # a type pydantic cannot check: the dataclass will
+        pass
+    return None
+
+
+def type_name(expected) -> str:
+    return expected.__name__ if isinstance(expected, type) else str(expected).replace("typing.", "")
+
+
+def check_reporters(report_to) -> None:
+    """A `report_to` logger that is not installed fails now with what to install, not as a traceback when
+    the trainer starts."""
+    names = [report_to] if isinstance(report_to, str) else report_to or []
+    available = get_available_reporting_integrations()
+    for name in names:
+        if name not in INTEGRATION_TO_CALLBACK and name not in ("all", "none"):
+            raise LmforgeError(f"report_to: {name!r} is not one of {['none', 'all', *INTEGRATION_TO_CALLBACK]}")
+        if name in REPORTERS and name not in available:
+            raise LmforgeError(f"report_to: {name} is not installed: pip install {REPORTERS[name]}")
+
+
+def print_bad_input(kind, error, traceback) -> None:
+    """sys.excepthook of a stage run as `python -m lmforge.STAGE` or `accelerate launch -m lmforge.STAGE`: bad
+    input prints one line, as `lmforge STAGE` prints it; any other exception keeps its traceback."""
+    if issubclass(kind, LmforgeError):
+        print(f"lmforge {Path(sys.argv[0]).stem}: error: {error}", file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, error, traceback)

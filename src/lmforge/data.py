@@ -233,16 +233,35 @@ def run(config: DataConfig, plan: dict[str, Stage]) -> None:
 
         if not ray.is_initialized():
             ray.init()  # joins the cluster named by RAY_ADDRESS, or starts a local one
-    previous = None
+    executors = []
     for name, stage in plan.items():
-        kwargs = dict(pipeline=[block for _, block in stage.steps], tasks=stage.tasks, depends=previous,
-                      logging_dir=f"{config.output_dir}/logs/{name}")
+        kwargs = dict(pipeline=[block for _, block in stage.steps], tasks=stage.tasks,
+                      depends=executors[-1] if executors else None, logging_dir=f"{config.output_dir}/logs/{name}")
         if config.executor == "local":
             kwargs["workers"] = config.workers
         if config.executor == "slurm":
             kwargs["job_name"] = f"lmforge_{name}"
-        previous = executor_class(**kwargs, **config.executor_options)
-    previous.run()
+        executors.append(executor_class(**kwargs, **config.executor_options))
+    if config.executor != "slurm":  # Slurm jobs run later; local and Ray ones run here, in order
+        # Filter first and stop with one line if nothing came through: the stages after it would only
+        # fail on an empty folder with a library traceback.
+        executors[0].run()
+        check_filtered(config, plan["filter"])
+    executors[-1].run()
+
+
+def check_filtered(config: DataConfig, stage: Stage) -> None:
+    """Fail with one line when the input held no readable page, or no page passed the filters."""
+    with open(f"{config.output_dir}/logs/filter/stats.json") as f:
+        stats = [block["stats"] for block in json.load(f)]  # one entry per block, in pipeline order
+    rows = [funnel_row(step, block) for (step, _), block in zip(stage.steps, stats) if step]
+    if rows[0]["kept"] == 0:
+        raise LmforgeError(f"warc_paths: no readable page in {config.warc_paths or config.common_crawl_dump} "
+                           f"({rows[0]['in']} records; {stats[0].get('bad_files', 0)} unreadable files, "
+                           "each named in the log above)")
+    if rows[-1]["kept"] == 0:
+        print_funnel({"steps": rows, "documents_out": 0, "bad_files": stats[0].get("bad_files", 0)})
+        raise LmforgeError("no document passed the filters (the funnel above says where each was dropped)")
 
 
 def funnel_row(name: str, stats: dict) -> dict:

@@ -27,6 +27,7 @@ from trl.data_utils import maybe_extract_prompt
 
 from lmforge import LmforgeError
 from lmforge.configs import parse
+from lmforge.models import is_local
 from lmforge.rl_eval import (
     EvalConfig,
     chat_tokenizer,
@@ -55,7 +56,7 @@ def load_pairs(source: str) -> DatasetDict:
     """Train (and test, when there is one) preference pairs with only the columns DPO reads."""
     if os.path.isdir(source):
         pairs = load_from_disk(source)
-    elif source.startswith((".", "/", "runs")):
+    elif is_local(source):
         raise LmforgeError(f"preferences: {source} does not exist (run `lmforge label --export` first)")
     else:
         # Hub pairs often keep the prompt inside chosen/rejected (trl-lib/ultrafeedback_binarized): split it out.

@@ -18,7 +18,6 @@ gives the same samples; sample i uses seed + i.
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
 
@@ -26,7 +25,7 @@ from lmforge import LmforgeError
 from lmforge.configs import parse
 from lmforge.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.files import write_json
-from lmforge.models import device
+from lmforge.models import device, load
 from lmforge.tools import load_tools
 from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
 
@@ -97,10 +96,8 @@ def main(config: GenerateConfig) -> list[str]:
     if config.chat and config.few_shot_chat:
         raise LmforgeError("chat and few_shot_chat: choose one (the chat template is for a fine-tuned assistant, "
                            "the few-shot prompt for a base model)")
-    if not Path(config.model).exists() and config.model.startswith((".", "/", "runs")):
-        raise LmforgeError(f"model: {config.model} does not exist (train it first)")
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
-    model = AutoModelForCausalLM.from_pretrained(config.model).to(device()).eval()
+    tokenizer = load(AutoTokenizer, config.model, "model")
+    model = load(AutoModelForCausalLM, config.model, "model").to(device()).eval()
     samples = sample(model, tokenizer, config, load_tools(config.tools))
     if config.output_file:
         write_json(config.output_file, {"prompt": config.prompt, "settings": vars(config), "samples": samples})

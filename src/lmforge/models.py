@@ -2,12 +2,21 @@
 
 Every stage loads through here, so a missing folder, a corrupt weight file or a Hub id that cannot be
 reached is reported the same way everywhere: the path and what is wrong, without a library traceback.
+Training stages resume through `last_checkpoint`, which passes over checkpoints that cannot be resumed.
 """
 
+import json
+import pickle
+import shutil
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import SafetensorError, safe_open
+from transformers import AutoTokenizer, TrainerState
+from transformers.trainer_pt_utils import safe_globals
+from transformers.trainer_utils import get_last_checkpoint
 
 from lmforge import LmforgeError
 
@@ -27,7 +36,7 @@ def is_local(name_or_path: str) -> bool:
 def check_source(name_or_path: str, what: str = "model") -> None:
     """Fail with one line when a local `name_or_path` does not exist."""
     if is_local(name_or_path) and not Path(name_or_path).exists():
-        raise LmforgeError(f"{what} {name_or_path}: no such folder (and not a Hub repo id)")
+        raise LmforgeError(f"{what} {name_or_path} does not exist (and is not a Hub repo id)")
 
 
 def load(loader, name_or_path: str, what: str = "model", **kwargs):
@@ -35,10 +44,78 @@ def load(loader, name_or_path: str, what: str = "model", **kwargs):
     check_source(name_or_path, what)
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
         where = "folder" if is_local(name_or_path) else "Hub repo"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if where == "folder":  # safetensors' own message does not say which file
+            reason = unreadable_file(Path(name_or_path)) or reason
         raise LmforgeError(f"{what} {where} {name_or_path} could not be loaded: {reason}") from None
+
+
+def load_tokenizer(name_or_path: str, *special_tokens: str, what: str = "tokenizer"):
+    """AutoTokenizer through `load`, checked to define each of `special_tokens` ("bos_token", ...): a folder
+    without tokenizer_config.json loads without them, and their ids would be None in every encoded row."""
+    tokenizer = load(AutoTokenizer, name_or_path, what)
+    missing = [name for name in special_tokens if getattr(tokenizer, f"{name}_id") is None]
+    if missing:
+        raise LmforgeError(f"{what} {name_or_path} defines no {' or '.join(missing)} "
+                           "(is its tokenizer_config.json missing?)")
+    return tokenizer
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint in `output_dir` that training can resume from, or None.
+
+    Trainer writes trainer_state.json last: a checkpoint without a readable one was cut short by a kill and
+    is deleted. One with a weight, optimizer or scheduler file that does not load (a disk fault, a copy cut
+    short) is moved aside to `unusable-checkpoint-N`, where the trainer's rotation does not look, and the
+    checkpoint before it is used. Under `accelerate launch` the main process does this first, then the others
+    find the same checkpoint.
+    """
+    with PartialState().main_process_first():
+        return usable_checkpoint(Path(output_dir))
+
+
+def usable_checkpoint(output_dir: Path) -> str | None:
+    while output_dir.is_dir() and (checkpoint := get_last_checkpoint(str(output_dir))):
+        checkpoint = Path(checkpoint)
+        if not readable_state(checkpoint):
+            print(f"warning: deleting {checkpoint}, a checkpoint cut short (no readable trainer_state.json)")
+            shutil.rmtree(checkpoint)
+        elif problem := unreadable_file(checkpoint):
+            aside = checkpoint.with_name(f"unusable-{checkpoint.name}")
+            print(f"warning: {problem}; moved {checkpoint} to {aside} and resuming from the checkpoint before")
+            shutil.rmtree(aside, ignore_errors=True)
+            checkpoint.rename(aside)
+        else:
+            return str(checkpoint)
+    return None
+
+
+def readable_state(checkpoint: Path) -> bool:
+    try:
+        TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return False
+    return True
+
+
+def unreadable_file(checkpoint: Path) -> str | None:
+    """The first file of a checkpoint that does not load, and why, or None. Only headers and pickled
+    structure are read (safetensors' header, torch.load with mmap), so a large checkpoint is checked fast."""
+    for path in sorted(checkpoint.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            return f"{path} is unreadable ({error})"
+    for path in sorted([*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth")]):  # optimizer, scheduler, RNG
+        try:
+            with safe_globals():  # what Trainer allows when it loads them (numpy RNG states)
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+            return f"{path} is unreadable ({' '.join(str(error).split())[:200]})"
+    return None
 
 
 def device():

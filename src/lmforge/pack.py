@@ -21,12 +21,12 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 from datasets.exceptions import DatasetGenerationError
-from transformers import AutoTokenizer
 
 from lmforge import LmforgeError
 from lmforge.configs import parse
 from lmforge.documents import expand, is_heldout, iter_documents
 from lmforge.files import write_json
+from lmforge.models import load_tokenizer
 from lmforge.tokenizer import encode_text
 
 
@@ -64,7 +64,8 @@ def main(config: PackConfig) -> None:
         return
     if config.seq_len < 2:
         raise LmforgeError(f"seq_len: {config.seq_len} is too short to predict anything")
-    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+    # <|bos|> and <|endoftext|> frame every document: a tokenizer without them would pack None ids.
+    tokenizer = load_tokenizer(config.tokenizer, "bos_token", "eos_token")
     staging = output_dir.with_name(f".{output_dir.name}.tmp")
     cache = output_dir.with_name(f".{output_dir.name}.cache")  # datasets' intermediate Arrow files
     shutil.rmtree(staging, ignore_errors=True)

@@ -22,7 +22,6 @@ training documents verbatim from their first tokens.
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,19 +33,18 @@ import torch.nn.functional as F
 from datasets import load_from_disk
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     DataCollatorForLanguageModeling,
     LlamaConfig,
     Trainer,
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from lmforge import LmforgeError
 from lmforge.batching import apply_global_batch
 from lmforge.configs import parse
 from lmforge.files import write_json
+from lmforge.models import last_checkpoint, load_tokenizer
 
 BITS_PER_BYTE = str(Path(__file__).parent / "metrics" / "bits_per_byte.py")
 # Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, most specific first ("L4" is in "L40S").
@@ -202,19 +200,9 @@ def load_blocks(args: PretrainArguments, tokenizer):
 
 
 def resume_checkpoint(output_dir: Path, tokenizer) -> str | None:
-    """The last complete checkpoint in `output_dir`, checked against the tokenizer.
-
-    Trainer writes trainer_state.json last and not atomically: a checkpoint without a readable one was
-    cut short by a kill, and is deleted so the run resumes from the one before.
-    """
-    while output_dir.is_dir() and (checkpoint := get_last_checkpoint(output_dir)):
-        try:
-            json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-            break
-        except (FileNotFoundError, json.JSONDecodeError):
-            print(f"pretrain: deleting {checkpoint}, an incomplete checkpoint")
-            shutil.rmtree(checkpoint)
-    else:
+    """The last checkpoint in `output_dir` that can be resumed (lmforge.models), checked against the tokenizer."""
+    checkpoint = last_checkpoint(output_dir)
+    if checkpoint is None:
         return None
     vocab_size = json.loads((Path(checkpoint) / "config.json").read_text())["vocab_size"]
     if vocab_size != len(tokenizer):
@@ -257,7 +245,7 @@ def memorization(model, blocks, tokenizer, args: PretrainArguments) -> dict:
 
 
 def main(args: PretrainArguments, training_args: TrainingArguments) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    tokenizer = load_tokenizer(args.tokenizer, "bos_token", "eos_token")
     blocks, seq_len = load_blocks(args, tokenizer)
     output_dir = Path(training_args.output_dir)
     last_checkpoint = resume_checkpoint(output_dir, tokenizer)

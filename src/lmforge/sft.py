@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
+from transformers.trainer_utils import IntervalStrategy
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from lmforge import LmforgeError
@@ -43,6 +43,7 @@ from lmforge.chat_format import chat_format, end_of_turn_ids, set_chat_template,
 from lmforge.configs import parse
 from lmforge.conversations import load_conversations
 from lmforge.files import write_json
+from lmforge.models import last_checkpoint
 
 
 @dataclass
@@ -162,7 +163,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
         base_model_id=script_args.base_model_id or hub_id_of(source),
     )
 
-    last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+    last = last_checkpoint(training_args.output_dir)
     # Validation loss before training says what SFT changed; on resume the starting point is gone.
     before = trainer.evaluate()["eval_loss"] if splits["test"] is not None and last is None else None
     train = trainer.train(resume_from_checkpoint=last)

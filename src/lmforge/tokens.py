@@ -27,6 +27,7 @@ from transformers import AutoTokenizer
 
 from lmforge import LmforgeError
 from lmforge.configs import parse
+from lmforge.models import load
 from lmforge.tokenizer import encode_text
 
 BACKGROUNDS = (153, 229, 194, 217)  # xterm-256 pastel colours, cycled token by token
@@ -166,9 +167,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def main(config: TokensConfig) -> list[dict]:
-    if not Path(config.tokenizer).exists() and config.tokenizer.startswith((".", "/", "runs")):
-        raise LmforgeError(f"tokenizer: {config.tokenizer} does not exist (train it first: lmforge tokenizer)")
-    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+    tokenizer = load(AutoTokenizer, config.tokenizer, "tokenizer")
     rows = split(tokenizer, load_input(config), config.special)
     color = config.color == "always" or (config.color == "auto" and sys.stdout.isatty())
     print(ansi(rows, color))

@@ -13,14 +13,19 @@ taken (above 1 repeats rows), as in alignment-handbook's dataset mixer.
 """
 
 import inspect
+import json
 import random
 
+import fsspec
 from datasets import Dataset, load_dataset
+from datasets.data_files import resolve_pattern
+from datasets.exceptions import DatasetGenerationError
 
 from lmforge import LmforgeError
 from lmforge.conversations import arithmetic, chatterbot, corpus_search, identity, python_faq, spelling, tool_use
 
 ROLES = ("system", "user", "assistant")
+TEXT_LOADERS = ("json", "csv", "text")  # load_dataset loaders whose local files are checked line by line
 GENERATORS = {
     "identity": identity.conversations,
     "arithmetic": arithmetic.conversations,
@@ -75,10 +80,55 @@ def load_source(name: str, spec: dict, seed: int) -> list:
         return generator(**{"seed": seed, **spec})
     if "path" not in spec:
         raise LmforgeError(f"dataset {name!r}: give `generator` or `path` (a Hub name or a loader like json)")
-    dataset = load_dataset(**{"split": "train", **spec})
+    check_data_files(name, spec)
+    try:
+        dataset = load_dataset(**{"split": "train", **spec})
+    except (FileNotFoundError, ConnectionError, DatasetGenerationError) as error:  # a Hub name that is not there
+        cause = error.__cause__ or error
+        raise LmforgeError(f"dataset {name!r}: {spec['path']} could not be loaded: {' '.join(str(cause).split())}") \
+            from None
     if "messages" not in dataset.column_names:
         raise LmforgeError(f"dataset {name!r}: no 'messages' column (columns: {dataset.column_names})")
     return dataset["messages"]
+
+
+def check_data_files(name: str, spec: dict) -> None:
+    """Local `data_files` of a text loader exist, are UTF-8 and, for `json`, parse: datasets names neither the
+    file nor the line of a bad row, and loads undecodable bytes without a word until a row is read."""
+    if spec["path"] not in TEXT_LOADERS or not spec.get("data_files"):
+        return
+    files = spec["data_files"]
+    patterns = [files] if isinstance(files, str) else files.values() if isinstance(files, dict) else files
+    for pattern in [p for item in patterns for p in ([item] if isinstance(item, str) else item)]:
+        try:
+            paths = resolve_pattern(pattern, base_path=spec.get("data_dir") or "")
+        except FileNotFoundError:
+            raise LmforgeError(f"dataset {name!r}: data_files {pattern!r} matches no file") from None
+        for path in paths:
+            if "://" not in path:  # remote files are the Hub's to check
+                check_text_file(name, path, json_rows=spec["path"] == "json")
+
+
+def check_text_file(name: str, path: str, json_rows: bool) -> None:
+    with fsspec.open(path, "rb", compression="infer") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise LmforgeError(f"dataset {name!r}: {path} line {line}: not UTF-8 ({error.reason})") from None
+    if not json_rows:
+        return
+    if text.lstrip().startswith("["):  # one JSON array, not JSON Lines
+        rows = [(1, text)]
+    else:  # split on newlines only: str.splitlines would also split at a U+2028 inside a JSON string
+        rows = [(number, line) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
+    for number, row in rows:
+        try:
+            json.loads(row)
+        except json.JSONDecodeError as error:
+            line = number + error.lineno - 1
+            raise LmforgeError(f"dataset {name!r}: {path} line {line}: not valid JSON ({error.msg})") from None
 
 
 def normalise(messages):

@@ -1,0 +1,209 @@
+"""Every bad input ends in one line naming the file, row or key: through `lmforge STAGE` (in-process, as the
+console script runs it), `python -m lmforge.STAGE` and `accelerate launch -m lmforge.STAGE`, never with a
+library traceback or output that looks finished."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_data import HANDBOOK, demo_pages, write_warc
+from tiny import save_tiny_model
+from transformers.integrations import is_tensorboard_available
+
+from lmforge.cli import main as lmforge
+from lmforge.models import is_local
+from lmforge.tokenizer import train_tokenizer
+
+TEXTS = [f"the cat sat on mat number {i} and the dog sat on log number {i}." * 4 for i in range(120)]
+CHAT = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
+def one_line(stage: str, *argv: str) -> str:
+    """`lmforge STAGE argv`: the one line it exits with."""
+    with pytest.raises(SystemExit) as exit:
+        lmforge([stage, *map(str, argv)])
+    message = str(exit.value.code)
+    assert message.startswith(f"lmforge {stage}: error: ") and "\n" not in message, message
+    return message
+
+
+def stderr_of(*command: str) -> str:
+    """Run a command that must fail; its stderr, checked to hold no Python traceback."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr and "LmforgeError" not in result.stderr, result.stderr
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Documents (parquet) and the tokenizer the tokenizer stage would train on them."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = [{"text": text, "id": f"doc{i}", "metadata": {"language": "en"}} for i, text in enumerate(TEXTS)]
+    pq.write_table(pa.Table.from_pylist(rows), root / "docs.parquet")
+    train_tokenizer(TEXTS, vocab_size=300).save_pretrained(root / "tokenizer")
+    return root
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model"), TEXTS, vocab_size=300)
+
+
+# --- tokenizers and models ---
+
+def test_pack_refuses_a_tokenizer_without_its_special_tokens(corpus, tmp_path):
+    # Without tokenizer_config.json the folder still loads, with no <|bos|>/<|endoftext|>: every block held None.
+    broken = tmp_path / "tokenizer"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_bytes((corpus / "tokenizer" / "tokenizer.json").read_bytes())
+    message = one_line("pack", "--tokenizer", broken, "--documents", corpus / "docs.parquet",
+                       "--output_dir", tmp_path / "pack", "--seq_len", 32)
+    assert f"tokenizer {broken} defines no bos_token or eos_token" in message
+    assert "tokenizer_config.json" in message and not (tmp_path / "pack").exists()
+
+
+def test_missing_tokenizer_folder_is_named(tmp_path):
+    message = one_line("pretrain", "--tokenizer", tmp_path / "missing", "--output_dir", tmp_path / "run")
+    assert f"tokenizer {tmp_path / 'missing'} does not exist" in message
+
+
+def test_corrupt_weights_are_named(chat_model, tmp_path):
+    broken = tmp_path / "model"
+    broken.mkdir()
+    for path in chat_model.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    weights = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # a copy cut short
+    message = one_line("generate", "--model", broken, "--prompt", "the cat")
+    assert f"model folder {broken} could not be loaded: {broken / 'model.safetensors'} is unreadable" in message
+
+
+def test_hub_id_starting_with_runs_is_not_a_local_path():
+    assert not is_local("runsomeone/prefs") and not is_local("someone/model")
+    assert is_local("runs/demo/sft") and is_local("./model") and is_local("/abs/model")
+    # Offline, the Hub id is looked up on the Hub and said to be one: not "does not exist (train it first)".
+    message = one_line("generate", "--model", "runsomeone/model", "--prompt", "hi")
+    assert "model Hub repo runsomeone/model could not be loaded" in message
+
+
+# --- resuming ---
+
+def test_resume_passes_over_a_checkpoint_with_a_corrupt_optimizer(corpus, tmp_path, capsys):
+    lmforge(["pack", "--tokenizer", str(corpus / "tokenizer"), "--documents", str(corpus / "docs.parquet"),
+             "--output_dir", str(tmp_path / "pack"), "--seq_len", "32", "--heldout_fraction", "0.1"])
+    output_dir = tmp_path / "run"
+    argv = ["pretrain", "--dataset", str(tmp_path / "pack"), "--tokenizer", str(corpus / "tokenizer"),
+            "--depth", "1", "--context_length", "32", "--output_dir", str(output_dir), "--save_steps", "5",
+            "--logging_steps", "1", "--per_device_train_batch_size", "4", "--use_cpu", "true", "--report_to", "none",
+            "--eval_strategy", "no", "--memorization_probes", "0", "--disable_tqdm", "true"]
+    lmforge([*argv, "--max_steps", "10"])
+    optimizer = output_dir / "checkpoint-10" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])  # unreadable, while trainer_state.json is whole
+
+    lmforge([*argv, "--max_steps", "12"])
+    out = capsys.readouterr().out
+    assert f"warning: {optimizer} is unreadable" in out and f"resuming from {output_dir / 'checkpoint-5'}" in out
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry] == list(range(1, 13))  # 1-5 saved, 6-12 rerun
+    assert (output_dir / "unusable-checkpoint-10" / "optimizer.pt").is_file()  # kept for a look, out of the way
+
+
+# --- data ---
+
+def test_empty_and_non_gzip_warc_files_are_counted_and_skipped(tmp_path, capfd):
+    page = demo_pages()[HANDBOOK.format("en-US", "apt.html")]
+    write_warc(tmp_path / "good.warc.gz", {"https://a.example/apt": page})
+    (tmp_path / "empty.warc.gz").write_bytes(b"")
+    (tmp_path / "plain.warc.gz").write_text("not gzip, not a WARC\n")
+    out = tmp_path / "out"
+    lmforge(["data", "--warc_paths", str(tmp_path / "*.warc.gz"), "--output_dir", str(out), "--tasks", "3",
+             "--workers", "1", "--url_filter", "false", "--gopher_quality", "false", "--c4_quality", "false",
+             "--fineweb_quality", "false", "--gopher_repetition", "false", "--language_filter", "false"])
+    funnel = json.loads((out / "funnel.json").read_text())
+    assert funnel["bad_files"] == 2 and funnel["documents_out"] == 1
+    err = capfd.readouterr().err
+    assert "empty.warc.gz: empty, no WARC record" in err and "plain.warc.gz: truncated or corrupt" in err
+
+
+def test_nothing_readable_is_one_line(tmp_path):
+    (tmp_path / "empty.warc.gz").write_bytes(b"")
+    (tmp_path / "notes.warc.gz").write_bytes(gzip.compress(b"a JSON line, not a WARC record\n"))
+    message = one_line("data", "--warc_paths", tmp_path / "*.warc.gz", "--output_dir", tmp_path / "out",
+                       "--tasks", 2, "--workers", 1)
+    assert "no readable page in" in message and "0 records; 2 unreadable files" in message
+
+
+def test_no_page_passing_the_filters_is_one_line(tmp_path, capsys):
+    page = demo_pages()[HANDBOOK.format("en-US", "apt.html")]
+    write_warc(tmp_path / "english.warc.gz", {"https://a.example/apt": page})
+    message = one_line("data", "--warc_paths", tmp_path / "english.warc.gz", "--output_dir", tmp_path / "out",
+                       "--tasks", 1, "--workers", 1, "--languages", "fr")  # an English page
+    assert "no document passed the filters" in message
+    assert "language_filter" in capsys.readouterr().out  # the funnel so far says where it went
+
+
+# --- SFT sources ---
+
+@pytest.mark.parametrize("content, expected", [
+    (json.dumps({"messages": CHAT}) + "\n" + '{"messages": [oops\n', "chats.jsonl line 2: not valid JSON"),
+    (json.dumps({"messages": CHAT}) + "\n" + json.dumps({"messages": CHAT}).replace("hello", "h\udcffllo"),
+     "chats.jsonl line 2: not UTF-8"),
+    (None, "data_files '{path}' matches no file"),
+], ids=["invalid-json", "not-utf8", "missing"])
+def test_sft_source_files_name_file_and_line(chat_model, tmp_path, content, expected):
+    path = tmp_path / "chats.jsonl"
+    if content is not None:
+        path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    datasets = {"chats": {"path": "json", "data_files": str(path)}}
+    message = one_line("sft", "--model_name_or_path", chat_model, "--datasets", json.dumps(datasets),
+                       "--output_dir", tmp_path / "sft", "--report_to", "none", "--use_cpu", "true")
+    assert "dataset 'chats'" in message and expected.format(path=path) in message
+
+
+# --- recipes and the command line ---
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--tasks", "two", "--warc_paths", "x"], "argument --tasks: invalid int value: 'two'"),
+    (["--warc_paths", "x", "--taks", "1"], "unknown option '--taks' (did you mean '--tasks'?)"),
+])
+def test_command_line_value_or_key_is_named(argv, expected):
+    assert expected in one_line("data", *argv)
+
+
+def test_wrongly_typed_recipe_values_are_named(tmp_path):
+    recipe = tmp_path / "pretrain.yaml"
+    for line, expected in [("max_steps: abc", "max_steps: 'abc' is not int"),
+                           ("max_steps: 1.5", "max_steps: 1.5 is not int"),
+                           ("bf16: maybe", "bf16: 'maybe' is not bool"),
+                           ("lr_scheduler_type: cosinus", "lr_scheduler_type: 'cosinus' is not one of")]:
+        recipe.write_text(f"{line}\n")
+        assert f"recipe {recipe}: {expected}" in one_line("pretrain", "--config", recipe)
+    assert "argument --max_steps/--max-steps: invalid int value: 'abc'" in one_line("pretrain", "--max_steps", "abc")
+
+
+@pytest.mark.skipif(is_tensorboard_available(), reason="tensorboard is installed")
+def test_missing_logger_says_which_extra_to_install():
+    message = one_line("pretrain", "--report_to", "tensorboard")
+    assert "report_to: tensorboard is not installed: pip install 'lmforge[tensorboard]'" in message
+
+
+# --- the same line from `python -m` and `accelerate launch` ---
+
+def test_python_m_prints_one_line():
+    err = stderr_of(sys.executable, "-m", "lmforge.data", "--tasks", "two")
+    expected = "lmforge data: error: command line: argument --tasks: invalid int value: 'two'"
+    assert err.strip().splitlines()[-1] == expected
+
+
+def test_accelerate_launch_prints_one_line(tmp_path):
+    err = stderr_of("accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", "--quiet",
+                    "-m", "lmforge.pack", "--tokenizer", str(tmp_path / "missing"))
+    assert err.strip().splitlines()[-1] == f"lmforge pack: error: tokenizer {tmp_path / 'missing'} does not exist " \
+                                           "(and is not a Hub repo id)"
