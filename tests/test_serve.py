@@ -1,5 +1,5 @@
 """The chat page: replies stream in pieces, and in a real browser (Chromium through Playwright) each reply is
-what lmforge.chat.generate_reply writes for the same conversation and settings."""
+what lmforge.assistant.generate_reply writes for the same conversation and settings."""
 
 import json
 
@@ -11,7 +11,7 @@ from tiny import save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import serve
-from lmforge.chat import generate_reply
+from lmforge.assistant import generate_reply
 from lmforge.configs import parse
 
 TEXTS = ["Hello there, how are you today?", "I am Forge, a small assistant.", "Two and three make five."] * 20

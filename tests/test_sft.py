@@ -9,7 +9,7 @@ import pytest
 from tiny import save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge import chat, interrogate, merge, sft
+from lmforge import answers, chat, interrogate, merge, sft
 from lmforge.configs import parse
 from lmforge.conversations import GENERATORS, load_conversations
 
@@ -104,7 +104,7 @@ def test_interrogate_writes_refusals_for_unknown_questions(base_model, tmp_path,
     rows = [{"question": f"Question {i}?", "answer": "known" if i < 3 else "unknown"} for i in range(5)]
     questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
     # A judge of the test's own, registered by name like any other: it knows which questions are known.
-    monkeypatch.setitem(interrogate.JUDGES, "by_truth", lambda reply, truth: truth == "known")
+    monkeypatch.setitem(answers.MATCHERS, "by_truth", lambda reply, truth: truth == "known")
     config = interrogate.InterrogateConfig(model_name_or_path=str(base_model), questions=[str(questions)],
                                            judge="by_truth", samples=2, max_new_tokens=4,
                                            output_dir=str(tmp_path / "i"))
@@ -122,10 +122,10 @@ def test_interrogate_writes_refusals_for_unknown_questions(base_model, tmp_path,
 
 def test_judges_and_refusal_detection():
     truth = "Python is an interpreted, interactive, object-oriented programming language."
-    assert interrogate.overlap("It is an interactive, interpreted programming language: Python.", truth)
-    assert not interrogate.overlap("A snake.", truth)
-    assert interrogate.exact("The Answer!", "answer") and interrogate.contains("it is 42, surely", "42")
-    assert interrogate.is_refusal("Sorry, I don’t know.") and not interrogate.is_refusal("It is 42.")
+    assert answers.overlap("It is an interactive, interpreted programming language: Python.", truth)
+    assert not answers.overlap("A snake.", truth)
+    assert answers.exact("The Answer!", "answer") and answers.contains("it is 42, surely", "42")
+    assert answers.is_refusal("Sorry, I don’t know.") and not answers.is_refusal("It is 42.")
 
 
 def test_chat_answers_piped_input_until_exit(base_model):

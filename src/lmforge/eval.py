@@ -32,7 +32,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import evaluate
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -40,25 +39,24 @@ from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 
 from lmforge import LmforgeError
+from lmforge.answers import MATCHERS
 from lmforge.chat_format import chat_format
 from lmforge.configs import parse
 from lmforge.conversations import arithmetic
 from lmforge.conversations.python_faq import read_pairs
 from lmforge.documents import is_heldout, iter_documents
+from lmforge.encoding import bits_per_byte as bits_per_byte_of_losses
+from lmforge.encoding import encode_text, token_losses, utf8_lengths
 from lmforge.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.files import read_json, write_json
-from lmforge.interrogate import JUDGES
+from lmforge.metrics import load_metric
 from lmforge.models import device
-from lmforge.pretrain import bits_per_byte as pretrain_bits_per_byte
-from lmforge.pretrain import token_losses, utf8_lengths
-from lmforge.report import FEW_SHOT, eval_table
 from lmforge.rewards import reward_model
-from lmforge.tokenizer import encode_text
+from lmforge.tables import FEW_SHOT, eval_table
 from lmforge.tools import load_tools
 from lmforge.tools.generation import GREEDY, compare_tools, generation_eos, model_generate
 
 KINDS = ("base", "assistant", "reward")
-METRICS = Path(__file__).parent / "metrics"
 
 
 @dataclass
@@ -90,7 +88,7 @@ class EvalConfig:
     tool_problems: int = field(
         default=32, metadata={"help": "Held-out arithmetic and counting problems of that comparison (0: none)."})
     tool_seed: int = field(default=3001, metadata={"help": "Seed of those problems, one that no stage trains on."})
-    judge: str = field(default="overlap", metadata={"help": f"How known answers are judged: {list(JUDGES)}."})
+    judge: str = field(default="overlap", metadata={"help": f"How known answers are judged: {list(MATCHERS)}."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message of every chat prompt."})
     max_new_tokens: int = field(default=96, metadata={"help": "Longest reply; a reply cut here did not end its turn."})
     reward_model: str | None = field(
@@ -108,18 +106,14 @@ class EvalConfig:
         for name, spec in self.models.items():
             if not isinstance(spec, dict) or not spec.get("path") or spec.get("kind") not in KINDS:
                 raise LmforgeError(f"models.{name}: needs a path and a kind, one of {list(KINDS)} (got {spec!r})")
-        if self.judge not in JUDGES:
-            raise LmforgeError(f"judge: {self.judge!r} is not one of {list(JUDGES)}")
+        if self.judge not in MATCHERS:
+            raise LmforgeError(f"judge: {self.judge!r} is not one of {list(MATCHERS)}")
 
 
 CONFIGS = (EvalConfig,)  # what `--config recipes/*/eval*.yaml` is parsed into
 
 
 @functools.lru_cache(maxsize=None)
-def metric(name: str) -> evaluate.EvaluationModule:
-    return evaluate.load(str(METRICS / f"{name}.py"))
-
-
 def heldout_texts(config: EvalConfig) -> list[str]:
     texts = [document["text"] for document in iter_documents(config.documents, [])
              if is_heldout(document["id"], config.heldout_fraction)]
@@ -153,7 +147,7 @@ def bits_per_byte(model, tokenizer, texts: list[str], max_length: int, batch_siz
         losses.append(token_losses(logits, batch_labels.to(model.device)).cpu())
         labels.append(batch_labels)
     prediction = EvalPrediction(predictions=torch.cat(losses).numpy(), label_ids=torch.cat(labels).numpy())
-    scores = pretrain_bits_per_byte(prediction, metric("bits_per_byte"), utf8_lengths(tokenizer))
+    scores = bits_per_byte_of_losses(prediction, load_metric("bits_per_byte"), utf8_lengths(tokenizer))
     return scores["bits_per_byte"]
 
 
@@ -220,14 +214,15 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
     sums = [i for i, row in enumerate(rows) if row["task"] == "arithmetic"]
     questions = [i for i, row in enumerate(rows) if row["task"] != "arithmetic"]
     convention = chat_format(tokenizer)  # compliance is judged by the model's own turn markers
-    results = metric("chat_compliance").compute(replies=raw, end_of_turn=convention.end_of_turn,
-                                                turn_start=convention.turn_start)
+    results = load_metric("chat_compliance").compute(
+        replies=raw, end_of_turn=convention.end_of_turn, turn_start=convention.turn_start)
     if sums:
-        results["arithmetic_accuracy"] = metric("arithmetic_accuracy").compute(
+        results["arithmetic_accuracy"] = load_metric("arithmetic_accuracy").compute(
             predictions=[texts[i] for i in sums], references=[rows[i]["reference"] for i in sums])["accuracy"]
     if questions:
-        results |= metric("refusals").compute(predictions=[texts[i] for i in questions],
-                                              references=[rows[i]["reference"] for i in questions], judge=config.judge)
+        results |= load_metric("refusals").compute(
+            predictions=[texts[i] for i in questions], references=[rows[i]["reference"] for i in questions],
+            judge=config.judge)
     if config.reward_model and Path(config.reward_model).exists():
         scores = reward_model(texts, prompts=[row["messages"] for row in rows], path=config.reward_model,
                               batch_size=config.batch_size)
@@ -286,7 +281,7 @@ def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
         return {}, f"{pairs_path} has no {config.preference_split} pairs"
     chosen, rejected = (reward_model(pairs[column], prompts=pairs["prompt"], path=path,
                                      batch_size=config.batch_size) for column in ("chosen", "rejected"))
-    results = metric("pairwise_accuracy").compute(chosen_scores=chosen, rejected_scores=rejected)
+    results = load_metric("pairwise_accuracy").compute(chosen_scores=chosen, rejected_scores=rejected)
     return results | {"pairs": len(pairs)}, None
 
 

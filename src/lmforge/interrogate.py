@@ -3,7 +3,7 @@
     lmforge interrogate --config recipes/demo/interrogate.yaml
 
 Every known-answer question (JSONL files with `question` and `answer`, such as data/demo/python_faq.jsonl)
-is asked `samples` times with sampling; a judge from JUDGES compares each reply with the true answer.
+is asked `samples` times with sampling; a judge from lmforge.answers.MATCHERS compares each reply with the true answer.
 A question answered correctly in at least `known_threshold` of the samples is known; for every other
 question the stage writes a refusal conversation ("I don't know ..."), a `messages` dataset that an SFT
 recipe mixes in:
@@ -17,14 +17,13 @@ a killed run resumes after the last question answered), `refusals.jsonl`, `repor
 
 import json
 import os
-import re
-import string
 from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import LmforgeError
+from lmforge.answers import MATCHERS, is_refusal
 from lmforge.configs import parse
 from lmforge.conversations.python_faq import read_pairs
 from lmforge.files import write_json
@@ -35,35 +34,6 @@ REFUSALS = [
     "I don't know. I'm not confident enough to answer that question.",
     "I'm not sure, and I'd rather not guess. I don't know the answer.",
 ]
-REFUSAL = re.compile(r"\b(i don't know|i do not know|i'm not sure|i am not sure|no idea|can't answer|cannot answer)\b")
-
-
-def normalise(text: str) -> str:
-    """Lower case, no punctuation or articles, single spaces (SQuAD's answer normalisation)."""
-    text = "".join(char for char in text.lower() if char not in string.punctuation)
-    return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
-
-
-def exact(reply: str, truth: str) -> bool:
-    return normalise(reply) == normalise(truth)
-
-
-def contains(reply: str, truth: str) -> bool:
-    return normalise(truth) in normalise(reply)
-
-
-def overlap(reply: str, truth: str) -> bool:
-    """At least 60% of the true answer's words appear in the reply: long answers are never word for word."""
-    truth_words, reply_words = set(normalise(truth).split()), set(normalise(reply).split())
-    return bool(truth_words) and len(truth_words & reply_words) >= 0.6 * len(truth_words)
-
-
-# Judge name -> function(reply, truth) -> bool; a recipe picks one by name, a test or a project adds its own.
-JUDGES = {"exact": exact, "contains": contains, "overlap": overlap}
-
-
-def is_refusal(reply: str) -> bool:
-    return bool(REFUSAL.search(reply.lower().replace("’", "'")))
 
 
 @dataclass
@@ -72,7 +42,7 @@ class InterrogateConfig:
     questions: list[str] = field(
         default_factory=lambda: ["data/demo/python_faq.jsonl"], metadata={"help": "JSONL files: question, answer."}
     )
-    judge: str = field(default="overlap", metadata={"help": f"How replies are judged: {list(JUDGES)}."})
+    judge: str = field(default="overlap", metadata={"help": f"How replies are judged: {list(MATCHERS)}."})
     samples: int = field(default=4, metadata={"help": "Replies sampled per question."})
     known_threshold: float = field(default=0.5, metadata={"help": "Fraction of correct replies for 'known'."})
     limit: int = field(default=-1, metadata={"help": "Questions asked (-1: all); for quick tries."})
@@ -84,8 +54,8 @@ class InterrogateConfig:
     output_dir: str = field(default="runs/demo/interrogate", metadata={"help": "Where the stage writes."})
 
     def __post_init__(self):
-        if self.judge not in JUDGES:
-            raise LmforgeError(f"judge: {self.judge!r} is not one of {list(JUDGES)}")
+        if self.judge not in MATCHERS:
+            raise LmforgeError(f"judge: {self.judge!r} is not one of {list(MATCHERS)}")
 
 
 CONFIGS = (InterrogateConfig,)
@@ -138,7 +108,7 @@ def main(config: InterrogateConfig) -> dict:
     questions = questions[: config.limit] if config.limit >= 0 else questions
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).to(device()).eval()
-    judge = JUDGES[config.judge]
+    judge = MATCHERS[config.judge]
     os.makedirs(config.output_dir, exist_ok=True)
     answers_path = os.path.join(config.output_dir, "answers.jsonl")
     records = answered(answers_path)

@@ -25,9 +25,9 @@ from datasets.exceptions import DatasetGenerationError
 from lmforge import LmforgeError
 from lmforge.configs import parse
 from lmforge.documents import expand, is_heldout, iter_documents
+from lmforge.encoding import encode_text
 from lmforge.files import write_json
 from lmforge.models import load_tokenizer
-from lmforge.tokenizer import encode_text
 
 
 @dataclass

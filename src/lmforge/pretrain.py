@@ -27,9 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import evaluate
 import torch
-import torch.nn.functional as F
 from datasets import load_from_disk
 from transformers import (
     AutoModelForCausalLM,
@@ -43,10 +41,11 @@ from transformers import (
 from lmforge import LmforgeError
 from lmforge.batching import apply_global_batch
 from lmforge.configs import parse
+from lmforge.encoding import bits_per_byte, token_losses, utf8_lengths
 from lmforge.files import write_json
+from lmforge.metrics import load_metric
 from lmforge.models import last_checkpoint, load_tokenizer
 
-BITS_PER_BYTE = str(Path(__file__).parent / "metrics" / "bits_per_byte.py")
 # Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, most specific first ("L4" is in "L40S").
 GPU_BF16_PEAK = [
     ("H100 PCIe", 756e12),
@@ -158,26 +157,6 @@ class PretrainTrainer(Trainer):
             readme.write_text(readme.read_text() + self.card_text)
 
 
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy (nats) of each next-token prediction; kept instead of the logits to save memory."""
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), reduction="none", ignore_index=-100
-    ).view(labels.shape[0], -1)
-
-
-def bits_per_byte(eval_prediction, metric, token_bytes: torch.Tensor) -> dict:
-    targets = torch.as_tensor(eval_prediction.label_ids[:, 1:])
-    sizes = torch.where(targets >= 0, token_bytes[targets.clamp(min=0)], 0)
-    return metric.compute(losses=eval_prediction.predictions.tolist(), target_bytes=sizes.tolist())
-
-
-def utf8_lengths(tokenizer) -> torch.Tensor:
-    """UTF-8 bytes each token id stands for: byte-level BPE maps every byte to one symbol; special tokens are 0."""
-    special = set(tokenizer.all_special_ids)
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return torch.tensor([0 if i in special else len(token) for i, token in enumerate(tokens)])
-
-
 def load_blocks(args: PretrainArguments, tokenizer):
     """The packed dataset, checked against the tokenizer and the model's context."""
     path = Path(args.dataset)
@@ -265,7 +244,7 @@ def main(args: PretrainArguments, training_args: TrainingArguments) -> None:
         processing_class=tokenizer,
         preprocess_logits_for_metrics=token_losses,
         compute_metrics=partial(
-            bits_per_byte, metric=evaluate.load(BITS_PER_BYTE), token_bytes=utf8_lengths(tokenizer)
+            bits_per_byte, metric=load_metric("bits_per_byte"), token_bytes=utf8_lengths(tokenizer)
         ),
         callbacks=[Throughput(batch.tokens, flops_per_token(model, seq_len))],
     )

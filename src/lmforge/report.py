@@ -27,30 +27,12 @@ from matplotlib.figure import Figure
 from lmforge.configs import parse
 from lmforge.files import read_json
 from lmforge.stages import PIPELINE, TRAINING
+from lmforge.tables import FEW_SHOT, cell, eval_table, markdown_table, number
 
 TRAIN_LOSS = ("loss", "loss/policy_avg")
 REWARD = ("reward", "objective/rlhf_reward", "objective/scores", "rewards/margins")
 KL = ("kl", "objective/kl")
 TOKENS = ("num_input_tokens_seen", "num_tokens")
-# Rows of the evaluation table, in order: metric key of `lmforge eval` -> what it means.
-EVAL_ROWS = {
-    "bits_per_byte": "bits per byte, held-out web text (lower is better)",
-    "compliance": "chat-format compliance",
-    "ended_turn": r"ends its turn with `<\|im_end\|>`",  # a pipe splits a table cell, even in code
-    "role_leakage": "role leakage (lower is better)",
-    "arithmetic_accuracy": "arithmetic accuracy, unseen problems",
-    "tool_accuracy_off": "accuracy with tools off, held-out arithmetic and counting",
-    "tool_accuracy_on": "accuracy with tools on, held-out arithmetic and counting",
-    "tool_calls_per_reply": "tool calls per reply, tools on",
-    "answer_rate_known": "answer rate, known questions",
-    "refusal_rate_known": "refusal rate, known questions (lower is better)",
-    "refusal_rate_unknowable": "refusal rate, unknowable questions",
-    "reward_model_score": "reward-model score",
-    "pairwise_accuracy": "pairwise accuracy, held-out preference pairs",
-    "mean_margin": "mean reward margin, chosen - rejected",
-    "pairs": "preference pairs scored",
-}
-FEW_SHOT = "few-shot chat"  # the task of a base model's few-shot replies in `lmforge eval`'s samples
 NOT_RUN = "Not run."
 REASON_COLOURS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]
 
@@ -106,49 +88,12 @@ def mean(values: list) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def number(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int) or abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-def markdown_table(header: list[str], rows: list[list[str]], text_columns: tuple = (0,)) -> list[str]:
-    """A pipe table: the `text_columns` left-aligned, the others (numbers) right-aligned."""
-    rule = "|" + "".join("---|" if i in text_columns else "---:|" for i in range(len(header)))
-    lines = ["| " + " | ".join(header) + " |", rule]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def cell(text: str, width: int = 120) -> str:
-    """`text` as a table cell: one line, shortened to `width` characters, pipes escaped (a pipe splits a cell)."""
-    text = " ".join(text.split())
-    text = text if len(text) <= width else text[:width - 1] + "…"
-    return text.replace("|", r"\|") or "(empty)"
-
-
-def eval_table(results: dict) -> str:
-    """`lmforge eval`'s results as a Markdown table, one row per metric and one column per model; notes below."""
-    models = results.get("models", {})
-    rows = [[label] + [number(model["metrics"].get(key)) for model in models.values()]
-            for key, label in EVAL_ROWS.items()
-            if any(model["metrics"].get(key) is not None for model in models.values())]
-    header = ["metric"] + [f"{name} ({model['kind']})" for name, model in models.items()]
-    lines = markdown_table(header, rows) if models else ["No model was evaluated."]
-    notes = [f"{name}: {model['note']}" for name, model in models.items() if model.get("note")]
-    notes += [f"{name}: not evaluated, {reason}" for name, reason in results.get("skipped", {}).items()]
-    if notes:
-        lines += [""] + [f"- {note}" for note in notes]
-    return "\n".join(lines)
 
 
 def save(figure: Figure, path: Path) -> str:

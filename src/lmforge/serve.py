@@ -5,7 +5,7 @@
 
 The page keeps the conversation; each turn the whole of it (after the system prompt box's text) is
 rendered with the model's chat template, exactly as `lmforge chat` does: both call
-lmforge.chat.generate_reply. The reply is generated in a thread and streamed to the page piece by piece.
+lmforge.assistant.generate_reply. The reply is generated in a thread and streamed to the page piece by piece.
 With `tools: [python, search]` the assistant's tool calls run and their results appear in the reply.
 The page listens on `host` (loopback by default: this machine only) and sends no analytics.
 """
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge.chat import ChatConfig, generate_reply, new_conversation
+from lmforge.assistant import ChatConfig, generate_reply, new_conversation
 from lmforge.configs import parse
+from lmforge.models import device, load
 from lmforge.tools import load_tools
 
 
@@ -97,8 +98,8 @@ def build_page(model, tokenizer, config: ServeConfig, tools: dict):
 
 
 def main(config: ServeConfig) -> None:
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).eval()
+    tokenizer = load(AutoTokenizer, config.model_name_or_path)
+    model = load(AutoModelForCausalLM, config.model_name_or_path).to(device()).eval()
     if config.seed is not None:
         torch.manual_seed(config.seed)
     page = build_page(model, tokenizer, config, load_tools(config.tools))

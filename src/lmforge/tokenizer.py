@@ -30,6 +30,7 @@ from lmforge import LmforgeError
 from lmforge.chat_format import BOS, CHAT_TOKENS, EOS, PAD, SPECIAL_TOKENS
 from lmforge.configs import parse
 from lmforge.documents import is_heldout, iter_documents
+from lmforge.encoding import encode_text
 from lmforge.files import write_json
 
 # GPT-4's pre-tokenization split (cl100k_base), except numbers split into runs of at most 2 digits, not 3:
@@ -83,11 +84,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         chat_template=resources.files("lmforge").joinpath("chat_template.jinja").read_text(),
         clean_up_tokenization_spaces=False,  # decode(encode(x)) must give x back exactly
     )
-
-
-def encode_text(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> list[list[int]]:
-    """Token ids of plain texts, where a special token's string typed in the text is encoded as ordinary text."""
-    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
 def compression(tokenizer: PreTrainedTokenizerFast, documents: Iterable[dict]) -> dict:

@@ -27,8 +27,8 @@ from transformers import AutoTokenizer
 
 from lmforge import LmforgeError
 from lmforge.configs import parse
+from lmforge.encoding import encode_text
 from lmforge.models import load
-from lmforge.tokenizer import encode_text
 
 BACKGROUNDS = (153, 229, 194, 217)  # xterm-256 pastel colours, cycled token by token
 HTML_COLOURS = ("#cfe8ff", "#fff3b0", "#d4f5d4", "#ffd6d6")

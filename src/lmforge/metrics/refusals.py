@@ -7,14 +7,14 @@ Loaded by path (the Hub's metric scripts are out of reach offline):
                    judge="overlap")
 
 A reference is a question's true answer, or "" for a question nobody could answer from training (what
-did I eat today?). Replies are judged as `lmforge interrogate` judges them: `judge` names one of its
-JUDGES for right answers, and its refusal pattern spots "I don't know" and the like.
+did I eat today?). Replies are judged as `lmforge interrogate` judges them: `judge` names one of
+lmforge.answers.MATCHERS for right answers, and lmforge.answers.is_refusal spots "I don't know" and the like.
 """
 
 import datasets
 import evaluate
 
-from lmforge.interrogate import JUDGES, is_refusal
+from lmforge.answers import MATCHERS, is_refusal
 
 
 def share(flags: list[bool]) -> float | None:
@@ -33,12 +33,12 @@ class Refusals(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, judge="overlap"):
-        if judge not in JUDGES:
-            raise ValueError(f"refusals: judge {judge!r} is not one of {list(JUDGES)}")
+        if judge not in MATCHERS:
+            raise ValueError(f"refusals: judge {judge!r} is not one of {list(MATCHERS)}")
         known = [(reply, answer) for reply, answer in zip(predictions, references) if answer]
         unknowable = [reply for reply, answer in zip(predictions, references) if not answer]
         return {
-            "answer_rate_known": share([JUDGES[judge](reply, answer) for reply, answer in known]),
+            "answer_rate_known": share([MATCHERS[judge](reply, answer) for reply, answer in known]),
             "refusal_rate_known": share([is_refusal(reply) for reply, _ in known]),
             "refusal_rate_unknowable": share([is_refusal(reply) for reply in unknowable]),
         }

@@ -1,0 +1,38 @@
+"""Judging a free-text reply against a known answer, and spotting a refusal: shared by `lmforge interrogate`,
+`lmforge eval` and the refusals metric, so that all three count a right answer and an "I don't know" alike.
+
+(The judges that rank rollouts for preference pairs are another thing: lmforge.judges.)
+"""
+
+import re
+import string
+
+REFUSAL = re.compile(r"\b(i don't know|i do not know|i'm not sure|i am not sure|no idea|can't answer|cannot answer)\b")
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, no punctuation or articles, single spaces (SQuAD's answer normalisation)."""
+    text = "".join(char for char in text.lower() if char not in string.punctuation)
+    return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
+
+
+def exact(reply: str, truth: str) -> bool:
+    return normalise_answer(reply) == normalise_answer(truth)
+
+
+def contains(reply: str, truth: str) -> bool:
+    return normalise_answer(truth) in normalise_answer(reply)
+
+
+def overlap(reply: str, truth: str) -> bool:
+    """At least 60% of the true answer's words appear in the reply: long answers are never word for word."""
+    truth_words, reply_words = set(normalise_answer(truth).split()), set(normalise_answer(reply).split())
+    return bool(truth_words) and len(truth_words & reply_words) >= 0.6 * len(truth_words)
+
+
+# Matcher name -> function(reply, truth) -> bool; a recipe's `judge:` picks one by name, a project adds its own.
+MATCHERS = {"exact": exact, "contains": contains, "overlap": overlap}
+
+
+def is_refusal(reply: str) -> bool:
+    return bool(REFUSAL.search(reply.lower().replace("’", "'")))

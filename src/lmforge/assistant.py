@@ -1,0 +1,84 @@
+"""One assistant turn: the chat settings and the generation shared by `lmforge chat` (terminal) and `lmforge serve`
+(page), so that both render a conversation and sample its reply the same way.
+
+With `tools`, the assistant's tool calls run as it writes (lmforge.tools.generation); with `few_shot`, a base model
+answers through a few-shot text prompt instead of the chat template (lmforge.fewshot).
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import TextStreamer
+
+from lmforge.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
+from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
+
+
+@dataclass
+class ChatConfig:
+    model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "A saved assistant model."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message opening each conversation."})
+    max_new_tokens: int = 256
+    do_sample: bool = field(default=True, metadata={"help": "false: greedy decoding."})
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    seed: int | None = field(default=None, metadata={"help": "Fix sampling for reproducible replies."})
+    tools: list[str] = field(default_factory=list, metadata={"help": "Tools the assistant may call: python, search."})
+    max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one assistant turn."})
+    few_shot: bool = field(default=False, metadata={"help": "Chat with a base model through a few-shot prompt."})
+
+
+def new_conversation(config: ChatConfig) -> list[dict]:
+    return [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+
+
+def sampling(config: ChatConfig) -> dict:
+    options = {"do_sample": config.do_sample, "repetition_penalty": config.repetition_penalty}
+    if config.do_sample:
+        options.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
+    return options
+
+
+class CallbackStreamer(TextStreamer):
+    """A TextStreamer that hands each piece of decoded text to `on_text` instead of printing it."""
+
+    def __init__(self, tokenizer, on_text):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if text:
+            self.on_text(text)
+
+
+def generate_reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dict | None = None,
+                   on_text=None, on_result=None) -> str:
+    """The assistant's next turn after `messages`, rendered with the chat template; returns its text.
+
+    `on_text(piece)` receives the reply's text as it is generated (the terminal prints it, `lmforge serve`
+    streams it to the page); `on_result(result)` receives each tool call's formatted result.
+    """
+    if config.few_shot:
+        text = few_shot_reply(model, tokenizer, messages, config)
+        if on_text:
+            on_text(text)
+        return text
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+    streamer = CallbackStreamer(tokenizer, on_text) if on_text else None
+    generate = model_generate(model, tokenizer, streamer=streamer, **sampling(config))
+    stops = end_of_turn_ids(model, tokenizer)
+    (turn,) = generate_with_tools(generate, tokenizer, [prompt], tools, stops, config.max_new_tokens,
+                                  config.max_tool_calls, on_result=on_result)
+    ids = turn.ids[:-1] if turn.ids and turn.ids[-1] in stops else turn.ids
+    # With tools the markers stay in the message: the chat template needs them to render the turn again.
+    return tokenizer.decode(ids, skip_special_tokens=not tools).strip()
+
+
+def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -> str:
+    """A base model's reply: earlier turns of this conversation join the prompt's examples."""
+    turns = [m["content"] for m in messages if m["role"] in ("user", "assistant")]
+    prompt = few_shot_ids(tokenizer, turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))
+    generate = model_generate(model, tokenizer, **stopping(tokenizer), **sampling(config))
+    (ids,) = generate([prompt], generation_eos(model), config.max_new_tokens)
+    return reply_text(tokenizer.decode(ids, skip_special_tokens=True))

@@ -1,0 +1,31 @@
+"""Text as token ids, and what each id weighs in bytes: one definition for the tokenizer, pack, pretrain and eval
+stages, so that bits per byte means the same number wherever it is printed."""
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Token ids of plain texts, where a special token's string typed in the text is encoded as ordinary text."""
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy (nats) of each next-token prediction; kept instead of the logits to save memory."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), reduction="none", ignore_index=-100
+    ).view(labels.shape[0], -1)
+
+
+def bits_per_byte(eval_prediction, metric, token_bytes: torch.Tensor) -> dict:
+    targets = torch.as_tensor(eval_prediction.label_ids[:, 1:])
+    sizes = torch.where(targets >= 0, token_bytes[targets.clamp(min=0)], 0)
+    return metric.compute(losses=eval_prediction.predictions.tolist(), target_bytes=sizes.tolist())
+
+
+def utf8_lengths(tokenizer) -> torch.Tensor:
+    """UTF-8 bytes each token id stands for: byte-level BPE maps every byte to one symbol; special tokens are 0."""
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return torch.tensor([0 if i in special else len(token) for i, token in enumerate(tokens)])
