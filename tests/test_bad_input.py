@@ -162,7 +162,8 @@ def test_sft_source_files_name_file_and_line(chat_model, tmp_path, content, expe
         path.write_bytes(content.encode("utf-8", "surrogateescape"))
     datasets = {"chats": {"path": "json", "data_files": str(path)}}
     message = one_line("sft", "--model_name_or_path", chat_model, "--datasets", json.dumps(datasets),
-                       "--output_dir", tmp_path / "sft", "--report_to", "none", "--use_cpu", "true")
+                       "--output_dir", tmp_path / "sft", "--report_to", "none", "--use_cpu", "true",
+                       "--max_length", 256)
     assert "dataset 'chats'" in message and expected.format(path=path) in message
 
 
