@@ -50,6 +50,7 @@ test-fast: install sandbox
 lint: install
 	$(BIN)/flake8 src tests bench data
 	$(BIN)/isort --check-only src tests bench data
+	$(BIN)/lint-imports
 
 bench: install
 	$(OFFLINE) $(BIN)/python bench/data_pipeline.py

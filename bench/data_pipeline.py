@@ -38,8 +38,8 @@ from datatrove.pipeline.formatters import PIIFormatter
 from datatrove.pipeline.readers import JsonlReader, WarcReader
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 
-from lmforge.blocks import LanguageFilter
 from lmforge.data import DataConfig, main
+from lmforge.lib.blocks import LanguageFilter
 
 DEMO = Path(__file__).parent.parent / "data/demo/web"
 

@@ -25,7 +25,7 @@ from datasets import Dataset
 from train_step import BenchConfig, StepTimer, fresh_model, plain_step_times, trainer_step_times
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
-from lmforge.configs import parse
+from lmforge.lib.configs import parse
 from lmforge.pretrain import flops_per_token, peak_flops
 from lmforge.tokenizer import train_tokenizer
 

@@ -25,7 +25,7 @@ from transformers import (
     set_seed,
 )
 
-from lmforge.configs import parse
+from lmforge.lib.configs import parse
 from lmforge.pretrain import flops_per_token, model_config, peak_flops
 
 

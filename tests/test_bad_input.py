@@ -16,7 +16,7 @@ from tiny import save_tiny_model
 from transformers.integrations import is_tensorboard_available
 
 from lmforge.cli import main as lmforge
-from lmforge.models import is_local
+from lmforge.lib.models import is_local
 from lmforge.tokenizer import train_tokenizer
 
 TEXTS = [f"the cat sat on mat number {i} and the dog sat on log number {i}." * 4 for i in range(120)]

@@ -23,12 +23,13 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from lmforge import LmforgeError, chat, chat_format, dpo, grpo, merge, ppo, sft
-from lmforge.configs import parse
-from lmforge.conversations import GENERATORS
-from lmforge.rl_eval import chat_tokenizer
+from lmforge import LmforgeError, chat, dpo, grpo, merge, ppo, sft
+from lmforge.lib import chat_format
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import GENERATORS
+from lmforge.lib.rl_eval import chat_tokenizer
+from lmforge.lib.tools.generation import end_of_turn_ids
 from lmforge.tokenizer import train_tokenizer
-from lmforge.tools.generation import end_of_turn_ids
 
 TRL = chat_format.TRL_TEMPLATES
 SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from lmforge import LmforgeError
-from lmforge.conversations import GENERATORS, arithmetic, check_conversation, load_conversations, spelling
+from lmforge.lib.conversations import GENERATORS, arithmetic, check_conversation, load_conversations, spelling
 from lmforge.tokenizer import train_tokenizer
 
 

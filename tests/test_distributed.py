@@ -22,10 +22,11 @@ from tiny import save_tiny_model
 
 from lmforge import LmforgeError, dpo
 from lmforge import eval as lmforge_eval
-from lmforge import grpo, interrogate, ppo, rewards, rl_eval, rollouts
-from lmforge.batching import plan_batch
-from lmforge.configs import parse
-from lmforge.conversations import GENERATORS
+from lmforge import grpo, interrogate, ppo, rollouts
+from lmforge.lib import rewards, rl_eval
+from lmforge.lib.batching import plan_batch
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import GENERATORS
 from lmforge.pack import PackConfig
 from lmforge.pack import main as pack
 from lmforge.tokenizer import train_tokenizer
@@ -336,9 +337,9 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
-from lmforge.conversations import GENERATORS
-from lmforge.rewards import verifiable_prompts
-from lmforge.watch import WatchCallback, WatchConfig
+from lmforge.lib.conversations import GENERATORS
+from lmforge.lib.rewards import verifiable_prompts
+from lmforge.lib.watch import WatchCallback, WatchConfig
 
 model_path, output_dir = sys.argv[1], sys.argv[3]
 tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -387,7 +388,7 @@ class Loaded(Exception):
 
 
 def test_stages_that_generate_put_their_models_on_the_process_device(sft_model, reward_model, tmp_path, monkeypatch):
-    """Every stage that generates or scores puts its models on lmforge.models.device(). On this CPU machine that is
+    """Every stage that generates or scores puts its models on lmforge.lib.models.device(). On this CPU machine that is
     the CPU, where models load anyway; the device here is `meta`, so a model left where it loaded shows."""
     meta = torch.device("meta")
     for module in (rl_eval, rollouts, lmforge_eval, interrogate, rewards):

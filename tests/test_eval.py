@@ -20,12 +20,12 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM, LlamaForSequenc
 
 from lmforge import LmforgeError
 from lmforge import eval as lmforge_eval
-from lmforge import fewshot
-from lmforge.configs import parse
-from lmforge.conversations import arithmetic
-from lmforge.documents import is_heldout
+from lmforge.lib import fewshot
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import arithmetic
+from lmforge.lib.documents import is_heldout
+from lmforge.lib.tools.generation import heldout_problems
 from lmforge.tokenizer import encode_text, train_tokenizer
-from lmforge.tools.generation import heldout_problems
 
 SEED = 3000  # the recipe's arithmetic_seed
 PROBLEMS = arithmetic.problems(12, SEED)

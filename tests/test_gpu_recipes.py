@@ -123,7 +123,7 @@ def test_every_hub_dataset_a_recipe_names_is_mirrored_and_loads(hub, tmp_path):
     # Through the stages' own loaders: SFT's (a `messages` column), the reward stage's (train/test, chosen/rejected).
     script = """
 import json, sys
-from lmforge.conversations import load_source
+from lmforge.lib.conversations import load_source
 from lmforge.reward import RewardScriptArguments, load_pairs
 for spec in json.loads(sys.argv[1]):
     spec.pop("weight", None)

@@ -11,8 +11,9 @@ import pytest
 from browser import free_port, launch_chromium, needs_chromium, serving
 from datasets import Dataset, load_from_disk
 
-from lmforge import judges, label
-from lmforge.configs import parse
+from lmforge import label
+from lmforge.lib import judges
+from lmforge.lib.configs import parse
 
 QUESTION = "Ana buys 3 packs of beads with 4 beads in each pack, then gives 5 beads to a friend. How many beads?"
 REFERENCE = "Step 1: 3 packs * 4 beads = 12 beads.\nStep 2: 12 - 5 = 7 beads.\nFinal answer: 7"

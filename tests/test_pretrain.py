@@ -17,10 +17,10 @@ from tiny import memorize
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from lmforge import LmforgeError
-from lmforge.fewshot import few_shot_ids, few_shot_prompt
 from lmforge.generate import GenerateConfig
 from lmforge.generate import main as generate
 from lmforge.generate import prompt_ids
+from lmforge.lib.fewshot import few_shot_ids, few_shot_prompt
 from lmforge.pack import PackConfig
 from lmforge.pack import main as pack
 from lmforge.pretrain import PretrainArguments

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lmforge import LmforgeError
-from lmforge.configs import parse
 from lmforge.data import DataConfig
+from lmforge.lib.configs import parse
 
 RECIPES = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from lmforge import report
-from lmforge.configs import parse
-from lmforge.files import write_json
+from lmforge.lib.configs import parse
+from lmforge.lib.files import write_json
 
 FUNNEL = {  # lmforge data's funnel.json
     "steps": [

@@ -8,8 +8,8 @@ from datasets import Dataset, load_from_disk
 from tiny import save_tiny_model
 
 from lmforge import label, reward
-from lmforge.configs import parse
-from lmforge.conversations import GENERATORS, arithmetic
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import GENERATORS, arithmetic
 
 FAST = ["--max_steps", "60", "--save_steps", "30", "--eval_steps", "1000", "--logging_steps", "10",
         "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--max_length", "256", "--report_to", "none"]

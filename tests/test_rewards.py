@@ -8,7 +8,7 @@ from tiny import tiny_llama_config
 from transformers import LlamaForSequenceClassification
 
 from lmforge import LmforgeError
-from lmforge.rewards import (
+from lmforge.lib.rewards import (
     REWARDS,
     accuracy,
     get_reward,

@@ -11,8 +11,8 @@ from tiny import tiny_llama_config
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 from lmforge import dpo, grpo, ppo, sft
-from lmforge.configs import parse
-from lmforge.conversations import GENERATORS, arithmetic
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import GENERATORS, arithmetic
 from lmforge.tokenizer import train_tokenizer
 
 TRAINER = ["--use_cpu", "true", "--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none",
@@ -70,7 +70,7 @@ def liked_tokens(tokenizer):
 
 
 def test_the_test_reward_model_likes_its_tokens(reward_model, tokenizer):
-    from lmforge.rewards import load_scorer
+    from lmforge.lib.rewards import load_scorer
     model, _ = load_scorer(str(reward_model))
     liked, other = liked_tokens(tokenizer)[:8], list(range(100, 108))
     scores = model(torch.tensor([liked, other, liked[:4] + other[:4]])).logits[:, 0]

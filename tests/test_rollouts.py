@@ -12,9 +12,9 @@ from datasets import Dataset, load_from_disk
 from tiny import save_tiny_model
 
 from lmforge import LmforgeError, rollouts
-from lmforge.configs import parse
-from lmforge.conversations import GENERATORS
-from lmforge.files import recover_dir
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import GENERATORS
+from lmforge.lib.files import recover_dir
 
 PROMPTS = {"arithmetic": {"generator": "arithmetic", "size": 6, "seed": 7},
            "identity": {"generator": "identity", "size": 3, "seed": 8}}

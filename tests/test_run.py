@@ -20,8 +20,8 @@ import yaml
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
-from lmforge.hub import PARENTS
-from lmforge.stages import PIPELINE, STAGES
+from lmforge.lib.hub import PARENTS
+from lmforge.lib.stages import PIPELINE, STAGES
 
 BOOK = str(Path(__file__).parent.parent / "data/demo/books/macbeth.txt.gz")
 

@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 from lmforge import LmforgeError
-from lmforge.tools import format_call, run_call
-from lmforge.tools.python import UNSAFE, PythonTool
+from lmforge.lib.tools import format_call, run_call
+from lmforge.lib.tools.python import UNSAFE, PythonTool
 
 TOOL = PythonTool(timeout=3, memory_mb=256, scratch_mb=4, processes=32)
 

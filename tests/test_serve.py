@@ -1,5 +1,5 @@
 """The chat page: replies stream in pieces, and in a real browser (Chromium through Playwright) each reply is
-what lmforge.assistant.generate_reply writes for the same conversation and settings."""
+what lmforge.lib.assistant.generate_reply writes for the same conversation and settings."""
 
 import json
 
@@ -11,8 +11,8 @@ from tiny import save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import serve
-from lmforge.assistant import generate_reply
-from lmforge.configs import parse
+from lmforge.lib.assistant import generate_reply
+from lmforge.lib.configs import parse
 
 TEXTS = ["Hello there, how are you today?", "I am Forge, a small assistant.", "Two and three make five."] * 20
 BOT = '#chat [data-testid="bot"] .message-content'

@@ -9,9 +9,10 @@ import pytest
 from tiny import save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge import answers, chat, interrogate, merge, sft
-from lmforge.configs import parse
-from lmforge.conversations import GENERATORS, load_conversations
+from lmforge import chat, interrogate, merge, sft
+from lmforge.lib import answers
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import GENERATORS, load_conversations
 
 FAST = ["--max_steps", "40", "--eval_steps", "1000", "--save_steps", "20", "--logging_steps", "10",
         "--per_device_train_batch_size", "8", "--max_length", "256", "--report_to", "none"]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lmforge import LmforgeError, tokens
-from lmforge.configs import parse
+from lmforge.lib.configs import parse
 from lmforge.tokenizer import train_tokenizer
 
 CONVERSATION = [

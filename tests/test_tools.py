@@ -13,18 +13,18 @@ from tiny import memorize, tiny_llama_config
 from transformers import LlamaForCausalLM
 
 from lmforge import LmforgeError, chat, generate, rollouts
-from lmforge.conversations import GENERATORS, check_conversation
-from lmforge.tokenizer import train_tokenizer
-from lmforge.tools import ToolError, format_call, format_result, load_tools, parse_call, run_call
-from lmforge.tools.generation import (
+from lmforge.lib.conversations import GENERATORS, check_conversation
+from lmforge.lib.tools import ToolError, format_call, format_result, load_tools, parse_call, run_call
+from lmforge.lib.tools.generation import (
     compare_tools,
     end_of_turn_ids,
     generate_with_tools,
     heldout_problems,
     tool_accuracy,
 )
-from lmforge.tools.python import PythonTool
-from lmforge.tools.search import SearchTool
+from lmforge.lib.tools.python import PythonTool
+from lmforge.lib.tools.search import SearchTool
+from lmforge.tokenizer import train_tokenizer
 
 PYTHON = PythonTool(timeout=2, memory_mb=256)
 DOCUMENTS = [

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from tiny import tiny_llama_config
 from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from lmforge.conversations import GENERATORS
-from lmforge.rewards import verifiable_prompts
+from lmforge.lib.conversations import GENERATORS
+from lmforge.lib.rewards import verifiable_prompts
+from lmforge.lib.watch import WatchCallback, WatchConfig, counts_as_degenerate, reply_stats
 from lmforge.tokenizer import train_tokenizer
-from lmforge.watch import WatchCallback, WatchConfig, counts_as_degenerate, reply_stats
 
 PROMPTS = verifiable_prompts({"arithmetic": 8}, seed=1)["prompt"]
 

@@ -7,9 +7,9 @@
 Type a message and press Enter; `/reset` starts a new conversation, `/exit` (or end of input) quits.
 The whole conversation is sent each turn, rendered with the model's chat template.
 
-With `tools: [python, search]` the assistant's tool calls run (lmforge.tools; the call's result is
+With `tools: [python, search]` the assistant's tool calls run (lmforge.lib.tools; the call's result is
 printed and appended to its turn, at most `max_tool_calls` a turn). With `few_shot: true` a base model
-chats through a few-shot text prompt instead of the chat template (lmforge.fewshot).
+chats through a few-shot text prompt instead of the chat template (lmforge.lib.fewshot).
 """
 
 import sys
@@ -17,10 +17,10 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge.assistant import ChatConfig, generate_reply, new_conversation
-from lmforge.configs import parse
-from lmforge.models import device, load
-from lmforge.tools import load_tools
+from lmforge.lib.assistant import ChatConfig, generate_reply, new_conversation
+from lmforge.lib.configs import parse
+from lmforge.lib.models import device, load
+from lmforge.lib.tools import load_tools
 
 CONFIGS = (ChatConfig,)
 

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from lmforge import LmforgeError
-from lmforge.stages import STAGES
+from lmforge.lib.stages import STAGES
 
 
 def usage() -> str:

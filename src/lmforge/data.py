@@ -41,9 +41,9 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 
 from lmforge import LmforgeError
-from lmforge.blocks import AuditedWarcReader, LanguageFilter, URLFilter
-from lmforge.configs import parse
-from lmforge.files import write_json
+from lmforge.lib.blocks import AuditedWarcReader, LanguageFilter, URLFilter
+from lmforge.lib.configs import parse
+from lmforge.lib.files import write_json
 
 # Step name -> the datatrove block it builds; a step is switched on and off by the recipe key of its
 # name, and `step_options.<name>` passes keyword arguments to the block as they are.

@@ -26,9 +26,9 @@ from trl import DPOConfig, DPOTrainer
 from trl.data_utils import maybe_extract_prompt
 
 from lmforge import LmforgeError
-from lmforge.configs import parse
-from lmforge.models import is_local
-from lmforge.rl_eval import (
+from lmforge.lib.configs import parse
+from lmforge.lib.models import is_local
+from lmforge.lib.rl_eval import (
     EvalConfig,
     chat_tokenizer,
     evaluate_sft,
@@ -36,7 +36,7 @@ from lmforge.rl_eval import (
     heldout_prompts,
     logged,
 )
-from lmforge.watch import WatchCallback, WatchConfig
+from lmforge.lib.watch import WatchCallback, WatchConfig
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 

@@ -5,16 +5,16 @@
 
 The recipe lists models by name -> {path, kind}; the kind says what is measured, with the metric modules of
 lmforge/metrics/ (`evaluate.Metric`s loaded by path, since the Hub's metric scripts are not needed offline):
-    base       bits per byte on held-out web text: the data stage's documents that `lmforge.documents.is_heldout`
+    base       bits per byte on held-out web text: the data stage's documents that `lmforge.lib.documents.is_heldout`
                kept out of the tokenizer and of pretraining (bits_per_byte, as the pretrain stage measures it);
-               samples: continuations of held-out text, and greedy few-shot replies (lmforge.fewshot) to the
+               samples: continuations of held-out text, and greedy few-shot replies (lmforge.lib.fewshot) to the
                questions whose replies the assistants keep as samples, for the report to set side by side
     assistant  the same, plus on greedy replies to chat prompts: chat-format compliance (chat_compliance), accuracy
                on arithmetic problems from a seed no stage trains on (arithmetic_accuracy), answer rate on known
                questions and refusal rate on unknowable ones, judged as `lmforge interrogate` judges (refusals),
                and the mean score of `reward_model` on the replies when one is given; and accuracy on held-out
                arithmetic and counting problems with `tools` off and on, and tool calls per reply
-               (tool_accuracy_off, tool_accuracy_on, tool_calls_per_reply: lmforge.tools.generation.compare_tools)
+               (tool_accuracy_off, tool_accuracy_on, tool_calls_per_reply: lmforge.lib.tools.generation.compare_tools)
     reward     pairwise accuracy on the held-out split of `lmforge label`'s preference pairs (pairwise_accuracy)
 A model whose path does not exist (its stage was not run) is skipped with a note.
 
@@ -39,22 +39,22 @@ from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 
 from lmforge import LmforgeError
-from lmforge.answers import MATCHERS
-from lmforge.chat_format import chat_format
-from lmforge.configs import parse
-from lmforge.conversations import arithmetic
-from lmforge.conversations.python_faq import read_pairs
-from lmforge.documents import is_heldout, iter_documents
-from lmforge.encoding import bits_per_byte as bits_per_byte_of_losses
-from lmforge.encoding import encode_text, token_losses, utf8_lengths
-from lmforge.fewshot import few_shot_ids, reply_text, stopping
-from lmforge.files import read_json, write_json
-from lmforge.metrics import load_metric
-from lmforge.models import device
-from lmforge.rewards import reward_model
-from lmforge.tables import FEW_SHOT, eval_table
-from lmforge.tools import load_tools
-from lmforge.tools.generation import GREEDY, compare_tools, generation_eos, model_generate
+from lmforge.lib.answers import MATCHERS
+from lmforge.lib.chat_format import chat_format
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import arithmetic
+from lmforge.lib.conversations.python_faq import read_pairs
+from lmforge.lib.documents import is_heldout, iter_documents
+from lmforge.lib.encoding import bits_per_byte as bits_per_byte_of_losses
+from lmforge.lib.encoding import encode_text, token_losses, utf8_lengths
+from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
+from lmforge.lib.files import read_json, write_json
+from lmforge.lib.metrics import load_metric
+from lmforge.lib.models import device
+from lmforge.lib.rewards import reward_model
+from lmforge.lib.tables import FEW_SHOT, eval_table
+from lmforge.lib.tools import load_tools
+from lmforge.lib.tools.generation import GREEDY, compare_tools, generation_eos, model_generate
 
 KINDS = ("base", "assistant", "reward")
 
@@ -246,7 +246,7 @@ def tool_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, dict, list
 
 
 def few_shot_samples(model, tokenizer, config: EvalConfig) -> list[dict]:
-    """A base model's greedy few-shot replies (lmforge.fewshot) to the questions whose replies the assistants keep
+    """A base model's greedy few-shot replies (lmforge.lib.fewshot) to the questions whose replies the assistants keep
     as samples, so that the report can set them side by side."""
     rows = chat_prompts(config)
     questions = [rows[i]["question"] for i in sampled(rows, config.samples)]

@@ -10,7 +10,7 @@
 
 A base model continues `prompt` (after <|bos|>, as every training document began); with `chat` the
 prompt is a user message put through the model's chat template; with `few_shot_chat` it is a user
-question put in lmforge.fewshot's few-shot conversation, and a sample is the reply up to the next
+question put in lmforge.lib.fewshot's few-shot conversation, and a sample is the reply up to the next
 `User:` line (the stream shows the raw continuation). Sampling stops at the end-of-text
 tokens in the model's generation config, or after `max_new_tokens`. Samples stream to the terminal
 as they are produced when `stream` is on; `output_file` also saves them as JSON. The same `seed`
@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
 
 from lmforge import LmforgeError
-from lmforge.configs import parse
-from lmforge.fewshot import few_shot_ids, reply_text, stopping
-from lmforge.files import write_json
-from lmforge.models import device, load
-from lmforge.tools import load_tools
-from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
+from lmforge.lib.configs import parse
+from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
+from lmforge.lib.files import write_json
+from lmforge.lib.models import device, load
+from lmforge.lib.tools import load_tools
+from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
 
 
 @dataclass

@@ -4,15 +4,15 @@
     accelerate launch -m lmforge.grpo --config recipes/demo/grpo.yaml   # several processes or machines
 
 For each prompt the policy samples `num_generations` replies; each reply is scored by the reward functions the
-recipe names (`rewards`, see lmforge.rewards: answer correctness on lmforge's arithmetic and counting and on
+recipe names (`rewards`, see lmforge.lib.rewards: answer correctness on lmforge's arithmetic and counting and on
 reasoning-gym tasks, math-verify, <think> format, length and repetition penalties, a cost per tool call, and
 optionally the reward model), and the policy moves toward the replies that beat their group's mean. `beta` > 0 keeps
 it near the SFT model with a KL penalty (the reference is reloaded from `model_name_or_path`, so that must be a saved
 directory or Hub id). With `tools` (recipes/demo/grpo_tools.yaml) the policy's tool calls run while it samples, the
 results are kept out of the loss, and `accuracy` with `tool_cost` makes a call worth it only where it gets the answer
 right: RL learns when a call pays off.
-The watch (lmforge.watch) samples held-out prompts during training and stops a run that degenerates; held-out
-accuracy, reward-model score, KL to the SFT model and repetition are measured before and after (lmforge.rl_eval).
+The watch (lmforge.lib.watch) samples held-out prompts during training and stops a run that degenerates; held-out
+accuracy, reward-model score, KL to the SFT model and repetition are measured before and after (lmforge.lib.rl_eval).
 Killed, the stage resumes from the last checkpoint.
 
 Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/`, `watch.json`, `eval_before.json` and
@@ -27,9 +27,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
-from lmforge.configs import parse
-from lmforge.rewards import reward_functions, verifiable_prompts
-from lmforge.rl_eval import (
+from lmforge.lib.configs import parse
+from lmforge.lib.rewards import reward_functions, verifiable_prompts
+from lmforge.lib.rl_eval import (
     EvalConfig,
     chat_tokenizer,
     evaluate_sft,
@@ -38,9 +38,9 @@ from lmforge.rl_eval import (
     logged,
     without_heldout,
 )
-from lmforge.tools import load_tools
-from lmforge.tools.generation import generate_with_tools, model_generate
-from lmforge.watch import WatchCallback, WatchConfig
+from lmforge.lib.tools import load_tools
+from lmforge.lib.tools.generation import generate_with_tools, model_generate
+from lmforge.lib.watch import WatchCallback, WatchConfig
 
 
 @dataclass
@@ -50,10 +50,10 @@ class GRPOScriptArguments:
         default=None, metadata={"help": "Training prompts, task -> count: `arithmetic` (lmforge) or a reasoning-gym "
                                         "dataset name such as basic_arithmetic, gsm_symbolic."})
     rewards: dict | str | None = field(
-        default=None, metadata={"help": "Reward name -> options (and weight), see lmforge.rewards.REWARDS; "
+        default=None, metadata={"help": "Reward name -> options (and weight), see lmforge.lib.rewards.REWARDS; "
                                         "`reward_model: {path: DIR}` adds a reward model."})
     tools: list[str] = field(
-        default_factory=list, metadata={"help": "Tools the policy's calls run with while it samples (lmforge.tools): "
+        default_factory=list, metadata={"help": "Tools the policy's calls run with while it samples (lib.tools): "
                                                 "python, search. Their results are kept out of the loss."})
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one completion."})
 
@@ -66,7 +66,7 @@ CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, EvalConfig)
 
 
 def tool_rollouts(tools: dict, max_calls: int):
-    """A GRPOTrainer `rollout_func` that samples with the tools run (lmforge.tools.generation): a completion is
+    """A GRPOTrainer `rollout_func` that samples with the tools run (lmforge.lib.tools.generation): a completion is
     the model's tokens and the results, `env_mask` marks the results so that the loss and the KL skip them, and
     each completion's number of calls reaches the reward functions as `tool_calls`."""
     def rollout(prompts: list, trainer) -> dict:

@@ -3,7 +3,7 @@
     lmforge interrogate --config recipes/demo/interrogate.yaml
 
 Every known-answer question (JSONL files with `question` and `answer`, such as data/demo/python_faq.jsonl)
-is asked `samples` times with sampling; a judge from lmforge.answers.MATCHERS compares each reply with the true answer.
+is asked `samples` times with sampling; a judge from lib.answers.MATCHERS compares each reply with the true answer.
 A question answered correctly in at least `known_threshold` of the samples is known; for every other
 question the stage writes a refusal conversation ("I don't know ..."), a `messages` dataset that an SFT
 recipe mixes in:
@@ -23,11 +23,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import LmforgeError
-from lmforge.answers import MATCHERS, is_refusal
-from lmforge.configs import parse
-from lmforge.conversations.python_faq import read_pairs
-from lmforge.files import write_json
-from lmforge.models import device
+from lmforge.lib.answers import MATCHERS, is_refusal
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations.python_faq import read_pairs
+from lmforge.lib.files import write_json
+from lmforge.lib.models import device
 
 REFUSALS = [
     "I don't know the answer to that.",

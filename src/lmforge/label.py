@@ -12,7 +12,7 @@ keeps one row per labeler and prompt: a labeler never sees a prompt twice, and a
 only prompts with fewer than `rankings_per_prompt` rankings. A prompt shown to a labeler is reserved for them
 for `reservation_minutes` (a row in `reservations`, taken in the same transaction that chooses the prompt), so
 labelers working at once get different prompts; an answer after the reservation expired is still kept.
-With `judges` set, the judges of lmforge.judges rank every prompt instead, as labeler `judge`, in the same table.
+With `judges` set, the judges of lmforge.lib.judges rank every prompt instead, as labeler `judge`, in the same table.
 
 Export turns each ranking into pairs (chosen ranked above rejected): all K(K-1)/2 ordered pairs, except
 that a response flagged harmful ranks below every unflagged one whatever its given rank, and no pair is
@@ -38,9 +38,10 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from lmforge import LmforgeError, judges
-from lmforge.configs import parse
-from lmforge.files import recover_dir, replace_dir, write_json
+from lmforge import LmforgeError
+from lmforge.lib import judges
+from lmforge.lib.configs import parse
+from lmforge.lib.files import recover_dir, replace_dir, write_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -73,7 +74,7 @@ class LabelConfig:
     reservation_minutes: float = field(
         default=10, metadata={"help": "A prompt shown to a labeler is held for them this long, then given out again."})
     judges: dict | str | None = field(
-        default=None, metadata={"help": "Judge name -> weight: rank with lmforge.judges instead of the page."}
+        default=None, metadata={"help": "Judge name -> weight: rank with lmforge.lib.judges instead of the page."}
     )
     export: bool = field(default=False, metadata={"help": "Turn the rankings into preference pairs."})
     test_fraction: float = field(default=0.1, metadata={"help": "Share of prompts whose pairs are held out."})

@@ -22,8 +22,8 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from lmforge import LmforgeError
-from lmforge.cards import merged_card
-from lmforge.configs import parse
+from lmforge.lib.cards import merged_card
+from lmforge.lib.configs import parse
 
 
 @dataclass
@@ -66,7 +66,7 @@ def main(config: MergeConfig) -> None:
     dtype = getattr(torch, config.dtype) if config.dtype else adapter_dtype(config.adapter_path)
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(config.adapter_path)
-    # SFT may have given the base a chat template with new control tokens (lmforge.chat_format.set_chat_template).
+    # SFT may have given the base a chat template with new control tokens (lmforge.lib.chat_format.set_chat_template).
     if len(tokenizer) > base.get_input_embeddings().num_embeddings:
         base.resize_token_embeddings(len(tokenizer))
     model = PeftModel.from_pretrained(base, config.adapter_path).merge_and_unload()

@@ -6,7 +6,7 @@
 Each document becomes <|bos|> text <|endoftext|> (special-token strings typed in the text stay plain
 text), then documents are concatenated and cut into blocks of `seq_len` tokens (the remainder of each
 map batch is dropped). A block may hold the end of one document and the start of the next: <|bos|>
-tells the model where a new one begins. The held-out documents (`lmforge.documents.is_heldout`, the
+tells the model where a new one begins. The held-out documents (`lmforge.lib.documents.is_heldout`, the
 same hash the tokenizer stage holds out) form the `validation` split.
 
 Output: a `DatasetDict` (train, validation; one column `input_ids`) saved with `save_to_disk` at
@@ -23,11 +23,11 @@ from datasets import Dataset, DatasetDict
 from datasets.exceptions import DatasetGenerationError
 
 from lmforge import LmforgeError
-from lmforge.configs import parse
-from lmforge.documents import expand, is_heldout, iter_documents
-from lmforge.encoding import encode_text
-from lmforge.files import write_json
-from lmforge.models import load_tokenizer
+from lmforge.lib.configs import parse
+from lmforge.lib.documents import expand, is_heldout, iter_documents
+from lmforge.lib.encoding import encode_text
+from lmforge.lib.files import write_json
+from lmforge.lib.models import load_tokenizer
 
 
 @dataclass

@@ -33,9 +33,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where 
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
-from lmforge.configs import parse  # noqa: E402
-from lmforge.rewards import verifiable_prompts  # noqa: E402
-from lmforge.rl_eval import (  # noqa: E402
+from lmforge.lib.configs import parse  # noqa: E402
+from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
+from lmforge.lib.rl_eval import (  # noqa: E402
     EvalConfig,
     chat_tokenizer,
     evaluate_sft,
@@ -44,7 +44,7 @@ from lmforge.rl_eval import (  # noqa: E402
     logged,
     without_heldout,
 )
-from lmforge.watch import WatchCallback, WatchConfig  # noqa: E402
+from lmforge.lib.watch import WatchCallback, WatchConfig  # noqa: E402
 
 
 @dataclass

@@ -8,7 +8,7 @@ One size knob, `depth` (layers): width is 64 per layer and heads are 64 wide, as
 model grows in proportion. To reproduce a published shape, `hidden_size`, `num_attention_heads`,
 `num_key_value_heads` (grouped-query attention) and `tie_word_embeddings` override what depth derives
 (recipes/smollm-135m/pretrain.yaml: SmolLM-135M's 30 x 576). `global_batch_tokens` fixes the tokens per
-optimizer step whatever the number of processes (lmforge.batching). The rest of the options are
+optimizer step whatever the number of processes (lmforge.lib.batching). The rest of the options are
 transformers' TrainingArguments (bf16, torch_compile, optim, lr_scheduler_type such as cosine or
 warmup_stable_decay, save_steps, report_to, push_to_hub, ...). A rerun resumes from the last checkpoint
 in `output_dir`.
@@ -39,12 +39,12 @@ from transformers import (
 )
 
 from lmforge import LmforgeError
-from lmforge.batching import apply_global_batch
-from lmforge.configs import parse
-from lmforge.encoding import bits_per_byte, token_losses, utf8_lengths
-from lmforge.files import write_json
-from lmforge.metrics import load_metric
-from lmforge.models import last_checkpoint, load_tokenizer
+from lmforge.lib.batching import apply_global_batch
+from lmforge.lib.configs import parse
+from lmforge.lib.encoding import bits_per_byte, token_losses, utf8_lengths
+from lmforge.lib.files import write_json
+from lmforge.lib.metrics import load_metric
+from lmforge.lib.models import last_checkpoint, load_tokenizer
 
 # Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, most specific first ("L4" is in "L40S").
 GPU_BF16_PEAK = [
@@ -179,7 +179,7 @@ def load_blocks(args: PretrainArguments, tokenizer):
 
 
 def resume_checkpoint(output_dir: Path, tokenizer) -> str | None:
-    """The last checkpoint in `output_dir` that can be resumed (lmforge.models), checked against the tokenizer."""
+    """The last checkpoint in `output_dir` that can be resumed (lmforge.lib.models), checked against the tokenizer."""
     checkpoint = last_checkpoint(output_dir)
     if checkpoint is None:
         return None

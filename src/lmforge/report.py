@@ -24,10 +24,10 @@ from pathlib import Path
 # The object-oriented API, not pyplot: no global figure state, and PNGs render with Agg, no display needed.
 from matplotlib.figure import Figure
 
-from lmforge.configs import parse
-from lmforge.files import read_json
-from lmforge.stages import PIPELINE, TRAINING
-from lmforge.tables import FEW_SHOT, cell, eval_table, markdown_table, number
+from lmforge.lib.configs import parse
+from lmforge.lib.files import read_json
+from lmforge.lib.stages import PIPELINE, TRAINING
+from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number
 
 TRAIN_LOSS = ("loss", "loss/policy_avg")
 REWARD = ("reward", "objective/rlhf_reward", "objective/scores", "rewards/margins")
@@ -243,7 +243,7 @@ def beside_section(results: dict | None) -> list[str]:
     columns = few_shot | assistants
     rows = [[cell(question)] + [cell(replies[question]) if question in replies else "–" for replies in
                                 columns.values()] for question in questions]
-    lines = ["Greedy replies to the same questions: a base model's through a few-shot prompt (`lmforge.fewshot`), "
+    lines = ["Greedy replies to the same questions: a base model's through a few-shot prompt (`lmforge.lib.fewshot`), "
              "each assistant's through its chat template; one line each, shortened.", ""]
     return lines + markdown_table(["question", *columns], rows, text_columns=tuple(range(len(columns) + 1)))
 

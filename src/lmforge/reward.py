@@ -27,8 +27,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
 from lmforge import LmforgeError
-from lmforge.configs import parse
-from lmforge.files import write_json
+from lmforge.lib.configs import parse
+from lmforge.lib.files import write_json
 
 
 @dataclass

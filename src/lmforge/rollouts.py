@@ -4,7 +4,7 @@
     lmforge rollouts --config recipes/demo/rollouts.yaml --model runs/demo/sft --num_responses 8
 
 Prompts come from `prompts`, a mapping from a name to a source, as in the SFT recipe: a generator of
-lmforge.conversations (`{generator: arithmetic, size: 40, seed: 1000}`; give a seed other than SFT's so
+lmforge.lib.conversations (`{generator: arithmetic, size: 40, seed: 1000}`; give a seed other than SFT's so
 the prompts are new to the model) or `datasets.load_dataset` keywords (`{path: json, data_files: f.jsonl}`)
 for a dataset with a `prompt` column (text or messages) or a `messages` column, whose last assistant
 turn is dropped and kept as the `reference` answer. Each prompt goes through the model's chat template
@@ -32,12 +32,12 @@ from datasets import Dataset, load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from lmforge import LmforgeError
-from lmforge.configs import parse
-from lmforge.conversations import GENERATORS, check_conversation, normalise
-from lmforge.files import recover_dir, replace_dir, write_json
-from lmforge.models import device
-from lmforge.tools import load_tools
-from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import GENERATORS, check_conversation, normalise
+from lmforge.lib.files import recover_dir, replace_dir, write_json
+from lmforge.lib.models import device
+from lmforge.lib.tools import load_tools
+from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
 
 
 @dataclass
@@ -123,7 +123,7 @@ def check_prompt(prompt) -> str | None:
 def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, seed: int,
                      tools: dict | None = None) -> tuple[list, list]:
     """K responses to one prompt, and whether each ended its turn (rather than running out of tokens). With `tools`,
-    calls run as they are written and a response holds the calls and their results (lmforge.tools.generation)."""
+    calls run as they are written and a response holds the calls and their results (lmforge.lib.tools.generation)."""
     ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, sanitize_control_tokens=True)["input_ids"]
     stops = end_of_turn_ids(model, tokenizer)
     generate = model_generate(model, tokenizer, do_sample=True, temperature=config.temperature, top_k=config.top_k,

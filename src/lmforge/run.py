@@ -6,7 +6,7 @@
 
 A stage runs when the folder has its recipe, `<stage>.yaml`; variants such as `sft_lora.yaml` are run
 by hand. Each stage reads earlier stages' outputs through its recipe's paths; which stages each one
-reads is declared in lmforge.stages. The runner decides as a build system does, and prints why for every stage:
+reads is declared in lmforge.lib.stages. The runner decides as a build system does, and prints why for every stage:
     no marker              it never ran in this run folder: it runs
     unfinished, resuming   it started with this recipe and did not finish: it runs and resumes from its checkpoints
     recipe changed         the recipe's bytes differ from the sha256 its marker recorded: it is redone
@@ -30,7 +30,7 @@ process group and dies with the runner: a runner stopped by Ctrl-C or SIGTERM ki
 killed outright takes the stage with it through the parent-death signal (Linux).
 
 With `--push_to_hub --hub_namespace ME`, each stage's artifact (its recipe's `output_dir`) is pushed to
-its own repo with a card linking the repos and revisions it came from (see lmforge.hub).
+its own repo with a card linking the repos and revisions it came from (see lmforge.lib.hub).
 """
 
 import argparse
@@ -50,9 +50,9 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from lmforge.files import read_json, write_json
-from lmforge.hub import lineage_path, push_stage
-from lmforge.stages import PIPELINE, STAGES
+from lmforge.lib.files import read_json, write_json
+from lmforge.lib.hub import lineage_path, push_stage
+from lmforge.lib.stages import PIPELINE, STAGES
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 

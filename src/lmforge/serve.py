@@ -5,7 +5,7 @@
 
 The page keeps the conversation; each turn the whole of it (after the system prompt box's text) is
 rendered with the model's chat template, exactly as `lmforge chat` does: both call
-lmforge.assistant.generate_reply. The reply is generated in a thread and streamed to the page piece by piece.
+lmforge.lib.assistant.generate_reply. The reply is generated in a thread and streamed to the page piece by piece.
 With `tools: [python, search]` the assistant's tool calls run and their results appear in the reply.
 The page listens on `host` (loopback by default: this machine only) and sends no analytics.
 """
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge.assistant import ChatConfig, generate_reply, new_conversation
-from lmforge.configs import parse
-from lmforge.models import device, load
-from lmforge.tools import load_tools
+from lmforge.lib.assistant import ChatConfig, generate_reply, new_conversation
+from lmforge.lib.configs import parse
+from lmforge.lib.models import device, load
+from lmforge.lib.tools import load_tools
 
 
 @dataclass

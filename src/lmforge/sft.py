@@ -5,12 +5,12 @@
     accelerate launch -m lmforge.sft --config recipes/demo/sft.yaml   # several processes or machines
 
 With `global_batch_tokens`, the tokens per optimizer step stay the same on any number of processes
-(lmforge.batching derives gradient accumulation); otherwise the batch grows with the processes.
+(lmforge.lib.batching derives gradient accumulation); otherwise the batch grows with the processes.
 
 Conversations in `messages` format come from Hub datasets, local files and generators (see
-lmforge.conversations), are checked one by one (roles, order, empty content, length), mixed by weight and
+lmforge.lib.conversations), are checked one by one (roles, order, empty content, length), mixed by weight and
 rendered with the tokenizer's chat template; the loss covers assistant tokens only (assistant_only_loss).
-The conversation convention (end of turn, training template) comes from the model (lmforge.chat_format): a
+The conversation convention (end of turn, training template) comes from the model (lmforge.lib.chat_format): a
 template without {% generation %} markers is swapped for a marked one that renders identically (TRL's or
 lmforge's), `chat_template_path` gives a base model without a template one (chatml, mistral, llama3, gemma,
 qwen2_5, a .jinja file or a chat model's tokenizer), and a template that would inject its own default system
@@ -37,13 +37,13 @@ from transformers.trainer_utils import IntervalStrategy
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
 
 from lmforge import LmforgeError
-from lmforge.batching import apply_global_batch
-from lmforge.cards import hub_id_of
-from lmforge.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
-from lmforge.configs import parse
-from lmforge.conversations import load_conversations
-from lmforge.files import write_json
-from lmforge.models import last_checkpoint
+from lmforge.lib.batching import apply_global_batch
+from lmforge.lib.cards import hub_id_of
+from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
+from lmforge.lib.configs import parse
+from lmforge.lib.conversations import load_conversations
+from lmforge.lib.files import write_json
+from lmforge.lib.models import last_checkpoint
 
 
 @dataclass

@@ -4,7 +4,7 @@
     lmforge tokenizer --config recipes/demo/tokenizer.yaml --vocab_size 8192 --output_dir runs/demo/tokenizer8k
 
 Trained with the `tokenizers` library on the data stage's Parquet documents (streamed) plus optional
-plain-text files, leaving out the held-out documents (see `lmforge.documents.is_heldout`), on which it
+plain-text files, leaving out the held-out documents (see `lmforge.lib.documents.is_heldout`), on which it
 then measures compression: UTF-8 bytes per token, overall and per language.
 
 Outputs under `output_dir`: the tokenizer as `PreTrainedTokenizerFast.save_pretrained` writes it, so
@@ -27,11 +27,11 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from transformers import PreTrainedTokenizerFast
 
 from lmforge import LmforgeError
-from lmforge.chat_format import BOS, CHAT_TOKENS, EOS, PAD, SPECIAL_TOKENS
-from lmforge.configs import parse
-from lmforge.documents import is_heldout, iter_documents
-from lmforge.encoding import encode_text
-from lmforge.files import write_json
+from lmforge.lib.chat_format import BOS, CHAT_TOKENS, EOS, PAD, SPECIAL_TOKENS
+from lmforge.lib.configs import parse
+from lmforge.lib.documents import is_heldout, iter_documents
+from lmforge.lib.encoding import encode_text
+from lmforge.lib.files import write_json
 
 # GPT-4's pre-tokenization split (cl100k_base), except numbers split into runs of at most 2 digits, not 3:
 # with a vocabulary of a few thousand tokens, 1,100 number tokens would be a large share spent on digits.
@@ -81,7 +81,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
         eos_token=EOS,
         pad_token=PAD,
         extra_special_tokens=CHAT_TOKENS,
-        chat_template=resources.files("lmforge").joinpath("chat_template.jinja").read_text(),
+        chat_template=resources.files("lmforge.lib").joinpath("chat_template.jinja").read_text(),
         clean_up_tokenization_spaces=False,  # decode(encode(x)) must give x back exactly
     )
 

@@ -26,9 +26,9 @@ from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
 from lmforge import LmforgeError
-from lmforge.configs import parse
-from lmforge.encoding import encode_text
-from lmforge.models import load
+from lmforge.lib.configs import parse
+from lmforge.lib.encoding import encode_text
+from lmforge.lib.models import load
 
 BACKGROUNDS = (153, 229, 194, 217)  # xterm-256 pastel colours, cycled token by token
 HTML_COLOURS = ("#cfe8ff", "#fff3b0", "#d4f5d4", "#ffd6d6")
@@ -159,7 +159,7 @@ def summary(rows: list[dict]) -> str:
 
 
 def write_text(path: str, text: str) -> None:
-    """Atomically, like lmforge.files.write_json."""
+    """Atomically, like lmforge.lib.files.write_json."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=Path(path).parent, delete=False, encoding="utf-8") as f:
         f.write(text)

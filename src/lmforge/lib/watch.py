@@ -24,9 +24,9 @@ from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME
 
-from lmforge.files import read_json, write_json
-from lmforge.rewards import repetition_rate
-from lmforge.tools.generation import generation_eos, model_generate
+from lmforge.lib.files import read_json, write_json
+from lmforge.lib.rewards import repetition_rate
+from lmforge.lib.tools.generation import generation_eos, model_generate
 
 logger = logging.getLogger(__name__)
 KL_LOG_KEYS = ("kl", "objective/kl")

@@ -1,16 +1,16 @@
 """One assistant turn: the chat settings and the generation shared by `lmforge chat` (terminal) and `lmforge serve`
 (page), so that both render a conversation and sample its reply the same way.
 
-With `tools`, the assistant's tool calls run as it writes (lmforge.tools.generation); with `few_shot`, a base model
-answers through a few-shot text prompt instead of the chat template (lmforge.fewshot).
+With `tools`, the assistant's tool calls run as it writes (lmforge.lib.tools.generation); with `few_shot`, a base model
+answers through a few-shot text prompt instead of the chat template (lmforge.lib.fewshot).
 """
 
 from dataclasses import dataclass, field
 
 from transformers import TextStreamer
 
-from lmforge.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
-from lmforge.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
+from lmforge.lib.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
+from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
 
 
 @dataclass

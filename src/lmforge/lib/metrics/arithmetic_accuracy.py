@@ -2,16 +2,16 @@
 
 Loaded by path (the Hub's metric scripts are out of reach offline):
 
-    metric = evaluate.load(str(Path(lmforge.__file__).parent / "metrics" / "arithmetic_accuracy.py"))
+    metric = lmforge.lib.metrics.load_metric("arithmetic_accuracy")   # evaluate.load of this file
     metric.compute(predictions=["Step 1: ...\\nFinal answer: 12"], references=[12])   # accuracy 1.0
 
-A prediction is right when its last `Final answer: N` equals the reference (lmforge.conversations.arithmetic.check).
+A prediction is right when its last `Final answer: N` equals the reference (lib.conversations.arithmetic.check).
 """
 
 import datasets
 import evaluate
 
-from lmforge.conversations import arithmetic
+from lmforge.lib.conversations import arithmetic
 
 
 class ArithmeticAccuracy(evaluate.Metric):

@@ -10,7 +10,7 @@ outweighs style. Responses with equal totals are tied, and a tie is no preferenc
 import re
 
 from lmforge import LmforgeError
-from lmforge.conversations import arithmetic
+from lmforge.lib.conversations import arithmetic
 
 SPECIAL = re.compile(r"<\|[a-z_/]+\|>")
 ROLE_LINE = re.compile(r"^(system|user|assistant)\s*$", re.MULTILINE)

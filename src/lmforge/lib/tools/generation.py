@@ -2,7 +2,7 @@
 
 `generate_with_tools` samples assistant turns for a batch of prompts. Each row is sampled until
 <|/tool_call|> or the end of its turn; rows that closed a call get the call's result appended as tokens
-(<|tool_result|>OUTPUT<|/tool_result|>, from lmforge.tools.run_call: a malformed call gets an `error: ...`
+(<|tool_result|>OUTPUT<|/tool_result|>, from lmforge.lib.tools.run_call: a malformed call gets an `error: ...`
 result) and go on in the next round, together, until every turn has ended. Each turn keeps a mask of
 which tokens the model wrote (1) and which a tool did (0): RL must not learn from, or be scored on,
 tokens the model never chose. The model is reached through a
@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmforge import LmforgeError, chat_format
-from lmforge.conversations import arithmetic, spelling
-from lmforge.tools.protocol import END_CALL, format_result, run_call
+from lmforge import LmforgeError
+from lmforge.lib import chat_format
+from lmforge.lib.conversations import arithmetic, spelling
+from lmforge.lib.tools.protocol import END_CALL, format_result, run_call
 
 Generate = Callable[[list[list[int]], list[int], int], list[list[int]]]
 # Greedy decoding, overriding any sampling defaults in a model's generation config.

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCard, HfApi, ModelCard
 
-from lmforge.files import read_json, write_json
-from lmforge.stages import STAGES, pushed_parents
+from lmforge.lib.files import read_json, write_json
+from lmforge.lib.stages import STAGES, pushed_parents
 
 # What each pushed stage's artifact is made from: the nearest pushed stages upstream of it in the registry.
 PARENTS = {name: pushed_parents(name) for name, stage in STAGES.items() if stage.repo_type}

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from lmforge import LmforgeError
-from lmforge.tools.protocol import ToolError
+from lmforge.lib.tools.protocol import ToolError
 
 UNSAFE = "LMFORGE_UNSAFE_PYTHON_TOOL"
 NOBODY = "65534"

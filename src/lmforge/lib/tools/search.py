@@ -25,8 +25,8 @@ from typing import ClassVar
 import pyarrow.parquet as pq
 
 from lmforge import LmforgeError
-from lmforge.documents import expand, read_text
-from lmforge.tools.protocol import ToolError
+from lmforge.lib.documents import expand, read_text
+from lmforge.lib.tools.protocol import ToolError
 
 PASSAGE_CHARS = 600
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")

@@ -7,7 +7,7 @@ is exactly what the model reads and writes:
     <|tool_result|>391<|/tool_result|>Final answer: 391
 
 (one line in the real text). The model writes the call: one JSON object with `name` and `arguments`
-(an object) between <|tool_call|> and <|/tool_call|>. The generation loop (lmforge.tools.generation)
+(an object) between <|tool_call|> and <|/tool_call|>. The generation loop (lmforge.lib.tools.generation)
 stops at <|/tool_call|>, runs the tool and appends <|tool_result|>OUTPUT<|/tool_result|>, and the model
 continues. The chat template renders results outside {% generation %}: the loss never covers them.
 
@@ -17,9 +17,9 @@ malformed call never stops a conversation. To add one, write the class and add i
 """
 
 from lmforge import LmforgeError
-from lmforge.tools.protocol import Tool, ToolError, format_call, format_result, parse_call, run_call
-from lmforge.tools.python import PythonTool
-from lmforge.tools.search import SearchTool
+from lmforge.lib.tools.protocol import Tool, ToolError, format_call, format_result, parse_call, run_call
+from lmforge.lib.tools.python import PythonTool
+from lmforge.lib.tools.search import SearchTool
 
 TOOLS = {"python": PythonTool, "search": SearchTool}  # name -> class; a recipe's `tools: [python, search]`
 

@@ -1,7 +1,7 @@
 """The stage registry: every `lmforge` command, what it reads, and where its artifact goes, in one place.
 
 The CLI's usage (lmforge.cli), the runner's order and rerun decisions (lmforge.run), the Hub lineage
-cards (lmforge.hub) and the report's defaults (lmforge.report) all read this table.
+cards (lmforge.lib.hub) and the report's defaults (lmforge.report) all read this table.
 """
 
 from dataclasses import dataclass

@@ -1,8 +1,8 @@
 """Arithmetic and letter counting answered with a `python` tool call, the result embedded in the turn.
 
-The same problems as lmforge.conversations.arithmetic and .spelling, but the assistant writes code
+The same problems as lmforge.lib.conversations.arithmetic and .spelling, but the assistant writes code
 instead of computing in its head: a model adds badly, and counts letters through its tokens worse.
-A reply is one assistant message (see lmforge.tools for the protocol):
+A reply is one assistant message (see lmforge.lib.tools for the protocol):
 
     Let me compute it with Python.<|tool_call|>{"name": "python", "arguments": {"code": "x1 = 7 * 12\\n..."}}
     <|/tool_call|><|tool_result|>79<|/tool_result|>The result is 79.\\nFinal answer: 79
@@ -14,8 +14,8 @@ sandbox to check that); the chat template keeps it out of the loss.
 import random
 import re
 
-from lmforge.conversations import arithmetic, spelling
-from lmforge.tools.protocol import format_call, format_result
+from lmforge.lib.conversations import arithmetic, spelling
+from lmforge.lib.tools.protocol import format_call, format_result
 
 # "Step 2: 84 - 5 = 79 apples." -> 84, "-", 5, 79
 STEP = re.compile(r"Step \d+: (\d+)\D*?([-+*/]) (\d+)\D*?= (\d+)")

@@ -20,13 +20,13 @@ from accelerate.utils import broadcast_object_list
 from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from lmforge.chat_format import end_of_turn
-from lmforge.files import read_json, write_json
-from lmforge.models import device
-from lmforge.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
-from lmforge.tools import load_tools
-from lmforge.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
-from lmforge.watch import reply_ids
+from lmforge.lib.chat_format import end_of_turn
+from lmforge.lib.files import read_json, write_json
+from lmforge.lib.models import device
+from lmforge.lib.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
+from lmforge.lib.tools import load_tools
+from lmforge.lib.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
+from lmforge.lib.watch import reply_ids
 
 METRICS = ("reward_model", "accuracy", "kl", "repetition", "mean_length", "tool_calls")
 
@@ -41,7 +41,7 @@ class EvalConfig:
         default=None, metadata={"help": "Reward model scoring the held-out replies (None: no reward-model score)."})
     heldout_tools: list[str] = field(
         default_factory=list, metadata={"help": "Tools run while the held-out greedy replies are generated "
-                                                "(lmforge.tools): accuracy then counts answers reached with them."})
+                                                "(lib.tools): accuracy then counts answers reached with them."})
 
     def __post_init__(self):
         self.heldout_tasks = json.loads(self.heldout_tasks) if isinstance(self.heldout_tasks, str) else (
@@ -50,7 +50,7 @@ class EvalConfig:
 
 def chat_tokenizer(path: str):
     """The policy's tokenizer with the model's own end of turn as eos (<|im_end|>, <|eot_id|>, <end_of_turn>...,
-    from lmforge.chat_format): TRL's RL trainers stop sampling and mask the reply at `tokenizer.eos_token`, and a
+    from lmforge.lib.chat_format): TRL's RL trainers stop sampling and mask the reply at `tokenizer.eos_token`, and a
     chat reply ends at the end of its turn, not at the pretraining end of text."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.eos_token = end_of_turn(tokenizer, f"{path} (RL starts from a chat model)")

@@ -2,13 +2,13 @@
 
 Loaded by path (the Hub's metric scripts are out of reach offline):
 
-    metric = evaluate.load(str(Path(lmforge.__file__).parent / "metrics" / "chat_compliance.py"))
+    metric = lmforge.lib.metrics.load_metric("chat_compliance")   # evaluate.load of this file
     metric.compute(replies=["Final answer: 4<|im_end|>", "4<|im_start|>user\\nand 5?<|im_end|>"])
     metric.compute(replies=["4<|eot_id|>"], end_of_turn="<|eot_id|>", turn_start="<|start_header_id|>")
 
 `replies` are the generated text decoded with special tokens kept, up to and including the token that
 stopped generation. A reply complies when it ends with the model's end of turn (`end_of_turn`, from
-lmforge.chat_format; ChatML's <|im_end|> by default), not cut off by the length limit nor closed with the
+lmforge.lib.chat_format; ChatML's <|im_end|> by default), not cut off by the length limit nor closed with the
 pretraining end of text, and leaks no other role: no `turn_start` (<|im_start|>), no line that opens
 with `user:`, `assistant:` or `system:` (a model that writes the next speaker's turn itself).
 """

@@ -29,13 +29,13 @@ CHAT_TOKENS = ["<|im_start|>", "<|im_end|>", *TOOL_MARKERS]
 SPECIAL_TOKENS = [BOS, EOS, PAD, *CHAT_TOKENS]
 
 # Training templates by name, with the control tokens a tokenizer without them gets (`set_chat_template`).
-# TRL ships Llama 3, Gemma and Qwen 2.5; lmforge ships the families TRL lacks (src/lmforge/templates/).
+# TRL ships Llama 3, Gemma and Qwen 2.5; lmforge ships the families TRL lacks (src/lmforge/lib/templates/).
 # TRL (and through it transformers) is imported only where a template is checked or swapped: the tool protocol
 # imports this module for its token names and must stay light.
 TRL_TEMPLATES = Path(find_spec("trl").submodule_search_locations[0]) / "chat_templates"
 TEMPLATES = {
-    "chatml": (resources.files("lmforge") / "templates" / "chatml.jinja", ["<|im_start|>", "<|im_end|>"]),
-    "mistral": (resources.files("lmforge") / "templates" / "mistral.jinja", ["[INST]", "[/INST]"]),
+    "chatml": (resources.files("lmforge.lib") / "templates" / "chatml.jinja", ["<|im_start|>", "<|im_end|>"]),
+    "mistral": (resources.files("lmforge.lib") / "templates" / "mistral.jinja", ["[INST]", "[/INST]"]),
     "llama3": (TRL_TEMPLATES / "llama3_training.jinja", ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]),
     "gemma": (TRL_TEMPLATES / "gemma_training.jinja", ["<start_of_turn>", "<end_of_turn>"]),
     "qwen2_5": (TRL_TEMPLATES / "qwen2_5_training.jinja", ["<|im_start|>", "<|im_end|>"]),

@@ -7,7 +7,7 @@ the habit these conversations teach. Answers close with `Final answer: N`, score
 
 import random
 
-from lmforge.conversations.arithmetic import final_answer
+from lmforge.lib.conversations.arithmetic import final_answer
 
 WORDS = """
 strawberry banana apple orange cherry grape lemon mango papaya pineapple raspberry blueberry

@@ -2,7 +2,7 @@
 
 Loaded by path (the Hub's metric scripts are out of reach offline):
 
-    metric = evaluate.load(str(Path(lmforge.__file__).parent / "metrics" / "pairwise_accuracy.py"))
+    metric = lmforge.lib.metrics.load_metric("pairwise_accuracy")   # evaluate.load of this file
     metric.compute(chosen_scores=[1.2, 0.1], rejected_scores=[0.3, 0.5])   # pairwise_accuracy 0.5
 
 A tie counts as a miss, so a model that scores everything alike gets 0, not 0.5.

@@ -2,7 +2,7 @@
 
 Loaded by path (the Hub's metric scripts are out of reach offline):
 
-    metric = evaluate.load(str(Path(lmforge.__file__).parent / "metrics" / "bits_per_byte.py"))
+    metric = lmforge.lib.metrics.load_metric("bits_per_byte")   # evaluate.load of this file
     metric.compute(losses=[[2.1, 0.3]], target_bytes=[[4, 1]])
 
 `losses` are the per-token cross-entropies in nats, `target_bytes` the UTF-8 length of each predicted

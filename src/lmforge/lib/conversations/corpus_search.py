@@ -1,7 +1,7 @@
 """Questions about a local document collection, answered after a `search` tool call.
 
 A question names a few rare words of a sentence from the collection; the assistant searches for them,
-reads the result (the real output of lmforge.tools' search tool over the same collection, embedded in
+reads the result (the real output of lmforge.lib.tools' search tool over the same collection, embedded in
 the turn and kept out of the loss by the chat template) and answers by quoting the best passage with its
 source. What it learns is the habit: search, then answer from what was found.
 
@@ -14,8 +14,8 @@ import re
 import sqlite3
 from collections import Counter
 
-from lmforge.tools.protocol import format_call, format_result
-from lmforge.tools.search import SearchTool
+from lmforge.lib.tools.protocol import format_call, format_result
+from lmforge.lib.tools.search import SearchTool
 
 QUESTIONS = [
     "What do the documents say about {words}?",

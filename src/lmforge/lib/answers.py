@@ -1,7 +1,7 @@
 """Judging a free-text reply against a known answer, and spotting a refusal: shared by `lmforge interrogate`,
 `lmforge eval` and the refusals metric, so that all three count a right answer and an "I don't know" alike.
 
-(The judges that rank rollouts for preference pairs are another thing: lmforge.judges.)
+(The judges that rank rollouts for preference pairs are another thing: lmforge.lib.judges.)
 """
 
 import re

@@ -1,9 +1,9 @@
-"""The tool protocol's text: calls and results inside an assistant turn (see lmforge.tools)."""
+"""The tool protocol's text: calls and results inside an assistant turn (see lmforge.lib.tools)."""
 
 import json
 from typing import Protocol
 
-from lmforge.chat_format import SPECIAL_TOKENS, TOOL_MARKERS
+from lmforge.lib.chat_format import SPECIAL_TOKENS, TOOL_MARKERS
 
 CALL, END_CALL, RESULT, END_RESULT = TOOL_MARKERS
 MAX_RESULT_CHARS = 1000

@@ -2,19 +2,19 @@
 
 Loaded by path (the Hub's metric scripts are out of reach offline):
 
-    metric = evaluate.load(str(Path(lmforge.__file__).parent / "metrics" / "refusals.py"))
+    metric = lmforge.lib.metrics.load_metric("refusals")   # evaluate.load of this file
     metric.compute(predictions=["Guido van Rossum.", "I don't know."], references=["Guido van Rossum", ""],
                    judge="overlap")
 
 A reference is a question's true answer, or "" for a question nobody could answer from training (what
 did I eat today?). Replies are judged as `lmforge interrogate` judges them: `judge` names one of
-lmforge.answers.MATCHERS for right answers, and lmforge.answers.is_refusal spots "I don't know" and the like.
+lmforge.lib.answers.MATCHERS for right answers, and lmforge.lib.answers.is_refusal spots refusals.
 """
 
 import datasets
 import evaluate
 
-from lmforge.answers import MATCHERS, is_refusal
+from lmforge.lib.answers import MATCHERS, is_refusal
 
 
 def share(flags: list[bool]) -> float | None:

@@ -22,7 +22,7 @@ from datasets.data_files import resolve_pattern
 from datasets.exceptions import DatasetGenerationError
 
 from lmforge import LmforgeError
-from lmforge.conversations import arithmetic, chatterbot, corpus_search, identity, python_faq, spelling, tool_use
+from lmforge.lib.conversations import arithmetic, chatterbot, corpus_search, identity, python_faq, spelling, tool_use
 
 ROLES = ("system", "user", "assistant")
 TEXT_LOADERS = ("json", "csv", "text")  # load_dataset loaders whose local files are checked line by line

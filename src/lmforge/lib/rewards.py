@@ -30,8 +30,8 @@ from math_verify import verify as verify_math
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from lmforge import LmforgeError
-from lmforge.conversations import arithmetic, spelling
-from lmforge.models import device
+from lmforge.lib.conversations import arithmetic, spelling
+from lmforge.lib.models import device
 
 # reasoning-gym questions say nothing about how to finish; lmforge's SFT data ends every solution this way.
 ANSWER_INSTRUCTION = "\nEnd your reply with `Final answer: ` followed by the answer."
