@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hub_mirrors import MIRRORS, write_common_crawl, write_mirrors
+from hub_mirrors import MIRRORS, SMOLLM2_INSTRUCT, SMOLLM2_SYSTEM, write_common_crawl, write_mirrors
 from hub_server import HubServer
 
 from lmforge.run import PIPELINE
@@ -182,6 +182,66 @@ def test_gpu_recipe_runs_every_stage_small_on_cpu(folder, hub, tmp_path):
         if stage in ("pretrain", "sft", "merge", "reward", "dpo", "grpo"):
             weights = "adapter_model.safetensors" if recipe.get("use_peft") else "model.safetensors"
             assert (tmp_path / recipe["output_dir"] / weights).is_file(), name
+        if stage == "merge":  # the card names the adapter it folded in (a local folder here), not its base twice
+            card = (tmp_path / recipe["output_dir"] / "README.md").read_text()
+            assert f"The LoRA adapter the local folder `{recipe['adapter_path']}` folded into" in card, name
+
+
+@pytest.mark.slow
+def test_the_demo_lora_recipe_fine_tunes_a_hub_instruct_model_folder(hub, tmp_path):
+    """Issue 14's done criterion, as a new user runs it: download a Hub instruct model, then
+    `lmforge sft --config recipes/demo/sft_lora.yaml --model_name_or_path <its folder>` with the recipe's defaults
+    (only where it writes and its size changed). The folder is all it needs: SFT runs offline."""
+    download = subprocess.run([sys.executable, "-c", "import huggingface_hub as hub; "
+                               f"print(hub.snapshot_download({SMOLLM2_INSTRUCT!r}))"],
+                              env=online_env(hub, tmp_path), capture_output=True, text=True, timeout=300)
+    assert download.returncode == 0, download.stderr[-3000:]
+    folder = download.stdout.strip().splitlines()[-1]
+    recipe_file = ROOT / "recipes/demo/sft_lora.yaml"
+    recipe = yaml.safe_load(recipe_file.read_text())
+    size = {"datasets": shrink_counts(recipe["datasets"], "size", 16), "max_steps": 8}
+    env = {**online_env(hub, tmp_path), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    output = tmp_path / "sft_lora"
+    result = subprocess.run(command("sft", recipe_file, {"model_name_or_path": folder, "output_dir": output, **size}),
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    report = json.loads((output / "sft_results.json").read_text())
+    assert report["lora"] and (output / "adapter_model.safetensors").is_file()
+    assert report["eval_loss_after"] < report["eval_loss_before"]
+    # The README's account: the template is swapped for lmforge's marked ChatML, and since the recipe sets no
+    # system_prompt, SFT warns that SmolLM's default one goes into the rows that have none, with their count.
+    convention = report["chat_template"]
+    assert convention["source"] == "lmforge:chatml" and convention["default_system_prompt"] == SMOLLM2_SYSTEM
+    without = convention["rows_without_system_prompt"]
+    assert without > 0
+    assert f"the chat template puts its own system prompt {SMOLLM2_SYSTEM!r} into the {without} of " in result.stderr
+    assert "set `system_prompt:` in the recipe" in result.stderr
+    # A folder of the Hub cache still names its Hub id in the card.
+    assert f"Fine-tuned from [{SMOLLM2_INSTRUCT}](https://huggingface.co/{SMOLLM2_INSTRUCT})" in (
+        output / "README.md").read_text()
+
+
+def test_the_readme_hub_fine_tuning_commands_are_the_ones_run_here():
+    """The README section "Fine-tuning a model from the Hub" gives commands that the recipe test above runs: each
+    `lmforge STAGE --config FILE` names a recipe of that folder listed in GPU_RECIPES, in the same order, and chat
+    opens the merged model."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Fine-tuning a model from the Hub", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].split() for line in block.splitlines() if line.startswith("lmforge ")]
+    folder = "recipes/smollm2-360m-instruct"
+    recipes = recipes_of(folder)
+    ran = []
+    for words in commands:
+        if words[1] == "chat":
+            assert words[2:] == ["--model_name_or_path", recipes["merge"][2]["output_dir"]], words
+            continue
+        assert words[2] == "--config" and len(words) == 4, words
+        name = Path(words[3]).stem
+        assert words[3] == f"{folder}/{name}.yaml" and recipes[name][0] == words[1], words
+        ran.append(name)
+    assert ran == [name for name in recipes if name in ran] and {"sft_lora", "merge", "dpo"} <= set(ran)
 
 
 @pytest.mark.slow
