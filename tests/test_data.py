@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -40,7 +41,10 @@ def write_warc(path: Path, pages: dict[str, bytes], payload_type: str | None = "
         writer = WARCWriter(f, gzip=True)
         for url, body in pages.items():
             http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-            headers = {"WARC-Identified-Payload-Type": payload_type} if payload_type else {}
+            # A record id derived from the URL (warcio draws a random one): document ids, and so the held-out
+            # split that hashes them, are the same on every run.
+            headers = {"WARC-Record-ID": f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url)}>"}
+            headers |= {"WARC-Identified-Payload-Type": payload_type} if payload_type else {}
             writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body),
                                                           http_headers=http, warc_headers_dict=headers))
     return path

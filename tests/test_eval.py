@@ -9,7 +9,6 @@ import math
 from collections import Counter
 from dataclasses import replace
 
-import evaluate
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -24,6 +23,7 @@ from lmforge.lib import fewshot
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import arithmetic
 from lmforge.lib.documents import is_heldout
+from lmforge.lib.metrics import load_metric
 from lmforge.lib.tools.generation import heldout_problems
 from lmforge.tokenizer import encode_text, train_tokenizer
 
@@ -219,7 +219,7 @@ def test_a_base_model_answers_the_assistants_questions_few_shot(results):
 
 
 def test_compliance_metric_on_planted_replies():
-    metric = evaluate.load(str(lmforge_eval.METRICS / "chat_compliance.py"))
+    metric = load_metric("chat_compliance")
     replies = ["Final answer: 4<|im_end|>", "4\nUser: and 5?<|im_end|>", "4<|im_start|>assistant\n5<|im_end|>",
                "4<|endoftext|>", "a reply cut off by the length lim"]
     assert metric.compute(replies=replies) == {"compliance": 0.2, "ended_turn": 0.6, "role_leakage": 0.4}
