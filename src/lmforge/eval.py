@@ -48,7 +48,7 @@ from lmforge.lib.documents import is_heldout, iter_documents
 from lmforge.lib.encoding import bits_per_byte as bits_per_byte_of_losses
 from lmforge.lib.encoding import encode_text, token_losses, utf8_lengths
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
-from lmforge.lib.files import read_json, write_json
+from lmforge.lib.files import read_json, write_json, write_text
 from lmforge.lib.metrics import load_metric
 from lmforge.lib.models import device
 from lmforge.lib.rewards import reward_model
@@ -340,8 +340,7 @@ def measure(config: EvalConfig) -> dict:
         write_json(path, models[name])
     results = {"models": models, "skipped": skipped}
     table = eval_table(results)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "table.md").write_text(table + "\n")
+    write_text(output_dir / "table.md", table + "\n")
     write_json(output_dir / "results.json", results)
     print(table)
     return results

@@ -26,7 +26,7 @@ from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS, is_refusal
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations.python_faq import read_pairs
-from lmforge.lib.files import write_json
+from lmforge.lib.files import write_json, write_jsonl
 from lmforge.lib.models import device
 
 REFUSALS = [
@@ -84,8 +84,7 @@ def answered(path: str) -> list[dict]:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 break
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    write_jsonl(path, records)
     return records
 
 
@@ -130,9 +129,7 @@ def main(config: InterrogateConfig) -> dict:
                     {"role": "assistant", "content": REFUSALS[index % len(REFUSALS)]}]}
                 for index, r in enumerate(records) if not r["known"]]
     refusals_path = os.path.join(config.output_dir, "refusals.jsonl")
-    with open(refusals_path + ".partial", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in refusals)
-    os.replace(refusals_path + ".partial", refusals_path)
+    write_jsonl(refusals_path, refusals)
     results = report(records, config)
     write_json(os.path.join(config.output_dir, "report.json"), results)
     print(json.dumps(results, indent=2))

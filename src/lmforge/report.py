@@ -25,7 +25,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from lmforge.lib.configs import parse
-from lmforge.lib.files import read_json
+from lmforge.lib.files import read_json, write_text
 from lmforge.lib.stages import PIPELINE, TRAINING
 from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number
 
@@ -303,11 +303,7 @@ def render(config: ReportConfig) -> str:
 
 def main(config: ReportConfig) -> Path:
     path = Path(config.output_dir) / "report.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = render(config)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(text, encoding="utf-8")
-    staging.replace(path)  # a killed run leaves the previous report whole
+    write_text(path, render(config))  # a killed run leaves the previous report whole
     print(f"report: {path}")
     return path
 

@@ -23,7 +23,6 @@ finished (whether each response ended its turn), seed and model.
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS, check_conversation, normalise
-from lmforge.lib.files import recover_dir, replace_dir, write_json
+from lmforge.lib.files import recover_dir, staged_dir, write_json
 from lmforge.lib.models import device
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
@@ -162,10 +161,8 @@ def read_done(path: Path) -> dict[int, dict]:
 
 def write_dataset(rows: list[dict], path: Path) -> None:
     """save_to_disk under a temporary name, then swap it in: `path` is the old dataset or the new, never a part."""
-    staging = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    Dataset.from_list(rows).save_to_disk(staging)
-    replace_dir(staging, path)
+    with staged_dir(path) as staging:
+        Dataset.from_list(rows).save_to_disk(staging)
 
 
 def check_settings(path: Path, settings: dict) -> None:
