@@ -172,6 +172,7 @@ def test_sft_source_files_name_file_and_line(chat_model, tmp_path, content, expe
 @pytest.mark.parametrize("argv, expected", [
     (["--tasks", "two", "--warc_paths", "x"], "argument --tasks: invalid int value: 'two'"),
     (["--warc_paths", "x", "--taks", "1"], "unknown option '--taks' (did you mean '--tasks'?)"),
+    (["--warc_paths", "x", "--step_options", "{pii: 1}"], "step_options: '{pii: 1}' is not JSON"),
 ])
 def test_command_line_value_or_key_is_named(argv, expected):
     assert expected in one_line("data", *argv)

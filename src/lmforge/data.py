@@ -42,7 +42,7 @@ from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 
 from lmforge import LmforgeError
 from lmforge.lib.blocks import AuditedWarcReader, LanguageFilter, URLFilter
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import write_json, write_text
 
 # Step name -> the datatrove block it builds; a step is switched on and off by the recipe key of its
@@ -98,10 +98,8 @@ class DataConfig:
     )
 
     def __post_init__(self):
-        # Mappings arrive as dicts from YAML and as JSON strings from the command line.
         for name in ("step_options", "executor_options"):
-            value = getattr(self, name) or {}
-            setattr(self, name, json.loads(value) if isinstance(value, str) else value)
+            setattr(self, name, from_json(getattr(self, name) or {}, name))
         check_choice("output_format", self.output_format, ("parquet", "jsonl"))
         check_choice("executor", self.executor, EXECUTORS)
         check_choice("language_backend", self.language_backend, ("py3langid", "ft176", "glotlid"))

@@ -41,7 +41,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS
 from lmforge.lib.chat_format import chat_format
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import arithmetic
 from lmforge.lib.conversations.python_faq import read_pairs
 from lmforge.lib.documents import is_heldout, iter_documents
@@ -100,7 +100,7 @@ class EvalConfig:
     samples: int = field(default=2, metadata={"help": "Replies kept per task and model for the report."})
 
     def __post_init__(self):
-        self.models = json.loads(self.models) if isinstance(self.models, str) else self.models
+        self.models = from_json(self.models, "models")
         if not self.models:
             raise LmforgeError("models: name at least one model, as name: {path: DIR, kind: base|assistant|reward}")
         for name, spec in self.models.items():

@@ -19,7 +19,6 @@ Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/`, `watch.js
 `grpo_results.json` (written last: rewards logged at the start and end, the before/after table, the watch's report).
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -27,7 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
     EvalConfig,
@@ -58,8 +57,8 @@ class GRPOScriptArguments:
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one completion."})
 
     def __post_init__(self):
-        self.tasks = json.loads(self.tasks) if isinstance(self.tasks, str) else self.tasks or {"arithmetic": 512}
-        self.rewards = json.loads(self.rewards) if isinstance(self.rewards, str) else self.rewards or {"accuracy": {}}
+        self.tasks = from_json(self.tasks, "tasks") or {"arithmetic": 512}
+        self.rewards = from_json(self.rewards, "rewards") or {"accuracy": {}}
 
 
 CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, EvalConfig)

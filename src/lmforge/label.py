@@ -39,7 +39,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from lmforge import LmforgeError
 from lmforge.lib import judges
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import recover_dir, staged_dir, write_json
 
 SCHEMA = """
@@ -82,7 +82,7 @@ class LabelConfig:
     port: int = 7860
 
     def __post_init__(self):
-        self.judges = json.loads(self.judges) if isinstance(self.judges, str) else self.judges
+        self.judges = from_json(self.judges, "judges")
         if self.judges is not None:
             self.judges = judges.check_weights(self.judges)
         if self.rankings_per_prompt < 1 or not 0 <= self.test_fraction < 1 or not self.reservation_minutes > 0:

@@ -33,7 +33,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where 
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
-from lmforge.lib.configs import parse  # noqa: E402
+from lmforge.lib.configs import from_json, parse  # noqa: E402
 from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
 from lmforge.lib.rl_eval import (  # noqa: E402
     EvalConfig,
@@ -55,7 +55,7 @@ class PPOScriptArguments:
         default=None, metadata={"help": "Initial value model; None: the reward model (reward_model_path)."})
 
     def __post_init__(self):
-        self.tasks = json.loads(self.tasks) if isinstance(self.tasks, str) else self.tasks or {"arithmetic": 512}
+        self.tasks = from_json(self.tasks, "tasks") or {"arithmetic": 512}
 
 
 CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, EvalConfig)

@@ -17,14 +17,13 @@ Writes `<output_dir>/report.md` and its plots in `<output_dir>/report/*.png`, li
 can be copied next to a model card's README.md.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # The object-oriented API, not pyplot: no global figure state, and PNGs render with Agg, no display needed.
 from matplotlib.figure import Figure
 
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import read_json, write_text
 from lmforge.lib.stages import PIPELINE, TRAINING
 from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number
@@ -51,7 +50,7 @@ class ReportConfig:
     samples: int = field(default=1, metadata={"help": "Sample replies shown per task and model."})
 
     def __post_init__(self):
-        self.training = json.loads(self.training) if isinstance(self.training, str) else self.training
+        self.training = from_json(self.training, "training")
         if self.training is None:
             self.training = {stage: f"runs/demo/{stage}" for stage in TRAINING}
 

@@ -31,7 +31,7 @@ from datasets import Dataset, load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from lmforge import LmforgeError
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import GENERATORS, check_conversation, normalise
 from lmforge.lib.files import recover_dir, staged_dir, write_json
 from lmforge.lib.models import device
@@ -57,7 +57,7 @@ class RolloutsConfig:
     output_dir: str = "runs/demo/rollouts"
 
     def __post_init__(self):
-        self.prompts = json.loads(self.prompts) if isinstance(self.prompts, str) else self.prompts
+        self.prompts = from_json(self.prompts, "prompts")
         if not self.prompts:
             raise LmforgeError("prompts: no prompt sources given")
         if self.num_responses < 2:

@@ -10,7 +10,6 @@ and, with `heldout_tools`, tool_calls: the mean number of calls per greedy reply
 The held-out problems come from a seed of their own and are removed from any training prompts.
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from lmforge.lib.chat_format import end_of_turn
+from lmforge.lib.configs import from_json
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.models import device
 from lmforge.lib.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
@@ -44,8 +44,7 @@ class EvalConfig:
                                                 "(lib.tools): accuracy then counts answers reached with them."})
 
     def __post_init__(self):
-        self.heldout_tasks = json.loads(self.heldout_tasks) if isinstance(self.heldout_tasks, str) else (
-            self.heldout_tasks or {"arithmetic": 32})
+        self.heldout_tasks = from_json(self.heldout_tasks, "heldout_tasks") or {"arithmetic": 32}
 
 
 def chat_tokenizer(path: str):
