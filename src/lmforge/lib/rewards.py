@@ -32,6 +32,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from lmforge import LmforgeError
 from lmforge.lib.conversations import arithmetic, spelling
 from lmforge.lib.models import device
+from lmforge.lib.repetition import repetition_rate
 
 # reasoning-gym questions say nothing about how to finish; lmforge's SFT data ends every solution this way.
 ANSWER_INSTRUCTION = "\nEnd your reply with `Final answer: ` followed by the answer."
@@ -132,13 +133,6 @@ def length_penalty(completions, max_chars: int = 400, **kwargs) -> list[float]:
     """0 up to `max_chars` characters, then -1 for every further `max_chars`: discourages rambling (and length
     hacking of a reward model) without rewarding empty replies."""
     return [-max(0, len(completion_text(c)) - max_chars) / max_chars for c in completions]
-
-
-def repetition_rate(items, n: int = 3) -> float:
-    """Share of the n-grams of `items` (words or token ids) that repeat an earlier n-gram: 0 for varied text,
-    near 1 for a loop."""
-    grams = [tuple(items[i:i + n]) for i in range(len(items) - n + 1)]
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def repetition_penalty(completions, ngram: int = 3, **kwargs) -> list[float]:

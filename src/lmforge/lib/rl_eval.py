@@ -23,7 +23,8 @@ from lmforge.lib.chat_format import end_of_turn
 from lmforge.lib.configs import from_json
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.models import device
-from lmforge.lib.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
+from lmforge.lib.repetition import repetition_rate
+from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
 from lmforge.lib.watch import reply_ids

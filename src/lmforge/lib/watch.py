@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME
 
 from lmforge.lib.files import read_json, write_json
-from lmforge.lib.rewards import repetition_rate
+from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.tools.generation import generation_eos, model_generate
 
 logger = logging.getLogger(__name__)
