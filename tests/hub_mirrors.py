@@ -15,23 +15,36 @@ and for a stage to train a step on it. The schemas come from the datasets' cards
   columns `chosen` and `rejected` (list of {content, role}: the user turn then the assistant turn),
   `score_chosen` and `score_rejected` (float64), as on the card of trl-internal-testing/tiny-ultrafeedback-binarized,
   which its script builds by filtering trl-lib/ultrafeedback_binarized.
+- HuggingFaceTB/smol-smoltalk (Apache-2.0): config `default`, data/train-0000i-of-00004.parquet and
+  data/test-00000-of-00001.parquet (huggingface.co/datasets/HuggingFaceTB/smol-smoltalk/tree/main/data), columns
+  `messages` (list of {content, role}) and `source` (string), as in its card's dataset_info
+  (huggingface.co/datasets/HuggingFaceTB/smol-smoltalk/blob/main/README.md). 100 training rows, so that the
+  recipes' weight of 0.02 takes two.
+
+One model, the base of recipes/smollm2-360m-instruct/: HuggingFaceTB/SmolLM2-360M-Instruct, as a tiny random
+LlamaForCausalLM with the real one's tokenizer conventions (see `write_smollm2_instruct`).
 
     python tests/hub_mirrors.py DIR     # writes DIR/datasets/<owner>/<name>/{README.md,data/...}
+                                        # and DIR/models/<owner>/<name>/{config.json,model.safetensors,...}
 
 `tests/hub_server.py` serves such a folder: `HubServer(mirrors=DIR)`.
 """
 
 import gzip
+import json
 import random
 import shutil
 import sys
 from pathlib import Path
 
+import torch
 from datasets import Dataset, Features, List, Value, disable_progress_bars
 from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.splits import SplitDict, SplitInfo
 from datasets.utils.metadata import MetadataConfigs
-from huggingface_hub import DatasetCardData
+from huggingface_hub import DatasetCardData, ModelCard, ModelCardData
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GenerationConfig, GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
 
 MESSAGES = List({"content": Value("string"), "role": Value("string")})
 SMOLTALK_SOURCES = ("smol-magpie-ultra", "everyday-conversations", "smol-rewrite", "metamathqa-50k", "systemchats-30k")
@@ -74,6 +87,10 @@ MIRRORS = {
         "all": (Features({"messages": MESSAGES, "source": Value("string")}), {"train": (48, 2), "test": (8, 1)},
                 "data/all", smoltalk_rows),
     },
+    "HuggingFaceTB/smol-smoltalk": {
+        "default": (Features({"messages": MESSAGES, "source": Value("string")}), {"train": (100, 4), "test": (8, 1)},
+                    "data", smoltalk_rows),
+    },
     "trl-lib/ultrafeedback_binarized": {
         "default": (Features({"chosen": MESSAGES, "rejected": MESSAGES, "score_chosen": Value("float64"),
                               "score_rejected": Value("float64")}), {"train": (48, 1), "test": (8, 1)},
@@ -103,11 +120,62 @@ def write_repo(folder: Path, configs: dict, seed: int = 0) -> None:
     (folder / "README.md").write_text(f"---\n{card.to_yaml()}\n---\n\nA synthetic mirror for lmforge's tests.\n")
 
 
+SMOLLM2_INSTRUCT = "HuggingFaceTB/SmolLM2-360M-Instruct"
+# Its tokenizer_config.json (huggingface.co/HuggingFaceTB/SmolLM2-360M-Instruct/blob/main/tokenizer_config.json):
+# ChatML whose first turn is a default system prompt when the conversation has none, and no {% generation %}
+# markers; the same string is quoted from the model's GGUF and tokenizer_config by projects that test against it.
+SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+SMOLLM2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n" + SMOLLM2_SYSTEM + "<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+# Its vocabulary's first 17 ids, all special (tokenizer.json's added_tokens): <|im_start|> is the bos token,
+# <|im_end|> the eos and pad token (special_tokens_map.json; config.json: bos 1, eos 2, pad 2).
+SMOLLM2_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>",
+                   "<filename>", "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>",
+                   "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<jupyter_script>", "<empty_output>"]
+
+
+def write_smollm2_instruct(folder: Path, vocab_size: int = 512, seed: int = 0) -> None:
+    """SmolLM2-360M-Instruct's files with a tiny random model: a byte-level BPE (GPT2Tokenizer, as the real one)
+    trained here on synthetic text with the real special tokens, bos/eos/pad and chat template, in
+    tokenizer_config.json as on the Hub; a LlamaForCausalLM config shaped like the real one (GQA 3:1, head_dim,
+    rope_theta 100000, 8192 positions, tied embeddings, bfloat16 weights) but 2 layers of width 48."""
+    rng = random.Random(seed)
+    texts = [message["content"] for row in smoltalk_rows(200, rng) for message in row["messages"]]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SMOLLM2_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tokenizer = GPT2Tokenizer(tokenizer_object=bpe, unk_token="<|endoftext|>", bos_token="<|im_start|>",
+                              eos_token="<|im_end|>", pad_token="<|im_end|>", model_max_length=8192,
+                              additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tokenizer.save_pretrained(folder)
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "chat_template": SMOLLM2_TEMPLATE},
+                                                             indent=2) + "\n")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=128, num_hidden_layers=2, num_attention_heads=3,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
+        hidden_act="silu", tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2).save_pretrained(folder)
+    card = ModelCardData(library_name="transformers", license="apache-2.0", language=["en"],
+                         pipeline_tag="text-generation", base_model="HuggingFaceTB/SmolLM2-360M")
+    ModelCard(f"---\n{card.to_yaml()}\n---\n\nA tiny random mirror of {SMOLLM2_INSTRUCT} for lmforge's tests.\n"
+              ).save(folder / "README.md")
+
+
 def write_mirrors(root: str | Path) -> Path:
-    """Every mirror under root/datasets/<repo id>/; returns root."""
+    """Every dataset mirror under root/datasets/<repo id>/ and the model under root/models/<repo id>/; returns root."""
     root = Path(root)
     for repo_id, configs in MIRRORS.items():
         write_repo(root / "datasets" / repo_id, configs)
+    write_smollm2_instruct(root / "models" / SMOLLM2_INSTRUCT)
     return root
 
 

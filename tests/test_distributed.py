@@ -22,7 +22,7 @@ from tiny import save_tiny_model
 
 from lmforge import LmforgeError, dpo
 from lmforge import eval as lmforge_eval
-from lmforge import grpo, interrogate, ppo, rollouts
+from lmforge import grpo, interrogate, ppo, reward, rollouts
 from lmforge.lib import rewards, rl_eval
 from lmforge.lib.batching import plan_batch
 from lmforge.lib.configs import parse
@@ -419,3 +419,40 @@ def test_stages_that_generate_put_their_models_on_the_process_device(sft_model, 
     seen.append([rewards.load_scorer(str(reward_model))[0].device])  # the reward model of eval and the RL tables
     rewards.load_scorer.cache_clear()
     assert seen == [[meta, meta], [meta], [meta], [meta], [meta]]
+
+
+@pytest.mark.slow
+def test_reward_on_two_processes(sft_model, preferences, tmp_path):
+    """Both ranks train the reward model, only rank 0 writes, and it ranks the held-out pairs as one process does."""
+    args = ["--config", "recipes/demo/reward.yaml", "--model_name_or_path", str(sft_model), "--preferences",
+            str(preferences), "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--max_length", "128",
+            "--warmup_steps", "0", *TRAINER, "--disable_tqdm", "true"]
+    output_dir = tmp_path / "two"
+    log, written = launch(tmp_path, "lmforge.reward", output_dir, *args, "--per_device_train_batch_size", "4")
+    assert_only_rank0_wrote(written, output_dir)
+    assert log.count('"heldout_accuracy"') == 1  # the results are printed once
+    two = json.loads((output_dir / "rewards.json").read_text())
+    single = [*args, "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "one")]
+    one = reward.main(*parse(reward.CONFIGS, single))
+    assert two["test_pairs"] == one["test_pairs"] == 8
+    assert two["heldout_accuracy_before"] == one["heldout_accuracy_before"]
+    assert two["heldout_accuracy"] == pytest.approx(one["heldout_accuracy"], abs=0.13)  # one pair of 8 may flip
+
+
+@pytest.mark.slow
+def test_eval_on_two_processes(packed, sft_model, reward_model, preferences, tmp_path):
+    """Eval measures on the main process alone and writes once; the other rank waits and gets the same results."""
+    models = json.dumps({"sft": {"path": str(sft_model), "kind": "assistant"},
+                         "reward": {"path": str(reward_model), "kind": "reward"}})
+    args = ["--config", "recipes/demo/eval.yaml", "--models", models, "--preferences", str(preferences),
+            "--reward_model", str(reward_model), "--samples", "1", "--max_new_tokens", "8", "--batch_size", "4",
+            "--arithmetic_problems", "4", "--known_limit", "4", "--tool_problems", "4", "--tools", "python",
+            "--documents", str(packed / "docs.parquet"), "--heldout_fraction", "0.1"]
+    output_dir = tmp_path / "two"
+    log, written = launch(tmp_path, "lmforge.eval", output_dir, *args)
+    assert written["rank0"] and not written.get("rank1") and not written.get("ranklauncher"), written
+    two = json.loads((output_dir / "results.json").read_text())
+    one = lmforge_eval.main(*parse(lmforge_eval.CONFIGS, [*args, "--output_dir", str(tmp_path / "one")]))
+    assert two["models"].keys() == one["models"].keys() == {"sft", "reward"}
+    for name in one["models"]:
+        assert two["models"][name]["metrics"] == pytest.approx(one["models"][name]["metrics"]), name

@@ -16,16 +16,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hub_mirrors import MIRRORS, write_common_crawl, write_mirrors
+from hub_mirrors import MIRRORS, SMOLLM2_INSTRUCT, SMOLLM2_SYSTEM, write_common_crawl, write_mirrors
 from hub_server import HubServer
 
 from lmforge.run import PIPELINE
 
 ROOT = Path(__file__).parent.parent
-# Every recipe folder meant for GPUs: one line each.
-GPU_RECIPES = [
-    "recipes/smollm-135m",
-]
+# Every recipe folder meant for GPUs, with its recipe files in the order a user runs them (a file's stage is its
+# name up to the first underscore, as in test_recipes.py); None: one <stage>.yaml per pipeline stage, in order.
+GPU_RECIPES = {
+    "recipes/smollm-135m": None,
+    # README "Fine-tuning a model from the Hub": LoRA and full SFT of the Hub model, the adapter merged, DPO and
+    # GRPO of the merged model. The model itself comes from the loopback Hub's mirror.
+    "recipes/smollm2-360m-instruct": ["sft_lora", "sft_full", "merge", "dpo", "grpo"],
+}
 DEMO_WARC = ROOT / "data/demo/web/crawl-00001.warc.gz"
 
 # Stage -> overrides that shrink size only.
@@ -41,6 +45,8 @@ SMALL = {
     "sft": {"max_length": 256, "global_batch_tokens": 1024, "per_device_train_batch_size": 2,
             "per_device_eval_batch_size": 2, "max_steps": 2},
     "reward": {"max_length": 256, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2, "max_steps": 2},
+    "dpo": {"max_length": 256, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2, "max_steps": 2,
+            "heldout_max_new_tokens": 16, "watch_max_new_tokens": 16, "watch_prompts": 2, "watch_every": 1},
     "grpo": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16,
              "heldout_max_new_tokens": 16, "watch_max_new_tokens": 16, "watch_prompts": 2, "watch_every": 1,
              "max_steps": 2},
@@ -68,6 +74,8 @@ def shrink_counts(mapping: dict, key: str | None, most: int) -> dict:
 def overrides(stage: str, recipe: dict, input_root: Path) -> dict:
     """The command-line overrides of one stage: SMALL and NOT_SIZE, plus sizes inside the recipe's mappings."""
     result = {**SMALL.get(stage, {}), **NOT_SIZE.get(stage, {})}
+    if "global_batch_tokens" not in recipe:  # a recipe that sets gradient_accumulation_steps instead keeps it
+        result.pop("global_batch_tokens", None)
     if stage == "data":  # the recipe's own Common Crawl dump, from a local mirror of its listing
         result["common_crawl_root"] = str(input_root)
     if "datasets" in recipe:  # SFT generators: tens of conversations
@@ -95,10 +103,11 @@ def hub_datasets(recipe: dict) -> list[dict]:
     return found
 
 
-def recipes_of(folder: str) -> dict[str, tuple[Path, dict]]:
-    """Stage -> (recipe file, its content), in pipeline order."""
-    files = {stage: ROOT / folder / f"{stage}.yaml" for stage in PIPELINE}
-    return {stage: (path, yaml.safe_load(path.read_text())) for stage, path in files.items() if path.is_file()}
+def recipes_of(folder: str) -> dict[str, tuple[str, Path, dict]]:
+    """Recipe name -> (stage, recipe file, its content), in the order GPU_RECIPES gives (or pipeline order)."""
+    names = GPU_RECIPES[folder] or [stage for stage in PIPELINE if (ROOT / folder / f"{stage}.yaml").is_file()]
+    files = {name: ROOT / folder / f"{name}.yaml" for name in names}
+    return {name: (name.split("_")[0], path, yaml.safe_load(path.read_text())) for name, path in files.items()}
 
 
 @pytest.fixture(scope="module")
@@ -154,22 +163,85 @@ def test_gpu_recipe_runs_every_stage_small_on_cpu(folder, hub, tmp_path):
     recipes = recipes_of(folder)
     input_root = tmp_path / "common_crawl"
     if "data" in recipes:
-        write_common_crawl(input_root, recipes["data"][1]["common_crawl_dump"], [DEMO_WARC])
+        write_common_crawl(input_root, recipes["data"][2]["common_crawl_dump"], [DEMO_WARC])
     env = online_env(hub, tmp_path)
-    for stage, (recipe_file, recipe) in recipes.items():
+    for name, (stage, recipe_file, recipe) in recipes.items():
         result = subprocess.run(command(stage, recipe_file, overrides(stage, recipe, input_root)), cwd=tmp_path,
                                 env=env, capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"{stage}: {result.stderr[-4000:]}"
+        assert result.returncode == 0, f"{name}: {result.stderr[-4000:]}"
         output = tmp_path / recipe["output_dir"]
-        assert output.is_dir() and any(output.iterdir()), f"{stage} wrote nothing to {output}"
+        assert output.is_dir() and any(output.iterdir()), f"{name} wrote nothing to {output}"
 
-    if "sft" in recipes:  # Hub conversations (from the mirror) were trained on
-        report = json.loads((tmp_path / recipes["sft"][1]["output_dir"] / "sft_results.json").read_text())
-        assert any(source["taken"] for name, source in report["sources"].items()
-                   if "path" in recipes["sft"][1]["datasets"][name])
-    for stage in ("pretrain", "sft", "reward", "grpo"):
-        if stage in recipes:
-            assert (tmp_path / recipes[stage][1]["output_dir"] / "model.safetensors").is_file(), stage
+    for name, (stage, _, recipe) in recipes.items():
+        if stage == "sft":  # Hub conversations (from the mirror) were trained on
+            report = json.loads((tmp_path / recipe["output_dir"] / "sft_results.json").read_text())
+            assert any(source["taken"] for source_name, source in report["sources"].items()
+                       if "path" in recipe["datasets"][source_name]), name
+            if recipe.get("system_prompt"):  # the recipe's prompt, not the template's default, in every row
+                assert report["chat_template"]["rows_without_system_prompt"] == 0, name
+        if stage in ("pretrain", "sft", "merge", "reward", "dpo", "grpo"):
+            weights = "adapter_model.safetensors" if recipe.get("use_peft") else "model.safetensors"
+            assert (tmp_path / recipe["output_dir"] / weights).is_file(), name
+        if stage == "merge":  # the card names the adapter it folded in (a local folder here), not its base twice
+            card = (tmp_path / recipe["output_dir"] / "README.md").read_text()
+            assert f"The LoRA adapter the local folder `{recipe['adapter_path']}` folded into" in card, name
+
+
+@pytest.mark.slow
+def test_the_demo_lora_recipe_fine_tunes_a_hub_instruct_model_folder(hub, tmp_path):
+    """Issue 14's done criterion, as a new user runs it: download a Hub instruct model, then
+    `lmforge sft --config recipes/demo/sft_lora.yaml --model_name_or_path <its folder>` with the recipe's defaults
+    (only where it writes and its size changed). The folder is all it needs: SFT runs offline."""
+    download = subprocess.run([sys.executable, "-c", "import huggingface_hub as hub; "
+                               f"print(hub.snapshot_download({SMOLLM2_INSTRUCT!r}))"],
+                              env=online_env(hub, tmp_path), capture_output=True, text=True, timeout=300)
+    assert download.returncode == 0, download.stderr[-3000:]
+    folder = download.stdout.strip().splitlines()[-1]
+    recipe_file = ROOT / "recipes/demo/sft_lora.yaml"
+    recipe = yaml.safe_load(recipe_file.read_text())
+    size = {"datasets": shrink_counts(recipe["datasets"], "size", 16), "max_steps": 8}
+    env = {**online_env(hub, tmp_path), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    output = tmp_path / "sft_lora"
+    result = subprocess.run(command("sft", recipe_file, {"model_name_or_path": folder, "output_dir": output, **size}),
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    report = json.loads((output / "sft_results.json").read_text())
+    assert report["lora"] and (output / "adapter_model.safetensors").is_file()
+    assert report["eval_loss_after"] < report["eval_loss_before"]
+    # The README's account: the template is swapped for lmforge's marked ChatML, and since the recipe sets no
+    # system_prompt, SFT warns that SmolLM's default one goes into the rows that have none, with their count.
+    convention = report["chat_template"]
+    assert convention["source"] == "lmforge:chatml" and convention["default_system_prompt"] == SMOLLM2_SYSTEM
+    without = convention["rows_without_system_prompt"]
+    assert without > 0
+    assert f"the chat template puts its own system prompt {SMOLLM2_SYSTEM!r} into the {without} of " in result.stderr
+    assert "set `system_prompt:` in the recipe" in result.stderr
+    # A folder of the Hub cache still names its Hub id in the card.
+    assert f"Fine-tuned from [{SMOLLM2_INSTRUCT}](https://huggingface.co/{SMOLLM2_INSTRUCT})" in (
+        output / "README.md").read_text()
+
+
+def test_the_readme_hub_fine_tuning_commands_are_the_ones_run_here():
+    """The README section "Fine-tuning a model from the Hub" gives commands that the recipe test above runs: each
+    `lmforge STAGE --config FILE` names a recipe of that folder listed in GPU_RECIPES, in the same order, and chat
+    opens the merged model."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Fine-tuning a model from the Hub", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].split() for line in block.splitlines() if line.startswith("lmforge ")]
+    folder = "recipes/smollm2-360m-instruct"
+    recipes = recipes_of(folder)
+    ran = []
+    for words in commands:
+        if words[1] == "chat":
+            assert words[2:] == ["--model_name_or_path", recipes["merge"][2]["output_dir"]], words
+            continue
+        assert words[2] == "--config" and len(words) == 4, words
+        name = Path(words[3]).stem
+        assert words[3] == f"{folder}/{name}.yaml" and recipes[name][0] == words[1], words
+        ran.append(name)
+    assert ran == [name for name in recipes if name in ran] and {"sft_lora", "merge", "dpo"} <= set(ran)
 
 
 @pytest.mark.slow

@@ -24,7 +24,6 @@ the next model), `results.json` (every model and the skipped ones; written last)
 metric, one column per model).
 """
 
-import functools
 import hashlib
 import json
 import time
@@ -33,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
@@ -50,7 +48,7 @@ from lmforge.lib.encoding import encode_text, token_losses, utf8_lengths
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.lib.files import read_json, write_json, write_text
 from lmforge.lib.metrics import load_metric
-from lmforge.lib.models import device
+from lmforge.lib.models import device, process_state
 from lmforge.lib.rewards import reward_model
 from lmforge.lib.tables import FEW_SHOT, eval_table
 from lmforge.lib.tools import load_tools
@@ -113,7 +111,6 @@ class EvalConfig:
 CONFIGS = (EvalConfig,)  # what `--config recipes/*/eval*.yaml` is parsed into
 
 
-@functools.lru_cache(maxsize=None)
 def heldout_texts(config: EvalConfig) -> list[str]:
     texts = [document["text"] for document in iter_documents(config.documents, [])
              if is_heldout(document["id"], config.heldout_fraction)]
@@ -319,7 +316,7 @@ def fingerprint(spec: dict, config: EvalConfig) -> str:
 def main(config: EvalConfig) -> dict:
     """Under `accelerate launch` the main process measures every model (each is loaded whole on its device) and
     writes; the others wait for its results and return them."""
-    return broadcast_object_list([measure(config) if PartialState().is_main_process else None])[0]
+    return broadcast_object_list([measure(config) if process_state().is_main_process else None])[0]
 
 
 def measure(config: EvalConfig) -> dict:

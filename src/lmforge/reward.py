@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 from datasets import load_dataset, load_from_disk
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
@@ -105,6 +105,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
     if not tokenizer.chat_template or tokenizer.pad_token is None:
         raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no pad token")
+    # The score head starts random: seed it, so that the same recipe gives the same head on any number of processes.
+    set_seed(training_args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
         script_args.model_name_or_path, num_labels=1, dtype=script_args.dtype)
     # The head reads the last token that is not padding: the model must know which id pads.

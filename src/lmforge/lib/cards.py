@@ -48,7 +48,8 @@ def hub_id_of(name_or_path: str) -> str | None:
 
 def merged_card(base: str, adapter: str, dtype: str) -> ModelCard:
     """The card of a LoRA adapter folded into its base: both named, the base linked when it has a Hub id."""
-    base_id, adapter_id = hub_id_of(base), hub_id_of(adapter)
+    # An adapter folder's own card names its base, so only an adapter given by Hub id is linked as one.
+    base_id, adapter_id = hub_id_of(base), adapter if is_hub_id(adapter) else None
 
     def link(path, hub_id):
         return f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"the local folder `{path}`"

@@ -72,7 +72,7 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     checkpoint before it is used. Under `accelerate launch` the main process does this first, then the others
     find the same checkpoint.
     """
-    with PartialState().main_process_first():
+    with process_state().main_process_first():
         return usable_checkpoint(Path(output_dir))
 
 
@@ -118,7 +118,16 @@ def unreadable_file(checkpoint: Path) -> str | None:
     return None
 
 
+def process_state() -> PartialState:
+    """This process's place among those `accelerate launch` started (rank, device, main or not), or a lone process.
+
+    On a machine without an accelerator, PartialState must be told to use the CPU, or it sees no GPUs and treats
+    each of two launched processes as the only one (both would write). A Trainer with `use_cpu` tells it; stages
+    that run without a Trainer (eval) and helpers called before one (resume) ask here first."""
+    return PartialState(cpu=not torch.accelerator.is_available())
+
+
 def device():
     """The device this process computes on: its GPU under `accelerate launch` or on a GPU machine, else the CPU.
     accelerate's PartialState knows the local rank, so every stage that generates agrees."""
-    return PartialState().device
+    return process_state().device

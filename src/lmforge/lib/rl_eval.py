@@ -14,7 +14,6 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -22,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from lmforge.lib.chat_format import end_of_turn
 from lmforge.lib.configs import from_json
 from lmforge.lib.files import read_json, write_json
-from lmforge.lib.models import device
+from lmforge.lib.models import device, process_state
 from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
@@ -126,7 +125,7 @@ def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config
 def on_main_process(compute):
     """`compute()` run by the main process alone and its result given to every process: the evaluation loads its own
     copies of the models, so the other processes would only repeat it (and race to write its files)."""
-    return broadcast_object_list([compute() if PartialState().is_main_process else None])[0]
+    return broadcast_object_list([compute() if process_state().is_main_process else None])[0]
 
 
 def evaluate_sft(sft_path: str, tokenizer, prompts, config: EvalConfig, output_dir: str) -> dict:

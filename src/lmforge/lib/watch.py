@@ -19,12 +19,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
-from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME
 
 from lmforge.lib.files import read_json, write_json
+from lmforge.lib.models import process_state
 from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.tools.generation import generation_eos, model_generate
 
@@ -152,7 +152,7 @@ class WatchCallback(TrainerCallback):
         self.save()
 
     def save(self):
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             write_json(os.path.join(self.output_dir, "watch.json"), self.report())
 
     def report(self) -> dict:
@@ -167,10 +167,10 @@ class WatchCallback(TrainerCallback):
         if self.last_healthy is None or not os.path.isdir(self.last_healthy):
             logger.warning("watch: stopped with no healthy checkpoint saved; the final model is the stopped one")
             return None
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             copy_model(self.last_healthy, output_dir)
             logger.warning("watch: final model in %s = last healthy checkpoint %s", output_dir, self.last_healthy)
-        PartialState().wait_for_everyone()
+        process_state().wait_for_everyone()
         return self.last_healthy
 
 
