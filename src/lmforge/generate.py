@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_
 
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
+from lmforge.lib.encoding import document_ids
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.lib.files import write_json
 from lmforge.lib.models import device, load
@@ -61,8 +62,7 @@ def prompt_ids(tokenizer, config: GenerateConfig) -> list[int]:
         # sanitize_control_tokens: special-token strings typed in the prompt stay text, they cannot end the turn.
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                              sanitize_control_tokens=True)["input_ids"]
-    return [tokenizer.bos_token_id, *tokenizer(config.prompt, add_special_tokens=False,
-                                               split_special_tokens=True)["input_ids"]]
+    return document_ids(tokenizer, [config.prompt])[0]
 
 
 def sample(model, tokenizer, config: GenerateConfig, tools: dict | None = None) -> list[str]:

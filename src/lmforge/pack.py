@@ -25,7 +25,7 @@ from datasets.exceptions import DatasetGenerationError
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.documents import expand, is_heldout, iter_documents
-from lmforge.lib.encoding import encode_text
+from lmforge.lib.encoding import document_ids
 from lmforge.lib.files import staged_dir, write_json
 from lmforge.lib.models import load_tokenizer
 
@@ -47,8 +47,7 @@ class PackConfig:
 
 
 def tokenize(batch: dict, tokenizer) -> dict:
-    ids = encode_text(tokenizer, batch["text"])
-    return {"input_ids": [[tokenizer.bos_token_id, *row, tokenizer.eos_token_id] for row in ids]}
+    return {"input_ids": [[*ids, tokenizer.eos_token_id] for ids in document_ids(tokenizer, batch["text"])]}
 
 
 def pack(batch: dict, seq_len: int) -> dict:
