@@ -34,8 +34,8 @@ from lmforge.lib.rl_eval import (
     evaluate_sft,
     finish,
     heldout_prompts,
-    logged,
 )
+from lmforge.lib.trl_logs import DPO_ACCURACY, DPO_MARGIN, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -93,11 +93,11 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config
     trainer.train(resume_from_checkpoint=last)
     test = trainer.evaluate() if "test" in pairs else {}
 
-    margin_first, margin_last = logged(trainer.state.log_history, "rewards/margins")
+    margin_first, margin_last = logged(trainer.state.log_history, DPO_MARGIN)
     results = {"preferences": script_args.preferences, "train_pairs": len(pairs["train"]),
                "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
                "margin_first": margin_first, "margin_last": margin_last,
-               "test_margin": test.get("eval_rewards/margins"), "test_accuracy": test.get("eval_rewards/accuracies"),
+               "test_margin": test.get(f"eval_{DPO_MARGIN}"), "test_accuracy": test.get(f"eval_{DPO_ACCURACY}"),
                "resumed_from": last}
     return finish("dpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,
                   results)

@@ -34,11 +34,11 @@ from lmforge.lib.rl_eval import (
     evaluate_sft,
     finish,
     heldout_prompts,
-    logged,
     without_heldout,
 )
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import generate_with_tools, model_generate
+from lmforge.lib.trl_logs import GRPO_KL, GRPO_REWARD, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
 
@@ -107,11 +107,11 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_conf
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)
 
-    reward_first, reward_last = logged(trainer.state.log_history, "reward")
+    reward_first, reward_last = logged(trainer.state.log_history, GRPO_REWARD)
     results = {"tasks": script_args.tasks, "rewards": script_args.rewards, "tools": script_args.tools,
                "train_prompts": len(train),
                "reward_first": reward_first, "reward_last": reward_last,
-               "kl_last": logged(trainer.state.log_history, "kl")[1], "resumed_from": last}
+               "kl_last": logged(trainer.state.log_history, GRPO_KL)[1], "resumed_from": last}
     return finish("grpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,
                   results)
 

@@ -41,9 +41,9 @@ from lmforge.lib.rl_eval import (  # noqa: E402
     evaluate_sft,
     finish,
     heldout_prompts,
-    logged,
     without_heldout,
 )
+from lmforge.lib.trl_logs import PPO_ENTROPY, PPO_KL, PPO_SCORE, logged  # noqa: E402
 from lmforge.lib.watch import WatchCallback, WatchConfig  # noqa: E402
 
 
@@ -161,12 +161,12 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     trainer.train()
 
     history = trainer.state.log_history
-    score_first, score_last = logged(history, "objective/scores")
-    kl_first, kl_last = logged(history, "objective/kl")
+    score_first, score_last = logged(history, PPO_SCORE)
+    kl_first, kl_last = logged(history, PPO_KL)
     results = {"tasks": script_args.tasks, "train_prompts": len(train),
                "reward_model": training_args.reward_model_path,
                "score_first": score_first, "score_last": score_last, "kl_first": kl_first, "kl_last": kl_last,
-               "entropy_last": logged(history, "objective/entropy")[1], "resumed_from": last}
+               "entropy_last": logged(history, PPO_ENTROPY)[1], "resumed_from": last}
     return finish("ppo", trainer, watch, sft_path, tokenizer, heldout, eval_config, before, results)
 
 

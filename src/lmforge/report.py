@@ -27,11 +27,8 @@ from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import read_json, write_text
 from lmforge.lib.stages import PIPELINE, TRAINING
 from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number
+from lmforge.lib.trl_logs import KL, REWARD, TOKENS, TRAIN_LOSS
 
-TRAIN_LOSS = ("loss", "loss/policy_avg")
-REWARD = ("reward", "objective/rlhf_reward", "objective/scores", "rewards/margins")
-KL = ("kl", "objective/kl")
-TOKENS = ("num_input_tokens_seen", "num_tokens")
 NOT_RUN = "Not run."
 REASON_COLOURS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]
 

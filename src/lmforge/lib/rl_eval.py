@@ -175,14 +175,6 @@ def push(trainer, stage: str) -> None:
                           revision=trainer.args.hub_revision, commit_message=f"lmforge {stage}")
 
 
-def logged(history: list[dict], key: str, steps: int = 3) -> tuple[float | None, float | None]:
-    """Mean of a logged metric over the first and over the last `steps` log entries that have it."""
-    values = [entry[key] for entry in history if key in entry]
-    if not values:
-        return None, None
-    return sum(values[:steps]) / len(values[:steps]), sum(values[-steps:]) / len(values[-steps:])
-
-
 def table(before: dict, after: dict) -> str:
     def cell(value):
         return "-" if value is None else f"{value:.4f}"

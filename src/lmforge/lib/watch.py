@@ -27,9 +27,9 @@ from lmforge.lib.files import read_json, write_json
 from lmforge.lib.models import process_state
 from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.tools.generation import generation_eos, model_generate
+from lmforge.lib.trl_logs import KL
 
 logger = logging.getLogger(__name__)
-KL_LOG_KEYS = ("kl", "objective/kl")
 # Files that make up a saved model or adapter, besides the shards a sharded model's index names; the optimizer and
 # trainer state of a checkpoint are not copied.
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", SAFE_WEIGHTS_INDEX_NAME,
@@ -100,7 +100,7 @@ class WatchCallback(TrainerCallback):
             state.best_model_checkpoint = self.last_healthy
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        kl = next((logs[key] for key in KL_LOG_KEYS if key in (logs or {})), None)
+        kl = next((logs[key] for key in KL if key in (logs or {})), None)
         if kl is None:
             return
         self.kl = kl
