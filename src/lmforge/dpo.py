@@ -29,7 +29,7 @@ from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.models import is_local
 from lmforge.lib.rl_eval import (
-    EvalConfig,
+    HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
     finish,
@@ -49,7 +49,7 @@ class DPOScriptArguments:
         metadata={"help": "Preference pairs: a directory saved by `lmforge label --export`, or a Hub dataset id."})
 
 
-CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, EvalConfig)
+CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, HeldoutConfig)
 
 
 def load_pairs(source: str) -> DatasetDict:
@@ -71,15 +71,15 @@ def load_pairs(source: str) -> DatasetDict:
 
 
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config: WatchConfig,
-         eval_config: EvalConfig) -> dict:
+         heldout_config: HeldoutConfig) -> dict:
     output_dir = training_args.output_dir
     tokenizer = chat_tokenizer(script_args.model_name_or_path)
     pairs = load_pairs(script_args.preferences)
     if "test" not in pairs:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
-    heldout = heldout_prompts(eval_config)
+    heldout = heldout_prompts(heldout_config)
 
-    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, eval_config, output_dir)
+    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, heldout_config, output_dir)
     watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
     trainer = DPOTrainer(
         model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
@@ -99,7 +99,7 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config
                "margin_first": margin_first, "margin_last": margin_last,
                "test_margin": test.get(f"eval_{DPO_MARGIN}"), "test_accuracy": test.get(f"eval_{DPO_ACCURACY}"),
                "resumed_from": last}
-    return finish("dpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,
+    return finish("dpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, heldout_config, before,
                   results)
 
 

@@ -29,7 +29,7 @@ from trl.models import unwrap_model_for_generation
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
-    EvalConfig,
+    HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
     finish,
@@ -61,7 +61,7 @@ class GRPOScriptArguments:
         self.rewards = from_json(self.rewards, "rewards") or {"accuracy": {}}
 
 
-CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, EvalConfig)
+CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, HeldoutConfig)
 
 
 def tool_rollouts(tools: dict, max_calls: int):
@@ -84,14 +84,14 @@ def tool_rollouts(tools: dict, max_calls: int):
 
 
 def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_config: WatchConfig,
-         eval_config: EvalConfig) -> dict:
+         heldout_config: HeldoutConfig) -> dict:
     output_dir = training_args.output_dir
     tokenizer = chat_tokenizer(script_args.model_name_or_path)
-    heldout = heldout_prompts(eval_config)
+    heldout = heldout_prompts(heldout_config)
     train = without_heldout(verifiable_prompts(script_args.tasks, training_args.seed), heldout)
     functions, processing_classes, training_args.reward_weights = reward_functions(script_args.rewards)
 
-    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, eval_config, output_dir)
+    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, heldout_config, output_dir)
     watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
     trainer = GRPOTrainer(
         model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
@@ -112,7 +112,7 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_conf
                "train_prompts": len(train),
                "reward_first": reward_first, "reward_last": reward_last,
                "kl_last": logged(trainer.state.log_history, GRPO_KL)[1], "resumed_from": last}
-    return finish("grpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,
+    return finish("grpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, heldout_config, before,
                   results)
 
 

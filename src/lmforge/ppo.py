@@ -36,7 +36,7 @@ from lmforge import LmforgeError  # noqa: E402
 from lmforge.lib.configs import from_json, parse  # noqa: E402
 from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
 from lmforge.lib.rl_eval import (  # noqa: E402
-    EvalConfig,
+    HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
     finish,
@@ -58,7 +58,7 @@ class PPOScriptArguments:
         self.tasks = from_json(self.tasks, "tasks") or {"arithmetic": 512}
 
 
-CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, EvalConfig)
+CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, HeldoutConfig)
 
 
 class CheckpointedPPOTrainer(PPOTrainer):
@@ -119,15 +119,15 @@ def check_same_tokenizer(tokenizer, reward_model_path: str):
 
 
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config: WatchConfig,
-         eval_config: EvalConfig) -> dict:
+         heldout_config: HeldoutConfig) -> dict:
     output_dir, sft_path = training_args.output_dir, training_args.sft_model_path
     tokenizer = chat_tokenizer(sft_path)
     tokenizer.padding_side = "left"  # prompts are padded on the left so that every reply starts at the same column
     check_same_tokenizer(tokenizer, training_args.reward_model_path)
-    eval_config.heldout_reward_model = eval_config.heldout_reward_model or training_args.reward_model_path
-    heldout = heldout_prompts(eval_config)
+    heldout_config.heldout_reward_model = heldout_config.heldout_reward_model or training_args.reward_model_path
+    heldout = heldout_prompts(heldout_config)
     train = without_heldout(verifiable_prompts(script_args.tasks, training_args.seed), heldout)
-    before = evaluate_sft(sft_path, tokenizer, heldout, eval_config, output_dir)
+    before = evaluate_sft(sft_path, tokenizer, heldout, heldout_config, output_dir)
 
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     done = 0
@@ -167,7 +167,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
                "reward_model": training_args.reward_model_path,
                "score_first": score_first, "score_last": score_last, "kl_first": kl_first, "kl_last": kl_last,
                "entropy_last": logged(history, PPO_ENTROPY)[1], "resumed_from": last}
-    return finish("ppo", trainer, watch, sft_path, tokenizer, heldout, eval_config, before, results)
+    return finish("ppo", trainer, watch, sft_path, tokenizer, heldout, heldout_config, before, results)
 
 
 def cli(argv=None):

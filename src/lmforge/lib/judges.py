@@ -21,7 +21,7 @@ def arithmetic_correct(text: str, finished: bool, row: dict) -> float | None:
     """1 when the final answer equals the reference's, for prompts made by the arithmetic generator."""
     if row["task"] != "arithmetic" or not row.get("reference"):
         return None
-    return arithmetic.check(text, {"answer": arithmetic.final_answer(row["reference"])})
+    return arithmetic.check(text, {"answer": arithmetic.final_number(row["reference"])})
 
 
 def format_compliance(text: str, finished: bool, row: dict) -> float:

@@ -72,7 +72,7 @@ def completion_text(completion) -> str:
     return "".join(message["content"] for message in completion)
 
 
-def final_answer(text: str) -> str | None:
+def final_answer_text(text: str) -> str | None:
     """What follows the last `Final answer:` on its line, or None."""
     found = FINAL_ANSWER.findall(text)
     return found[-1].strip().rstrip(".") if found else None
@@ -94,7 +94,7 @@ def accuracy(completions, task=None, answer=None, entry=None, **kwargs) -> list[
         if name in LMFORGE_TASKS:
             rewards.append(arithmetic.check(text, {"answer": int(answer[i])}))
         elif name and entry and entry[i]:
-            rewards.append(float(reasoning_gym_scorer(name)(final_answer(text), json.loads(entry[i]))))
+            rewards.append(float(reasoning_gym_scorer(name)(final_answer_text(text), json.loads(entry[i]))))
         else:
             rewards.append(None)
     return rewards
@@ -110,7 +110,7 @@ def math_equivalence(completions, answer=None, **kwargs) -> list[float | None]:
             rewards.append(None)
             continue
         text = completion_text(completion)
-        predicted = parse_math(final_answer(text) or text)
+        predicted = parse_math(final_answer_text(text) or text)
         rewards.append(float(bool(predicted) and verify_math(gold, predicted)))
     return rewards
 

@@ -26,13 +26,13 @@ from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
-from lmforge.lib.watch import reply_ids
+from lmforge.lib.watch import sampled_ids_without_stop
 
 METRICS = ("reward_model", "accuracy", "kl", "repetition", "mean_length", "tool_calls")
 
 
 @dataclass
-class EvalConfig:
+class HeldoutConfig:
     heldout_tasks: dict | str | None = field(
         default=None, metadata={"help": "Held-out verifiable prompts, task -> count (default {arithmetic: 32})."})
     heldout_seed: int = field(default=1000, metadata={"help": "Seed of the held-out problems."})
@@ -63,7 +63,7 @@ def restore_sft_settings(sft_path: str, output_dir: str) -> None:
     GenerationConfig.from_pretrained(sft_path).save_pretrained(output_dir)
 
 
-def heldout_prompts(config: EvalConfig):
+def heldout_prompts(config: HeldoutConfig):
     return verifiable_prompts(config.heldout_tasks, config.heldout_seed)
 
 
@@ -80,7 +80,8 @@ def sequence_logprob(model, prompt: list[int], reply: list[int]) -> float:
     return logits.log_softmax(-1).gather(-1, ids[0, len(prompt):, None]).sum().item()
 
 
-def greedy_replies(model, tokenizer, ids: list[list[int]], config: EvalConfig) -> tuple[list[list[int]], float | None]:
+def greedy_replies(model, tokenizer, ids: list[list[int]],
+                   config: HeldoutConfig) -> tuple[list[list[int]], float | None]:
     """Greedy replies to the prompt `ids` without their end-of-turn token, with `heldout_tools` run when given (the
     model's tokens and the results), and the mean number of tool calls (None without tools)."""
     stops = end_of_turn_ids(model, tokenizer)
@@ -90,7 +91,7 @@ def greedy_replies(model, tokenizer, ids: list[list[int]], config: EvalConfig) -
     return replies, sum(turn.calls for turn in turns) / len(turns) if config.heldout_tools else None
 
 
-def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=None) -> dict:
+def evaluate_policy(model, tokenizer, prompts, config: HeldoutConfig, reference=None) -> dict:
     """The METRICS of `model` on `prompts` (verifiable_prompts rows); KL is measured against `reference`."""
     model.eval()
     ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
@@ -109,13 +110,13 @@ def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=Non
     }
     if reference is not None:
         torch.manual_seed(0)
-        sampled = reply_ids(model, tokenizer, ids, config.heldout_max_new_tokens)
+        sampled = sampled_ids_without_stop(model, tokenizer, ids, config.heldout_max_new_tokens)
         gaps = [sequence_logprob(model, p, r) - sequence_logprob(reference, p, r) for p, r in zip(ids, sampled)]
         results["kl"] = sum(gaps) / len(gaps)
     return results
 
 
-def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config: EvalConfig) -> dict:
+def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config: HeldoutConfig) -> dict:
     """The trained policy saved in `policy_path`, measured against the SFT model it started from."""
     policy = AutoModelForCausalLM.from_pretrained(policy_path).to(device())
     reference = AutoModelForCausalLM.from_pretrained(sft_path).to(device())
@@ -128,7 +129,7 @@ def on_main_process(compute):
     return broadcast_object_list([compute() if process_state().is_main_process else None])[0]
 
 
-def evaluate_sft(sft_path: str, tokenizer, prompts, config: EvalConfig, output_dir: str) -> dict:
+def evaluate_sft(sft_path: str, tokenizer, prompts, config: HeldoutConfig, output_dir: str) -> dict:
     """The SFT model's figures, computed once per output directory (a resumed run keeps the first ones)."""
     path = os.path.join(output_dir, "eval_before.json")
 
@@ -142,7 +143,7 @@ def evaluate_sft(sft_path: str, tokenizer, prompts, config: EvalConfig, output_d
     return on_main_process(compute)
 
 
-def finish(stage: str, trainer, watch, sft_path: str, tokenizer, prompts, config: EvalConfig, before: dict,
+def finish(stage: str, trainer, watch, sft_path: str, tokenizer, prompts, config: HeldoutConfig, before: dict,
            results: dict) -> dict:
     """What every RL stage does after training: save the policy, fall back to the last healthy checkpoint if
     the watch stopped the run, put back the SFT tokenizer and generation settings, push, measure the policy

@@ -7,7 +7,7 @@ the habit these conversations teach. Answers close with `Final answer: N`, score
 
 import random
 
-from lmforge.lib.conversations.arithmetic import final_answer
+from lmforge.lib.conversations.arithmetic import final_number
 
 WORDS = """
 strawberry banana apple orange cherry grape lemon mango papaya pineapple raspberry blueberry
@@ -65,4 +65,4 @@ def conversations(size: int = 300, seed: int = 0, spell_fraction: float = 0.25) 
 
 def check(answer_text: str, example: dict) -> float:
     """1.0 when the final answer in `answer_text` equals the letter count `example["answer"]`, else 0.0."""
-    return float(final_answer(answer_text) == example["answer"])
+    return float(final_number(answer_text) == example["answer"])
