@@ -32,8 +32,11 @@ from lmforge.lib.rl_eval import (
     HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
-    finish,
+    evaluate_trained,
     heldout_prompts,
+    push,
+    restore_sft_settings,
+    write_results,
 )
 from lmforge.lib.trl_logs import DPO_ACCURACY, DPO_MARGIN, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
@@ -93,14 +96,23 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config
     trainer.train(resume_from_checkpoint=last)
     test = trainer.evaluate() if "test" in pairs else {}
 
+    sft_path = script_args.model_name_or_path
+    trainer.save_model(output_dir)
+    final_model = watch.restore_last_healthy(output_dir) or "last step"  # after a stop: the last healthy checkpoint
+    restore_sft_settings(sft_path, output_dir)
+    after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, heldout_config)
+
     margin_first, margin_last = logged(trainer.state.log_history, DPO_MARGIN)
     results = {"preferences": script_args.preferences, "train_pairs": len(pairs["train"]),
                "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
                "margin_first": margin_first, "margin_last": margin_last,
                "test_margin": test.get(f"eval_{DPO_MARGIN}"), "test_accuracy": test.get(f"eval_{DPO_ACCURACY}"),
-               "resumed_from": last}
-    return finish("dpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, heldout_config, before,
-                  results)
+               "resumed_from": last, "eval": {"before": before, "after": after}, "watch": watch.report(),
+               "final_model": final_model}
+    write_results(output_dir, "dpo", results)
+    if training_args.push_to_hub:
+        push(trainer, "dpo")
+    return results
 
 
 def cli(argv=None):

@@ -32,9 +32,12 @@ from lmforge.lib.rl_eval import (
     HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
-    finish,
+    evaluate_trained,
     heldout_prompts,
+    push,
+    restore_sft_settings,
     without_heldout,
+    write_results,
 )
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import generate_with_tools, model_generate
@@ -107,13 +110,22 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_conf
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)
 
+    sft_path = script_args.model_name_or_path
+    trainer.save_model(output_dir)
+    final_model = watch.restore_last_healthy(output_dir) or "last step"  # after a stop: the last healthy checkpoint
+    restore_sft_settings(sft_path, output_dir)
+    after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, heldout_config)
+
     reward_first, reward_last = logged(trainer.state.log_history, GRPO_REWARD)
     results = {"tasks": script_args.tasks, "rewards": script_args.rewards, "tools": script_args.tools,
                "train_prompts": len(train),
                "reward_first": reward_first, "reward_last": reward_last,
-               "kl_last": logged(trainer.state.log_history, GRPO_KL)[1], "resumed_from": last}
-    return finish("grpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, heldout_config, before,
-                  results)
+               "kl_last": logged(trainer.state.log_history, GRPO_KL)[1], "resumed_from": last,
+               "eval": {"before": before, "after": after}, "watch": watch.report(), "final_model": final_model}
+    write_results(output_dir, "grpo", results)
+    if training_args.push_to_hub:
+        push(trainer, "grpo")
+    return results
 
 
 def cli(argv=None):

@@ -39,9 +39,12 @@ from lmforge.lib.rl_eval import (  # noqa: E402
     HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
-    finish,
+    evaluate_trained,
     heldout_prompts,
+    push,
+    restore_sft_settings,
     without_heldout,
+    write_results,
 )
 from lmforge.lib.trl_logs import PPO_ENTROPY, PPO_KL, PPO_SCORE, logged  # noqa: E402
 from lmforge.lib.watch import WatchCallback, WatchConfig  # noqa: E402
@@ -160,14 +163,23 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     )
     trainer.train()
 
+    trainer.save_model(output_dir)
+    final_model = watch.restore_last_healthy(output_dir) or "last step"  # after a stop: the last healthy checkpoint
+    restore_sft_settings(sft_path, output_dir)
+    after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, heldout_config)
+
     history = trainer.state.log_history
     score_first, score_last = logged(history, PPO_SCORE)
     kl_first, kl_last = logged(history, PPO_KL)
     results = {"tasks": script_args.tasks, "train_prompts": len(train),
                "reward_model": training_args.reward_model_path,
                "score_first": score_first, "score_last": score_last, "kl_first": kl_first, "kl_last": kl_last,
-               "entropy_last": logged(history, PPO_ENTROPY)[1], "resumed_from": last}
-    return finish("ppo", trainer, watch, sft_path, tokenizer, heldout, heldout_config, before, results)
+               "entropy_last": logged(history, PPO_ENTROPY)[1], "resumed_from": last,
+               "eval": {"before": before, "after": after}, "watch": watch.report(), "final_model": final_model}
+    write_results(output_dir, "ppo", results)
+    if training_args.push_to_hub:
+        push(trainer, "ppo")
+    return results
 
 
 def cli(argv=None):

@@ -57,10 +57,12 @@ def chat_tokenizer(path: str):
 
 
 def restore_sft_settings(sft_path: str, output_dir: str) -> None:
-    """Save the SFT model's tokenizer and generation config with the trained policy: the trainers align both to the
-    end-of-turn-as-eos tokenizer of `chat_tokenizer`, which would drop the end of text as a stop and as the eos."""
-    AutoTokenizer.from_pretrained(sft_path).save_pretrained(output_dir)
-    GenerationConfig.from_pretrained(sft_path).save_pretrained(output_dir)
+    """Save the SFT model's tokenizer and generation config with the trained policy (main process): the trainers align
+    both to the end-of-turn-as-eos tokenizer of `chat_tokenizer`, which would drop the end of text as a stop and as
+    the eos."""
+    if process_state().is_main_process:
+        AutoTokenizer.from_pretrained(sft_path).save_pretrained(output_dir)
+        GenerationConfig.from_pretrained(sft_path).save_pretrained(output_dir)
 
 
 def heldout_prompts(config: HeldoutConfig):
@@ -117,10 +119,13 @@ def evaluate_policy(model, tokenizer, prompts, config: HeldoutConfig, reference=
 
 
 def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config: HeldoutConfig) -> dict:
-    """The trained policy saved in `policy_path`, measured against the SFT model it started from."""
-    policy = AutoModelForCausalLM.from_pretrained(policy_path).to(device())
-    reference = AutoModelForCausalLM.from_pretrained(sft_path).to(device())
-    return evaluate_policy(policy, tokenizer, prompts, config, reference)
+    """The trained policy saved in `policy_path`, measured against the SFT model it started from (by the main process,
+    the figures given to every process)."""
+    def compute():
+        policy = AutoModelForCausalLM.from_pretrained(policy_path).to(device())
+        reference = AutoModelForCausalLM.from_pretrained(sft_path).to(device())
+        return evaluate_policy(policy, tokenizer, prompts, config, reference)
+    return on_main_process(compute)
 
 
 def on_main_process(compute):
@@ -143,33 +148,19 @@ def evaluate_sft(sft_path: str, tokenizer, prompts, config: HeldoutConfig, outpu
     return on_main_process(compute)
 
 
-def finish(stage: str, trainer, watch, sft_path: str, tokenizer, prompts, config: HeldoutConfig, before: dict,
-           results: dict) -> dict:
-    """What every RL stage does after training: save the policy, fall back to the last healthy checkpoint if
-    the watch stopped the run, put back the SFT tokenizer and generation settings, push, measure the policy
-    against the SFT model, and write `<stage>_results.json` with the stage's own `results`. Under `accelerate
-    launch` every process saves through the trainer (which writes from the main process only) and the main
-    process alone does the rest; every process returns the same results."""
-    output_dir = trainer.args.output_dir
-    trainer.save_model(output_dir)
-    restored = watch.restore_last_healthy(output_dir)
-
-    def compute():
-        restore_sft_settings(sft_path, output_dir)
-        if trainer.args.push_to_hub:
-            push(trainer, stage)
-        after = evaluate_trained(output_dir, sft_path, tokenizer, prompts, config)
-        print(table(before, after))
-        final = {**results, "eval": {"before": before, "after": after}, "watch": watch.report(),
-                 "final_model": restored or "last step"}
-        write_json(os.path.join(output_dir, f"{stage}_results.json"), final)
-        return final
-    return on_main_process(compute)
+def write_results(output_dir: str, stage: str, results: dict) -> None:
+    """Print the before/after table and write `<stage>_results.json`, last, so that its presence means the stage
+    finished (main process)."""
+    if process_state().is_main_process:
+        print(table(results["eval"]["before"], results["eval"]["after"]))
+        write_json(os.path.join(output_dir, f"{stage}_results.json"), results)
 
 
 def push(trainer, stage: str) -> None:
-    """Upload the output folder as it is now. Trainer.push_to_hub would first save the live model and the RL tokenizer
-    over it, undoing the restored checkpoint and the SFT settings."""
+    """Upload the output folder as it is now (main process). Trainer.push_to_hub would first save the live model and
+    the RL tokenizer over it, undoing the restored checkpoint and the SFT settings."""
+    if not process_state().is_main_process:
+        return
     trainer.create_model_card(tags=["lmforge", stage])
     HfApi().upload_folder(repo_id=trainer.hub_model_id, folder_path=trainer.args.output_dir,
                           ignore_patterns=["_*", "checkpoint-*", "checkpoint-*/**"], token=trainer.args.hub_token,
