@@ -35,8 +35,9 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 @dataclass
 class SearchTool:
+    """Search the local documents: {"query": "apt pinning"}; returns the best passages."""
+
     name: ClassVar[str] = "search"
-    description: ClassVar[str] = 'Search the local documents: {"query": "apt pinning"}; returns the best passages.'
     documents: list[str] = field(default_factory=lambda: ["runs/demo/data/documents/*.parquet"])
     text_files: list[str] = field(default_factory=lambda: ["data/demo/books/*.txt.gz"])
     index_dir: str = "runs/demo/search"
