@@ -67,6 +67,13 @@ class GRPOScriptArguments:
 CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, HeldoutConfig)
 
 
+# Why not TRL's own tool loop (GRPOTrainer(tools=[...]), GRPOConfig.max_tool_calling_iterations, TRL 1.12): it takes
+# tools as Python functions whose JSON schema the chat template renders into the prompt, finds calls by parsing the
+# reply with the tokenizer's response schema (known for the families TRL ships templates for), and sends results
+# back as `tool` role messages in a new turn. lmforge's tools speak another protocol, the one SFT taught: calls and
+# results inside the assistant's own turn between <|tool_call|> and <|tool_result|> markers, no schema in the prompt,
+# sandboxed tool objects (lib.tools). Its loop would neither see these calls nor render results as the model learnt
+# them, so the stage passes this rollout_func, which runs the same loop as rollouts, eval and chat do.
 def tool_rollouts(tools: dict, max_calls: int):
     """A GRPOTrainer `rollout_func` that samples with the tools run (lmforge.lib.tools.generation): a completion is
     the model's tokens and the results, `env_mask` marks the results so that the loss and the KL skip them, and
