@@ -20,13 +20,19 @@ Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/` (with `val
 before/after table, the watch's report).
 """
 
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    TrainerCallback,
+    TrainerState,
+)
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where PPO lives in the pinned TRL 1.12
@@ -135,8 +141,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     done = 0
     if last:  # resume: the saved policy and critic, for the episodes still to run
-        with open(os.path.join(last, "trainer_state.json")) as f:
-            done = json.load(f)["global_step"]
+        done = TrainerState.load_from_json(os.path.join(last, TRAINER_STATE_NAME)).global_step
     policy = AutoModelForCausalLM.from_pretrained(last or sft_path)
     value_path = os.path.join(last, "value_model") if last else script_args.value_model_path
     value_model = AutoModelForSequenceClassification.from_pretrained(
