@@ -25,18 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    TrainerCallback,
-    TrainerState,
-)
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where PPO lives in the pinned TRL 1.12
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
 from lmforge.lib.configs import from_json, parse  # noqa: E402
@@ -141,7 +136,8 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     done = 0
     if last:  # resume: the saved policy and critic, for the episodes still to run
-        done = TrainerState.load_from_json(os.path.join(last, TRAINER_STATE_NAME)).global_step
+        # PPO's state has an `episode` count that TrainerState.load_from_json would refuse.
+        done = OnlineTrainerState.load_from_json(os.path.join(last, TRAINER_STATE_NAME)).global_step
     policy = AutoModelForCausalLM.from_pretrained(last or sft_path)
     value_path = os.path.join(last, "value_model") if last else script_args.value_model_path
     value_model = AutoModelForSequenceClassification.from_pretrained(
