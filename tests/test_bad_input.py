@@ -172,9 +172,20 @@ def test_sft_source_files_name_file_and_line(chat_model, tmp_path, content, expe
 @pytest.mark.parametrize("argv, expected", [
     (["--tasks", "two", "--warc_paths", "x"], "argument --tasks: invalid int value: 'two'"),
     (["--warc_paths", "x", "--taks", "1"], "unknown option '--taks' (did you mean '--tasks'?)"),
+    (["--warc_paths", "x", "--step_options", "{pii: 1}"], "step_options: '{pii: 1}' is not JSON"),
 ])
 def test_command_line_value_or_key_is_named(argv, expected):
     assert expected in one_line("data", *argv)
+
+
+@pytest.mark.parametrize("stage, argv, expected", [
+    ("generate", ["--top_p", "1.5"], "top_p"),
+    ("rollouts", ["--prompts", '{"a": {"generator": "arithmetic"}}', "--temperature", "0"], "temperature"),
+    ("chat", ["--repetition_penalty", "0"], "penalty"), ("interrogate", ["--max_new_tokens", "0"], "max_new_tokens"),
+])
+def test_bad_sampling_settings_are_named(stage, argv, expected):
+    """transformers' own checks (lib.sampling), before any model is loaded."""
+    assert expected in one_line(stage, *argv)
 
 
 def test_wrongly_typed_recipe_values_are_named(tmp_path):

@@ -25,11 +25,12 @@ def test_generators_are_deterministic_and_valid(name):
 
 @pytest.mark.parametrize("module", [arithmetic, spelling])
 def test_verifiable_answers_are_correct(module):
+    """Letter counting is checked by arithmetic.check too (lib.rewards.accuracy): an integer final answer."""
     for problem in module.problems(size=300, seed=7):
-        assert module.check(problem["solution"], problem) == 1.0
-        assert module.check(problem["solution"].replace(f"Final answer: {problem['answer']}", "Final answer: -1"),
-                            problem) == 0.0
-    assert module.check("no final answer here", {"answer": 3}) == 0.0
+        assert arithmetic.check(problem["solution"], problem) == 1.0
+        assert arithmetic.check(problem["solution"].replace(f"Final answer: {problem['answer']}", "Final answer: -1"),
+                                problem) == 0.0
+    assert arithmetic.check("no final answer here", {"answer": 3}) == 0.0
 
 
 def test_arithmetic_steps_add_up():

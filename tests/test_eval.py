@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from tiny import memorize, tiny_llama_config
+from tiny import memorize, save_liking_reward_model, tiny_llama_config
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, LlamaForSequenceClassification
 
 from lmforge import LmforgeError
@@ -104,24 +104,9 @@ def liked_tokens(tokenizer):
 
 @pytest.fixture(scope="module")
 def reward_model(root, tokenizer):
-    """A reward model that likes the word "yes": its one layer averages the embeddings of all tokens (zero
-    queries, identity values) and the score reads embedding coordinate 0, which is high only for "yes"."""
-    torch.manual_seed(1)
-    model = LlamaForSequenceClassification(tiny_llama_config(tokenizer, layers=1, kv_heads=4, num_labels=1))
-    layer = model.model.layers[0]
+    """A reward model that likes the word "yes" (tiny.save_liking_reward_model): high scores only for "yes"."""
     assert tokenizer.convert_ids_to_tokens(liked_tokens(tokenizer)) == ["yes", "Ġyes"]
-    with torch.no_grad():
-        model.model.embed_tokens.weight[:, 0] = 0.0
-        model.model.embed_tokens.weight[liked_tokens(tokenizer), 0] = 0.2
-        layer.self_attn.q_proj.weight.zero_()
-        layer.self_attn.v_proj.weight.copy_(torch.eye(64))
-        layer.self_attn.o_proj.weight.copy_(torch.eye(64))
-        layer.mlp.down_proj.weight.zero_()
-        model.score.weight.zero_()
-        model.score.weight[0, 0] = 1.0
-    model.save_pretrained(root / "reward")
-    tokenizer.save_pretrained(root / "reward")
-    return root / "reward"
+    return save_liking_reward_model(root / "reward", tokenizer, liked_tokens(tokenizer))
 
 
 @pytest.fixture(scope="module")

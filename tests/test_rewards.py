@@ -8,6 +8,7 @@ from tiny import tiny_llama_config
 from transformers import LlamaForSequenceClassification
 
 from lmforge import LmforgeError
+from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.rewards import (
     REWARDS,
     accuracy,
@@ -15,7 +16,6 @@ from lmforge.lib.rewards import (
     length_penalty,
     math_equivalence,
     repetition_penalty,
-    repetition_rate,
     reward_functions,
     reward_model,
     think_format,

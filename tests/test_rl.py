@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from tiny import tiny_llama_config
-from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+from tiny import save_liking_reward_model, tiny_llama_config
+from transformers import LlamaForCausalLM
 
 from lmforge import dpo, grpo, ppo, sft
 from lmforge.lib.configs import parse
@@ -41,28 +41,9 @@ def sft_model(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="session")
 def reward_model(tmp_path_factory, tokenizer):
-    """A reward model that likes a quarter of the vocabulary, so a policy can learn to please it in a few steps.
-
-    Its one layer attends evenly to every token (zero queries) and copies the embeddings through; embedding
-    coordinate 0 is 1 for the liked tokens and 0 for the rest, and the score head reads coordinate 0 of the
-    result: the score rises with the share of liked tokens in prompt + reply."""
-    path = tmp_path_factory.mktemp("reward")
-    torch.manual_seed(1)
-    model = LlamaForSequenceClassification(tiny_llama_config(tokenizer, layers=1, kv_heads=4, num_labels=1))
-    layer = model.model.layers[0]
-    with torch.no_grad():
-        embeddings = model.model.embed_tokens.weight
-        embeddings[:, 0] = 0.0
-        embeddings[liked_tokens(tokenizer), 0] = 0.2
-        layer.self_attn.q_proj.weight.zero_()
-        layer.self_attn.v_proj.weight.copy_(torch.eye(64))
-        layer.self_attn.o_proj.weight.copy_(torch.eye(64))
-        layer.mlp.down_proj.weight.zero_()
-        model.score.weight.zero_()
-        model.score.weight[0, 0] = 1.0
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    """A reward model that likes a quarter of the vocabulary (tiny.save_liking_reward_model), so a policy can learn
+    to please it in a few steps: the score rises with the share of liked tokens in prompt + reply."""
+    return save_liking_reward_model(tmp_path_factory.mktemp("reward"), tokenizer, liked_tokens(tokenizer))
 
 
 def liked_tokens(tokenizer):

@@ -2,7 +2,7 @@
 tokenizer trained on the given texts, and a model taught to continue given prompts with given replies."""
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
 from lmforge.tokenizer import train_tokenizer
 
@@ -47,3 +47,25 @@ def memorize(tokenizer, examples: list[tuple[list[int], list[int]]], steps=40) -
         optimizer.zero_grad()
     assert loss.item() < 0.05
     return model.eval()
+
+
+def save_liking_reward_model(path, tokenizer, liked: list[int]):
+    """A reward model that likes the tokens `liked`, saved at `path`: its one layer attends evenly to every token (zero
+    queries) and copies the embeddings through (identity values); embedding coordinate 0 is 0.2 for the liked tokens
+    and 0 for the rest, and the score head reads coordinate 0 of the result: the score rises with the share of liked
+    tokens in the text."""
+    torch.manual_seed(1)
+    model = LlamaForSequenceClassification(tiny_llama_config(tokenizer, layers=1, kv_heads=4, num_labels=1))
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 0.0
+        model.model.embed_tokens.weight[liked, 0] = 0.2
+        layer.self_attn.q_proj.weight.zero_()
+        layer.self_attn.v_proj.weight.copy_(torch.eye(64))
+        layer.self_attn.o_proj.weight.copy_(torch.eye(64))
+        layer.mlp.down_proj.weight.zero_()
+        model.score.weight.zero_()
+        model.score.weight[0, 0] = 1.0
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -42,8 +42,8 @@ from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 
 from lmforge import LmforgeError
 from lmforge.lib.blocks import AuditedWarcReader, LanguageFilter, URLFilter
-from lmforge.lib.configs import parse
-from lmforge.lib.files import write_json
+from lmforge.lib.configs import from_json, parse
+from lmforge.lib.files import write_json, write_text
 
 # Step name -> the datatrove block it builds; a step is switched on and off by the recipe key of its
 # name, and `step_options.<name>` passes keyword arguments to the block as they are.
@@ -98,10 +98,8 @@ class DataConfig:
     )
 
     def __post_init__(self):
-        # Mappings arrive as dicts from YAML and as JSON strings from the command line.
         for name in ("step_options", "executor_options"):
-            value = getattr(self, name) or {}
-            setattr(self, name, json.loads(value) if isinstance(value, str) else value)
+            setattr(self, name, from_json(getattr(self, name) or {}, name))
         check_choice("output_format", self.output_format, ("parquet", "jsonl"))
         check_choice("executor", self.executor, EXECUTORS)
         check_choice("language_backend", self.language_backend, ("py3langid", "ft176", "glotlid"))
@@ -194,8 +192,7 @@ def stages(config: DataConfig, root: str, paths: list[str]) -> dict[str, Stage]:
     """Executor name -> Stage, in the order they run (each depends on the one before)."""
     out, work = config.output_dir, f"{config.output_dir}/work"
     os.makedirs(work, exist_ok=True)
-    with open(f"{work}/input_files.txt", "w") as f:
-        f.write("\n".join(paths) + "\n")
+    write_text(f"{work}/input_files.txt", "\n".join(paths) + "\n")
     read = ("read_warc", AuditedWarcReader(root, paths_file=f"{work}/input_files.txt", limit=config.limit))
     finish = [("pii", PIIFormatter(**config.step_options.get("pii", {})))] if config.pii else []
     finish.append((None, writer(config, f"{out}/documents")))

@@ -29,13 +29,16 @@ from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.models import is_local
 from lmforge.lib.rl_eval import (
-    EvalConfig,
+    HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
-    finish,
+    evaluate_trained,
     heldout_prompts,
-    logged,
+    push,
+    restore_sft_settings,
+    write_results,
 )
+from lmforge.lib.trl_logs import DPO_ACCURACY, DPO_MARGIN, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -49,7 +52,7 @@ class DPOScriptArguments:
         metadata={"help": "Preference pairs: a directory saved by `lmforge label --export`, or a Hub dataset id."})
 
 
-CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, EvalConfig)
+CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, HeldoutConfig)
 
 
 def load_pairs(source: str) -> DatasetDict:
@@ -71,15 +74,15 @@ def load_pairs(source: str) -> DatasetDict:
 
 
 def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config: WatchConfig,
-         eval_config: EvalConfig) -> dict:
+         heldout_config: HeldoutConfig) -> dict:
     output_dir = training_args.output_dir
     tokenizer = chat_tokenizer(script_args.model_name_or_path)
     pairs = load_pairs(script_args.preferences)
     if "test" not in pairs:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
-    heldout = heldout_prompts(eval_config)
+    heldout = heldout_prompts(heldout_config)
 
-    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, eval_config, output_dir)
+    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, heldout_config, output_dir)
     watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
     trainer = DPOTrainer(
         model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
@@ -93,14 +96,23 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config
     trainer.train(resume_from_checkpoint=last)
     test = trainer.evaluate() if "test" in pairs else {}
 
-    margin_first, margin_last = logged(trainer.state.log_history, "rewards/margins")
+    sft_path = script_args.model_name_or_path
+    trainer.save_model(output_dir)
+    final_model = watch.restore_last_healthy(output_dir) or "last step"  # after a stop: the last healthy checkpoint
+    restore_sft_settings(sft_path, output_dir)
+    after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, heldout_config)
+
+    margin_first, margin_last = logged(trainer.state.log_history, DPO_MARGIN)
     results = {"preferences": script_args.preferences, "train_pairs": len(pairs["train"]),
                "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
                "margin_first": margin_first, "margin_last": margin_last,
-               "test_margin": test.get("eval_rewards/margins"), "test_accuracy": test.get("eval_rewards/accuracies"),
-               "resumed_from": last}
-    return finish("dpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,
-                  results)
+               "test_margin": test.get(f"eval_{DPO_MARGIN}"), "test_accuracy": test.get(f"eval_{DPO_ACCURACY}"),
+               "resumed_from": last, "eval": {"before": before, "after": after}, "watch": watch.report(),
+               "final_model": final_model}
+    write_results(output_dir, "dpo", results)
+    if training_args.push_to_hub:
+        push(trainer, "dpo")
+    return results
 
 
 def cli(argv=None):

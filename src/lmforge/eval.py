@@ -39,14 +39,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS
 from lmforge.lib.chat_format import chat_format
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import arithmetic
 from lmforge.lib.conversations.python_faq import read_pairs
 from lmforge.lib.documents import is_heldout, iter_documents
 from lmforge.lib.encoding import bits_per_byte as bits_per_byte_of_losses
 from lmforge.lib.encoding import encode_text, token_losses, utf8_lengths
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
-from lmforge.lib.files import read_json, write_json
+from lmforge.lib.files import read_json, write_json, write_text
 from lmforge.lib.metrics import load_metric
 from lmforge.lib.models import device, process_state
 from lmforge.lib.rewards import reward_model
@@ -98,7 +98,7 @@ class EvalConfig:
     samples: int = field(default=2, metadata={"help": "Replies kept per task and model for the report."})
 
     def __post_init__(self):
-        self.models = json.loads(self.models) if isinstance(self.models, str) else self.models
+        self.models = from_json(self.models, "models")
         if not self.models:
             raise LmforgeError("models: name at least one model, as name: {path: DIR, kind: base|assistant|reward}")
         for name, spec in self.models.items():
@@ -191,8 +191,8 @@ def sampled(rows: list[dict], per_task: int) -> list[int]:
     return picked
 
 
-def reply_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
-              options: dict | None = None) -> list[list[int]]:
+def reply_ids_with_stop(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
+                        options: dict | None = None) -> list[list[int]]:
     """Greedy continuation of each prompt: its token ids up to and including the token that stopped it; `options`
     go to `generate` (with stop strings, a row that stopped at one ends in padding)."""
     generate = model_generate(model, tokenizer, **GREEDY, **(options or {}))
@@ -205,7 +205,7 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
     if not rows:
         return {}, []
     prompts = [tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True)["input_ids"] for row in rows]
-    ids = reply_ids(model, tokenizer, prompts, config.max_new_tokens, config.batch_size)
+    ids = reply_ids_with_stop(model, tokenizer, prompts, config.max_new_tokens, config.batch_size)
     raw = tokenizer.batch_decode(ids, skip_special_tokens=False)  # what compliance looks at: the turn markers
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     sums = [i for i, row in enumerate(rows) if row["task"] == "arithmetic"]
@@ -247,8 +247,8 @@ def few_shot_samples(model, tokenizer, config: EvalConfig) -> list[dict]:
     as samples, so that the report can set them side by side."""
     rows = chat_prompts(config)
     questions = [rows[i]["question"] for i in sampled(rows, config.samples)]
-    ids = reply_ids(model, tokenizer, [few_shot_ids(tokenizer, question) for question in questions],
-                    config.max_new_tokens, config.batch_size, stopping(tokenizer))
+    ids = reply_ids_with_stop(model, tokenizer, [few_shot_ids(tokenizer, question) for question in questions],
+                              config.max_new_tokens, config.batch_size, stopping(tokenizer))
     return [{"task": FEW_SHOT, "prompt": question, "reply": reply_text(text)}
             for question, text in zip(questions, tokenizer.batch_decode(ids, skip_special_tokens=True))]
 
@@ -256,8 +256,8 @@ def few_shot_samples(model, tokenizer, config: EvalConfig) -> list[dict]:
 def continuations(model, tokenizer, texts: list[str], config: EvalConfig) -> list[dict]:
     """A base model's greedy continuation of the first 32 tokens of a few held-out documents."""
     starts = [ids[:32] for ids in encode_text(tokenizer, texts[:config.samples])]
-    ids = reply_ids(model, tokenizer, [[tokenizer.bos_token_id, *start] for start in starts], config.max_new_tokens,
-                    config.batch_size)
+    ids = reply_ids_with_stop(model, tokenizer, [[tokenizer.bos_token_id, *start] for start in starts],
+                              config.max_new_tokens, config.batch_size)
     return [{"task": "continuation", "prompt": tokenizer.decode(start), "reply": tokenizer.decode(reply)}
             for start, reply in zip(starts, ids)]
 
@@ -337,8 +337,7 @@ def measure(config: EvalConfig) -> dict:
         write_json(path, models[name])
     results = {"models": models, "skipped": skipped}
     table = eval_table(results)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "table.md").write_text(table + "\n")
+    write_text(output_dir / "table.md", table + "\n")
     write_json(output_dir / "results.json", results)
     print(table)
     return results

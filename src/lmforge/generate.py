@@ -23,9 +23,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_
 
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
+from lmforge.lib.encoding import document_ids
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.lib.files import write_json
 from lmforge.lib.models import device, load
+from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
 
@@ -38,10 +40,10 @@ class GenerateConfig:
     few_shot_chat: bool = field(
         default=False, metadata={"help": "Wrap the prompt, a user question, in a few-shot conversation, so that a "
                                          "base model answers it as an assistant (before SFT)."})
-    max_new_tokens: int = 64
-    temperature: float = field(default=1.0, metadata={"help": "0 means greedy decoding."})
-    top_k: int = field(default=0, metadata={"help": "Keep the k most likely tokens (0: all)."})
-    top_p: float = field(default=1.0, metadata={"help": "Keep the smallest set with this probability mass."})
+    max_new_tokens: int = sampling_field("max_new_tokens", 64)
+    temperature: float = sampling_field("temperature", 1.0, "0 means greedy decoding.")
+    top_k: int = sampling_field("top_k", 0)
+    top_p: float = sampling_field("top_p", 1.0)
     tools: list[str] = field(
         default_factory=list, metadata={"help": "With chat: tools whose calls run when written: python, search."})
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one sample."})
@@ -61,19 +63,15 @@ def prompt_ids(tokenizer, config: GenerateConfig) -> list[int]:
         # sanitize_control_tokens: special-token strings typed in the prompt stay text, they cannot end the turn.
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                              sanitize_control_tokens=True)["input_ids"]
-    return [tokenizer.bos_token_id, *tokenizer(config.prompt, add_special_tokens=False,
-                                               split_special_tokens=True)["input_ids"]]
+    return document_ids(tokenizer, [config.prompt])[0]
 
 
 def sample(model, tokenizer, config: GenerateConfig, tools: dict | None = None) -> list[str]:
     """`num_samples` continuations of the prompt (text after the prompt, special tokens dropped); few-shot, the
     replies in them; with `tools`, the assistant's turns with their calls and results (markers kept)."""
     prompt = prompt_ids(tokenizer, config)
-    greedy = config.temperature == 0
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if config.stream else None
-    generate = model_generate(model, tokenizer, do_sample=not greedy,
-                              temperature=None if greedy else config.temperature,
-                              top_k=None if greedy else config.top_k, top_p=None if greedy else config.top_p,
+    generate = model_generate(model, tokenizer, **sampling_options(config, do_sample=config.temperature != 0),
                               streamer=streamer, **(stopping(tokenizer) if config.few_shot_chat else {}))
     stops = end_of_turn_ids(model, tokenizer) if config.chat else generation_eos(model)
     samples = []
@@ -89,8 +87,7 @@ def sample(model, tokenizer, config: GenerateConfig, tools: dict | None = None) 
 
 
 def main(config: GenerateConfig) -> list[str]:
-    if config.temperature < 0 or not 0 < config.top_p <= 1 or config.top_k < 0 or config.max_new_tokens < 1:
-        raise LmforgeError("temperature >= 0, 0 < top_p <= 1, top_k >= 0 and max_new_tokens >= 1 are required")
+    sampling_options(config, do_sample=config.temperature != 0)  # bad settings fail before the model loads
     if config.tools and not config.chat:
         raise LmforgeError("tools: tool calls are part of the chat protocol; set chat: true as well")
     if config.chat and config.few_shot_chat:

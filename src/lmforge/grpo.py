@@ -19,7 +19,6 @@ Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/`, `watch.js
 `grpo_results.json` (written last: rewards logged at the start and end, the before/after table, the watch's report).
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -27,19 +26,22 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
-    EvalConfig,
+    HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
-    finish,
+    evaluate_trained,
     heldout_prompts,
-    logged,
+    push,
+    restore_sft_settings,
     without_heldout,
+    write_results,
 )
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import generate_with_tools, model_generate
+from lmforge.lib.trl_logs import GRPO_KL, GRPO_REWARD, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
 
@@ -58,13 +60,20 @@ class GRPOScriptArguments:
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one completion."})
 
     def __post_init__(self):
-        self.tasks = json.loads(self.tasks) if isinstance(self.tasks, str) else self.tasks or {"arithmetic": 512}
-        self.rewards = json.loads(self.rewards) if isinstance(self.rewards, str) else self.rewards or {"accuracy": {}}
+        self.tasks = from_json(self.tasks, "tasks") or {"arithmetic": 512}
+        self.rewards = from_json(self.rewards, "rewards") or {"accuracy": {}}
 
 
-CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, EvalConfig)
+CONFIGS = (GRPOScriptArguments, GRPOConfig, WatchConfig, HeldoutConfig)
 
 
+# Why not TRL's own tool loop (GRPOTrainer(tools=[...]), GRPOConfig.max_tool_calling_iterations, TRL 1.12): it takes
+# tools as Python functions whose JSON schema the chat template renders into the prompt, finds calls by parsing the
+# reply with the tokenizer's response schema (known for the families TRL ships templates for), and sends results
+# back as `tool` role messages in a new turn. lmforge's tools speak another protocol, the one SFT taught: calls and
+# results inside the assistant's own turn between <|tool_call|> and <|tool_result|> markers, no schema in the prompt,
+# sandboxed tool objects (lib.tools). Its loop would neither see these calls nor render results as the model learnt
+# them, so the stage passes this rollout_func, which runs the same loop as rollouts, eval and chat do.
 def tool_rollouts(tools: dict, max_calls: int):
     """A GRPOTrainer `rollout_func` that samples with the tools run (lmforge.lib.tools.generation): a completion is
     the model's tokens and the results, `env_mask` marks the results so that the loss and the KL skip them, and
@@ -85,14 +94,14 @@ def tool_rollouts(tools: dict, max_calls: int):
 
 
 def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_config: WatchConfig,
-         eval_config: EvalConfig) -> dict:
+         heldout_config: HeldoutConfig) -> dict:
     output_dir = training_args.output_dir
     tokenizer = chat_tokenizer(script_args.model_name_or_path)
-    heldout = heldout_prompts(eval_config)
+    heldout = heldout_prompts(heldout_config)
     train = without_heldout(verifiable_prompts(script_args.tasks, training_args.seed), heldout)
     functions, processing_classes, training_args.reward_weights = reward_functions(script_args.rewards)
 
-    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, eval_config, output_dir)
+    before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, heldout_config, output_dir)
     watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
     trainer = GRPOTrainer(
         model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
@@ -108,13 +117,22 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_conf
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)
 
-    reward_first, reward_last = logged(trainer.state.log_history, "reward")
+    sft_path = script_args.model_name_or_path
+    trainer.save_model(output_dir)
+    final_model = watch.restore_last_healthy(output_dir) or "last step"  # after a stop: the last healthy checkpoint
+    restore_sft_settings(sft_path, output_dir)
+    after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, heldout_config)
+
+    reward_first, reward_last = logged(trainer.state.log_history, GRPO_REWARD)
     results = {"tasks": script_args.tasks, "rewards": script_args.rewards, "tools": script_args.tools,
                "train_prompts": len(train),
                "reward_first": reward_first, "reward_last": reward_last,
-               "kl_last": logged(trainer.state.log_history, "kl")[1], "resumed_from": last}
-    return finish("grpo", trainer, watch, script_args.model_name_or_path, tokenizer, heldout, eval_config, before,
-                  results)
+               "kl_last": logged(trainer.state.log_history, GRPO_KL)[1], "resumed_from": last,
+               "eval": {"before": before, "after": after}, "watch": watch.report(), "final_model": final_model}
+    write_results(output_dir, "grpo", results)
+    if training_args.push_to_hub:
+        push(trainer, "grpo")
+    return results
 
 
 def cli(argv=None):

@@ -26,8 +26,9 @@ from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS, is_refusal
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations.python_faq import read_pairs
-from lmforge.lib.files import write_json
+from lmforge.lib.files import write_json, write_jsonl
 from lmforge.lib.models import device
+from lmforge.lib.sampling import sampling_field, sampling_options
 
 REFUSALS = [
     "I don't know the answer to that.",
@@ -47,15 +48,16 @@ class InterrogateConfig:
     known_threshold: float = field(default=0.5, metadata={"help": "Fraction of correct replies for 'known'."})
     limit: int = field(default=-1, metadata={"help": "Questions asked (-1: all); for quick tries."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message of every question."})
-    max_new_tokens: int = 64
-    temperature: float = 0.8
-    top_p: float = 0.95
+    max_new_tokens: int = sampling_field("max_new_tokens", 64)
+    temperature: float = sampling_field("temperature", 0.8)
+    top_p: float = sampling_field("top_p", 0.95)
     seed: int = 42
     output_dir: str = field(default="runs/demo/interrogate", metadata={"help": "Where the stage writes."})
 
     def __post_init__(self):
         if self.judge not in MATCHERS:
             raise LmforgeError(f"judge: {self.judge!r} is not one of {list(MATCHERS)}")
+        sampling_options(self)
 
 
 CONFIGS = (InterrogateConfig,)
@@ -68,8 +70,8 @@ def ask(model, tokenizer, question: str, config: InterrogateConfig) -> list[str]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                            return_dict=True).to(model.device)
     with torch.no_grad():
-        output = model.generate(**prompt, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-                                max_new_tokens=config.max_new_tokens, num_return_sequences=config.samples)
+        output = model.generate(**prompt, **sampling_options(config), max_new_tokens=config.max_new_tokens,
+                                num_return_sequences=config.samples)
     return tokenizer.batch_decode(output[:, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
@@ -84,8 +86,7 @@ def answered(path: str) -> list[dict]:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
                 break
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    write_jsonl(path, records)
     return records
 
 
@@ -130,9 +131,7 @@ def main(config: InterrogateConfig) -> dict:
                     {"role": "assistant", "content": REFUSALS[index % len(REFUSALS)]}]}
                 for index, r in enumerate(records) if not r["known"]]
     refusals_path = os.path.join(config.output_dir, "refusals.jsonl")
-    with open(refusals_path + ".partial", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in refusals)
-    os.replace(refusals_path + ".partial", refusals_path)
+    write_jsonl(refusals_path, refusals)
     results = report(records, config)
     write_json(os.path.join(config.output_dir, "report.json"), results)
     print(json.dumps(results, indent=2))

@@ -27,7 +27,6 @@ Outputs under `output_dir`: `rankings.sqlite`, `preferences/` (a DatasetDict, wr
 
 import json
 import random
-import shutil
 import sqlite3
 import time
 from contextlib import closing
@@ -40,8 +39,8 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from lmforge import LmforgeError
 from lmforge.lib import judges
-from lmforge.lib.configs import parse
-from lmforge.lib.files import recover_dir, replace_dir, write_json
+from lmforge.lib.configs import from_json, parse
+from lmforge.lib.files import recover_dir, staged_dir, write_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -83,7 +82,7 @@ class LabelConfig:
     port: int = 7860
 
     def __post_init__(self):
-        self.judges = json.loads(self.judges) if isinstance(self.judges, str) else self.judges
+        self.judges = from_json(self.judges, "judges")
         if self.judges is not None:
             self.judges = judges.check_weights(self.judges)
         if self.rankings_per_prompt < 1 or not 0 <= self.test_fraction < 1 or not self.reservation_minutes > 0:
@@ -328,10 +327,8 @@ def export(connection, output_dir: Path, test_fraction: float, seed: int) -> dic
     dataset = Dataset.from_list(pairs)
     splits = DatasetDict({"train": dataset.filter(lambda p: p["prompt_id"] not in test_ids),
                           "test": dataset.filter(lambda p: p["prompt_id"] in test_ids)})
-    staging = output_dir / ".preferences.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    splits.save_to_disk(staging)
-    replace_dir(staging, output_dir / "preferences")
+    with staged_dir(output_dir / "preferences") as staging:
+        splits.save_to_disk(staging)
 
     report = agreement(preferences)
     write_json(output_dir / "agreement.json", report)

@@ -13,7 +13,6 @@ complete, so a killed merge leaves no half-written model; an existing `output_di
 """
 
 import os
-import shutil
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from lmforge import LmforgeError
 from lmforge.lib.cards import merged_card
 from lmforge.lib.configs import parse
+from lmforge.lib.files import staged_dir
 
 
 @dataclass
@@ -73,13 +73,11 @@ def main(config: MergeConfig) -> None:
     if os.path.isfile(os.path.join(config.adapter_path, "generation_config.json")):
         model.generation_config = GenerationConfig.from_pretrained(config.adapter_path)
 
-    partial = config.output_dir.rstrip("/") + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
     card = merged_card(base_path, config.adapter_path, str(dtype).removeprefix("torch."))
-    card.save(os.path.join(partial, "README.md"))
-    os.replace(partial, config.output_dir)
+    with staged_dir(config.output_dir) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        card.save(str(staging / "README.md"))
     print(f"merged {config.adapter_path} into {base_path} ({card.data.base_model or 'local'}) as {dtype} "
           f"-> {config.output_dir}")
     if config.push_to_hub:

@@ -25,8 +25,8 @@ from datasets.exceptions import DatasetGenerationError
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.documents import expand, is_heldout, iter_documents
-from lmforge.lib.encoding import encode_text
-from lmforge.lib.files import write_json
+from lmforge.lib.encoding import document_ids
+from lmforge.lib.files import staged_dir, write_json
 from lmforge.lib.models import load_tokenizer
 
 
@@ -47,8 +47,7 @@ class PackConfig:
 
 
 def tokenize(batch: dict, tokenizer) -> dict:
-    ids = encode_text(tokenizer, batch["text"])
-    return {"input_ids": [[tokenizer.bos_token_id, *row, tokenizer.eos_token_id] for row in ids]}
+    return {"input_ids": [[*ids, tokenizer.eos_token_id] for ids in document_ids(tokenizer, batch["text"])]}
 
 
 def pack(batch: dict, seq_len: int) -> dict:
@@ -66,9 +65,7 @@ def main(config: PackConfig) -> None:
         raise LmforgeError(f"seq_len: {config.seq_len} is too short to predict anything")
     # <|bos|> and <|endoftext|> frame every document: a tokenizer without them would pack None ids.
     tokenizer = load_tokenizer(config.tokenizer, "bos_token", "eos_token")
-    staging = output_dir.with_name(f".{output_dir.name}.tmp")
     cache = output_dir.with_name(f".{output_dir.name}.cache")  # datasets' intermediate Arrow files
-    shutil.rmtree(staging, ignore_errors=True)
 
     # Tuples: datasets would try to shard over lists. Globs are expanded here so a missing file fails now.
     sources = {
@@ -113,7 +110,6 @@ def main(config: PackConfig) -> None:
                 f"{split} split has no block of seq_len={config.seq_len} tokens "
                 f"({len(splits[split])} documents): add text, lower seq_len or change heldout_fraction"
             )
-    blocks.save_to_disk(str(staging))
     report = {
         "settings": asdict(config),
         "vocab_size": len(tokenizer),
@@ -121,8 +117,9 @@ def main(config: PackConfig) -> None:
             split: {"documents": len(splits[split]), "blocks": len(blocks[split])} for split in blocks
         },
     }
-    write_json(staging / "pack.json", report)
-    staging.rename(output_dir)
+    with staged_dir(output_dir) as staging:
+        blocks.save_to_disk(str(staging))
+        write_json(staging / "pack.json", report)
     shutil.rmtree(cache)
     print(f"pack: {json.dumps(report['splits'])} -> {output_dir}")
 

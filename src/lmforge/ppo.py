@@ -20,30 +20,34 @@ Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/` (with `val
 before/after table, the watch's report).
 """
 
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where PPO lives in the pinned TRL 1.12
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
-from lmforge.lib.configs import parse  # noqa: E402
+from lmforge.lib.configs import from_json, parse  # noqa: E402
 from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
 from lmforge.lib.rl_eval import (  # noqa: E402
-    EvalConfig,
+    HeldoutConfig,
     chat_tokenizer,
     evaluate_sft,
-    finish,
+    evaluate_trained,
     heldout_prompts,
-    logged,
+    push,
+    restore_sft_settings,
     without_heldout,
+    write_results,
 )
+from lmforge.lib.trl_logs import PPO_ENTROPY, PPO_KL, PPO_SCORE, logged  # noqa: E402
 from lmforge.lib.watch import WatchCallback, WatchConfig  # noqa: E402
 
 
@@ -55,10 +59,10 @@ class PPOScriptArguments:
         default=None, metadata={"help": "Initial value model; None: the reward model (reward_model_path)."})
 
     def __post_init__(self):
-        self.tasks = json.loads(self.tasks) if isinstance(self.tasks, str) else self.tasks or {"arithmetic": 512}
+        self.tasks = from_json(self.tasks, "tasks") or {"arithmetic": 512}
 
 
-CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, EvalConfig)
+CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, HeldoutConfig)
 
 
 class CheckpointedPPOTrainer(PPOTrainer):
@@ -119,21 +123,21 @@ def check_same_tokenizer(tokenizer, reward_model_path: str):
 
 
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config: WatchConfig,
-         eval_config: EvalConfig) -> dict:
+         heldout_config: HeldoutConfig) -> dict:
     output_dir, sft_path = training_args.output_dir, training_args.sft_model_path
     tokenizer = chat_tokenizer(sft_path)
     tokenizer.padding_side = "left"  # prompts are padded on the left so that every reply starts at the same column
     check_same_tokenizer(tokenizer, training_args.reward_model_path)
-    eval_config.heldout_reward_model = eval_config.heldout_reward_model or training_args.reward_model_path
-    heldout = heldout_prompts(eval_config)
+    heldout_config.heldout_reward_model = heldout_config.heldout_reward_model or training_args.reward_model_path
+    heldout = heldout_prompts(heldout_config)
     train = without_heldout(verifiable_prompts(script_args.tasks, training_args.seed), heldout)
-    before = evaluate_sft(sft_path, tokenizer, heldout, eval_config, output_dir)
+    before = evaluate_sft(sft_path, tokenizer, heldout, heldout_config, output_dir)
 
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     done = 0
     if last:  # resume: the saved policy and critic, for the episodes still to run
-        with open(os.path.join(last, "trainer_state.json")) as f:
-            done = json.load(f)["global_step"]
+        # PPO's state has an `episode` count that TrainerState.load_from_json would refuse.
+        done = OnlineTrainerState.load_from_json(os.path.join(last, TRAINER_STATE_NAME)).global_step
     policy = AutoModelForCausalLM.from_pretrained(last or sft_path)
     value_path = os.path.join(last, "value_model") if last else script_args.value_model_path
     value_model = AutoModelForSequenceClassification.from_pretrained(
@@ -160,14 +164,23 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     )
     trainer.train()
 
+    trainer.save_model(output_dir)
+    final_model = watch.restore_last_healthy(output_dir) or "last step"  # after a stop: the last healthy checkpoint
+    restore_sft_settings(sft_path, output_dir)
+    after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, heldout_config)
+
     history = trainer.state.log_history
-    score_first, score_last = logged(history, "objective/scores")
-    kl_first, kl_last = logged(history, "objective/kl")
+    score_first, score_last = logged(history, PPO_SCORE)
+    kl_first, kl_last = logged(history, PPO_KL)
     results = {"tasks": script_args.tasks, "train_prompts": len(train),
                "reward_model": training_args.reward_model_path,
                "score_first": score_first, "score_last": score_last, "kl_first": kl_first, "kl_last": kl_last,
-               "entropy_last": logged(history, "objective/entropy")[1], "resumed_from": last}
-    return finish("ppo", trainer, watch, sft_path, tokenizer, heldout, eval_config, before, results)
+               "entropy_last": logged(history, PPO_ENTROPY)[1], "resumed_from": last,
+               "eval": {"before": before, "after": after}, "watch": watch.report(), "final_model": final_model}
+    write_results(output_dir, "ppo", results)
+    if training_args.push_to_hub:
+        push(trainer, "ppo")
+    return results
 
 
 def cli(argv=None):

@@ -17,22 +17,18 @@ Writes `<output_dir>/report.md` and its plots in `<output_dir>/report/*.png`, li
 can be copied next to a model card's README.md.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # The object-oriented API, not pyplot: no global figure state, and PNGs render with Agg, no display needed.
 from matplotlib.figure import Figure
 
-from lmforge.lib.configs import parse
-from lmforge.lib.files import read_json
+from lmforge.lib.configs import from_json, parse
+from lmforge.lib.files import read_json, write_text
 from lmforge.lib.stages import PIPELINE, TRAINING
 from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number
+from lmforge.lib.trl_logs import KL, REWARD, TOKENS, TRAIN_LOSS
 
-TRAIN_LOSS = ("loss", "loss/policy_avg")
-REWARD = ("reward", "objective/rlhf_reward", "objective/scores", "rewards/margins")
-KL = ("kl", "objective/kl")
-TOKENS = ("num_input_tokens_seen", "num_tokens")
 NOT_RUN = "Not run."
 REASON_COLOURS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]
 
@@ -51,7 +47,7 @@ class ReportConfig:
     samples: int = field(default=1, metadata={"help": "Sample replies shown per task and model."})
 
     def __post_init__(self):
-        self.training = json.loads(self.training) if isinstance(self.training, str) else self.training
+        self.training = from_json(self.training, "training")
         if self.training is None:
             self.training = {stage: f"runs/demo/{stage}" for stage in TRAINING}
 
@@ -303,11 +299,7 @@ def render(config: ReportConfig) -> str:
 
 def main(config: ReportConfig) -> Path:
     path = Path(config.output_dir) / "report.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = render(config)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(text, encoding="utf-8")
-    staging.replace(path)  # a killed run leaves the previous report whole
+    write_text(path, render(config))  # a killed run leaves the previous report whole
     print(f"report: {path}")
     return path
 

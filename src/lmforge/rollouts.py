@@ -23,7 +23,6 @@ finished (whether each response ended its turn), seed and model.
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,10 +31,11 @@ from datasets import Dataset, load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from lmforge import LmforgeError
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import GENERATORS, check_conversation, normalise
-from lmforge.lib.files import recover_dir, replace_dir, write_json
+from lmforge.lib.files import recover_dir, staged_dir, write_json
 from lmforge.lib.models import device
+from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
 
@@ -47,10 +47,10 @@ class RolloutsConfig:
         default=None, metadata={"help": "Name -> source: {generator: NAME, ...options} or load_dataset keywords."}
     )
     num_responses: int = field(default=4, metadata={"help": "K: responses sampled per prompt."})
-    max_new_tokens: int = 128
-    temperature: float = field(default=1.0, metadata={"help": "Above 0: rollouts must differ to be ranked."})
-    top_k: int = field(default=0, metadata={"help": "Keep the k most likely tokens (0: all)."})
-    top_p: float = field(default=1.0, metadata={"help": "Keep the smallest set with this probability mass."})
+    max_new_tokens: int = sampling_field("max_new_tokens", 128)
+    temperature: float = sampling_field("temperature", 1.0, "Above 0: rollouts must differ to be ranked.")
+    top_k: int = sampling_field("top_k", 0)
+    top_p: float = sampling_field("top_p", 1.0)
     seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i."})
     tools: list[str] = field(
         default_factory=list, metadata={"help": "Tools whose calls run while sampling: python, search."})
@@ -58,13 +58,12 @@ class RolloutsConfig:
     output_dir: str = "runs/demo/rollouts"
 
     def __post_init__(self):
-        self.prompts = json.loads(self.prompts) if isinstance(self.prompts, str) else self.prompts
+        self.prompts = from_json(self.prompts, "prompts")
         if not self.prompts:
             raise LmforgeError("prompts: no prompt sources given")
         if self.num_responses < 2:
             raise LmforgeError(f"num_responses: {self.num_responses}; ranking needs at least 2 responses")
-        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
-            raise LmforgeError("temperature > 0, 0 < top_p <= 1, top_k >= 0 and max_new_tokens >= 1 are required")
+        sampling_options(self)  # rollouts are always sampled: temperature 0 fails here
 
 
 CONFIGS = (RolloutsConfig,)
@@ -126,8 +125,7 @@ def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, see
     calls run as they are written and a response holds the calls and their results (lmforge.lib.tools.generation)."""
     ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, sanitize_control_tokens=True)["input_ids"]
     stops = end_of_turn_ids(model, tokenizer)
-    generate = model_generate(model, tokenizer, do_sample=True, temperature=config.temperature, top_k=config.top_k,
-                              top_p=config.top_p)
+    generate = model_generate(model, tokenizer, **sampling_options(config))
     set_seed(seed)
     turns = generate_with_tools(generate, tokenizer, [ids] * config.num_responses, tools, stops,
                                 config.max_new_tokens, config.max_tool_calls)
@@ -162,10 +160,8 @@ def read_done(path: Path) -> dict[int, dict]:
 
 def write_dataset(rows: list[dict], path: Path) -> None:
     """save_to_disk under a temporary name, then swap it in: `path` is the old dataset or the new, never a part."""
-    staging = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    Dataset.from_list(rows).save_to_disk(staging)
-    replace_dir(staging, path)
+    with staged_dir(path) as staging:
+        Dataset.from_list(rows).save_to_disk(staging)
 
 
 def check_settings(path: Path, settings: dict) -> None:

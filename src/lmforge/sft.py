@@ -40,7 +40,7 @@ from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
 from lmforge.lib.cards import hub_id_of
 from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import load_conversations
 from lmforge.lib.files import write_json
 from lmforge.lib.models import last_checkpoint
@@ -82,7 +82,7 @@ class SFTScriptArguments(ModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.datasets = json.loads(self.datasets) if isinstance(self.datasets, str) else self.datasets
+        self.datasets = from_json(self.datasets, "datasets")
         if self.invalid_rows not in ("stop", "drop"):
             raise LmforgeError(f"invalid_rows: {self.invalid_rows!r} is not one of ['stop', 'drop']")
 

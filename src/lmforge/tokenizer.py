@@ -16,7 +16,6 @@ Special tokens are never produced by encoding plain text with `encode_text` (spl
 chats built from untrusted text go through `apply_chat_template(..., sanitize_control_tokens=True)`.
 """
 
-import shutil
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from lmforge.lib.chat_format import BOS, CHAT_TOKENS, EOS, PAD, SPECIAL_TOKENS
 from lmforge.lib.configs import parse
 from lmforge.lib.documents import is_heldout, iter_documents
 from lmforge.lib.encoding import encode_text
-from lmforge.lib.files import write_json
+from lmforge.lib.files import staged_dir, write_json
 
 # GPT-4's pre-tokenization split (cl100k_base), except numbers split into runs of at most 2 digits, not 3:
 # with a vocabulary of a few thousand tokens, 1,100 number tokens would be a large share spent on digits.
@@ -118,11 +117,9 @@ def main(config: TokenizerConfig) -> None:
     if report["heldout"]["overall"] is None:
         raise LmforgeError(f"heldout_fraction: {config.heldout_fraction} holds out no document; raise it")
 
-    staging = output_dir.with_name(f".{output_dir.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    tokenizer.save_pretrained(staging)
-    write_json(staging / "compression.json", report)
-    staging.rename(output_dir)
+    with staged_dir(output_dir) as staging:
+        tokenizer.save_pretrained(staging)
+        write_json(staging / "compression.json", report)
     overall = report["heldout"]["overall"]
     print(f"tokenizer: {len(tokenizer)} tokens, held-out {overall['bytes_per_token']} bytes/token -> {output_dir}")
     for language, counts in report["heldout"]["per_language"].items():

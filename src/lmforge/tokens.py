@@ -16,9 +16,7 @@ id, bytes (hex) and text. `html` writes the same view to a file; hover a token f
 
 import html
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from transformers import AutoTokenizer
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.encoding import encode_text
+from lmforge.lib.files import write_text
 from lmforge.lib.models import load
 
 BACKGROUNDS = (153, 229, 194, 217)  # xterm-256 pastel colours, cycled token by token
@@ -156,14 +155,6 @@ def summary(rows: list[dict]) -> str:
     trained = sum(row["trained"] for row in rows)
     return (f"{len(rows)} tokens, {total} bytes ({total / max(len(rows), 1):.2f} bytes/token), "
             f"{sum(row['special'] for row in rows)} special, {trained} trained on")
-
-
-def write_text(path: str, text: str) -> None:
-    """Atomically, like lmforge.lib.files.write_json."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=Path(path).parent, delete=False, encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f.name, path)
 
 
 def main(config: TokensConfig) -> list[dict]:

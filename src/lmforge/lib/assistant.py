@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from transformers import TextStreamer
 
 from lmforge.lib.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
+from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
 
 
@@ -17,27 +18,23 @@ from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, g
 class ChatConfig:
     model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "A saved assistant model."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message opening each conversation."})
-    max_new_tokens: int = 256
+    max_new_tokens: int = sampling_field("max_new_tokens", 256)
     do_sample: bool = field(default=True, metadata={"help": "false: greedy decoding."})
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.0
+    temperature: float = sampling_field("temperature", 0.7)
+    top_p: float = sampling_field("top_p", 0.9)
+    top_k: int = sampling_field("top_k", 50)
+    repetition_penalty: float = sampling_field("repetition_penalty", 1.0)
     seed: int | None = field(default=None, metadata={"help": "Fix sampling for reproducible replies."})
     tools: list[str] = field(default_factory=list, metadata={"help": "Tools the assistant may call: python, search."})
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one assistant turn."})
     few_shot: bool = field(default=False, metadata={"help": "Chat with a base model through a few-shot prompt."})
 
+    def __post_init__(self):
+        sampling_options(self, self.do_sample)  # bad settings fail before the model loads
+
 
 def new_conversation(config: ChatConfig) -> list[dict]:
     return [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-
-
-def sampling(config: ChatConfig) -> dict:
-    options = {"do_sample": config.do_sample, "repetition_penalty": config.repetition_penalty}
-    if config.do_sample:
-        options.update(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k)
-    return options
 
 
 class CallbackStreamer(TextStreamer):
@@ -66,7 +63,7 @@ def generate_reply(model, tokenizer, messages: list[dict], config: ChatConfig, t
         return text
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
     streamer = CallbackStreamer(tokenizer, on_text) if on_text else None
-    generate = model_generate(model, tokenizer, streamer=streamer, **sampling(config))
+    generate = model_generate(model, tokenizer, streamer=streamer, **sampling_options(config, config.do_sample))
     stops = end_of_turn_ids(model, tokenizer)
     (turn,) = generate_with_tools(generate, tokenizer, [prompt], tools, stops, config.max_new_tokens,
                                   config.max_tool_calls, on_result=on_result)
@@ -79,6 +76,6 @@ def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -
     """A base model's reply: earlier turns of this conversation join the prompt's examples."""
     turns = [m["content"] for m in messages if m["role"] in ("user", "assistant")]
     prompt = few_shot_ids(tokenizer, turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))
-    generate = model_generate(model, tokenizer, **stopping(tokenizer), **sampling(config))
+    generate = model_generate(model, tokenizer, **stopping(tokenizer), **sampling_options(config, config.do_sample))
     (ids,) = generate([prompt], generation_eos(model), config.max_new_tokens)
     return reply_text(tokenizer.decode(ids, skip_special_tokens=True))

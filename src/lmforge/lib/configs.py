@@ -8,6 +8,7 @@ reported in one line naming the recipe, the key, the value and the type expected
 """
 
 import difflib
+import json
 import sys
 import typing
 from dataclasses import fields
@@ -58,6 +59,17 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     for config in configs:
         check_reporters(getattr(config, "report_to", None))
     return tuple(configs)
+
+
+def from_json(value: typing.Any, name: str) -> typing.Any:
+    """A mapping or list field's value: recipes give it as YAML (a dict or list), the command line as a JSON string
+    (`--tasks '{"arithmetic": 64}'`), which is parsed here."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise LmforgeError(f"{name}: {value!r} is not JSON ({error})") from None
 
 
 def check_recipe(parser: TrlParser, dataclass_types: tuple, path: Path) -> None:

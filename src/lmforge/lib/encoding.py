@@ -11,6 +11,11 @@ def encode_text(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[li
     return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
+def document_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Each text as every pretraining document begins (pack): <|bos|>, then the text's ids (`encode_text`)."""
+    return [[tokenizer.bos_token_id, *ids] for ids in encode_text(tokenizer, texts)]
+
+
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-token cross-entropy (nats) of each next-token prediction; kept instead of the logits to save memory."""
     return F.cross_entropy(

@@ -7,6 +7,8 @@ exchanges, the new question and an open `Assistant:`. The reply is what the mode
 `lmforge generate` and `lmforge eval` give the model.
 """
 
+from lmforge.lib.encoding import document_ids
+
 INTRODUCTION = "The following is a conversation between a user and a helpful, accurate assistant."
 EXAMPLES = [
     ("Hi! Who are you?", "Hello! I am an assistant. I answer questions as well as I can."),
@@ -26,8 +28,7 @@ def few_shot_prompt(question: str, examples: list[tuple[str, str]] | None = None
 def few_shot_ids(tokenizer, question: str, examples: list[tuple[str, str]] | None = None) -> list[int]:
     """The prompt's token ids: <|bos|>, as every pretraining document began, then the prompt as plain text
     (a special-token string typed in a question stays text, as in the documents)."""
-    text = few_shot_prompt(question, examples)
-    return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]]
+    return document_ids(tokenizer, [few_shot_prompt(question, examples)])[0]
 
 
 def stopping(tokenizer) -> dict:

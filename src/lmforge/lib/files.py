@@ -1,27 +1,74 @@
-"""Writing artifacts so that a killed stage never leaves a half-written file behind."""
+"""Writing artifacts so that a killed stage never leaves a half-written file behind.
+
+One convention for every artifact: write beside the target under a hidden name (`.NAME.tmp`, or `.NAME.<random>.tmp`
+for single files), then rename over it. `write_text`/`write_json` for small files, `staged_file` for a file another
+library writes (sqlite), `staged_dir` for a directory (`save_pretrained`, `save_to_disk`)."""
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
-def write_json(path: str | Path, data) -> None:
-    """Write `data` as JSON to `path` atomically: readers see the old file or the new one, never a part."""
+def write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically: readers see the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+    # A unique name, not `.NAME.tmp`: two writers of one file never share a half-written temporary.
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False,
+                                     encoding="utf-8") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(f.name, path)
 
 
-def read_json(path: str | Path):
+def write_json(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON to `path` atomically (see `write_text`)."""
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Write one JSON object a line to `path` atomically (see `write_text`)."""
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def read_json(path: str | Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def staging_path(path: str | Path) -> Path:
+    """Where `path` is built before it is renamed into place."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
+@contextmanager
+def staged_file(path: str | Path) -> Iterator[Path]:
+    """Yield an empty staging path beside `path` for another library to write a file to; when the block ends
+    without an error, the file replaces `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_path(path)
+    staging.unlink(missing_ok=True)
+    yield staging
+    os.replace(staging, path)
+
+
+@contextmanager
+def staged_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh staging directory path beside `path` (not created: `save_pretrained` and `save_to_disk` create
+    it); when the block ends without an error, it replaces `path` (`replace_dir`)."""
+    path = Path(path)
+    staging = staging_path(path)
+    shutil.rmtree(staging, ignore_errors=True)
+    yield staging
+    replace_dir(staging, path)
 
 
 def replace_dir(staging: str | Path, path: str | Path) -> None:

@@ -11,6 +11,7 @@ import re
 
 from lmforge import LmforgeError
 from lmforge.lib.conversations import arithmetic
+from lmforge.lib.repetition import repetition_rate
 
 SPECIAL = re.compile(r"<\|[a-z_/]+\|>")
 ROLE_LINE = re.compile(r"^(system|user|assistant)\s*$", re.MULTILINE)
@@ -20,7 +21,7 @@ def arithmetic_correct(text: str, finished: bool, row: dict) -> float | None:
     """1 when the final answer equals the reference's, for prompts made by the arithmetic generator."""
     if row["task"] != "arithmetic" or not row.get("reference"):
         return None
-    return arithmetic.check(text, {"answer": arithmetic.final_answer(row["reference"])})
+    return arithmetic.check(text, {"answer": arithmetic.final_number(row["reference"])})
 
 
 def format_compliance(text: str, finished: bool, row: dict) -> float:
@@ -33,9 +34,7 @@ def format_compliance(text: str, finished: bool, row: dict) -> float:
 
 def repetition(text: str, finished: bool, row: dict) -> float:
     """Share of distinct word 3-grams: 1 for text that never repeats itself, near 0 for a loop."""
-    words = text.split()
-    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
-    return len(set(grams)) / len(grams) if grams else 1.0
+    return 1 - repetition_rate(text.split(), 3)
 
 
 def length(text: str, finished: bool, row: dict, max_words: int = 80) -> float:

@@ -32,6 +32,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from lmforge import LmforgeError
 from lmforge.lib.conversations import arithmetic, spelling
 from lmforge.lib.models import device
+from lmforge.lib.repetition import repetition_rate
 
 # reasoning-gym questions say nothing about how to finish; lmforge's SFT data ends every solution this way.
 ANSWER_INSTRUCTION = "\nEnd your reply with `Final answer: ` followed by the answer."
@@ -71,7 +72,7 @@ def completion_text(completion) -> str:
     return "".join(message["content"] for message in completion)
 
 
-def final_answer(text: str) -> str | None:
+def final_answer_text(text: str) -> str | None:
     """What follows the last `Final answer:` on its line, or None."""
     found = FINAL_ANSWER.findall(text)
     return found[-1].strip().rstrip(".") if found else None
@@ -93,7 +94,7 @@ def accuracy(completions, task=None, answer=None, entry=None, **kwargs) -> list[
         if name in LMFORGE_TASKS:
             rewards.append(arithmetic.check(text, {"answer": int(answer[i])}))
         elif name and entry and entry[i]:
-            rewards.append(float(reasoning_gym_scorer(name)(final_answer(text), json.loads(entry[i]))))
+            rewards.append(float(reasoning_gym_scorer(name)(final_answer_text(text), json.loads(entry[i]))))
         else:
             rewards.append(None)
     return rewards
@@ -109,7 +110,7 @@ def math_equivalence(completions, answer=None, **kwargs) -> list[float | None]:
             rewards.append(None)
             continue
         text = completion_text(completion)
-        predicted = parse_math(final_answer(text) or text)
+        predicted = parse_math(final_answer_text(text) or text)
         rewards.append(float(bool(predicted) and verify_math(gold, predicted)))
     return rewards
 
@@ -132,13 +133,6 @@ def length_penalty(completions, max_chars: int = 400, **kwargs) -> list[float]:
     """0 up to `max_chars` characters, then -1 for every further `max_chars`: discourages rambling (and length
     hacking of a reward model) without rewarding empty replies."""
     return [-max(0, len(completion_text(c)) - max_chars) / max_chars for c in completions]
-
-
-def repetition_rate(items, n: int = 3) -> float:
-    """Share of the n-grams of `items` (words or token ids) that repeat an earlier n-gram: 0 for varied text,
-    near 1 for a loop."""
-    grams = [tuple(items[i:i + n]) for i in range(len(items) - n + 1)]
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def repetition_penalty(completions, ngram: int = 3, **kwargs) -> list[float]:

@@ -10,7 +10,6 @@ and, with `heldout_tools`, tool_calls: the mean number of calls per greedy reply
 The held-out problems come from a seed of their own and are removed from any training prompts.
 """
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -20,18 +19,20 @@ from huggingface_hub import HfApi
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from lmforge.lib.chat_format import end_of_turn
+from lmforge.lib.configs import from_json
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.models import device, process_state
-from lmforge.lib.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
+from lmforge.lib.repetition import repetition_rate
+from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
-from lmforge.lib.watch import reply_ids
+from lmforge.lib.watch import sampled_ids_without_stop
 
 METRICS = ("reward_model", "accuracy", "kl", "repetition", "mean_length", "tool_calls")
 
 
 @dataclass
-class EvalConfig:
+class HeldoutConfig:
     heldout_tasks: dict | str | None = field(
         default=None, metadata={"help": "Held-out verifiable prompts, task -> count (default {arithmetic: 32})."})
     heldout_seed: int = field(default=1000, metadata={"help": "Seed of the held-out problems."})
@@ -43,8 +44,7 @@ class EvalConfig:
                                                 "(lib.tools): accuracy then counts answers reached with them."})
 
     def __post_init__(self):
-        self.heldout_tasks = json.loads(self.heldout_tasks) if isinstance(self.heldout_tasks, str) else (
-            self.heldout_tasks or {"arithmetic": 32})
+        self.heldout_tasks = from_json(self.heldout_tasks, "heldout_tasks") or {"arithmetic": 32}
 
 
 def chat_tokenizer(path: str):
@@ -57,13 +57,15 @@ def chat_tokenizer(path: str):
 
 
 def restore_sft_settings(sft_path: str, output_dir: str) -> None:
-    """Save the SFT model's tokenizer and generation config with the trained policy: the trainers align both to the
-    end-of-turn-as-eos tokenizer of `chat_tokenizer`, which would drop the end of text as a stop and as the eos."""
-    AutoTokenizer.from_pretrained(sft_path).save_pretrained(output_dir)
-    GenerationConfig.from_pretrained(sft_path).save_pretrained(output_dir)
+    """Save the SFT model's tokenizer and generation config with the trained policy (main process): the trainers align
+    both to the end-of-turn-as-eos tokenizer of `chat_tokenizer`, which would drop the end of text as a stop and as
+    the eos."""
+    if process_state().is_main_process:
+        AutoTokenizer.from_pretrained(sft_path).save_pretrained(output_dir)
+        GenerationConfig.from_pretrained(sft_path).save_pretrained(output_dir)
 
 
-def heldout_prompts(config: EvalConfig):
+def heldout_prompts(config: HeldoutConfig):
     return verifiable_prompts(config.heldout_tasks, config.heldout_seed)
 
 
@@ -80,7 +82,8 @@ def sequence_logprob(model, prompt: list[int], reply: list[int]) -> float:
     return logits.log_softmax(-1).gather(-1, ids[0, len(prompt):, None]).sum().item()
 
 
-def greedy_replies(model, tokenizer, ids: list[list[int]], config: EvalConfig) -> tuple[list[list[int]], float | None]:
+def greedy_replies(model, tokenizer, ids: list[list[int]],
+                   config: HeldoutConfig) -> tuple[list[list[int]], float | None]:
     """Greedy replies to the prompt `ids` without their end-of-turn token, with `heldout_tools` run when given (the
     model's tokens and the results), and the mean number of tool calls (None without tools)."""
     stops = end_of_turn_ids(model, tokenizer)
@@ -90,7 +93,7 @@ def greedy_replies(model, tokenizer, ids: list[list[int]], config: EvalConfig) -
     return replies, sum(turn.calls for turn in turns) / len(turns) if config.heldout_tools else None
 
 
-def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=None) -> dict:
+def evaluate_policy(model, tokenizer, prompts, config: HeldoutConfig, reference=None) -> dict:
     """The METRICS of `model` on `prompts` (verifiable_prompts rows); KL is measured against `reference`."""
     model.eval()
     ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
@@ -109,17 +112,20 @@ def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=Non
     }
     if reference is not None:
         torch.manual_seed(0)
-        sampled = reply_ids(model, tokenizer, ids, config.heldout_max_new_tokens)
+        sampled = sampled_ids_without_stop(model, tokenizer, ids, config.heldout_max_new_tokens)
         gaps = [sequence_logprob(model, p, r) - sequence_logprob(reference, p, r) for p, r in zip(ids, sampled)]
         results["kl"] = sum(gaps) / len(gaps)
     return results
 
 
-def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config: EvalConfig) -> dict:
-    """The trained policy saved in `policy_path`, measured against the SFT model it started from."""
-    policy = AutoModelForCausalLM.from_pretrained(policy_path).to(device())
-    reference = AutoModelForCausalLM.from_pretrained(sft_path).to(device())
-    return evaluate_policy(policy, tokenizer, prompts, config, reference)
+def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config: HeldoutConfig) -> dict:
+    """The trained policy saved in `policy_path`, measured against the SFT model it started from (by the main process,
+    the figures given to every process)."""
+    def compute():
+        policy = AutoModelForCausalLM.from_pretrained(policy_path).to(device())
+        reference = AutoModelForCausalLM.from_pretrained(sft_path).to(device())
+        return evaluate_policy(policy, tokenizer, prompts, config, reference)
+    return on_main_process(compute)
 
 
 def on_main_process(compute):
@@ -128,7 +134,7 @@ def on_main_process(compute):
     return broadcast_object_list([compute() if process_state().is_main_process else None])[0]
 
 
-def evaluate_sft(sft_path: str, tokenizer, prompts, config: EvalConfig, output_dir: str) -> dict:
+def evaluate_sft(sft_path: str, tokenizer, prompts, config: HeldoutConfig, output_dir: str) -> dict:
     """The SFT model's figures, computed once per output directory (a resumed run keeps the first ones)."""
     path = os.path.join(output_dir, "eval_before.json")
 
@@ -142,45 +148,23 @@ def evaluate_sft(sft_path: str, tokenizer, prompts, config: EvalConfig, output_d
     return on_main_process(compute)
 
 
-def finish(stage: str, trainer, watch, sft_path: str, tokenizer, prompts, config: EvalConfig, before: dict,
-           results: dict) -> dict:
-    """What every RL stage does after training: save the policy, fall back to the last healthy checkpoint if
-    the watch stopped the run, put back the SFT tokenizer and generation settings, push, measure the policy
-    against the SFT model, and write `<stage>_results.json` with the stage's own `results`. Under `accelerate
-    launch` every process saves through the trainer (which writes from the main process only) and the main
-    process alone does the rest; every process returns the same results."""
-    output_dir = trainer.args.output_dir
-    trainer.save_model(output_dir)
-    restored = watch.restore_last_healthy(output_dir)
-
-    def compute():
-        restore_sft_settings(sft_path, output_dir)
-        if trainer.args.push_to_hub:
-            push(trainer, stage)
-        after = evaluate_trained(output_dir, sft_path, tokenizer, prompts, config)
-        print(table(before, after))
-        final = {**results, "eval": {"before": before, "after": after}, "watch": watch.report(),
-                 "final_model": restored or "last step"}
-        write_json(os.path.join(output_dir, f"{stage}_results.json"), final)
-        return final
-    return on_main_process(compute)
+def write_results(output_dir: str, stage: str, results: dict) -> None:
+    """Print the before/after table and write `<stage>_results.json`, last, so that its presence means the stage
+    finished (main process)."""
+    if process_state().is_main_process:
+        print(table(results["eval"]["before"], results["eval"]["after"]))
+        write_json(os.path.join(output_dir, f"{stage}_results.json"), results)
 
 
 def push(trainer, stage: str) -> None:
-    """Upload the output folder as it is now. Trainer.push_to_hub would first save the live model and the RL tokenizer
-    over it, undoing the restored checkpoint and the SFT settings."""
+    """Upload the output folder as it is now (main process). Trainer.push_to_hub would first save the live model and
+    the RL tokenizer over it, undoing the restored checkpoint and the SFT settings."""
+    if not process_state().is_main_process:
+        return
     trainer.create_model_card(tags=["lmforge", stage])
     HfApi().upload_folder(repo_id=trainer.hub_model_id, folder_path=trainer.args.output_dir,
                           ignore_patterns=["_*", "checkpoint-*", "checkpoint-*/**"], token=trainer.args.hub_token,
                           revision=trainer.args.hub_revision, commit_message=f"lmforge {stage}")
-
-
-def logged(history: list[dict], key: str, steps: int = 3) -> tuple[float | None, float | None]:
-    """Mean of a logged metric over the first and over the last `steps` log entries that have it."""
-    values = [entry[key] for entry in history if key in entry]
-    if not values:
-        return None, None
-    return sum(values[:steps]) / len(values[:steps]), sum(values[-steps:]) / len(values[-steps:])
 
 
 def table(before: dict, after: dict) -> str:

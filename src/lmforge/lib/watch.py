@@ -25,11 +25,11 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME
 
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.models import process_state
-from lmforge.lib.rewards import repetition_rate
+from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.tools.generation import generation_eos, model_generate
+from lmforge.lib.trl_logs import KL
 
 logger = logging.getLogger(__name__)
-KL_LOG_KEYS = ("kl", "objective/kl")
 # Files that make up a saved model or adapter, besides the shards a sharded model's index names; the optimizer and
 # trainer state of a checkpoint are not copied.
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", SAFE_WEIGHTS_INDEX_NAME,
@@ -62,10 +62,10 @@ def counts_as_degenerate(ids: list[int]) -> bool:
     return len(ids) >= 4 and Counter(ids).most_common(1)[0][1] * 2 >= len(ids)
 
 
-def reply_ids(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, do_sample: bool = True):
-    """The generated token ids of one reply per prompt (prompt, padding and end-of-turn token removed)."""
-    generate = model_generate(model, tokenizer, do_sample=do_sample, top_k=None, top_p=None,
-                              temperature=1.0 if do_sample else None)
+def sampled_ids_without_stop(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """The token ids of one reply sampled from the model's plain distribution per prompt (prompt, padding and
+    end-of-turn token removed)."""
+    generate = model_generate(model, tokenizer, do_sample=True, top_k=None, top_p=None, temperature=1.0)
     stops = generation_eos(model)
     return [row[:-1] if row and row[-1] in stops else row for row in generate(prompts, stops, max_new_tokens)]
 
@@ -100,7 +100,7 @@ class WatchCallback(TrainerCallback):
             state.best_model_checkpoint = self.last_healthy
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        kl = next((logs[key] for key in KL_LOG_KEYS if key in (logs or {})), None)
+        kl = next((logs[key] for key in KL if key in (logs or {})), None)
         if kl is None:
             return
         self.kl = kl
@@ -118,7 +118,9 @@ class WatchCallback(TrainerCallback):
         model.eval()
         with torch.random.fork_rng():  # sampling here must not change the training run's random stream
             torch.manual_seed(state.global_step)
-            stats = reply_stats(reply_ids(model, self.tokenizer, self.prompt_ids, self.config.watch_max_new_tokens))
+            replies = sampled_ids_without_stop(model, self.tokenizer, self.prompt_ids,
+                                               self.config.watch_max_new_tokens)
+            stats = reply_stats(replies)
         model.train(was_training)
         # Every process samples (a sharded model needs them all to generate), and the main process's figures decide
         # for all: a process that stopped alone would leave the others waiting for it. The KL comes from the logs,

@@ -89,7 +89,7 @@ def conversations(size: int = 500, seed: int = 0) -> list:
             for row in problems(size, seed)]
 
 
-def final_answer(text: str) -> int | None:
+def final_number(text: str) -> int | None:
     """The integer after the last `Final answer:` in `text`, or None when there is none."""
     found = FINAL.findall(text)
     return int(found[-1].replace(",", "")) if found else None
@@ -97,4 +97,4 @@ def final_answer(text: str) -> int | None:
 
 def check(answer_text: str, example: dict) -> float:
     """1.0 when the final answer in `answer_text` equals `example["answer"]`, else 0.0."""
-    return float(final_answer(answer_text) == example["answer"])
+    return float(final_number(answer_text) == example["answer"])

@@ -2,12 +2,10 @@
 
 A model reads tokens, not letters: "strawberry" may be one token, so counting its r's in one go is a
 guess. Writing the letters out first puts each letter in its own token, where counting is easy, which is
-the habit these conversations teach. Answers close with `Final answer: N`, scored by `check`.
+the habit these conversations teach. Answers close with `Final answer: N`, scored by `arithmetic.check`.
 """
 
 import random
-
-from lmforge.lib.conversations.arithmetic import final_answer
 
 WORDS = """
 strawberry banana apple orange cherry grape lemon mango papaya pineapple raspberry blueberry
@@ -61,8 +59,3 @@ def conversations(size: int = 300, seed: int = 0, spell_fraction: float = 0.25) 
             question, solution = row["question"], row["solution"]
         rows.append([{"role": "user", "content": question}, {"role": "assistant", "content": solution}])
     return rows
-
-
-def check(answer_text: str, example: dict) -> float:
-    """1.0 when the final answer in `answer_text` equals the letter count `example["answer"]`, else 0.0."""
-    return float(final_answer(answer_text) == example["answer"])

@@ -130,7 +130,7 @@ def tool_accuracy(generate: Generate, tokenizer, problems: list[dict], stop_ids:
         replies += tokenizer.batch_decode([turn.ids for turn in turns], skip_special_tokens=False)
     scores = {}
     for problem, reply in zip(problems, replies):
-        scores.setdefault(problem["task"], []).append(float(arithmetic.final_answer(reply) == problem["answer"]))
+        scores.setdefault(problem["task"], []).append(float(arithmetic.final_number(reply) == problem["answer"]))
     every = [score for task_scores in scores.values() for score in task_scores]
     return {"tools": sorted(tools or []), "rows": len(every), "accuracy": sum(every) / max(len(every), 1),
             "per_task": {task: sum(s) / len(s) for task, s in sorted(scores.items())},

@@ -14,8 +14,8 @@ class ToolError(Exception):
 
 
 class Tool(Protocol):
+    # No description: no tool schema reaches the model, which learns each tool's calls from the SFT conversations.
     name: str
-    description: str
 
     def run(self, arguments: dict) -> str: ...
 

@@ -163,9 +163,10 @@ def open_init(info: int) -> int | None:
 
 @dataclass
 class PythonTool:
+    """Run Python code and read what it prints: {"code": "print(17 * 23)"}. Standard library only, no network, no
+    files outside a scratch folder."""
+
     name: ClassVar[str] = "python"
-    description: ClassVar[str] = ('Run Python code and read what it prints: {"code": "print(17 * 23)"}. '
-                                  "Standard library only, no network, no files outside a scratch folder.")
     timeout: float = 5.0
     memory_mb: int = 512
     output_bytes: int = 1_000_000

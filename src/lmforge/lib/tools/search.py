@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from lmforge import LmforgeError
 from lmforge.lib.documents import expand, read_text
+from lmforge.lib.files import staged_file
 from lmforge.lib.tools.protocol import ToolError
 
 PASSAGE_CHARS = 600
@@ -34,8 +35,9 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 @dataclass
 class SearchTool:
+    """Search the local documents: {"query": "apt pinning"}; returns the best passages."""
+
     name: ClassVar[str] = "search"
-    description: ClassVar[str] = 'Search the local documents: {"query": "apt pinning"}; returns the best passages.'
     documents: list[str] = field(default_factory=lambda: ["runs/demo/data/documents/*.parquet"])
     text_files: list[str] = field(default_factory=lambda: ["data/demo/books/*.txt.gz"])
     index_dir: str = "runs/demo/search"
@@ -84,18 +86,17 @@ def build_index(paths: list[str], index_dir: Path) -> str:
     if index.exists():
         return str(index)
     index_dir.mkdir(parents=True, exist_ok=True)
-    staging = index.with_suffix(".tmp")
-    staging.unlink(missing_ok=True)
-    with sqlite3.connect(staging) as db:
-        try:
-            # porter: "packages" finds "package"; source is shown, not searched.
-            db.execute("CREATE VIRTUAL TABLE passages USING fts5(source UNINDEXED, text, tokenize='porter unicode61')")
-        except sqlite3.OperationalError as error:
-            raise LmforgeError(f"search: this Python's sqlite3 has no FTS5 ({error})") from None
-        db.executemany("INSERT INTO passages VALUES (?, ?)",
-                       ((source, text) for source, document in read_documents(paths) for text in passages(document)))
-    db.close()
-    os.replace(staging, index)
+    with staged_file(index) as staging:
+        with sqlite3.connect(staging) as db:
+            try:
+                # porter: "packages" finds "package"; source is shown, not searched.
+                db.execute(
+                    "CREATE VIRTUAL TABLE passages USING fts5(source UNINDEXED, text, tokenize='porter unicode61')")
+            except sqlite3.OperationalError as error:
+                raise LmforgeError(f"search: this Python's sqlite3 has no FTS5 ({error})") from None
+            rows = ((source, text) for source, document in read_documents(paths) for text in passages(document))
+            db.executemany("INSERT INTO passages VALUES (?, ?)", rows)
+        db.close()
     return str(index)
 
 
