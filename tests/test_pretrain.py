@@ -124,6 +124,28 @@ def test_pretrain_loss_falls_and_saves_a_loadable_model(packed):
     assert "tokenizer" in (output_dir / "README.md").read_text()
 
 
+def test_muon_trains_the_hidden_matrices_and_resumes(packed):
+    output_dir = packed / "muon"
+    arguments = pretrain_arguments(packed, muon_learning_rate=0.02, memorization_probes=0)
+    pretrain(arguments, training_arguments(output_dir, eval_strategy="no"))
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert losses[-1] < losses[0] - 1.5, losses
+    # Muon holds the depth-1 model's seven projection matrices, AdamW the embeddings, head and norms.
+    state = torch.load(output_dir / "checkpoint-20" / "optimizer.pt", weights_only=True)
+    assert len(state["muon"]["state"]) == 7 and len(state["adamw"]["state"]) == 5
+    assert state["muon"]["param_groups"][0]["initial_lr"] == 0.02
+    assert state["adamw"]["param_groups"][0]["initial_lr"] == 3e-3
+    # The scheduler reaches Muon: halfway through the cosine, its learning rate is about half.
+    assert 0.008 < state["muon"]["param_groups"][0]["lr"] < 0.012
+    # A longer rerun resumes from the last checkpoint, both optimizers' state loaded.
+    pretrain(arguments, training_arguments(output_dir, max_steps=45, eval_strategy="no"))
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    resumed = [entry for entry in history if "loss" in entry]
+    assert [entry["step"] for entry in resumed] == list(range(5, 50, 5))
+    assert resumed[-1]["loss"] < losses[0] - 1.5
+
+
 def test_killed_run_resumes_at_its_last_checkpoint(packed):
     output_dir = packed / "killed"
     command = [

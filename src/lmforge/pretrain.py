@@ -73,6 +73,10 @@ class PretrainArguments:
     )
     context_length: int = field(default=1024, metadata={"help": "Positions the model supports."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager, flash_attention_2."})
+    muon_learning_rate: float | None = field(
+        default=None, metadata={"help": "Train the hidden weight matrices with torch.optim.Muon at this learning "
+                                        "rate (embeddings, head, norms: optim at learning_rate). Default: no Muon."}
+    )
     memorization_probes: int = field(default=32, metadata={"help": "Training documents probed (0: skip)."})
     memorization_prefix: int = field(default=32, metadata={"help": "Tokens of each document given as prompt."})
     memorization_tokens: int = field(default=32, metadata={"help": "Tokens that must come back verbatim."})
@@ -145,10 +149,71 @@ class Throughput(TrainerCallback):
         self.busy, self.steps = 0.0, 0
 
 
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Two optimizers stepped as one, so that Trainer's scheduler, accelerate and checkpoints see a single one.
+
+    The param groups are the parts' own dictionaries, read from the parts each time (a part's
+    load_state_dict replaces them, and accelerate calls it when it prepares the optimizer): the scheduler's
+    learning rate reaches both parts, each scaled from its own start. AdamW's groups come first, so the
+    logged learning rate is AdamW's. Optimizer.__init__ is not called: it would keep groups of its own.
+    """
+
+    def __init__(self, adamw: torch.optim.Optimizer, muon: torch.optim.Muon):
+        self.parts = {"adamw": adamw, "muon": muon}
+        self.defaults = {}
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for part in self.parts.values() for group in part.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {param: state for part in self.parts.values() for param, state in part.state.items()}
+
+    def step(self, closure=None):
+        for part in self.parts.values():
+            part.step()
+
+    def zero_grad(self, set_to_none: bool = True):
+        for part in self.parts.values():
+            part.zero_grad(set_to_none)
+
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for name, part in self.parts.items():
+            part.load_state_dict(state_dict[name])
+
+
 class PretrainTrainer(Trainer):
-    """Trainer whose model card also names the training data and the tokenizer."""
+    """Trainer whose model card also names the training data and the tokenizer, with Muon as an option."""
 
     card_text = ""
+    muon_learning_rate: float | None = None
+
+    def create_optimizer(self, model=None):
+        """With `muon_learning_rate`: Muon for the hidden layers' weight matrices; embeddings, head and norms
+        keep the recipe's AdamW (`optim`, `learning_rate`), as in modded-nanogpt and nanochat: Muon
+        orthogonalizes a matrix's update, which suits a linear map but not a lookup table or a gain vector."""
+        if self.muon_learning_rate is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = model or self.model
+        lookups = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+        decay = set(self.get_decay_parameter_names(model))
+        matrices, decayed, other = [], [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                group = matrices if p.ndim == 2 and id(p) not in lookups else decayed if name in decay else other
+                group.append(p)
+        adamw_cls, adamw_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        adamw = adamw_cls(
+            [{"params": decayed, "weight_decay": self.args.weight_decay}, {"params": other, "weight_decay": 0.0}],
+            **adamw_kwargs,
+        )
+        muon = torch.optim.Muon(matrices, lr=self.muon_learning_rate, weight_decay=self.args.weight_decay)
+        self.optimizer = MuonWithAdamW(adamw, muon)
+        return self.optimizer
 
     def create_model_card(self, **kwargs):
         super().create_model_card(**kwargs)
@@ -223,7 +288,7 @@ def memorization(model, blocks, tokenizer, args: PretrainArguments) -> dict:
     }
 
 
-def main(args: PretrainArguments, training_args: TrainingArguments) -> None:
+def main(args: PretrainArguments, training_args: TrainingArguments, callbacks: tuple = ()) -> None:
     tokenizer = load_tokenizer(args.tokenizer, "bos_token", "eos_token")
     blocks, seq_len = load_blocks(args, tokenizer)
     output_dir = Path(training_args.output_dir)
@@ -246,7 +311,7 @@ def main(args: PretrainArguments, training_args: TrainingArguments) -> None:
         compute_metrics=partial(
             bits_per_byte, metric=load_metric("bits_per_byte"), token_bytes=utf8_lengths(tokenizer)
         ),
-        callbacks=[Throughput(batch.tokens, flops_per_token(model, seq_len))],
+        callbacks=[Throughput(batch.tokens, flops_per_token(model, seq_len)), *callbacks],
     )
     pack = json.loads((Path(args.dataset) / "pack.json").read_text())["settings"]
     trainer.card_text = (
@@ -254,6 +319,7 @@ def main(args: PretrainArguments, training_args: TrainingArguments) -> None:
         f"{seq_len} tokens from {pack['documents'] + pack['text_files']}, with the byte-level BPE tokenizer "
         f"`{args.tokenizer}` ({len(tokenizer)} tokens).\n"
     )
+    trainer.muon_learning_rate = args.muon_learning_rate
     if last_checkpoint:
         print(f"pretrain: resuming from {last_checkpoint}")
     trainer.train(resume_from_checkpoint=last_checkpoint)
