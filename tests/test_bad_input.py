@@ -213,6 +213,7 @@ def test_python_m_prints_one_line():
     assert err.strip().splitlines()[-1] == expected
 
 
+@pytest.mark.slow
 def test_accelerate_launch_prints_one_line(tmp_path):
     err = stderr_of("accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no", "--quiet",

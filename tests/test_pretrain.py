@@ -124,6 +124,7 @@ def test_pretrain_loss_falls_and_saves_a_loadable_model(packed):
     assert "tokenizer" in (output_dir / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_at_its_last_checkpoint(packed):
     output_dir = packed / "killed"
     command = [
@@ -195,6 +196,7 @@ def test_generate_is_seeded_and_stops_at_eos(packed, capsys):
     assert json.loads(out_file.read_text())["samples"] == samples
 
 
+@pytest.mark.slow
 def test_generate_few_shot_chat_replies_up_to_the_next_user_turn(packed, capsys):
     tokenizer = AutoTokenizer.from_pretrained(packed / "tokenizer")
     question = "Who wrote Romeo and Juliet?"
