@@ -94,6 +94,7 @@ def test_hub_id_starting_with_runs_is_not_a_local_path():
 
 # --- resuming ---
 
+@pytest.mark.slow
 def test_resume_passes_over_a_checkpoint_with_a_corrupt_optimizer(corpus, tmp_path, capsys):
     lmforge(["pack", "--tokenizer", str(corpus / "tokenizer"), "--documents", str(corpus / "docs.parquet"),
              "--output_dir", str(tmp_path / "pack"), "--seq_len", "32", "--heldout_fraction", "0.1"])

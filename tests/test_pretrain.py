@@ -104,6 +104,7 @@ def test_pack_writes_blocks_of_documents(packed):
     pack(PackConfig(output_dir=str(packed / "pack")))  # done already: skipped
 
 
+@pytest.mark.slow
 def test_pretrain_loss_falls_and_saves_a_loadable_model(packed):
     output_dir = packed / "run"
     pretrain(pretrain_arguments(packed), training_arguments(output_dir))
