@@ -94,6 +94,7 @@ def test_hub_id_starting_with_runs_is_not_a_local_path():
 
 # --- resuming ---
 
+@pytest.mark.slow
 def test_resume_passes_over_a_checkpoint_with_a_corrupt_optimizer(corpus, tmp_path, capsys):
     lmforge(["pack", "--tokenizer", str(corpus / "tokenizer"), "--documents", str(corpus / "docs.parquet"),
              "--output_dir", str(tmp_path / "pack"), "--seq_len", "32", "--heldout_fraction", "0.1"])
@@ -213,6 +214,7 @@ def test_python_m_prints_one_line():
     assert err.strip().splitlines()[-1] == expected
 
 
+@pytest.mark.slow
 def test_accelerate_launch_prints_one_line(tmp_path):
     err = stderr_of("accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
                     "--mixed_precision", "no", "--dynamo_backend", "no", "--quiet",

@@ -79,6 +79,7 @@ def demo_run(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_funnel_reconciles_end_to_end(demo_run):
     out, result = demo_run
     steps = result["steps"]
@@ -95,6 +96,7 @@ def test_funnel_reconciles_end_to_end(demo_run):
     assert json.loads((out / "funnel.json").read_text()) == result
 
 
+@pytest.mark.slow
 def test_demo_filters_drop_what_they_should(demo_run):
     out, result = demo_run
     reader = result["steps"][0]
@@ -112,6 +114,7 @@ def test_demo_filters_drop_what_they_should(demo_run):
     assert result["steps"][8]["reasons"] == {"near_duplicate": len(removed(out, "minhash"))}
 
 
+@pytest.mark.slow
 def test_each_document_kept_or_dropped_for_its_reason(tmp_path):
     pages = demo_pages()
     preface = pages[HANDBOOK.format("en-US", "preface.html")]
@@ -136,6 +139,7 @@ def test_each_document_kept_or_dropped_for_its_reason(tmp_path):
     assert "@example.com" in kept["https://a.example/foreword"] or "@example.org" in kept["https://a.example/foreword"]
 
 
+@pytest.mark.slow
 def test_page_without_payload_type_is_not_dropped(tmp_path):
     # The XHTML handbook pages sniff as text/xml; datatrove's own reader drops them silently.
     page = demo_pages()[HANDBOOK.format("en-US", "apt.html")]
@@ -160,6 +164,7 @@ def test_page_in_declared_non_utf8_encoding_is_decoded(tmp_path):
     assert "Café crème brûlée" in documents(tmp_path / "out")[0]["text"]
 
 
+@pytest.mark.slow
 def test_bad_files_are_named_counted_and_skipped(tmp_path, capfd):
     page = demo_pages()[HANDBOOK.format("en-US", "apt.html")]
     write_warc(tmp_path / "good.warc.gz", {"https://a.example/apt": page})
@@ -185,6 +190,7 @@ def test_missing_input_is_a_clear_error(tmp_path):
         DataConfig()
 
 
+@pytest.mark.slow
 def test_common_crawl_dump_listing(tmp_path):
     # A local mirror of Common Crawl's layout exercises the same code that reads the real dump listing.
     segment = tmp_path / "crawl-data/CC-TEST/segments/1/warc"
@@ -196,6 +202,7 @@ def test_common_crawl_dump_listing(tmp_path):
     assert result["steps"][0]["in"] == 1 and result["documents_out"] == 1
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_duplicates(tmp_path, demo_run):
     out = tmp_path / "data"
     args = [sys.executable, "-m", "lmforge.data", "--config", str(ROOT / "recipes/demo/data.yaml"),

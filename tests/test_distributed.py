@@ -121,6 +121,7 @@ def test_global_batch_is_the_same_on_any_number_of_processes():
         plan_batch(2**20, 2048, 3, 16)
 
 
+@pytest.mark.slow
 def test_pretrain_on_two_processes(packed, tmp_path):
     output_dir = tmp_path / "pretrain"
     log, written = launch(
@@ -144,6 +145,7 @@ def test_pretrain_on_two_processes(packed, tmp_path):
         assert (output_dir / name).exists()
 
 
+@pytest.mark.slow
 def test_sft_on_two_processes(tmp_path):
     base = tmp_path / "base"
     texts = [m["content"] for g in ("identity", "arithmetic") for c in GENERATORS[g](seed=0) for m in c]

@@ -138,6 +138,7 @@ def results(argv):
     return lmforge_eval.main(*parse(lmforge_eval.CONFIGS, argv))
 
 
+@pytest.mark.slow
 def test_bits_per_byte_is_the_models_loss_per_byte(results, base_model, tokenizer):
     heldout = [text for i, text in enumerate(DOCUMENTS) if is_heldout(f"doc{i}", 0.5)]
     assert 0 < len(heldout) < len(DOCUMENTS)
@@ -159,6 +160,7 @@ def test_windows_predict_every_token_once():
     assert [token for window in windows for token in window[1:]] == ids
 
 
+@pytest.mark.slow
 def test_a_planted_answer_scores_exactly_its_share(results):
     metrics = results["models"]["answering"]["metrics"]
     assert metrics["arithmetic_accuracy"] == sum(p["answer"] == ANSWER for p in PROBLEMS) / len(PROBLEMS) > 0
@@ -170,6 +172,7 @@ def test_a_planted_answer_scores_exactly_its_share(results):
     assert samples[0]["reply"] == f"Final answer: {ANSWER}<|im_end|>"
 
 
+@pytest.mark.slow
 def test_a_reply_that_opens_the_users_turn_is_not_compliant(results):
     metrics = results["models"]["leaking"]["metrics"]
     assert metrics["role_leakage"] == 1.0 and metrics["compliance"] == 0.0
@@ -178,6 +181,7 @@ def test_a_reply_that_opens_the_users_turn_is_not_compliant(results):
     assert results["models"]["leaking"]["samples"][0]["reply"] == "I don't know.<|im_start|>user\nthanks<|im_end|>"
 
 
+@pytest.mark.slow
 def test_assistants_are_compared_with_tools_off_and_on(results):
     problems = heldout_problems(4, 3001)  # the recipe's tool_seed
     # Neither model ever writes <|tool_call|>: the same accuracy with tools on and off, its planted answer's share.
@@ -195,6 +199,7 @@ def test_assistants_are_compared_with_tools_off_and_on(results):
     assert results["models"]["base"]["tools"] is None
 
 
+@pytest.mark.slow
 def test_a_base_model_answers_the_assistants_questions_few_shot(results):
     asked = [s["prompt"] for s in results["models"]["answering"]["samples"] if s["task"] != "tools"]
     few_shot = [s for s in results["models"]["base"]["samples"] if s["task"] == "few-shot chat"]
@@ -210,6 +215,7 @@ def test_compliance_metric_on_planted_replies():
     assert metric.compute(replies=replies) == {"compliance": 0.2, "ended_turn": 0.6, "role_leakage": 0.4}
 
 
+@pytest.mark.slow
 def test_reward_model_pairwise_accuracy(results, root, inputs, reward_model, tokenizer):
     metrics = results["models"]["reward"]["metrics"]
     assert metrics["pairwise_accuracy"] == 1.0 and metrics["pairs"] == 6
@@ -234,6 +240,7 @@ def test_reward_model_pairwise_accuracy(results, root, inputs, reward_model, tok
     assert reversed_results["models"]["reward"]["metrics"]["pairwise_accuracy"] == 0.0
 
 
+@pytest.mark.slow
 def test_missing_models_are_skipped_and_results_are_saved(results, root):
     assert "not_trained" in results["skipped"] and "not_trained" not in results["models"]
     saved = json.loads((root / "out" / "results.json").read_text())
@@ -244,6 +251,7 @@ def test_missing_models_are_skipped_and_results_are_saved(results, root):
     assert json.loads((root / "out" / "base.json").read_text())["metrics"] == saved["models"]["base"]["metrics"]
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_unchanged_models(results, argv, capsys):
     again = lmforge_eval.main(*parse(lmforge_eval.CONFIGS, argv))
     printed = capsys.readouterr().out

@@ -124,6 +124,7 @@ def online_env(hub: HubServer, tmp_path: Path) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_every_hub_dataset_a_recipe_names_is_mirrored_and_loads(hub, tmp_path):
     named = [spec for recipe_file in sorted(ROOT.glob("recipes/*/*.yaml"))
              for spec in hub_datasets(yaml.safe_load(recipe_file.read_text()) or {})]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from hub_server import HubServer
 from test_data import HANDBOOK, demo_pages, write_warc
@@ -12,6 +13,7 @@ from test_data import HANDBOOK, demo_pages, write_warc
 TOKEN = "hf_lmforgeTestToken0123456789"
 
 
+@pytest.mark.slow
 def test_run_pushes_every_stage_with_a_card_linking_its_parent(tmp_path):
     pages = demo_pages()
     urls = [HANDBOOK.format(lang, page) for lang in ("en-US", "fr-FR")

@@ -166,6 +166,7 @@ def answer(page, button: str, ranks: dict | None = None, harmful: str | None = N
                            timeout=20000)
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_ranking_page_in_a_browser_saves_at_once_and_resumes_after_a_restart(rollouts, tmp_path):
     from playwright.sync_api import sync_playwright

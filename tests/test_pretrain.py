@@ -104,6 +104,7 @@ def test_pack_writes_blocks_of_documents(packed):
     pack(PackConfig(output_dir=str(packed / "pack")))  # done already: skipped
 
 
+@pytest.mark.slow
 def test_pretrain_loss_falls_and_saves_a_loadable_model(packed):
     output_dir = packed / "run"
     pretrain(pretrain_arguments(packed), training_arguments(output_dir))
@@ -124,6 +125,7 @@ def test_pretrain_loss_falls_and_saves_a_loadable_model(packed):
     assert "tokenizer" in (output_dir / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_muon_trains_the_hidden_matrices_and_resumes(packed):
     output_dir = packed / "muon"
     arguments = pretrain_arguments(packed, muon_learning_rate=0.02, memorization_probes=0)
@@ -146,6 +148,7 @@ def test_muon_trains_the_hidden_matrices_and_resumes(packed):
     assert resumed[-1]["loss"] < losses[0] - 1.5
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_at_its_last_checkpoint(packed):
     output_dir = packed / "killed"
     command = [
@@ -217,6 +220,7 @@ def test_generate_is_seeded_and_stops_at_eos(packed, capsys):
     assert json.loads(out_file.read_text())["samples"] == samples
 
 
+@pytest.mark.slow
 def test_generate_few_shot_chat_replies_up_to_the_next_user_turn(packed, capsys):
     tokenizer = AutoTokenizer.from_pretrained(packed / "tokenizer")
     question = "Who wrote Romeo and Juliet?"

@@ -198,3 +198,14 @@ def test_missing_rl_keys_are_tolerated(run):
     assert table_row(section(text, "Training"), "dpo")[4:] == ["0.000 → 0.300 (rewards/margins)", "– |"]
     with Image.open(run / "report" / "training_dpo.png") as image:
         image.verify()
+
+
+def test_ppo_state_with_its_episode_count_is_read_from_the_numerically_last_checkpoint(tmp_path):
+    # PPO's trainer_state.json carries `episode`, which transformers' TrainerState refuses; checkpoint-12 sorts
+    # before checkpoint-4 as text.
+    for step in (4, 12):
+        write_json(tmp_path / f"checkpoint-{step}" / "trainer_state.json",
+                   {**state([{"loss/policy_avg": 1 / step, "step": step}], step), "episode": 8 * step})
+    loaded = report.trainer_state(str(tmp_path))
+    assert loaded.global_step == 12 and loaded.episode == 96 and loaded.log_history[0]["step"] == 12
+    assert report.trainer_state(str(tmp_path / "absent")) is None

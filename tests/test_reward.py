@@ -54,6 +54,7 @@ def test_judged_pairs_have_the_expected_shape(preferences):
     assert len(pairs["test"]) == 18 * 3 and set(pairs["train"]["source"]) == {"judge"}
 
 
+@pytest.mark.slow
 def test_reward_model_ranks_heldout_pairs_and_resumes(base_model, preferences, tmp_path):
     results = run_reward(base_model, preferences, tmp_path)
     assert results["heldout_accuracy"] >= 0.9 > results["heldout_accuracy_before"] + 0.2
@@ -67,6 +68,7 @@ def test_reward_model_ranks_heldout_pairs_and_resumes(base_model, preferences, t
     assert again["resumed_from"].endswith("checkpoint-60") and again["heldout_accuracy_before"] is None
 
 
+@pytest.mark.slow
 def test_lora_reward_model_trains_its_head(base_model, preferences, tmp_path):
     results = run_reward(base_model, preferences, tmp_path, "--use_peft", "true", "--lora_r", "8",
                          "--max_steps", "30", "--margin_scale", "0.5")

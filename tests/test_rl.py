@@ -62,6 +62,7 @@ def read_results(path, name):
     return json.loads((path / name).read_text())
 
 
+@pytest.mark.slow
 def test_grpo_raises_an_easy_reward(sft_model, tmp_path):
     # A length penalty is a reward a random policy can improve in a few steps: shorter tokens, or <|im_end|>.
     argv = ["--config", "recipes/demo/grpo.yaml", "--model_name_or_path", str(sft_model),
@@ -92,6 +93,7 @@ def tool_caller(tmp_path_factory, sft_model):
     return path
 
 
+@pytest.mark.slow
 def test_grpo_with_tools_runs_the_calls_and_learns_when_they_pay(tool_caller, tmp_path):
     """With the python tool run during sampling and a cost per call as the only reward, the policy calls less."""
     argv = ["--config", "recipes/demo/grpo_tools.yaml", "--model_name_or_path", str(tool_caller),
@@ -118,6 +120,7 @@ def preferences(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_dpo_widens_the_margin_between_chosen_and_rejected(sft_model, reward_model, preferences, tmp_path):
     argv = ["--config", "recipes/demo/dpo.yaml", "--model_name_or_path", str(sft_model),
             "--preferences", str(preferences), "--output_dir", str(tmp_path), "--max_steps", "12",
@@ -140,6 +143,7 @@ def test_dpo_names_missing_preferences(sft_model, tmp_path):
         dpo.main(*parse(dpo.CONFIGS, argv))
 
 
+@pytest.mark.slow
 def test_ppo_raises_the_reward_models_score(sft_model, reward_model, tmp_path):
     argv = ["--config", "recipes/demo/ppo.yaml", "--sft_model_path", str(sft_model),
             "--reward_model_path", str(reward_model), "--output_dir", str(tmp_path),

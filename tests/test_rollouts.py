@@ -37,6 +37,7 @@ def run(model, output_dir, *extra):
     return load_from_disk(str(rollouts.main(*parse(rollouts.CONFIGS, argv(model, output_dir, *extra)))))
 
 
+@pytest.mark.slow
 def test_rollouts_are_reproducible_and_resume_after_a_kill(chat_model, tmp_path):
     whole = run(chat_model, tmp_path / "whole")
     assert whole.column_names == ["prompt_id", "prompt", "task", "reference", "responses", "finished", "seed", "model"]

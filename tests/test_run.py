@@ -75,6 +75,7 @@ def test_the_registry_is_the_one_stage_list():
     assert {name for name, stage in STAGES.items() if stage.repo_type == "dataset"} == {"data", "label"}
 
 
+@pytest.mark.slow
 def test_unchanged_folder_skips_every_stage_and_says_why(finished, run_folder):
     assert "[tokenizer] no marker: runs" in finished[1] and "[pack] no marker: runs" in finished[1]
     before = (run_folder / "run/.done/pack.json").read_text()
@@ -85,6 +86,7 @@ def test_unchanged_folder_skips_every_stage_and_says_why(finished, run_folder):
     assert (run_folder / "run/.done/pack.json").read_text() == before  # no marker is written for a skipped stage
 
 
+@pytest.mark.slow
 def test_changed_recipe_redoes_the_stage_and_what_reads_it(run_folder):
     assert vocab_sizes(run_folder)[:2] == (300, 300)
     write_recipes(run_folder, vocab_size=600)
@@ -98,6 +100,7 @@ def test_changed_recipe_redoes_the_stage_and_what_reads_it(run_folder):
     assert lmforge_run(run_folder).count("up to date: skipped") == 2
 
 
+@pytest.mark.slow
 def test_only_redoes_one_stage_and_leaves_its_readers_stale(run_folder):
     write_recipes(run_folder, vocab_size=600)
     output = lmforge_run(run_folder, "--only", "tokenizer")

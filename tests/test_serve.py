@@ -51,6 +51,7 @@ def send(page, text: str, expected: str) -> str:
     return page.locator(BOT).nth(replies - 1).text_content() if page.locator(BOT).count() == replies else None
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_page_streams_the_models_replies_over_two_turns(assistant):
     argv, config, model, tokenizer = assistant

@@ -35,6 +35,7 @@ def run_sft(base_model, output_dir, *extra):
     return sft.main(*parse(sft.CONFIGS, argv))
 
 
+@pytest.mark.slow
 def test_sft_lowers_validation_loss_and_resumes(base_model, tmp_path):
     results = run_sft(base_model, tmp_path / "sft", "--eval_fraction", "0.1")
     assert results["eval_loss_after"] < results["eval_loss_before"] - 0.5
@@ -69,6 +70,7 @@ def test_labels_mask_everything_but_assistant_turns(base_model, tmp_path):
     assert (batch["labels"][1, 5:] == -100).all()
 
 
+@pytest.mark.slow
 def test_lora_adapter_merges_into_a_model_that_generates(base_model, tmp_path):
     results = run_sft(base_model, tmp_path / "lora", "--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16",
                       "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "1e-2", "--eval_fraction", "0.1")
@@ -129,6 +131,7 @@ def test_judges_and_refusal_detection():
     assert answers.is_refusal("Sorry, I don’t know.") and not answers.is_refusal("It is 42.")
 
 
+@pytest.mark.slow
 def test_chat_answers_piped_input_until_exit(base_model):
     command = [sys.executable, "-m", "lmforge.cli", "chat", "--config", "recipes/demo/chat.yaml",
                "--model_name_or_path", str(base_model), "--max_new_tokens", "5", "--seed", "0"]

@@ -50,6 +50,11 @@ def tokenize(batch: dict, tokenizer) -> dict:
     return {"input_ids": [[*ids, tokenizer.eos_token_id] for ids in document_ids(tokenizer, batch["text"])]}
 
 
+# Not `trl.pack_dataset(strategy="wrapped")`: in the pinned TRL 1.12 it pairs each map batch's 0-based offsets with
+# the whole column's unsliced buffer, so every batch after the first repeats tokens from the start of the dataset
+# (2,500 three-token documents at the default batch size keep 1,000 distinct ones; huggingface/trl#6669, fixed
+# upstream by #6670 after 1.12). It also keeps each batch's remainder as a short block, where these blocks are all
+# exactly `seq_len` long (a filter after it would fix that one).
 def pack(batch: dict, seq_len: int) -> dict:
     """Concatenate a batch of token lists and cut it into blocks of exactly `seq_len` tokens."""
     stream = [token for row in batch["input_ids"] for token in row]

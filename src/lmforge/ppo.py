@@ -24,7 +24,6 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
@@ -35,6 +34,7 @@ from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
 from lmforge.lib.configs import from_json, parse  # noqa: E402
+from lmforge.lib.models import process_state  # noqa: E402
 from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
 from lmforge.lib.rl_eval import (  # noqa: E402
     HeldoutConfig,
@@ -146,7 +146,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     for model in (value_model, reward_model):
         model.config.pad_token_id = tokenizer.pad_token_id  # scores are read at the last token before padding
     batch = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-             * PartialState().num_processes)  # episodes per PPO update
+             * process_state().num_processes)  # episodes per PPO update
     total = training_args.total_episodes or int(training_args.num_train_epochs * len(train))
     training_args.total_episodes = max(total - done * batch, batch)
 

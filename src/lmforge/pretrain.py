@@ -44,7 +44,7 @@ from lmforge.lib.configs import parse
 from lmforge.lib.encoding import bits_per_byte, token_losses, utf8_lengths
 from lmforge.lib.files import write_json
 from lmforge.lib.metrics import load_metric
-from lmforge.lib.models import last_checkpoint, load_tokenizer
+from lmforge.lib.models import last_checkpoint, load_tokenizer, process_state
 
 # Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, most specific first ("L4" is in "L40S").
 GPU_BF16_PEAK = [
@@ -297,8 +297,9 @@ def main(args: PretrainArguments, training_args: TrainingArguments, callbacks: t
     shape = model_config(args.depth, tokenizer, args.context_length, args.hidden_size, args.num_attention_heads,
                          args.num_key_value_heads, args.tie_word_embeddings)
     model = AutoModelForCausalLM.from_config(shape, attn_implementation=args.attn_implementation)
-    print(f"pretrain: depth {args.depth}, width {shape.hidden_size}, {model.num_parameters() / 1e6:.2f}M "
-          f"parameters, blocks of {seq_len} tokens")
+    say = process_state().print  # the main process prints; each rank would repeat the same line
+    say(f"pretrain: depth {args.depth}, width {shape.hidden_size}, {model.num_parameters() / 1e6:.2f}M "
+        f"parameters, blocks of {seq_len} tokens")
     batch = apply_global_batch("pretrain", training_args, args.global_batch_tokens, seq_len)
     trainer = PretrainTrainer(
         model=model,
@@ -321,7 +322,7 @@ def main(args: PretrainArguments, training_args: TrainingArguments, callbacks: t
     )
     trainer.muon_learning_rate = args.muon_learning_rate
     if last_checkpoint:
-        print(f"pretrain: resuming from {last_checkpoint}")
+        say(f"pretrain: resuming from {last_checkpoint}")
     trainer.train(resume_from_checkpoint=last_checkpoint)
 
     metrics = trainer.evaluate()
@@ -335,7 +336,7 @@ def main(args: PretrainArguments, training_args: TrainingArguments, callbacks: t
         trainer.create_model_card(**card)
     if training_args.push_to_hub:
         trainer.push_to_hub(**card)
-    print(f"pretrain: eval_loss {metrics['eval_loss']:.4f}, bits/byte {metrics['eval_bits_per_byte']:.4f}")
+    say(f"pretrain: eval_loss {metrics['eval_loss']:.4f}, bits/byte {metrics['eval_bits_per_byte']:.4f}")
 
 
 CONFIGS = (PretrainArguments, TrainingArguments)  # what `--config recipes/*/pretrain*.yaml` is parsed into

@@ -17,17 +17,24 @@ Writes `<output_dir>/report.md` and its plots in `<output_dir>/report/*.png`, li
 can be copied next to a model card's README.md.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # The object-oriented API, not pyplot: no global figure state, and PNGs render with Agg, no display needed.
 from matplotlib.figure import Figure
+from transformers import TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import get_last_checkpoint
 
-from lmforge.lib.configs import from_json, parse
-from lmforge.lib.files import read_json, write_text
-from lmforge.lib.stages import PIPELINE, TRAINING
-from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number
-from lmforge.lib.trl_logs import KL, REWARD, TOKENS, TRAIN_LOSS
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where PPO lives in the pinned TRL 1.12
+from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
+
+from lmforge.lib.configs import from_json, parse  # noqa: E402
+from lmforge.lib.files import read_json, write_text  # noqa: E402
+from lmforge.lib.stages import PIPELINE, TRAINING  # noqa: E402
+from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number  # noqa: E402
+from lmforge.lib.trl_logs import KL, REWARD, TOKENS, TRAIN_LOSS  # noqa: E402
 
 NOT_RUN = "Not run."
 REASON_COLOURS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]
@@ -59,16 +66,16 @@ def read_optional(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def trainer_state(output_dir: str) -> dict | None:
-    """The trainer state saved at the end of training, else the last checkpoint's (SFT saves none at the end)."""
-    final = Path(output_dir) / "trainer_state.json"
-    if final.is_file():
-        return read_json(final)
-    checkpoints = [path for path in Path(output_dir).glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
-    for checkpoint in sorted(checkpoints, key=lambda path: int(path.name.split("-")[-1]), reverse=True):
-        if (checkpoint / "trainer_state.json").is_file():
-            return read_json(checkpoint / "trainer_state.json")
-    return None
+def trainer_state(output_dir: str) -> TrainerState | None:
+    """The trainer state saved at the end of training, else the last checkpoint's (SFT saves none at the end).
+
+    OnlineTrainerState is TrainerState plus PPO's `episode` count, which TrainerState.load_from_json refuses; the
+    other trainers' states load into it as they are. A last checkpoint cut short by a kill (no trainer_state.json
+    yet) counts as no state: the stage's rerun deletes it (lmforge.lib.models.last_checkpoint)."""
+    path = Path(output_dir) / TRAINER_STATE_NAME
+    if not path.is_file() and Path(output_dir).is_dir() and (checkpoint := get_last_checkpoint(output_dir)):
+        path = Path(checkpoint) / TRAINER_STATE_NAME
+    return OnlineTrainerState.load_from_json(str(path)) if path.is_file() else None
 
 
 def series(history: list[dict], keys: tuple) -> tuple[str | None, list, list]:
@@ -186,10 +193,10 @@ def training_section(states: dict, images: Path) -> tuple[list[str], str | None]
         if state is None:
             rows.append([stage, "not run", "–", "–", "–", "–"])
             continue
-        history = state.get("log_history", [])
+        history = state.log_history
         loss, evals = series(history, TRAIN_LOSS)[2], series(history, ("eval_loss",))[2]
         reward, kl = series(history, REWARD), series(history, KL)
-        rows.append([stage, number(state.get("global_step")),
+        rows.append([stage, number(state.global_step),
                      f"{number(loss[0])} → {number(loss[-1])}" if loss else "–", number(evals[-1] if evals else None),
                      f"{number(reward[2][0])} → {number(reward[2][-1])} ({reward[0]})" if reward[0] else "–",
                      f"{number(kl[2][-1])} ({kl[0]})" if kl[0] else "–"])
@@ -244,12 +251,12 @@ def beside_section(results: dict | None) -> list[str]:
     return lines + markdown_table(["question", *columns], rows, text_columns=tuple(range(len(columns) + 1)))
 
 
-def tokens_seen(state: dict) -> float | None:
-    for entry in reversed(state.get("log_history", [])):
+def tokens_seen(state: TrainerState) -> float | None:
+    for entry in reversed(state.log_history):
         for key in TOKENS:
             if entry.get(key):
                 return entry[key]
-    return state.get("num_input_tokens_seen") or None
+    return state.num_input_tokens_seen or None
 
 
 def cost_section(config: ReportConfig, states: dict) -> tuple[list[str], str | None]:
@@ -262,14 +269,14 @@ def cost_section(config: ReportConfig, states: dict) -> tuple[list[str], str | N
         return [NOT_RUN], None
     rows = []
     for stage in stages:
-        state = states.get(stage) or {}
-        history = state.get("log_history", [])
+        state = states.get(stage)
+        history = state.log_history if state else []
         tokens = tokens_seen(state) if state else None
         runtime = next((entry["train_runtime"] for entry in reversed(history) if "train_runtime" in entry), None)
         # Pretraining logs its own rate, timed over the steps alone; otherwise tokens over the training run's time.
         rate = mean(series(history, ("tokens_per_second",))[2]) or (tokens / runtime if tokens and runtime else None)
         mfu = mean(series(history, ("mfu",))[2])
-        rows.append([stage, duration(seconds.get(stage)), number(state.get("global_step")), number(tokens),
+        rows.append([stage, duration(seconds.get(stage)), number(state.global_step if state else None), number(tokens),
                      number(rate, 0), f"{mfu:.1%}" if mfu is not None else "–"])
     total = sum(seconds.values())
     rows.append(["**total**", f"**{duration(total)}**" if seconds else "–", "", "", "", ""])

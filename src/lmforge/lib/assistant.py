@@ -5,9 +5,10 @@ With `tools`, the assistant's tool calls run as it writes (lmforge.lib.tools.gen
 answers through a few-shot text prompt instead of the chat template (lmforge.lib.fewshot).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from transformers import TextStreamer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
 from lmforge.lib.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
 from lmforge.lib.sampling import sampling_field, sampling_options
@@ -49,8 +50,9 @@ class CallbackStreamer(TextStreamer):
             self.on_text(text)
 
 
-def generate_reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dict | None = None,
-                   on_text=None, on_result=None) -> str:
+def generate_reply(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages: list[dict],
+                   config: ChatConfig, tools: dict | None = None, on_text: Callable[[str], None] | None = None,
+                   on_result: Callable[[str], None] | None = None) -> str:
     """The assistant's next turn after `messages`, rendered with the chat template; returns its text.
 
     `on_text(piece)` receives the reply's text as it is generated (the terminal prints it, `lmforge serve`
@@ -72,7 +74,8 @@ def generate_reply(model, tokenizer, messages: list[dict], config: ChatConfig, t
     return tokenizer.decode(ids, skip_special_tokens=not tools).strip()
 
 
-def few_shot_reply(model, tokenizer, messages: list[dict], config: ChatConfig) -> str:
+def few_shot_reply(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages: list[dict],
+                   config: ChatConfig) -> str:
     """A base model's reply: earlier turns of this conversation join the prompt's examples."""
     turns = [m["content"] for m in messages if m["role"] in ("user", "assistant")]
     prompt = few_shot_ids(tokenizer, turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))

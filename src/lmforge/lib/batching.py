@@ -14,8 +14,12 @@ and is never rescaled.
 
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lmforge import LmforgeError
+
+if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
+    from transformers import TrainingArguments
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ def plan_batch(global_tokens: int, seq_len: int, world_size: int, max_micro_batc
     return BatchPlan(world_size, micro, seq_len, per_process // micro)
 
 
-def apply_global_batch(stage: str, training_args, global_tokens: int | None, seq_len: int | None) -> BatchPlan:
+def apply_global_batch(stage: str, training_args: "TrainingArguments", global_tokens: int | None,
+                       seq_len: int | None) -> BatchPlan:
     """Set the trainer's micro batch and accumulation from the recipe's global batch, and say so.
 
     Without `global_tokens`, the recipe's per_device_train_batch_size and gradient_accumulation_steps

@@ -12,6 +12,7 @@
 """
 
 import re
+from typing import TYPE_CHECKING
 
 from datatrove.data import Document
 from datatrove.pipeline.filters import LanguageFilter as DatatroveLanguageFilter
@@ -19,6 +20,9 @@ from datatrove.pipeline.filters import URLFilter as DatatroveURLFilter
 from datatrove.pipeline.readers import WarcReader
 from datatrove.utils.lid import LID
 from datatrove.utils.logging import logger
+
+if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
+    from warcio.recordloader import ArcWarcRecord
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 ARC_DATE = re.compile(r"\d{14}")
@@ -68,11 +72,11 @@ class AuditedWarcReader(WarcReader):
             logger.error(f"{filepath}: truncated or corrupt after record {index} ({error!r}); skipped the rest")
 
 
-def data_url(record) -> str:
+def data_url(record: "ArcWarcRecord") -> str:
     return record.rec_headers.get("WARC-Target-URI", "no URL")
 
 
-def record_to_dict(record) -> tuple[dict | None, str | None]:
+def record_to_dict(record: "ArcWarcRecord") -> tuple[dict | None, str | None]:
     """The page of a WARC record as a document dict, or None and the reason it is not one."""
     import cchardet
     import magic

@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lmforge import LmforgeError
+
+if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # lmforge's own tokenizer (lmforge.tokenizer): ChatML turns, and tool calls and results inside the assistant turn.
 BOS, EOS, PAD = "<|bos|>", "<|endoftext|>", "<|pad|>"
@@ -68,7 +72,7 @@ class ChatFormat:
     tool_markers: bool  # the tokenizer has lmforge's tool-call and tool-result tokens
 
 
-def chat_format(tokenizer, where: str = "tokenizer") -> ChatFormat:
+def chat_format(tokenizer: "PreTrainedTokenizerBase", where: str = "tokenizer") -> ChatFormat:
     """The ChatFormat of `tokenizer`; a tokenizer without a chat template is one line naming `where`."""
     from trl.chat_template_utils import has_generation_markers
 
@@ -86,7 +90,7 @@ def chat_format(tokenizer, where: str = "tokenizer") -> ChatFormat:
     )
 
 
-def render(tokenizer, messages: list[dict], template: str | None = None, **kwargs) -> str:
+def render(tokenizer: "PreTrainedTokenizerBase", messages: list[dict], template: str | None = None, **kwargs) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template, **kwargs)
 
 
@@ -107,7 +111,7 @@ def _first_token(tokenizer, text: str) -> str | None:
     return tokenizer.convert_ids_to_tokens(ids[0]) if ids[0] in controls else None
 
 
-def end_of_turn(tokenizer, where: str = "tokenizer") -> str:
+def end_of_turn(tokenizer: "PreTrainedTokenizerBase", where: str = "tokenizer") -> str:
     """The token that ends an assistant turn: the first control token the template writes after the assistant's
     words, else the tokenizer's eos (a template that ends a turn with plain text relies on the eos)."""
     text = _render(tokenizer, [{"role": "user", "content": USER}, {"role": "assistant", "content": REPLY},
@@ -119,7 +123,7 @@ def end_of_turn(tokenizer, where: str = "tokenizer") -> str:
     return token
 
 
-def turn_start(tokenizer, where: str = "tokenizer") -> str:
+def turn_start(tokenizer: "PreTrainedTokenizerBase", where: str = "tokenizer") -> str:
     """What opens the next user turn (<|im_start|>, <|start_header_id|>, <start_of_turn>, [INST])."""
     text = _render(tokenizer, [{"role": "user", "content": USER}, {"role": "assistant", "content": REPLY},
                                {"role": "user", "content": NEXT}], where)
@@ -127,14 +131,14 @@ def turn_start(tokenizer, where: str = "tokenizer") -> str:
     return (_first_token(tokenizer, between) or between.split()[0]) if between else ""
 
 
-def generation_prompt(tokenizer, where: str = "tokenizer") -> str:
+def generation_prompt(tokenizer: "PreTrainedTokenizerBase", where: str = "tokenizer") -> str:
     """The text add_generation_prompt appends after a user turn ("" for templates that have none, like Mistral's)."""
     messages = [{"role": "user", "content": USER}]
     with_prompt = _render(tokenizer, messages, where, add_generation_prompt=True)
     return with_prompt[len(_render(tokenizer, messages, where)):]
 
 
-def default_system_prompt(tokenizer, template: str | None = None) -> str | None:
+def default_system_prompt(tokenizer: "PreTrainedTokenizerBase", template: str | None = None) -> str | None:
     """The system prompt the template writes into a conversation that has none (SmolLM2's "You are a helpful AI
     assistant named SmolLM..."), or None. Found by rendering with and without an explicit system message."""
     user = [{"role": "user", "content": USER}]
@@ -148,13 +152,13 @@ def default_system_prompt(tokenizer, template: str | None = None) -> str | None:
     return None
 
 
-def has_tool_markers(tokenizer) -> bool:
+def has_tool_markers(tokenizer: "PreTrainedTokenizerBase") -> bool:
     """lmforge's tool protocol needs its four marker tokens; a Hub model's template has its own (or no) tools."""
     vocab = tokenizer.get_vocab()
     return all(marker in vocab for marker in TOOL_MARKERS)
 
 
-def end_of_turn_ids(tokenizer, generation_eos: list[int] = ()) -> list[int]:
+def end_of_turn_ids(tokenizer: "PreTrainedTokenizerBase", generation_eos: list[int] = ()) -> list[int]:
     """Token ids at which an assistant turn ends: the template's end of turn and the model's generation eos.
     Without a chat template (a base model continuing text) only the generation eos."""
     ids = set(generation_eos)
@@ -163,7 +167,7 @@ def end_of_turn_ids(tokenizer, generation_eos: list[int] = ()) -> list[int]:
     return sorted(ids)
 
 
-def renders_identically(tokenizer, template: str) -> bool:
+def renders_identically(tokenizer: "PreTrainedTokenizerBase", template: str) -> bool:
     """Whether `template` renders every sample conversation exactly as the tokenizer's own template (raising
     where it raises: Gemma and Mistral refuse system messages)."""
     for messages in SAMPLES:
@@ -182,7 +186,7 @@ def template_text(name: str) -> str:
     return TEMPLATES[name][0].read_text(encoding="utf-8")
 
 
-def training_template(tokenizer, where: str = "tokenizer") -> tuple[str, str]:
+def training_template(tokenizer: "PreTrainedTokenizerBase", where: str = "tokenizer") -> tuple[str, str]:
     """A template with {% generation %} markers that renders as the tokenizer's own, and where it came from:
     "model" (already marked), "trl" (TRL's patch for a known template) or "lmforge:NAME" / "trl:NAME" (a
     shipped template that renders identically). Anything else is refused with the ways forward."""
@@ -208,7 +212,8 @@ def training_template(tokenizer, where: str = "tokenizer") -> tuple[str, str]:
                        f"equivalent; " + WAYS_FORWARD.format(names=", ".join(TEMPLATES)))
 
 
-def set_chat_template(model, tokenizer, choice: str):
+def set_chat_template(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
+                      choice: str) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """Give `tokenizer` the template `choice` names and return (model, tokenizer): a name in TEMPLATES (its
     control tokens added where missing and the embeddings resized), a .jinja file, or a chat model's tokenizer
     (folder or Hub id) cloned with its tokens by trl.clone_chat_template."""

@@ -11,8 +11,10 @@ import difflib
 import json
 import sys
 import typing
+from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
+from types import TracebackType
 
 import yaml
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
@@ -109,7 +111,7 @@ def field_types(dataclass_types: tuple) -> dict:
     return types
 
 
-def check_value(value, expected, choices) -> str | None:
+def check_value(value: object, expected: object, choices: Iterable | None) -> str | None:
     """What is wrong with a recipe value for a field of type `expected`, or None. Strings that argparse
     would convert ("3" for an int, "true" for a bool) pass, as they do on the command line."""
     if choices and value is not None and str(value) not in {str(choice) for choice in choices}:
@@ -123,11 +125,11 @@ def check_value(value, expected, choices) -> str | None:
     return None
 
 
-def type_name(expected) -> str:
+def type_name(expected: object) -> str:
     return expected.__name__ if isinstance(expected, type) else str(expected).replace("typing.", "")
 
 
-def check_reporters(report_to) -> None:
+def check_reporters(report_to: str | list[str] | None) -> None:
     """A `report_to` logger that is not installed fails now with what to install, not as a traceback when
     the trainer starts."""
     names = [report_to] if isinstance(report_to, str) else report_to or []
@@ -139,7 +141,7 @@ def check_reporters(report_to) -> None:
             raise LmforgeError(f"report_to: {name} is not installed: pip install {REPORTERS[name]}")
 
 
-def print_bad_input(kind, error, traceback) -> None:
+def print_bad_input(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
     """sys.excepthook of a stage run as `python -m lmforge.STAGE` or `accelerate launch -m lmforge.STAGE`: bad
     input prints one line, as `lmforge STAGE` prints it; any other exception keeps its traceback."""
     if issubclass(kind, LmforgeError):

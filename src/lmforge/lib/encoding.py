@@ -1,9 +1,14 @@
 """Text as token ids, and what each id weighs in bytes: one definition for the tokenizer, pack, pretrain and eval
 stages, so that bits per byte means the same number wherever it is printed."""
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedTokenizerBase
+from transformers import EvalPrediction, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
+    import evaluate
 
 
 def encode_text(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
@@ -23,13 +28,14 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ).view(labels.shape[0], -1)
 
 
-def bits_per_byte(eval_prediction, metric, token_bytes: torch.Tensor) -> dict:
+def bits_per_byte(eval_prediction: EvalPrediction, metric: "evaluate.EvaluationModule",
+                  token_bytes: torch.Tensor) -> dict:
     targets = torch.as_tensor(eval_prediction.label_ids[:, 1:])
     sizes = torch.where(targets >= 0, token_bytes[targets.clamp(min=0)], 0)
     return metric.compute(losses=eval_prediction.predictions.tolist(), target_bytes=sizes.tolist())
 
 
-def utf8_lengths(tokenizer) -> torch.Tensor:
+def utf8_lengths(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """UTF-8 bytes each token id stands for: byte-level BPE maps every byte to one symbol; special tokens are 0."""
     special = set(tokenizer.all_special_ids)
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))

@@ -7,7 +7,12 @@ exchanges, the new question and an open `Assistant:`. The reply is what the mode
 `lmforge generate` and `lmforge eval` give the model.
 """
 
+from typing import TYPE_CHECKING
+
 from lmforge.lib.encoding import document_ids
+
+if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
+    from transformers import PreTrainedTokenizerBase
 
 INTRODUCTION = "The following is a conversation between a user and a helpful, accurate assistant."
 EXAMPLES = [
@@ -25,13 +30,14 @@ def few_shot_prompt(question: str, examples: list[tuple[str, str]] | None = None
     return "\n\n".join([INTRODUCTION, *turns, f"User: {question.strip()}\nAssistant:"])
 
 
-def few_shot_ids(tokenizer, question: str, examples: list[tuple[str, str]] | None = None) -> list[int]:
+def few_shot_ids(tokenizer: "PreTrainedTokenizerBase", question: str,
+                 examples: list[tuple[str, str]] | None = None) -> list[int]:
     """The prompt's token ids: <|bos|>, as every pretraining document began, then the prompt as plain text
     (a special-token string typed in a question stays text, as in the documents)."""
     return document_ids(tokenizer, [few_shot_prompt(question, examples)])[0]
 
 
-def stopping(tokenizer) -> dict:
+def stopping(tokenizer: "PreTrainedTokenizerBase") -> dict:
     """`generate` options that end the reply at the next user turn; the tokenizer lets generate find `STOP`
     whatever tokens spell it."""
     return {"stop_strings": [STOP], "tokenizer": tokenizer}

@@ -9,12 +9,13 @@ import json
 import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import PartialState
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError, safe_open
-from transformers import AutoTokenizer, TrainerState
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainerState
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -39,7 +40,7 @@ def check_source(name_or_path: str, what: str = "model") -> None:
         raise LmforgeError(f"{what} {name_or_path} does not exist (and is not a Hub repo id)")
 
 
-def load(loader, name_or_path: str, what: str = "model", **kwargs):
+def load(loader: type, name_or_path: str, what: str = "model", **kwargs: Any) -> Any:
     """`loader.from_pretrained(name_or_path, **kwargs)`, its failures turned into one line naming the source."""
     check_source(name_or_path, what)
     try:
@@ -52,7 +53,7 @@ def load(loader, name_or_path: str, what: str = "model", **kwargs):
         raise LmforgeError(f"{what} {where} {name_or_path} could not be loaded: {reason}") from None
 
 
-def load_tokenizer(name_or_path: str, *special_tokens: str, what: str = "tokenizer"):
+def load_tokenizer(name_or_path: str, *special_tokens: str, what: str = "tokenizer") -> PreTrainedTokenizerBase:
     """AutoTokenizer through `load`, checked to define each of `special_tokens` ("bos_token", ...): a folder
     without tokenizer_config.json loads without them, and their ids would be None in every encoded row."""
     tokenizer = load(AutoTokenizer, name_or_path, what)
@@ -127,7 +128,7 @@ def process_state() -> PartialState:
     return PartialState(cpu=not torch.accelerator.is_available())
 
 
-def device():
+def device() -> torch.device:
     """The device this process computes on: its GPU under `accelerate launch` or on a GPU machine, else the CPU.
     accelerate's PartialState knows the local rank, so every stage that generates agrees."""
     return process_state().device

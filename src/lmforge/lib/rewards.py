@@ -21,13 +21,15 @@ import functools
 import inspect
 import json
 import re
+from collections.abc import Callable
+from typing import Any
 
 import reasoning_gym
 import torch
 from datasets import Dataset
 from math_verify import parse as parse_math
 from math_verify import verify as verify_math
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmforge import LmforgeError
 from lmforge.lib.conversations import arithmetic, spelling
@@ -65,7 +67,7 @@ def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:
     return Dataset.from_list([{"prompt": [{"role": "user", "content": r.pop("question")}], **r} for r in rows])
 
 
-def completion_text(completion) -> str:
+def completion_text(completion: str | list[dict]) -> str:
     """The text of a completion, given as a string or as a list of messages (conversational datasets)."""
     if isinstance(completion, str):
         return completion
@@ -79,11 +81,12 @@ def final_answer_text(text: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def reasoning_gym_scorer(task: str):
+def reasoning_gym_scorer(task: str) -> Callable[[str, dict], float]:
     return reasoning_gym.get_score_answer_fn(task)
 
 
-def accuracy(completions, task=None, answer=None, entry=None, **kwargs) -> list[float | None]:
+def accuracy(completions: list, task: list[str] | None = None, answer: list[str] | None = None,
+             entry: list | None = None, **kwargs: Any) -> list[float | None]:
     """1.0 for a right final answer, 0.0 for a wrong or missing one, None for a row with no known task.
 
     lmforge's arithmetic and counting are checked by their own scorer; reasoning-gym tasks by the dataset's
@@ -100,7 +103,7 @@ def accuracy(completions, task=None, answer=None, entry=None, **kwargs) -> list[
     return rewards
 
 
-def math_equivalence(completions, answer=None, **kwargs) -> list[float | None]:
+def math_equivalence(completions: list, answer: list[str] | None = None, **kwargs: Any) -> list[float | None]:
     """1.0 when math-verify finds the final answer mathematically equal to `answer` (0.5 = 1/2, \\frac{1}{2}), else
     0.0; None where there is no reference answer or math-verify cannot parse it."""
     rewards = []
@@ -115,7 +118,8 @@ def math_equivalence(completions, answer=None, **kwargs) -> list[float | None]:
     return rewards
 
 
-def tool_cost(completions, tool_calls=None, cost: float = 0.1, **kwargs) -> list[float | None]:
+def tool_cost(completions: list, tool_calls: list[int] | None = None, cost: float = 0.1,
+              **kwargs: Any) -> list[float | None]:
     """-`cost` per tool call the completion made (GRPO with `tools` passes each completion's count as `tool_calls`);
     None when completions were sampled without tools. Beside `accuracy`, which rewards right answers however they
     were reached, it makes a call worth making only where it makes the answer right."""
@@ -124,24 +128,24 @@ def tool_cost(completions, tool_calls=None, cost: float = 0.1, **kwargs) -> list
     return [-cost * calls for calls in tool_calls]
 
 
-def think_format(completions, **kwargs) -> list[float]:
+def think_format(completions: list, **kwargs: Any) -> list[float]:
     """1.0 when the reply reasons inside <think>...</think> (not empty) and then gives an answer after it."""
     return [float(bool(THINK_THEN_ANSWER.match(completion_text(c)))) for c in completions]
 
 
-def length_penalty(completions, max_chars: int = 400, **kwargs) -> list[float]:
+def length_penalty(completions: list, max_chars: int = 400, **kwargs: Any) -> list[float]:
     """0 up to `max_chars` characters, then -1 for every further `max_chars`: discourages rambling (and length
     hacking of a reward model) without rewarding empty replies."""
     return [-max(0, len(completion_text(c)) - max_chars) / max_chars for c in completions]
 
 
-def repetition_penalty(completions, ngram: int = 3, **kwargs) -> list[float]:
+def repetition_penalty(completions: list, ngram: int = 3, **kwargs: Any) -> list[float]:
     """Minus the share of repeated word n-grams: 0 for varied text, down to almost -1 for a loop."""
     return [-repetition_rate(completion_text(c).split(), ngram) for c in completions]
 
 
 @functools.lru_cache(maxsize=4)
-def load_scorer(path: str):
+def load_scorer(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A saved reward model (sequence classification, one label) and its tokenizer, loaded once per path."""
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).to(device()).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -149,8 +153,8 @@ def load_scorer(path: str):
     return model, tokenizer
 
 
-def reward_model(completions, prompts=None, path: str = "runs/demo/reward", batch_size: int = 16,
-                 **kwargs) -> list[float]:
+def reward_model(completions: list, prompts: list | None = None, path: str = "runs/demo/reward",
+                 batch_size: int = 16, **kwargs: Any) -> list[float]:
     """The reward model's score of each prompt + completion, rendered with its chat template when conversational."""
     model, tokenizer = load_scorer(path)
     texts = []
@@ -181,7 +185,7 @@ REWARDS = {
 }
 
 
-def get_reward(name: str, **options):
+def get_reward(name: str, **options: Any) -> Callable[..., list[float | None]]:
     """The registered reward `name` with `options` bound; an unknown name or option is the recipe's error."""
     if name not in REWARDS:
         raise LmforgeError(f"rewards: unknown reward {name!r}; rewards are {sorted(REWARDS)}")

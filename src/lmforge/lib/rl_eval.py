@@ -11,12 +11,22 @@ The held-out problems come from a seed of their own and are removed from any tra
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 from accelerate.utils import broadcast_object_list
+from datasets import Dataset
 from huggingface_hub import HfApi
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+)
 
 from lmforge.lib.chat_format import end_of_turn
 from lmforge.lib.configs import from_json
@@ -47,7 +57,7 @@ class HeldoutConfig:
         self.heldout_tasks = from_json(self.heldout_tasks, "heldout_tasks") or {"arithmetic": 32}
 
 
-def chat_tokenizer(path: str):
+def chat_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """The policy's tokenizer with the model's own end of turn as eos (<|im_end|>, <|eot_id|>, <end_of_turn>...,
     from lmforge.lib.chat_format): TRL's RL trainers stop sampling and mask the reply at `tokenizer.eos_token`, and a
     chat reply ends at the end of its turn, not at the pretraining end of text."""
@@ -65,24 +75,24 @@ def restore_sft_settings(sft_path: str, output_dir: str) -> None:
         GenerationConfig.from_pretrained(sft_path).save_pretrained(output_dir)
 
 
-def heldout_prompts(config: HeldoutConfig):
+def heldout_prompts(config: HeldoutConfig) -> Dataset:
     return verifiable_prompts(config.heldout_tasks, config.heldout_seed)
 
 
-def without_heldout(train, heldout):
+def without_heldout(train: Dataset, heldout: Dataset) -> Dataset:
     """Training prompts minus any that are also held out (small task spaces repeat questions across seeds)."""
     held = {p[-1]["content"] for p in heldout["prompt"]}
     return train.filter(lambda row: row["prompt"][-1]["content"] not in held)
 
 
-def sequence_logprob(model, prompt: list[int], reply: list[int]) -> float:
+def sequence_logprob(model: PreTrainedModel, prompt: list[int], reply: list[int]) -> float:
     ids = torch.tensor([prompt + reply], device=model.device)
     with torch.no_grad():
         logits = model(ids).logits[0, len(prompt) - 1:-1].float()
     return logits.log_softmax(-1).gather(-1, ids[0, len(prompt):, None]).sum().item()
 
 
-def greedy_replies(model, tokenizer, ids: list[list[int]],
+def greedy_replies(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[list[int]],
                    config: HeldoutConfig) -> tuple[list[list[int]], float | None]:
     """Greedy replies to the prompt `ids` without their end-of-turn token, with `heldout_tools` run when given (the
     model's tokens and the results), and the mean number of tool calls (None without tools)."""
@@ -93,7 +103,8 @@ def greedy_replies(model, tokenizer, ids: list[list[int]],
     return replies, sum(turn.calls for turn in turns) / len(turns) if config.heldout_tools else None
 
 
-def evaluate_policy(model, tokenizer, prompts, config: HeldoutConfig, reference=None) -> dict:
+def evaluate_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Dataset,
+                    config: HeldoutConfig, reference: PreTrainedModel | None = None) -> dict:
     """The METRICS of `model` on `prompts` (verifiable_prompts rows); KL is measured against `reference`."""
     model.eval()
     ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
@@ -118,7 +129,8 @@ def evaluate_policy(model, tokenizer, prompts, config: HeldoutConfig, reference=
     return results
 
 
-def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config: HeldoutConfig) -> dict:
+def evaluate_trained(policy_path: str, sft_path: str, tokenizer: PreTrainedTokenizerBase, prompts: Dataset,
+                     config: HeldoutConfig) -> dict:
     """The trained policy saved in `policy_path`, measured against the SFT model it started from (by the main process,
     the figures given to every process)."""
     def compute():
@@ -128,13 +140,17 @@ def evaluate_trained(policy_path: str, sft_path: str, tokenizer, prompts, config
     return on_main_process(compute)
 
 
-def on_main_process(compute):
+T = TypeVar("T")
+
+
+def on_main_process(compute: Callable[[], T]) -> T:
     """`compute()` run by the main process alone and its result given to every process: the evaluation loads its own
     copies of the models, so the other processes would only repeat it (and race to write its files)."""
     return broadcast_object_list([compute() if process_state().is_main_process else None])[0]
 
 
-def evaluate_sft(sft_path: str, tokenizer, prompts, config: HeldoutConfig, output_dir: str) -> dict:
+def evaluate_sft(sft_path: str, tokenizer: PreTrainedTokenizerBase, prompts: Dataset, config: HeldoutConfig,
+                 output_dir: str) -> dict:
     """The SFT model's figures, computed once per output directory (a resumed run keeps the first ones)."""
     path = os.path.join(output_dir, "eval_before.json")
 
@@ -156,7 +172,7 @@ def write_results(output_dir: str, stage: str, results: dict) -> None:
         write_json(os.path.join(output_dir, f"{stage}_results.json"), results)
 
 
-def push(trainer, stage: str) -> None:
+def push(trainer: Trainer, stage: str) -> None:
     """Upload the output folder as it is now (main process). Trainer.push_to_hub would first save the live model and
     the RL tokenizer over it, undoing the restored checkpoint and the SFT settings."""
     if not process_state().is_main_process:

@@ -21,7 +21,7 @@ EVAL_ROWS = {
 FEW_SHOT = "few-shot chat"  # the task of a base model's few-shot replies in `lmforge eval`'s samples
 
 
-def number(value, digits: int = 3) -> str:
+def number(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "–"
     if isinstance(value, int) or abs(value) >= 1000:

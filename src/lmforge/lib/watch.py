@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from accelerate.utils import broadcast_object_list
-from transformers import TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME
 
 from lmforge.lib.files import read_json, write_json
@@ -62,7 +62,8 @@ def counts_as_degenerate(ids: list[int]) -> bool:
     return len(ids) >= 4 and Counter(ids).most_common(1)[0][1] * 2 >= len(ids)
 
 
-def sampled_ids_without_stop(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+def sampled_ids_without_stop(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+                             max_new_tokens: int) -> list[list[int]]:
     """The token ids of one reply sampled from the model's plain distribution per prompt (prompt, padding and
     end-of-turn token removed)."""
     generate = model_generate(model, tokenizer, do_sample=True, top_k=None, top_p=None, temperature=1.0)

@@ -15,6 +15,7 @@ taken (above 1 repeats rows), as in alignment-handbook's dataset mixer.
 import inspect
 import json
 import random
+from typing import TYPE_CHECKING
 
 import fsspec
 from datasets import Dataset, load_dataset
@@ -23,6 +24,9 @@ from datasets.exceptions import DatasetGenerationError
 
 from lmforge import LmforgeError
 from lmforge.lib.conversations import arithmetic, chatterbot, corpus_search, identity, python_faq, spelling, tool_use
+
+if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
+    from transformers import PreTrainedTokenizerBase
 
 ROLES = ("system", "user", "assistant")
 TEXT_LOADERS = ("json", "csv", "text")  # load_dataset loaders whose local files are checked line by line
@@ -38,8 +42,9 @@ GENERATORS = {
 }
 
 
-def load_conversations(sources: dict, tokenizer, max_length: int | None, on_invalid: str = "stop",
-                       system_prompt: str | None = None, seed: int = 0) -> tuple[Dataset, dict]:
+def load_conversations(sources: dict, tokenizer: "PreTrainedTokenizerBase", max_length: int | None,
+                       on_invalid: str = "stop", system_prompt: str | None = None,
+                       seed: int = 0) -> tuple[Dataset, dict]:
     """Every source loaded, checked and mixed by weight into one shuffled `messages` dataset.
 
     Returns the dataset and a report: rows taken and rows dropped as invalid, by source.
@@ -131,20 +136,20 @@ def check_text_file(name: str, path: str, json_rows: bool) -> None:
             raise LmforgeError(f"dataset {name!r}: {path} line {line}: not valid JSON ({error.msg})") from None
 
 
-def normalise(messages):
+def normalise(messages: object) -> object:
     """Messages reduced to role and content: Hub datasets carry extra keys that would not concatenate."""
     if not isinstance(messages, list):
         return messages
     return [{"role": m.get("role"), "content": m.get("content")} if isinstance(m, dict) else m for m in messages]
 
 
-def with_system_prompt(messages, system_prompt: str | None):
+def with_system_prompt(messages: object, system_prompt: str | None) -> object:
     if not system_prompt or not isinstance(messages, list) or (messages and messages[0].get("role") == "system"):
         return messages
     return [{"role": "system", "content": system_prompt}] + messages
 
 
-def check_conversation(messages) -> str | None:
+def check_conversation(messages: object) -> str | None:
     """What is wrong with a conversation, or None: known roles, an optional system message first, then
     user and assistant turns alternating from a user turn to a final assistant turn, no empty content."""
     if not isinstance(messages, list) or not messages:
@@ -166,7 +171,7 @@ def check_conversation(messages) -> str | None:
     return None
 
 
-def check_length(messages, tokenizer, max_length: int | None) -> str | None:
+def check_length(messages: list[dict], tokenizer: "PreTrainedTokenizerBase", max_length: int | None) -> str | None:
     if max_length is None:
         return None
     length = len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])

@@ -13,7 +13,7 @@ ITEMS = ["apples", "pencils", "stickers", "marbles", "books", "cookies", "stamps
 FINAL = re.compile(r"final answer:\s*\$?(-?\d[\d,]*)", re.IGNORECASE)
 
 
-def packs_given_away(rng):
+def packs_given_away(rng: random.Random) -> tuple[str, list[str], int]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     packs, each = rng.randint(2, 9), rng.randint(3, 12)
     total = packs * each
@@ -24,7 +24,7 @@ def packs_given_away(rng):
     return question, steps, total - given
 
 
-def savings(rng):
+def savings(rng: random.Random) -> tuple[str, list[str], int]:
     name = rng.choice(NAMES)
     weekly, weeks = rng.randint(2, 20), rng.randint(2, 10)
     saved = weekly * weeks
@@ -36,7 +36,7 @@ def savings(rng):
     return question, steps, saved - spent
 
 
-def sharing(rng):
+def sharing(rng: random.Random) -> tuple[str, list[str], int]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     friends, share = rng.randint(2, 8), rng.randint(2, 12)
     total = friends * share
@@ -48,7 +48,7 @@ def sharing(rng):
     return question, steps, share - used
 
 
-def daily_sales(rng):
+def daily_sales(rng: random.Random) -> tuple[str, list[str], int]:
     item = rng.choice(ITEMS)
     red, blue, days = rng.randint(2, 30), rng.randint(2, 30), rng.randint(2, 7)
     question = (f"A shop sells {red} red {item} and {blue} blue {item} every day. How many {item} does it sell "
@@ -58,7 +58,7 @@ def daily_sales(rng):
     return question, steps, (red + blue) * days
 
 
-def change(rng):
+def change(rng: random.Random) -> tuple[str, list[str], int]:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     count, price = rng.randint(2, 9), rng.randint(1, 9)
     cost = count * price

@@ -16,6 +16,8 @@ ToolError for bad arguments, and `run_call` turns every failure into a short `er
 malformed call never stops a conversation. To add one, write the class and add it to TOOLS.
 """
 
+from typing import Any
+
 from lmforge import LmforgeError
 from lmforge.lib.tools.protocol import Tool, ToolError, format_call, format_result, parse_call, run_call
 from lmforge.lib.tools.python import PythonTool
@@ -26,7 +28,7 @@ TOOLS = {"python": PythonTool, "search": SearchTool}  # name -> class; a recipe'
 __all__ = ["TOOLS", "Tool", "ToolError", "format_call", "format_result", "load_tools", "parse_call", "run_call"]
 
 
-def load_tools(names: list[str], **options) -> dict[str, Tool]:
+def load_tools(names: list[str], **options: Any) -> dict[str, Tool]:
     """The named tools, each built with the `options` it accepts (e.g. timeout for python, documents for search)."""
     tools = {}
     for name in names:

@@ -15,6 +15,7 @@ when tools are on.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +23,9 @@ from lmforge import LmforgeError
 from lmforge.lib import chat_format
 from lmforge.lib.conversations import arithmetic, spelling
 from lmforge.lib.tools.protocol import END_CALL, format_result, run_call
+
+if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Generate = Callable[[list[list[int]], list[int], int], list[list[int]]]
 # Greedy decoding, overriding any sampling defaults in a model's generation config.
@@ -40,7 +44,7 @@ class Turn:
         self.mask += [int(written)] * len(ids)
 
 
-def model_generate(model, tokenizer, /, **sampling) -> Generate:
+def model_generate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", /, **sampling: Any) -> Generate:
     """A batched `generate` over `model.generate` (rows left-padded); `sampling` (do_sample, temperature,
     streamer...) is passed on. Each row is cut after its first stop token: what follows is padding."""
     def generate(batch: list[list[int]], stop_ids: list[int], max_new_tokens: int) -> list[list[int]]:
@@ -58,19 +62,19 @@ def model_generate(model, tokenizer, /, **sampling) -> Generate:
     return generate
 
 
-def generation_eos(model) -> list[int]:
+def generation_eos(model: "PreTrainedModel") -> list[int]:
     """The tokens that end generation in the model's generation config."""
     eos = model.generation_config.eos_token_id
     return eos if isinstance(eos, list) else [eos] if eos is not None else []
 
 
-def end_of_turn_ids(model, tokenizer) -> list[int]:
+def end_of_turn_ids(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> list[int]:
     """Tokens that end an assistant turn: the model's generation eos and its chat template's end of turn."""
     return chat_format.end_of_turn_ids(tokenizer, generation_eos(model))
 
 
-def generate_with_tools(generate: Generate, tokenizer, prompts: list[list[int]], tools: dict | None,
-                        stop_ids: list[int], max_new_tokens: int = 256, max_calls: int = 4,
+def generate_with_tools(generate: Generate, tokenizer: "PreTrainedTokenizerBase", prompts: list[list[int]],
+                        tools: dict | None, stop_ids: list[int], max_new_tokens: int = 256, max_calls: int = 4,
                         on_result: Callable[[str], None] | None = None) -> list[Turn]:
     """The assistant turn after each of `prompts`, tool results included.
 
@@ -116,8 +120,8 @@ def heldout_problems(size: int = 32, seed: int = 1000) -> list[dict]:
                    for p in spelling.problems(size // 2, seed)]
 
 
-def tool_accuracy(generate: Generate, tokenizer, problems: list[dict], stop_ids: list[int], tools: dict | None,
-                  max_new_tokens: int = 128, batch_size: int = 16) -> dict:
+def tool_accuracy(generate: Generate, tokenizer: "PreTrainedTokenizerBase", problems: list[dict], stop_ids: list[int],
+                  tools: dict | None, max_new_tokens: int = 128, batch_size: int = 16) -> dict:
     """Share of `problems` whose reply ends with the right `Final answer: N`, overall and per task, with tools
     run (`tools`) or not (None: a call the model writes is left as text), the mean number of calls and the replies."""
     replies, calls = [], 0
@@ -138,8 +142,8 @@ def tool_accuracy(generate: Generate, tokenizer, problems: list[dict], stop_ids:
             "replies": [{"task": p["task"], "prompt": p["question"], "reply": r} for p, r in zip(problems, replies)]}
 
 
-def compare_tools(model, tokenizer, tools: dict, size: int = 32, seed: int = 1000, max_new_tokens: int = 128,
-                  batch_size: int = 16) -> dict:
+def compare_tools(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", tools: dict, size: int = 32,
+                  seed: int = 1000, max_new_tokens: int = 128, batch_size: int = 16) -> dict:
     """Greedy accuracy on the same held-out problems without tools and with `tools`: {"off": ..., "on": ...}."""
     generate = model_generate(model, tokenizer, **GREEDY)
     stop_ids, problems = end_of_turn_ids(model, tokenizer), heldout_problems(size, seed)

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 from lmforge import LmforgeError
 from lmforge.lib.tools.protocol import ToolError
@@ -238,6 +238,6 @@ class PythonTool:
         return f"error: {error}\n{stdout.strip()}".strip()  # the error first: a long output is cut at the end
 
 
-def read(file, limit: int) -> str:
+def read(file: BinaryIO, limit: int) -> str:
     file.seek(0)
     return file.read(limit).decode("utf-8", errors="replace")

@@ -18,6 +18,7 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -100,7 +101,7 @@ def build_index(paths: list[str], index_dir: Path) -> str:
     return str(index)
 
 
-def read_documents(paths: list[str]):
+def read_documents(paths: list[str]) -> Iterator[tuple[str, str]]:
     """(source, text) of every document: Parquet rows (source: metadata url, else id) and whole text files."""
     for path in paths:
         if not path.endswith(".parquet"):
