@@ -10,10 +10,12 @@ keeps for identifying them (what those models ship); a GPT-2-style base has no t
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from datasets import Dataset, DatasetDict
+from datasets import Dataset, DatasetDict, load_from_disk
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoConfig,
@@ -23,10 +25,13 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from lmforge import LmforgeError, chat, dpo, grpo, merge, ppo, sft
+from lmforge import LmforgeError, chat, dpo
+from lmforge import eval as lmforge_eval
+from lmforge import grpo, merge, ppo, reward, rollouts, sft
 from lmforge.lib import chat_format
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS
+from lmforge.lib.metrics import load_metric
 from lmforge.lib.rl_eval import chat_tokenizer
 from lmforge.lib.tools.generation import end_of_turn_ids
 from lmforge.tokenizer import train_tokenizer
@@ -203,6 +208,39 @@ def test_every_stage_stops_at_the_models_end_of_turn(family, tmp_path):
     assert (tmp_path / "grpo" / "grpo_results.json").is_file()
     # The saved policy keeps the SFT tokenizer, its turn still ends where the model's does.
     assert chat_format.end_of_turn(AutoTokenizer.from_pretrained(tmp_path / "grpo")) == end
+    if family in ("llama3", "gemma"):
+        rollouts_reward_and_eval(model_dir, family, preferences, tmp_path)
+
+
+def rollouts_reward_and_eval(model_dir, family, preferences, tmp_path):
+    """Rollouts end where the model's turn does, the reward model trains on pairs in the model's template, and eval
+    judges compliance by the model's own end of turn."""
+    end, turn_start = FAMILIES[family][6], chat_format.turn_start(chat_tokenizer(str(model_dir)))
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"prompt": "What is 3+3?"}) + "\n")
+    config = rollouts.RolloutsConfig(model=str(model_dir), num_responses=2, max_new_tokens=20, temperature=0.05,
+                                     prompts={"q": {"path": "json", "data_files": str(tmp_path / "prompts.jsonl")}},
+                                     output_dir=str(tmp_path / "rollouts"))
+    row = load_from_disk(str(rollouts.main(config)))[0]
+    assert row["responses"] == ["Four."] * 2 and row["finished"] == [True] * 2  # no end of turn, no next turn
+
+    results = reward.main(*parse(reward.CONFIGS, [
+        "--config", "recipes/demo/reward.yaml", "--model_name_or_path", str(model_dir), "--preferences",
+        str(preferences), "--output_dir", str(tmp_path / "reward"), "--max_steps", "2", "--eval_strategy", "no",
+        "--per_device_train_batch_size", "4", "--max_length", "128", *TRAINER]))
+    assert results["heldout_accuracy"] is not None
+    scorer = AutoTokenizer.from_pretrained(tmp_path / "reward")  # pairs are rendered, and ended, its way
+    assert chat_format.end_of_turn(scorer) == end and end in chat_format.render(scorer, CONVERSATION)
+
+    documents = tmp_path / "documents.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": str(i), "text": "What is 2+2? Four."} for i in range(4)]), documents)
+    results = lmforge_eval.main(lmforge_eval.EvalConfig(
+        models={"sft": {"path": str(model_dir), "kind": "assistant"}}, output_dir=str(tmp_path / "eval"),
+        documents=[str(documents)], heldout_fraction=1.0, arithmetic_problems=2, known_limit=0,
+        unknowable_questions=[], tools=[], max_new_tokens=20, preference_limit=0))
+    assert results["models"]["sft"]["metrics"]["compliance"] == 1.0  # "Four." + the family's end of turn
+    metric = load_metric("chat_compliance")
+    assert metric.compute(replies=[f"Four.{end}"], end_of_turn=end, turn_start=turn_start)["compliance"] == 1.0
+    assert metric.compute(replies=["Four.<|im_end|>"], end_of_turn=end, turn_start=turn_start)["compliance"] == 0.0
 
 
 @pytest.mark.slow

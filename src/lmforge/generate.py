@@ -29,7 +29,13 @@ from lmforge.lib.files import write_json
 from lmforge.lib.models import device, load
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools import load_tools
-from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
+from lmforge.lib.tools.generation import (
+    end_of_turn_ids,
+    generate_with_tools,
+    generation_eos,
+    model_generate,
+    prompt_tools,
+)
 
 
 @dataclass
@@ -53,7 +59,7 @@ class GenerateConfig:
     output_file: str | None = field(default=None, metadata={"help": "Also write the samples here as JSON."})
 
 
-def prompt_ids(tokenizer, config: GenerateConfig) -> list[int]:
+def prompt_ids(tokenizer, config: GenerateConfig, tools: dict | None = None) -> list[int]:
     if config.few_shot_chat:
         return few_shot_ids(tokenizer, config.prompt)
     if config.chat:
@@ -61,15 +67,15 @@ def prompt_ids(tokenizer, config: GenerateConfig) -> list[int]:
             raise LmforgeError(f"chat: {config.model}'s tokenizer has no chat template")
         messages = [{"role": "user", "content": config.prompt}]
         # sanitize_control_tokens: special-token strings typed in the prompt stay text, they cannot end the turn.
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                             sanitize_control_tokens=True)["input_ids"]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True,
+                                             tools=prompt_tools(tokenizer, tools))["input_ids"]
     return document_ids(tokenizer, [config.prompt])[0]
 
 
 def sample(model, tokenizer, config: GenerateConfig, tools: dict | None = None) -> list[str]:
     """`num_samples` continuations of the prompt (text after the prompt, special tokens dropped); few-shot, the
     replies in them; with `tools`, the assistant's turns with their calls and results (markers kept)."""
-    prompt = prompt_ids(tokenizer, config)
+    prompt = prompt_ids(tokenizer, config, tools)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if config.stream else None
     generate = model_generate(model, tokenizer, **sampling_options(config, do_sample=config.temperature != 0),
                               streamer=streamer, **(stopping(tokenizer) if config.few_shot_chat else {}))

@@ -40,7 +40,7 @@ from lmforge.lib.rl_eval import (
     write_results,
 )
 from lmforge.lib.tools import load_tools
-from lmforge.lib.tools.generation import generate_with_tools, model_generate
+from lmforge.lib.tools.generation import generate_with_tools, model_generate, prompt_tools
 from lmforge.lib.trl_logs import GRPO_KL, GRPO_REWARD, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
@@ -80,7 +80,8 @@ def tool_rollouts(tools: dict, max_calls: int):
     each completion's number of calls reaches the reward functions as `tool_calls`."""
     def rollout(prompts: list, trainer) -> dict:
         tokenizer = trainer.processing_class
-        prompt_ids = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"]
+        prompt_ids = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
+                                                    tools=prompt_tools(tokenizer, tools))["input_ids"]
                       for prompt in prompts]  # one per completion: the trainer has repeated each prompt already
         sampling = {key: value for key, value in trainer.generation_kwargs.items()
                     if key not in ("max_new_tokens", "eos_token_id", "pad_token_id")}

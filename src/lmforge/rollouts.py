@@ -37,7 +37,7 @@ from lmforge.lib.files import recover_dir, staged_dir, write_json
 from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools import load_tools
-from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, model_generate
+from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, model_generate, prompt_tools
 
 
 @dataclass
@@ -123,7 +123,8 @@ def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, see
                      tools: dict | None = None) -> tuple[list, list]:
     """K responses to one prompt, and whether each ended its turn (rather than running out of tokens). With `tools`,
     calls run as they are written and a response holds the calls and their results (lmforge.lib.tools.generation)."""
-    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, sanitize_control_tokens=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, sanitize_control_tokens=True,
+                                        tools=prompt_tools(tokenizer, tools))["input_ids"]
     stops = end_of_turn_ids(model, tokenizer)
     generate = model_generate(model, tokenizer, **sampling_options(config))
     set_seed(seed)
@@ -131,7 +132,8 @@ def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, see
                                 config.max_new_tokens, config.max_tool_calls)
     responses, finished = [], []
     for row in (turn.ids for turn in turns):
-        end = next((i for i, token in enumerate(row) if token in stops), None)
+        # The turn ends at its last token (a Hub model's tool calls end turns inside it, the template's way).
+        end = len(row) - 1 if row and row[-1] in stops else None
         # Special tokens stay in the text: a response that opens a new turn (<|im_start|>user) must show it.
         responses.append(tokenizer.decode(row[:end]))
         finished.append(end is not None)

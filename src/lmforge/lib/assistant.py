@@ -12,7 +12,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
 from lmforge.lib.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
 from lmforge.lib.sampling import sampling_field, sampling_options
-from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, generation_eos, model_generate
+from lmforge.lib.tools.generation import (
+    end_of_turn_ids,
+    generate_with_tools,
+    generation_eos,
+    model_generate,
+    prompt_tools,
+)
 
 
 @dataclass
@@ -63,7 +69,8 @@ def generate_reply(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, m
         if on_text:
             on_text(text)
         return text
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                           tools=prompt_tools(tokenizer, tools))["input_ids"]
     streamer = CallbackStreamer(tokenizer, on_text) if on_text else None
     generate = model_generate(model, tokenizer, streamer=streamer, **sampling_options(config, config.do_sample))
     stops = end_of_turn_ids(model, tokenizer)

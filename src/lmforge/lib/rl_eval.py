@@ -35,7 +35,7 @@ from lmforge.lib.models import device, process_state
 from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
-from lmforge.lib.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate
+from lmforge.lib.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate, prompt_tools
 from lmforge.lib.watch import sampled_ids_without_stop
 
 METRICS = ("reward_model", "accuracy", "kl", "repetition", "mean_length", "tool_calls")
@@ -107,7 +107,8 @@ def evaluate_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                     config: HeldoutConfig, reference: PreTrainedModel | None = None) -> dict:
     """The METRICS of `model` on `prompts` (verifiable_prompts rows); KL is measured against `reference`."""
     model.eval()
-    ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
+    tools = prompt_tools(tokenizer, load_tools(config.heldout_tools))
+    ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True, tools=tools)["input_ids"]
            for p in prompts["prompt"]]
     greedy, calls = greedy_replies(model, tokenizer, ids, config)
     texts = tokenizer.batch_decode(greedy, skip_special_tokens=True)

@@ -11,7 +11,8 @@ is exactly what the model reads and writes:
 stops at <|/tool_call|>, runs the tool and appends <|tool_result|>OUTPUT<|/tool_result|>, and the model
 continues. The chat template renders results outside {% generation %}: the loss never covers them.
 
-A tool is any object with `name` and `run(arguments: dict) -> str`; `run` may raise
+A tool is any object with `name`, `schema` (its JSON schema, which a Hub model's chat template shows it:
+lmforge.lib.tools.template) and `run(arguments: dict) -> str`; `run` may raise
 ToolError for bad arguments, and `run_call` turns every failure into a short `error: ...` result, so a
 malformed call never stops a conversation. To add one, write the class and add it to TOOLS.
 """

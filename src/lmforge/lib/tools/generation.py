@@ -9,6 +9,10 @@ tokens the model never chose. The model is reached through a
 `generate(batch, stop_ids, max_new_tokens) -> new ids per row` function: `model_generate` makes one from
 a transformers model; the tests script one.
 
+A Hub model without lmforge's tool tokens calls tools through its own chat template (lmforge.lib.tools.template):
+its prompt shows the tools' schemas (`prompt_tools`), a turn that ends with a call in the model's format gets the
+results as the template's tool messages and the next assistant turn opened, all masked 0, and the model goes on.
+
 Chat, the chat page, `lmforge generate --chat`, rollouts, GRPO and eval all sample through this loop
 when tools are on.
 """
@@ -19,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lmforge import LmforgeError
 from lmforge.lib import chat_format
 from lmforge.lib.conversations import arithmetic, spelling
+from lmforge.lib.tools import template
 from lmforge.lib.tools.protocol import END_CALL, format_result, run_call
 
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
@@ -73,6 +77,12 @@ def end_of_turn_ids(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBas
     return chat_format.end_of_turn_ids(tokenizer, generation_eos(model))
 
 
+def prompt_tools(tokenizer: "PreTrainedTokenizerBase", tools: dict | None) -> list[dict] | None:
+    """The `tools=` to render a prompt with: the tools' schemas for a Hub model whose template shows them, None
+    for lmforge's tokenizer (its model learnt the tools in SFT) or without tools."""
+    return template.schemas(tools) if tools and template.call_format(tokenizer) else None
+
+
 def generate_with_tools(generate: Generate, tokenizer: "PreTrainedTokenizerBase", prompts: list[list[int]],
                         tools: dict | None, stop_ids: list[int], max_new_tokens: int = 256, max_calls: int = 4,
                         on_result: Callable[[str], None] | None = None) -> list[Turn]:
@@ -82,29 +92,37 @@ def generate_with_tools(generate: Generate, tokenizer: "PreTrainedTokenizerBase"
     get an error result instead of running. `on_result(result)` sees each formatted result as it is made.
     Without `tools` this is plain generation: a call the model writes stays text and it writes on.
     """
-    if tools and not chat_format.has_tool_markers(tokenizer):
-        raise LmforgeError(f"tools {sorted(tools)}: the tokenizer has no tool-call tokens {chat_format.TOOL_MARKERS}; "
-                           "lmforge's tools run with lmforge's tokenizer only")
-    end_call = tokenizer.convert_tokens_to_ids(END_CALL) if tools else None
+    call_format = template.call_format(tokenizer) if tools else None  # None: lmforge's protocol
+    end_call = tokenizer.convert_tokens_to_ids(END_CALL) if tools and not call_format else None
+    stops = stop_ids if end_call is None else [*stop_ids, end_call]
     turns = [Turn() for _ in prompts]
     active = list(range(len(prompts)))
     while active:
         budget = {i: max_new_tokens - sum(turns[i].mask) for i in active}
-        stops = [*stop_ids, end_call] if tools else stop_ids
         new = generate([prompts[i] + turns[i].ids for i in active], stops, max(budget.values()))
         going_on = []
         for i, ids in zip(active, new):
             ids = ids[:budget[i]]  # the batch ran to the largest budget
             turns[i].add(ids, written=True)
-            if not ids or ids[-1] != end_call:
-                continue
-            turns[i].calls += 1
-            text = tokenizer.decode(turns[i].ids, skip_special_tokens=False)
-            result = format_result(run_call(tools, text) if turns[i].calls <= max_calls
-                                   else f"error: at most {max_calls} tool calls per turn")
+            if call_format:  # a Hub model: its calls end its turn, the template gives the results back
+                text = ids and ids[-1] in stop_ids and tokenizer.decode(ids, skip_special_tokens=False)
+                calls = template.parse_calls(tokenizer, call_format, text) if text else []
+                if not calls:
+                    continue
+                turns[i].calls += 1 if isinstance(calls, str) else len(calls)
+                results = (template.run_calls(tools, calls) if turns[i].calls <= max_calls
+                           else [("error", f"error: at most {max_calls} tool calls per turn")])
+                result = template.continuation(tokenizer, tools, results)
+            else:
+                if not ids or ids[-1] != end_call:
+                    continue
+                turns[i].calls += 1
+                text = tokenizer.decode(turns[i].ids, skip_special_tokens=False)
+                result = format_result(run_call(tools, text) if turns[i].calls <= max_calls
+                                       else f"error: at most {max_calls} tool calls per turn")
             if on_result:
                 on_result(result)
-            # format_result removed special-token strings from the output: only its own markers become control tokens.
+            # The result had special-token strings removed: only its own markers become control tokens.
             turns[i].add(tokenizer(result, add_special_tokens=False)["input_ids"], written=False)
             if budget[i] > len(ids):
                 going_on.append(i)
@@ -127,7 +145,8 @@ def tool_accuracy(generate: Generate, tokenizer: "PreTrainedTokenizerBase", prob
     replies, calls = [], 0
     for start in range(0, len(problems), batch_size):
         prompts = [tokenizer.apply_chat_template([{"role": "user", "content": problem["question"]}],
-                                                 add_generation_prompt=True)["input_ids"]
+                                                 add_generation_prompt=True, tools=prompt_tools(tokenizer, tools))[
+            "input_ids"]
                    for problem in problems[start:start + batch_size]]
         turns = generate_with_tools(generate, tokenizer, prompts, tools, stop_ids, max_new_tokens)
         calls += sum(turn.calls for turn in turns)

@@ -14,8 +14,10 @@ class ToolError(Exception):
 
 
 class Tool(Protocol):
-    # No description: no tool schema reaches the model, which learns each tool's calls from the SFT conversations.
     name: str
+    # {"type": "function", "function": {name, description, parameters}}: what a Hub model's chat template shows it
+    # (apply_chat_template(tools=...)). lmforge's own tokenizer learns each tool's calls from SFT conversations.
+    schema: dict
 
     def run(self, arguments: dict) -> str: ...
 
@@ -25,13 +27,18 @@ def format_call(name: str, arguments: dict) -> str:
 
 
 def format_result(output: str) -> str:
-    """A tool's output as the text the model reads, length capped; special-token strings are removed because
-    they would become control tokens when the turn is rendered again (a printed "<|im_end|>" would end it)."""
-    for token in SPECIAL_TOKENS:
+    """A tool's output as the text the model reads between lmforge's result markers (see clean_output)."""
+    return RESULT + clean_output(output) + END_RESULT
+
+
+def clean_output(output: str, special_tokens=SPECIAL_TOKENS) -> str:
+    """`output` length capped, with special-token strings removed because they would become control tokens when
+    the turn is rendered again (a printed "<|im_end|>" would end it)."""
+    for token in special_tokens:
         output = output.replace(token, "")
     if len(output) > MAX_RESULT_CHARS:
         output = output[:MAX_RESULT_CHARS] + f"... ({len(output) - MAX_RESULT_CHARS} more characters)"
-    return RESULT + output + END_RESULT
+    return output
 
 
 def parse_call(text: str) -> tuple[str, dict]:
@@ -53,8 +60,18 @@ def run_call(tools: dict[str, Tool], text: str) -> str:
     """The result of the call in `text`, or `error: ...`; never raises for anything the model wrote."""
     try:
         name, arguments = parse_call(text)
+    except ToolError as error:
+        return f"error: {error}"
+    return run_tool(tools, name, arguments)
+
+
+def run_tool(tools: dict[str, Tool], name: str, arguments: dict) -> str:
+    """The result of calling tool `name` with `arguments`, or `error: ...`."""
+    try:
         if name not in tools:
             raise ToolError(f"unknown tool {name!r}; tools are {sorted(tools)}")
+        if not isinstance(arguments, dict):
+            raise ToolError("arguments must be a JSON object")
         return tools[name].run(arguments)
     except ToolError as error:
         return f"error: {error}"

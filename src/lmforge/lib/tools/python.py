@@ -167,6 +167,13 @@ class PythonTool:
     files outside a scratch folder."""
 
     name: ClassVar[str] = "python"
+    # What a Hub model's chat template shows it (apply_chat_template(tools=...)); lmforge's tokenizer learns the
+    # tool from its SFT conversations instead.
+    schema: ClassVar[dict] = {"type": "function", "function": {
+        "name": "python", "description": "Run a short Python snippet (standard library only, no network) and "
+                                         "return what it prints.",
+        "parameters": {"type": "object", "required": ["code"], "properties": {
+            "code": {"type": "string", "description": "Python code; print what you want to read."}}}}}
     timeout: float = 5.0
     memory_mb: int = 512
     output_bytes: int = 1_000_000

@@ -39,6 +39,10 @@ class SearchTool:
     """Search the local documents: {"query": "apt pinning"}; returns the best passages."""
 
     name: ClassVar[str] = "search"
+    schema: ClassVar[dict] = {"type": "function", "function": {
+        "name": "search", "description": "Search the local documents and return the best passages.",
+        "parameters": {"type": "object", "required": ["query"], "properties": {
+            "query": {"type": "string", "description": "A few words (at most 32)."}}}}}
     documents: list[str] = field(default_factory=lambda: ["runs/demo/data/documents/*.parquet"])
     text_files: list[str] = field(default_factory=lambda: ["data/demo/books/*.txt.gz"])
     index_dir: str = "runs/demo/search"
