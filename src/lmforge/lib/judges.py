@@ -14,11 +14,13 @@ from lmforge.lib.conversations import arithmetic
 
 SPECIAL = re.compile(r"<\|[a-z_/]+\|>")
 ROLE_LINE = re.compile(r"^(system|user|assistant)\s*$", re.MULTILINE)
+VERIFIED_TASKS = ("arithmetic", "sums")  # their references end in `Final answer: N`
 
 
 def arithmetic_correct(text: str, finished: bool, row: dict) -> float | None:
-    """1 when the final answer equals the reference's, for prompts made by the arithmetic generator."""
-    if row["task"] != "arithmetic" or not row.get("reference"):
+    """1 when the final answer equals the reference's, for prompts of a task named after the arithmetic or sums
+    generator (a rollouts recipe names its sources `arithmetic`, `sums`); None for any other prompt."""
+    if row["task"] not in VERIFIED_TASKS or not row.get("reference"):
         return None
     return arithmetic.check(text, {"answer": arithmetic.final_answer(row["reference"])})
 

@@ -12,6 +12,7 @@ The held-out problems come from a seed of their own and are removed from any tra
 
 import json
 import os
+import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from lmforge.lib.chat_format import end_of_turn
 from lmforge.lib.files import read_json, write_json
+from lmforge.lib.intervals import describe, paired_bootstrap
 from lmforge.lib.models import device, process_state
 from lmforge.lib.rewards import accuracy, repetition_rate, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
@@ -98,10 +100,13 @@ def evaluate_policy(model, tokenizer, prompts, config: EvalConfig, reference=Non
     greedy, calls = greedy_replies(model, tokenizer, ids, config)
     texts = tokenizer.batch_decode(greedy, skip_special_tokens=True)
     scores = [s for s in accuracy(texts, prompts["task"], prompts["answer"], prompts["entry"]) if s is not None]
+    rewards = reward_model(texts, prompts["prompt"], config.heldout_reward_model) if config.heldout_reward_model \
+        else None
     results = {
-        "reward_model": (sum(reward_model(texts, prompts["prompt"], config.heldout_reward_model)) / len(texts)
-                         if config.heldout_reward_model else None),
+        "reward_model": statistics.mean(rewards) if rewards else None,
+        "reward_model_sd": statistics.pstdev(rewards) if rewards else None,  # the yardstick of a change in score
         "accuracy": sum(scores) / len(scores) if scores else None,
+        "scores": scores,  # per problem, for the bootstrap interval of the change (accuracy_change)
         "kl": 0.0,
         "repetition": sum(repetition_rate(r) for r in greedy) / len(greedy),
         "mean_length": sum(map(len, greedy)) / len(greedy),
@@ -159,7 +164,10 @@ def finish(stage: str, trainer, watch, sft_path: str, tokenizer, prompts, config
             push(trainer, stage)
         after = evaluate_trained(output_dir, sft_path, tokenizer, prompts, config)
         print(table(before, after))
-        final = {**results, "eval": {"before": before, "after": after}, "watch": watch.report(),
+        change = accuracy_change(before, after)
+        final = {**results, "eval": {"before": before, "after": after, "accuracy_change": change,
+                                     "reward_model_change_sd": reward_model_change(before, after)},
+                 "watch": watch.report(),
                  "final_model": restored or "last step"}
         write_json(os.path.join(output_dir, f"{stage}_results.json"), final)
         return final
@@ -183,9 +191,29 @@ def logged(history: list[dict], key: str, steps: int = 3) -> tuple[float | None,
     return sum(values[:steps]) / len(values[:steps]), sum(values[-steps:]) / len(values[-steps:])
 
 
+def accuracy_change(before: dict, after: dict) -> dict | None:
+    """The held-out accuracy change with its paired bootstrap 95% interval (None without verifiable scores)."""
+    if not before.get("scores") or len(before["scores"]) != len(after.get("scores") or []):
+        return None
+    return paired_bootstrap(before["scores"], after["scores"])
+
+
+def reward_model_change(before: dict, after: dict) -> float | None:
+    """The change in mean reward-model score in units of the standard deviation of the scores before."""
+    if not before.get("reward_model_sd") or after.get("reward_model") is None:
+        return None
+    return (after["reward_model"] - before["reward_model"]) / before["reward_model_sd"]
+
+
 def table(before: dict, after: dict) -> str:
     def cell(value):
         return "-" if value is None else f"{value:.4f}"
     lines = [f"{'held-out':<14}{'before':>10}{'after':>10}"]
     lines += [f"{name:<14}{cell(before[name]):>10}{cell(after[name]):>10}" for name in METRICS]
+    change = accuracy_change(before, after)
+    if change:
+        lines.append(f"accuracy change {describe(change)}")
+    if before.get("reward_model_sd") and after.get("reward_model") is not None:
+        lines.append(f"reward-model score change {reward_model_change(before, after):+.2f} starting standard "
+                     "deviations")
     return "\n".join(lines)

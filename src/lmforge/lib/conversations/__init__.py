@@ -22,7 +22,16 @@ from datasets.data_files import resolve_pattern
 from datasets.exceptions import DatasetGenerationError
 
 from lmforge import LmforgeError
-from lmforge.lib.conversations import arithmetic, chatterbot, corpus_search, identity, python_faq, spelling, tool_use
+from lmforge.lib.conversations import (
+    arithmetic,
+    chatterbot,
+    corpus_search,
+    identity,
+    python_faq,
+    spelling,
+    sums,
+    tool_use,
+)
 
 ROLES = ("system", "user", "assistant")
 TEXT_LOADERS = ("json", "csv", "text")  # load_dataset loaders whose local files are checked line by line
@@ -30,6 +39,7 @@ GENERATORS = {
     "identity": identity.conversations,
     "arithmetic": arithmetic.conversations,
     "spelling": spelling.conversations,
+    "sums": sums.conversations,
     "chatterbot": chatterbot.conversations,
     "python_faq": python_faq.conversations,
     "python_arithmetic": tool_use.arithmetic_conversations,
