@@ -77,3 +77,10 @@ def test_paired_bootstrap_interval():
     assert same["low"] == same["high"] == 0.0
     noisy = paired_bootstrap([0.0, 1.0] * 50, [1.0, 0.0] * 50)
     assert noisy["low"] < 0 < noisy["high"]
+
+
+def test_interrogation_questions_are_not_the_unknowable_ones_eval_asks():
+    def questions(name):
+        return {json.loads(line)["question"] for line in (RECIPES.parents[1] / "data/demo" / name).open()}
+    asked = questions("private_questions.jsonl") | questions("trivia.jsonl")
+    assert len(questions("private_questions.jsonl")) >= 50 and not asked & questions("unknowable_questions.jsonl")

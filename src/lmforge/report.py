@@ -49,14 +49,15 @@ class ReportConfig:
                                         "demo's pretrain, sft, reward, ppo, grpo and dpo under runs/demo."})
     eval: str = field(default="runs/demo/eval", metadata={"help": "`lmforge eval`'s output_dir (results.json)."})
     samples: int = field(default=1, metadata={"help": "Sample replies shown per task and model."})
-    targets: list | None = field(
-        default=None, metadata={"help": "What each stage should show: a list of {stage, target (words), value (where "
+    targets: dict | str | None = field(
+        default=None, metadata={"help": "What each stage should show: name -> {stage, target (words), value (where "
                                         "the figure is: eval.MODEL.METRIC or STAGE.KEY.KEY... in the stage's "
                                         "<stage>_results.json), and at_least, at_most or within: [other value, "
                                         "points]}; the report says of each whether it was met."})
 
     def __post_init__(self):
         self.training = json.loads(self.training) if isinstance(self.training, str) else self.training
+        self.targets = json.loads(self.targets) if isinstance(self.targets, str) else self.targets
         if self.training is None:
             self.training = {stage: f"runs/demo/{stage}" for stage in TRAINING}
 
@@ -271,12 +272,12 @@ def target_met(target: dict, value: float, results: dict | None, training: dict)
     return " and ".join(bounds), met
 
 
-def targets_section(config: ReportConfig, results: dict | None) -> tuple[list[str], str | None]:
+def targets_section(config: ReportConfig, results: dict | None) -> list[str]:
     """One row per target of the recipe: stage, what it should show, the figure measured, the bound, met or not."""
     if not config.targets:
-        return ["No targets were set (report recipe `targets:`)."], None
+        return ["No targets were set (report recipe `targets:`)."]
     rows, met_count = [], 0
-    for target in config.targets:
+    for target in config.targets.values():
         value = figure_at(target["value"], results, config.training)
         if value is None:
             rows.append([target["stage"], target["target"], "–", "", "not measured"])
@@ -285,9 +286,9 @@ def targets_section(config: ReportConfig, results: dict | None) -> tuple[list[st
         met_count += bool(met)
         rows.append([target["stage"], target["target"], number(value), bound,
                      "**met**" if met else "not met" if met is not None else "not measured"])
-    lines = ["What each stage should show on held-out data, the figure measured, and whether it was met.", ""]
-    lines += markdown_table(["stage", "target", "measured", "bound", "met"], rows, text_columns=(0, 1, 3, 4))
-    return lines, f"{met_count} of {len(config.targets)} targets met"
+    lines = [f"What each stage should show on held-out data, the figure measured, and whether it was met: "
+             f"{met_count} of {len(config.targets)} targets met.", ""]
+    return lines + markdown_table(["stage", "target", "measured", "bound", "met"], rows, text_columns=(0, 1, 3, 4))
 
 
 def beside_section(results: dict | None) -> list[str]:
@@ -353,9 +354,8 @@ def render(config: ReportConfig) -> str:
     results = read_optional(Path(config.eval) / "results.json")
     table, conversations, eval_summary = eval_section(results, config.samples)
     cost, cost_summary = cost_section(config, states)
-    targets, targets_summary = targets_section(config, results)
-    summary = [s for s in (data_summary, tokenizer_summary, training_summary, eval_summary, targets_summary,
-                           cost_summary) if s]
+    targets = targets_section(config, results)
+    summary = [s for s in (data_summary, tokenizer_summary, training_summary, eval_summary, cost_summary) if s]
     name = Path(config.output_dir).resolve().name
     sections = [(f"## lmforge run `{name}`", ["; ".join(summary) + "." if summary else "Nothing has run yet."]),
                 ("### Targets", targets), ("### Data", data), ("### Tokenizer", tokenizer), ("### Training", training),

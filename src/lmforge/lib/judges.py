@@ -25,6 +25,27 @@ def arithmetic_correct(text: str, finished: bool, row: dict) -> float | None:
     return arithmetic.check(text, {"answer": arithmetic.final_answer(row["reference"])})
 
 
+SUM_LINE = re.compile(r"(-?\d+)\s*\+\s*(-?\d+)\s*=\s*(-?\d+)")
+
+
+def sum_restated(text: str, finished: bool, row: dict) -> float | None:
+    """For a sums prompt: half for each operand of the question that the reply's `a + b = c` line copies right."""
+    if row["task"] != "sums":
+        return None
+    asked, line = re.findall(r"\d+", row["prompt"][-1]["content"]), SUM_LINE.search(text)
+    if not line or len(asked) != 2:
+        return 0.0
+    return 0.5 * (line.group(1) == asked[0]) + 0.5 * (line.group(2) == asked[1])
+
+
+def sum_consistent(text: str, finished: bool, row: dict) -> float | None:
+    """For a sums prompt: 1 when the final answer repeats the reply's own `= c`, whether or not c is right."""
+    if row["task"] != "sums":
+        return None
+    line, final = SUM_LINE.search(text), arithmetic.final_answer(text)
+    return float(bool(line) and final == int(line.group(3)))
+
+
 def format_compliance(text: str, finished: bool, row: dict) -> float:
     """Half for ending the turn, half for not writing control tokens or another speaker's turn."""
     if not text.strip():
@@ -46,7 +67,8 @@ def length(text: str, finished: bool, row: dict, max_words: int = 80) -> float:
     return 0.0 if words == 0 else min(1.0, max_words / words)
 
 
-JUDGES = {"arithmetic": arithmetic_correct, "format": format_compliance, "repetition": repetition, "length": length}
+JUDGES = {"arithmetic": arithmetic_correct, "restated": sum_restated, "consistent": sum_consistent,
+          "format": format_compliance, "repetition": repetition, "length": length}
 
 
 def check_weights(weights: dict) -> dict:

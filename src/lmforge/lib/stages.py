@@ -47,8 +47,8 @@ STAGES = {stage.name: stage for stage in (
     Stage("merge", "fold a LoRA adapter into its base model (peft)"),
     Stage("interrogate", "ask known-answer questions; write refusals for what the model does not know",
           pipeline=True, reads=("sft",), keeps_output=True),
-    Stage("sft_refusals", "SFT model + interrogate's refusals -> an assistant that says when it does not know "
-          "(a second `lmforge sft` pass)", pipeline=True, reads=("sft", "interrogate"), repo_type="model",
+    Stage("sft_refusals", "SFT retrained from the base with interrogate's refusals mixed in: an assistant that "
+          "says when it does not know (`lmforge sft` on recipes/demo/sft_refusals.yaml)", pipeline=True, reads=("pretrain", "interrogate"), repo_type="model",
           keeps_output=True, trains=True, command="sft"),
     Stage("chat", "multi-turn terminal chat with a saved assistant model, streamed"),
     Stage("serve", "a local chat page (Gradio) for a saved assistant model: streamed, settings, tools"),
