@@ -208,7 +208,7 @@ def test_targets_say_what_was_measured_and_whether_it_was_met(run):
         "band": {"stage": "sft", "target": "arithmetic in a band", "value": "eval.sft.arithmetic_accuracy",
                  "at_least": 0.2, "at_most": 0.6},
         "gain": {"stage": "grpo", "target": "accuracy gain", "value": "grpo.eval.accuracy_change.low",
-                 "at_least": 0.0},
+                 "above": 0.0},
         "kept": {"stage": "sft", "target": "answers kept", "value": "eval.sft.answer_rate_known",
                  "within": ["eval.sft.arithmetic_accuracy", 0.05]},
         "absent": {"stage": "ppo", "target": "not run", "value": "ppo.eval.reward_model_change_sd", "at_least": 1},
@@ -218,7 +218,7 @@ def test_targets_say_what_was_measured_and_whether_it_was_met(run):
             if row.startswith("| ") and " | " in row and not row.startswith("| stage")}
     assert rows["chat-format compliance"][2:] == ["0.750", "≥ 0.95", "not met |"]
     assert rows["arithmetic in a band"][2:] == ["0.250", "≥ 0.2 and ≤ 0.6", "**met** |"]
-    assert rows["accuracy gain"][2:] == ["0.050", "≥ 0.0", "**met** |"]
+    assert rows["accuracy gain"][2:] == ["0.050", "> 0.0", "**met** |"]
     assert rows["answers kept"][2:] == ["0.500", "within 0.05 of 0.250 (eval.sft.arithmetic_accuracy)", "not met |"]
     assert rows["not run"][2:] == ["–", "", "not measured |"]
     assert "2 of 5 targets met" in text

@@ -52,8 +52,8 @@ class ReportConfig:
     targets: dict | str | None = field(
         default=None, metadata={"help": "What each stage should show: name -> {stage, target (words), value (where "
                                         "the figure is: eval.MODEL.METRIC or STAGE.KEY.KEY... in the stage's "
-                                        "<stage>_results.json), and at_least, at_most or within: [other value, "
-                                        "points]}; the report says of each whether it was met."})
+                                        "<stage>_results.json), and at_least, above, at_most or within: [other "
+                                        "value, points]}; the report says of each whether it was met."})
 
     def __post_init__(self):
         self.training = json.loads(self.training) if isinstance(self.training, str) else self.training
@@ -266,6 +266,9 @@ def target_met(target: dict, value: float, results: dict | None, training: dict)
     if "at_least" in target:
         bounds.append(f"≥ {target['at_least']}")
         met = met and value >= target["at_least"]
+    if "above" in target:
+        bounds.append(f"> {target['above']}")
+        met = met and value > target["above"]
     if "at_most" in target:
         bounds.append(f"≤ {target['at_most']}")
         met = met and value <= target["at_most"]

@@ -48,8 +48,8 @@ STAGES = {stage.name: stage for stage in (
     Stage("interrogate", "ask known-answer questions; write refusals for what the model does not know",
           pipeline=True, reads=("sft",), keeps_output=True),
     Stage("sft_refusals", "SFT retrained from the base with interrogate's refusals mixed in: an assistant that "
-          "says when it does not know (`lmforge sft` on recipes/demo/sft_refusals.yaml)", pipeline=True, reads=("pretrain", "interrogate"), repo_type="model",
-          keeps_output=True, trains=True, command="sft"),
+          "says when it does not know (`lmforge sft` on recipes/demo/sft_refusals.yaml)", pipeline=True,
+          reads=("pretrain", "interrogate"), repo_type="model", keeps_output=True, trains=True, command="sft"),
     Stage("chat", "multi-turn terminal chat with a saved assistant model, streamed"),
     Stage("serve", "a local chat page (Gradio) for a saved assistant model: streamed, settings, tools"),
     Stage("rollouts", "K sampled responses per prompt from a chat model, resumable, saved with datasets",
