@@ -60,7 +60,8 @@ def inputs(root):
     return ["--documents", str(root / "documents.parquet"), "--heldout_fraction", "0.5", "--max_length", "512",
             "--arithmetic_problems", str(len(PROBLEMS)), "--arithmetic_seed", str(SEED),
             "--known_questions", str(root / "known.jsonl"), "--unknowable_questions", str(root / "unknowable.jsonl"),
-            "--max_new_tokens", "24", "--batch_size", "4", "--samples", "1", "--tool_problems", "4"]
+            "--max_new_tokens", "24", "--batch_size", "4", "--samples", "1", "--tools", "python",
+            "--tool_problems", "4", "--identity_name", "", "--sums_problems", "0"]
 
 
 def save(model, tokenizer, path):
@@ -206,6 +207,16 @@ def test_a_base_model_answers_the_assistants_questions_few_shot(results):
     assert [s["prompt"] for s in few_shot] == asked and len(asked) == 3  # one per task
     assert all(fewshot.STOP not in s["reply"] and s["reply"] == fewshot.reply_text(s["reply"]) for s in few_shot)
     assert [s["task"] for s in results["models"]["base"]["samples"]].count("continuation") == 1
+
+
+def test_taught_metrics_on_planted_replies():
+    rows = [{"task": "identity", "reference": "Forge"}, {"task": "identity", "reference": "Forge"},
+            {"task": "sums_1", "reference": "7"}, {"task": "sums_1", "reference": "9"},
+            {"task": "sums_2", "reference": "55"}, {"task": "unknowable", "reference": ""}]
+    texts = ["I'm Forge.", "I'm Forgery, a model.", "3 + 4 = 7.\nFinal answer: 7", "4 + 5 = 9.\nFinal answer: 8",
+             "Final answer: 55", "I don't know."]
+    assert lmforge_eval.taught_metrics(rows, texts) == {
+        "identity_accuracy": 0.5, "sums_1_accuracy": 0.5, "sums_2_accuracy": 1.0, "known_answer_rate": 0.5}
 
 
 def test_compliance_metric_on_planted_replies():

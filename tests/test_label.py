@@ -98,8 +98,10 @@ def test_export_counts_pairs_splits_by_prompt_and_measures_agreement(rollouts, t
 
 
 def test_judges_rank_and_export_marks_the_source(rollouts, tmp_path):
+    # The arithmetic judge weighs most here (the demo recipe ranks sums by other judges, see recipes/demo/label.yaml).
+    judges = {"arithmetic": 4.0, "format": 1.0, "repetition": 1.0, "length": 0.5}
     argv = ["--config", "recipes/demo/label.yaml", "--rollouts", str(rollouts), "--output_dir",
-            str(tmp_path), "--test_fraction", "0.0"]
+            str(tmp_path), "--test_fraction", "0.0", "--judges", json.dumps(judges)]
     label.main(*parse(label.CONFIGS, argv))
     label.main(*parse(label.CONFIGS, argv))  # again: nothing is ranked twice
     pairs = load_from_disk(str(tmp_path / "preferences"))["train"]

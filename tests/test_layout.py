@@ -12,7 +12,7 @@ from lmforge.lib.stages import STAGES
 
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "src" / "lmforge"
-STAGE_MODULES = sorted(f"lmforge.{name}" for name in STAGES)
+STAGE_MODULES = sorted({stage.module for stage in STAGES.values()})  # a second pass of a stage shares its module
 
 
 def imported_modules(path: Path) -> set[str]:

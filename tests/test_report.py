@@ -113,7 +113,7 @@ def test_every_section_with_valid_images_behind_relative_links(run):
     path, text = make_report(run)
     assert path == run / "report.md"
     titles = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
-    assert titles == [f"lmforge run `{run.name}`", "Data", "Tokenizer", "Training", "Evaluation",
+    assert titles == [f"lmforge run `{run.name}`", "Targets", "Data", "Tokenizer", "Training", "Evaluation",
                       "Sample conversations", "Base model (few-shot) beside the assistants", "Cost"]
     summary = text.splitlines()[2]
     assert summary == ("9 of 20 documents kept; 4,096-token tokenizer at 3.0 bytes/token; trained pretrain, sft, "
@@ -209,3 +209,27 @@ def test_ppo_state_with_its_episode_count_is_read_from_the_numerically_last_chec
     loaded = report.trainer_state(str(tmp_path))
     assert loaded.global_step == 12 and loaded.episode == 96 and loaded.log_history[0]["step"] == 12
     assert report.trainer_state(str(tmp_path / "absent")) is None
+
+
+def test_targets_say_what_was_measured_and_whether_it_was_met(run):
+    write_json(run / "grpo" / "grpo_results.json", {"eval": {"accuracy_change": {"change": 0.12, "low": 0.05}}})
+    targets = {
+        "compliance": {"stage": "sft", "target": "chat-format compliance", "value": "eval.sft.compliance",
+                       "at_least": 0.95},
+        "band": {"stage": "sft", "target": "arithmetic in a band", "value": "eval.sft.arithmetic_accuracy",
+                 "at_least": 0.2, "at_most": 0.6},
+        "gain": {"stage": "grpo", "target": "accuracy gain", "value": "grpo.eval.accuracy_change.low",
+                 "above": 0.0},
+        "kept": {"stage": "sft", "target": "answers kept", "value": "eval.sft.answer_rate_known",
+                 "within": ["eval.sft.arithmetic_accuracy", 0.05]},
+        "absent": {"stage": "ppo", "target": "not run", "value": "ppo.eval.reward_model_change_sd", "at_least": 1},
+    }
+    _, text = make_report(run, "--targets", json.dumps(targets))
+    rows = {row.split(" | ")[1]: row.split(" | ") for row in section(text, "Targets").splitlines()
+            if row.startswith("| ") and " | " in row and not row.startswith("| stage")}
+    assert rows["chat-format compliance"][2:] == ["0.750", "≥ 0.95", "not met |"]
+    assert rows["arithmetic in a band"][2:] == ["0.250", "≥ 0.2 and ≤ 0.6", "**met** |"]
+    assert rows["accuracy gain"][2:] == ["0.050", "> 0.0", "**met** |"]
+    assert rows["answers kept"][2:] == ["0.500", "within 0.05 of 0.250 (eval.sft.arithmetic_accuracy)", "not met |"]
+    assert rows["not run"][2:] == ["–", "", "not measured |"]
+    assert "2 of 5 targets met" in text

@@ -158,3 +158,22 @@ def test_ppo_raises_the_reward_models_score(sft_model, reward_model, tmp_path):
     assert set(results["eval"]["after"]) == set(results["eval"]["before"]) and results["eval"]["after"]["kl"] > 0
     assert (tmp_path / "checkpoint-12" / "value_model" / "model.safetensors").is_file()
     assert read_results(tmp_path, "ppo_results.json")["watch"]["checks"]
+
+
+@pytest.mark.slow
+def test_the_hacking_recipe_trips_the_watch_which_keeps_the_last_healthy_checkpoint(sft_model, reward_model,
+                                                                                    tmp_path):
+    """recipes/demo/ppo_hacking.yaml, small: PPO without the KL leash against a reward model that can be pleased by
+    repeating its favourite tokens. The score climbs, the policy drifts until a watch bound breaks, the run stops and
+    the last checkpoint saved while healthy becomes the final model (the demo's run, longer, does the same)."""
+    argv = ["--config", "recipes/demo/ppo_hacking.yaml", "--sft_model_path", str(sft_model),
+            "--reward_model_path", str(reward_model), "--output_dir", str(tmp_path),
+            "--tasks", json.dumps({"arithmetic": 64}), "--total_episodes", "256", "--per_device_train_batch_size", "8",
+            "--local_rollout_forward_batch_size", "8", "--response_length", "8", "--learning_rate", "1e-2",
+            "--lr_scheduler_type", "constant", "--temperature", "1.0", "--save_steps", "2", "--watch_every", "2",
+            *HELDOUT, *TRAINER]
+    results = ppo.main(*parse(ppo.CONFIGS, argv))
+    watch = results["watch"]
+    assert results["score_last"] > results["score_first"], results
+    assert watch["stopped"] and watch["alarms"], watch
+    assert results["final_model"] == watch["last_healthy"] and watch["last_healthy"].startswith(str(tmp_path))

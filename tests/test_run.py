@@ -67,8 +67,8 @@ def run_folder(finished, tmp_path):
 
 
 def test_the_registry_is_the_one_stage_list():
-    assert PIPELINE == ("data", "tokenizer", "pack", "pretrain", "sft", "rollouts", "label", "reward", "ppo", "grpo",
-                        "dpo", "eval", "report")
+    assert PIPELINE == ("data", "tokenizer", "pack", "pretrain", "sft", "interrogate", "sft_refusals", "rollouts",
+                        "label", "reward", "ppo", "grpo", "dpo", "eval", "report")
     for name in PIPELINE:  # every stage reads only stages before it, so pipeline order is a valid build order
         assert all(PIPELINE.index(parent) < PIPELINE.index(name) for parent in STAGES[name].reads), name
     assert PARENTS["pretrain"] == ["data", "tokenizer"] and PARENTS["label"] == ["sft"]  # through pack, rollouts

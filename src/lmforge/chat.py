@@ -12,6 +12,8 @@ printed and appended to its turn, at most `max_tool_calls` a turn). With `few_sh
 chats through a few-shot text prompt instead of the chat template (lmforge.lib.fewshot).
 """
 
+import glob
+import os
 import sys
 
 import torch
@@ -19,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.lib.assistant import ChatConfig, generate_reply, new_conversation
 from lmforge.lib.configs import parse
+from lmforge.lib.files import read_json
 from lmforge.lib.models import device, load
 from lmforge.lib.tools import load_tools
 
@@ -34,8 +37,25 @@ def reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dic
     return text
 
 
+def watch_flag(folder: str) -> str | None:
+    """Why the RL watch (lmforge.lib.watch) flagged the model saved in `folder`, or None: a run it stopped without a
+    healthy checkpoint to fall back on left a degenerate model, which is not worth talking to."""
+    for path in glob.glob(os.path.join(folder, "*_results.json")):
+        results = read_json(path)
+        watch = results.get("watch") or {}
+        if watch.get("stopped") and results.get("final_model") == "last step":
+            alarms = "; ".join(str(alarm) for alarm in watch.get("alarms", [])[-1:])
+            return f"the watch stopped its training run and no healthy checkpoint was kept ({alarms})"
+    return None
+
+
 def main(config: ChatConfig, lines=None) -> list[dict]:
-    """Chat over `lines` (default: standard input); returns the last conversation."""
+    """Chat over `lines` (default: standard input); returns the last conversation. A model the RL watch flagged is
+    not run: its replies would be the degenerate text the watch caught."""
+    flag = watch_flag(config.model_name_or_path)
+    if flag:
+        print(f"Not chatting with {config.model_name_or_path}: {flag}.")
+        return []
     tokenizer = load(AutoTokenizer, config.model_name_or_path)
     model = load(AutoModelForCausalLM, config.model_name_or_path).to(device()).eval()
     tools = load_tools(config.tools)

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:
         sys.exit(f"lmforge: unknown stage {stage!r}\n\n{usage()}")
-    module = importlib.import_module(f"lmforge.{stage}")
+    module = importlib.import_module(STAGES[stage].module)
     try:
         module.cli(rest)
     except LmforgeError as error:

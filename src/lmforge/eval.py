@@ -26,6 +26,7 @@ metric, one column per model).
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,7 @@ from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS
 from lmforge.lib.chat_format import chat_format
 from lmforge.lib.configs import from_json, parse
-from lmforge.lib.conversations import arithmetic
+from lmforge.lib.conversations import arithmetic, identity, sums
 from lmforge.lib.conversations.python_faq import read_pairs
 from lmforge.lib.documents import is_heldout, iter_documents
 from lmforge.lib.encoding import bits_per_byte as bits_per_byte_of_losses
@@ -73,6 +74,12 @@ class EvalConfig:
     arithmetic_seed: int = field(
         default=3000, metadata={"help": "Seed of the problems: not SFT's or GRPO's (42), GRPO's held-out (1000) "
                                         "or rollouts' (1001), so they are new to every model."})
+    identity_name: str | None = field(
+        default=None, metadata={"help": "The assistant's name: identity questions in phrasings no training row uses "
+                                        "are asked, and a reply is right when it says the name (None: not asked)."})
+    sums_problems: int = field(
+        default=0, metadata={"help": "Held-out questions asked per level of the sums ladder (0: none)."})
+    sums_levels: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Levels of the ladder."})
     known_questions: list[str] = field(
         default_factory=lambda: ["data/demo/python_faq.jsonl"],
         metadata={"help": "JSONL files of question and answer that SFT taught."})
@@ -178,7 +185,27 @@ def chat_prompts(config: EvalConfig) -> list[dict]:
         known = known[:config.known_limit]
     rows += [row(p["question"], "known", p["answer"]) for p in known]
     rows += [row(q, "unknowable", "") for path in config.unknowable_questions for q in read_questions(path)]
+    if config.identity_name:
+        rows += [row(q, "identity", config.identity_name) for q in identity.HELDOUT_QUESTIONS]
+    rows += [row(p["question"], f"sums_{level}", str(p["answer"])) for level in config.sums_levels
+             for p in sums.problems(config.sums_problems, config.arithmetic_seed, level, heldout=True)]
     return rows
+
+
+def taught_metrics(rows: list[dict], texts: list[str]) -> dict:
+    """Accuracy on what SFT taught, asked in held-out questions: identity (the reply says the name) and each level of
+    the sums ladder (the final answer is right); known_answer_rate pools identity and sums level 1."""
+    flags = {}
+    for row, text in zip(rows, texts):
+        if row["task"] == "identity":
+            flags.setdefault("identity", []).append(bool(re.search(rf"\b{re.escape(row['reference'])}\b", text)))
+        elif row["task"].startswith("sums_"):
+            flags.setdefault(row["task"], []).append(arithmetic.final_answer(text) == int(row["reference"]))
+    results = {f"{task}_accuracy": sum(ok) / len(ok) for task, ok in flags.items()}
+    known = flags.get("identity", []) + flags.get("sums_1", [])
+    if known:
+        results["known_answer_rate"] = sum(known) / len(known)
+    return results
 
 
 def sampled(rows: list[dict], per_task: int) -> list[int]:
@@ -209,7 +236,7 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
     raw = tokenizer.batch_decode(ids, skip_special_tokens=False)  # what compliance looks at: the turn markers
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     sums = [i for i, row in enumerate(rows) if row["task"] == "arithmetic"]
-    questions = [i for i, row in enumerate(rows) if row["task"] != "arithmetic"]
+    questions = [i for i, row in enumerate(rows) if row["task"] in ("known", "unknowable")]
     convention = chat_format(tokenizer)  # compliance is judged by the model's own turn markers
     results = load_metric("chat_compliance").compute(
         replies=raw, end_of_turn=convention.end_of_turn, turn_start=convention.turn_start)
@@ -220,6 +247,7 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
         results |= load_metric("refusals").compute(
             predictions=[texts[i] for i in questions], references=[rows[i]["reference"] for i in questions],
             judge=config.judge)
+    results |= taught_metrics(rows, texts)
     if config.reward_model and Path(config.reward_model).exists():
         scores = reward_model(texts, prompts=[row["messages"] for row in rows], path=config.reward_model,
                               batch_size=config.batch_size)

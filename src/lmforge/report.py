@@ -52,9 +52,15 @@ class ReportConfig:
                                         "demo's pretrain, sft, reward, ppo, grpo and dpo under runs/demo."})
     eval: str = field(default="runs/demo/eval", metadata={"help": "`lmforge eval`'s output_dir (results.json)."})
     samples: int = field(default=1, metadata={"help": "Sample replies shown per task and model."})
+    targets: dict | str | None = field(
+        default=None, metadata={"help": "What each stage should show: name -> {stage, target (words), value (where "
+                                        "the figure is: eval.MODEL.METRIC or STAGE.KEY.KEY... in the stage's "
+                                        "<stage>_results.json), and at_least, above, at_most or within: [other "
+                                        "value, points]}; the report says of each whether it was met."})
 
     def __post_init__(self):
         self.training = from_json(self.training, "training")
+        self.targets = from_json(self.targets, "targets")
         if self.training is None:
             self.training = {stage: f"runs/demo/{stage}" for stage in TRAINING}
 
@@ -232,6 +238,65 @@ def eval_section(results: dict | None, samples: int) -> tuple[list[str], list[st
     return eval_table(results).splitlines(), conversations, "eval: " + ", ".join(summary) if summary else None
 
 
+def figure_at(path: str, results: dict | None, training: dict) -> float | None:
+    """The figure a target names: eval.MODEL.METRIC from `lmforge eval`'s results, or STAGE.KEY... from the stage's
+    own `<stage>_results.json` (a key may be a list index); None where it is missing."""
+    head, *keys = path.split(".")
+    if head == "eval":
+        value = (results or {}).get("models", {})
+        keys = [keys[0], "metrics", *keys[1:]]
+    else:
+        value = read_optional(Path(training.get(head, f"runs/demo/{head}")) / f"{head}_results.json")
+    for key in keys:
+        if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        elif isinstance(value, dict):
+            value = value.get(key)
+        else:
+            return None
+    return value if isinstance(value, (int, float)) else None
+
+
+def target_met(target: dict, value: float, results: dict | None, training: dict) -> tuple[str, bool | None]:
+    """The target's bound in words, and whether `value` meets it (None where the bound's own figure is missing)."""
+    if "within" in target:
+        other, points = target["within"]
+        reference = figure_at(other, results, training)
+        if reference is None:
+            return f"within {points} of {other}", None
+        return f"within {points} of {number(reference)} ({other})", abs(value - reference) <= points
+    bounds, met = [], True
+    if "at_least" in target:
+        bounds.append(f"≥ {target['at_least']}")
+        met = met and value >= target["at_least"]
+    if "above" in target:
+        bounds.append(f"> {target['above']}")
+        met = met and value > target["above"]
+    if "at_most" in target:
+        bounds.append(f"≤ {target['at_most']}")
+        met = met and value <= target["at_most"]
+    return " and ".join(bounds), met
+
+
+def targets_section(config: ReportConfig, results: dict | None) -> list[str]:
+    """One row per target of the recipe: stage, what it should show, the figure measured, the bound, met or not."""
+    if not config.targets:
+        return ["No targets were set (report recipe `targets:`)."]
+    rows, met_count = [], 0
+    for target in config.targets.values():
+        value = figure_at(target["value"], results, config.training)
+        if value is None:
+            rows.append([target["stage"], target["target"], "–", "", "not measured"])
+            continue
+        bound, met = target_met(target, value, results, config.training)
+        met_count += bool(met)
+        rows.append([target["stage"], target["target"], number(value), bound,
+                     "**met**" if met else "not met" if met is not None else "not measured"])
+    lines = [f"What each stage should show on held-out data, the figure measured, and whether it was met: "
+             f"{met_count} of {len(config.targets)} targets met.", ""]
+    return lines + markdown_table(["stage", "target", "measured", "bound", "met"], rows, text_columns=(0, 1, 3, 4))
+
+
 def beside_section(results: dict | None) -> list[str]:
     """Each question a base model answered few-shot: its reply beside every assistant's reply to the question."""
     models = (results or {}).get("models", {})
@@ -295,10 +360,11 @@ def render(config: ReportConfig) -> str:
     results = read_optional(Path(config.eval) / "results.json")
     table, conversations, eval_summary = eval_section(results, config.samples)
     cost, cost_summary = cost_section(config, states)
+    targets = targets_section(config, results)
     summary = [s for s in (data_summary, tokenizer_summary, training_summary, eval_summary, cost_summary) if s]
     name = Path(config.output_dir).resolve().name
     sections = [(f"## lmforge run `{name}`", ["; ".join(summary) + "." if summary else "Nothing has run yet."]),
-                ("### Data", data), ("### Tokenizer", tokenizer), ("### Training", training),
+                ("### Targets", targets), ("### Data", data), ("### Tokenizer", tokenizer), ("### Training", training),
                 ("### Evaluation", table), ("### Sample conversations", conversations),
                 ("### Base model (few-shot) beside the assistants", beside_section(results)), ("### Cost", cost)]
     return "\n\n".join(f"{title}\n\n" + "\n".join(lines) for title, lines in sections) + "\n"

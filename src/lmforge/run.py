@@ -131,7 +131,7 @@ def die_with(parent: int):
 def run_stage(stage: str, recipe: Path) -> float:
     """Run one stage in a fresh process (memory is given back, a crash stays contained); return its wall time."""
     start = time.perf_counter()
-    command = [sys.executable, "-m", "lmforge.cli", stage, "--config", str(recipe)]
+    command = [sys.executable, "-m", "lmforge.cli", STAGES[stage].command or stage, "--config", str(recipe)]
     preexec_fn = die_with(os.getpid()) if sys.platform == "linux" else None
     child = subprocess.Popen(command, process_group=0, preexec_fn=preexec_fn)
     try:

@@ -15,13 +15,36 @@ from lmforge.lib.repetition import repetition_rate
 
 SPECIAL = re.compile(r"<\|[a-z_/]+\|>")
 ROLE_LINE = re.compile(r"^(system|user|assistant)\s*$", re.MULTILINE)
+VERIFIED_TASKS = ("arithmetic", "sums")  # their references end in `Final answer: N`
 
 
 def arithmetic_correct(text: str, finished: bool, row: dict) -> float | None:
-    """1 when the final answer equals the reference's, for prompts made by the arithmetic generator."""
-    if row["task"] != "arithmetic" or not row.get("reference"):
+    """1 when the final answer equals the reference's, for prompts of a task named after the arithmetic or sums
+    generator (a rollouts recipe names its sources `arithmetic`, `sums`); None for any other prompt."""
+    if row["task"] not in VERIFIED_TASKS or not row.get("reference"):
         return None
     return arithmetic.check(text, {"answer": arithmetic.final_number(row["reference"])})
+
+
+SUM_LINE = re.compile(r"(-?\d+)\s*\+\s*(-?\d+)\s*=\s*(-?\d+)")
+
+
+def sum_restated(text: str, finished: bool, row: dict) -> float | None:
+    """For a sums prompt: half for each operand of the question that the reply's `a + b = c` line copies right."""
+    if row["task"] != "sums":
+        return None
+    asked, line = re.findall(r"\d+", row["prompt"][-1]["content"]), SUM_LINE.search(text)
+    if not line or len(asked) != 2:
+        return 0.0
+    return 0.5 * (line.group(1) == asked[0]) + 0.5 * (line.group(2) == asked[1])
+
+
+def sum_consistent(text: str, finished: bool, row: dict) -> float | None:
+    """For a sums prompt: 1 when the final answer repeats the reply's own `= c`, whether or not c is right."""
+    if row["task"] != "sums":
+        return None
+    line, final = SUM_LINE.search(text), arithmetic.final_answer(text)
+    return float(bool(line) and final == int(line.group(3)))
 
 
 def format_compliance(text: str, finished: bool, row: dict) -> float:
@@ -43,7 +66,8 @@ def length(text: str, finished: bool, row: dict, max_words: int = 80) -> float:
     return 0.0 if words == 0 else min(1.0, max_words / words)
 
 
-JUDGES = {"arithmetic": arithmetic_correct, "format": format_compliance, "repetition": repetition, "length": length}
+JUDGES = {"arithmetic": arithmetic_correct, "restated": sum_restated, "consistent": sum_consistent,
+          "format": format_compliance, "repetition": repetition, "length": length}
 
 
 def check_weights(weights: dict) -> dict:

@@ -32,7 +32,7 @@ from math_verify import verify as verify_math
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmforge import LmforgeError
-from lmforge.lib.conversations import arithmetic, spelling
+from lmforge.lib.conversations import arithmetic, spelling, sums
 from lmforge.lib.models import device
 from lmforge.lib.repetition import repetition_rate
 
@@ -41,7 +41,10 @@ ANSWER_INSTRUCTION = "\nEnd your reply with `Final answer: ` followed by the ans
 FINAL_ANSWER = re.compile(r"final answer:\s*(.+)", re.IGNORECASE)
 THINK_THEN_ANSWER = re.compile(r"^\s*<think>(?=.*\S.*</think>).+?</think>\s*\S", re.DOTALL)
 # lmforge's own verifiable tasks: problems with an integer answer, checked by arithmetic.check.
-LMFORGE_TASKS = {"arithmetic": arithmetic.problems, "counting": spelling.problems}
+# `sums_N` is level N of the sums ladder on its training side, `sums_N_heldout` on its held-out side.
+LMFORGE_TASKS = {"arithmetic": arithmetic.problems, "counting": spelling.problems,
+                 **{f"sums_{level}{side}": functools.partial(sums.problems, level=level, heldout=bool(side))
+                    for level in sums.LEVELS for side in ("", "_heldout")}}
 
 
 def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:

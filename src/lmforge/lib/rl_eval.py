@@ -11,6 +11,7 @@ The held-out problems come from a seed of their own and are removed from any tra
 """
 
 import os
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -31,6 +32,7 @@ from transformers import (
 from lmforge.lib.chat_format import end_of_turn
 from lmforge.lib.configs import from_json
 from lmforge.lib.files import read_json, write_json
+from lmforge.lib.intervals import describe, paired_bootstrap
 from lmforge.lib.models import device, process_state
 from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
@@ -113,10 +115,13 @@ def evaluate_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     greedy, calls = greedy_replies(model, tokenizer, ids, config)
     texts = tokenizer.batch_decode(greedy, skip_special_tokens=True)
     scores = [s for s in accuracy(texts, prompts["task"], prompts["answer"], prompts["entry"]) if s is not None]
+    rewards = reward_model(texts, prompts["prompt"], config.heldout_reward_model) if config.heldout_reward_model \
+        else None
     results = {
-        "reward_model": (sum(reward_model(texts, prompts["prompt"], config.heldout_reward_model)) / len(texts)
-                         if config.heldout_reward_model else None),
+        "reward_model": statistics.mean(rewards) if rewards else None,
+        "reward_model_sd": statistics.pstdev(rewards) if rewards else None,  # the yardstick of a change in score
         "accuracy": sum(scores) / len(scores) if scores else None,
+        "scores": scores,  # per problem, for the bootstrap interval of the change (accuracy_change)
         "kl": 0.0,
         "repetition": sum(repetition_rate(r) for r in greedy) / len(greedy),
         "mean_length": sum(map(len, greedy)) / len(greedy),
@@ -166,10 +171,14 @@ def evaluate_sft(sft_path: str, tokenizer: PreTrainedTokenizerBase, prompts: Dat
 
 
 def write_results(output_dir: str, stage: str, results: dict) -> None:
-    """Print the before/after table and write `<stage>_results.json`, last, so that its presence means the stage
-    finished (main process)."""
+    """Add the held-out changes (accuracy with its paired bootstrap interval, reward-model score in standard
+    deviations), print the before/after table and write `<stage>_results.json`, last, so that its presence means
+    the stage finished (main process)."""
+    before, after = results["eval"]["before"], results["eval"]["after"]
+    results["eval"] |= {"accuracy_change": accuracy_change(before, after),
+                        "reward_model_change_sd": reward_model_change(before, after)}
     if process_state().is_main_process:
-        print(table(results["eval"]["before"], results["eval"]["after"]))
+        print(table(before, after))
         write_json(os.path.join(output_dir, f"{stage}_results.json"), results)
 
 
@@ -184,9 +193,29 @@ def push(trainer: Trainer, stage: str) -> None:
                           revision=trainer.args.hub_revision, commit_message=f"lmforge {stage}")
 
 
+def accuracy_change(before: dict, after: dict) -> dict | None:
+    """The held-out accuracy change with its paired bootstrap 95% interval (None without verifiable scores)."""
+    if not before.get("scores") or len(before["scores"]) != len(after.get("scores") or []):
+        return None
+    return paired_bootstrap(before["scores"], after["scores"])
+
+
+def reward_model_change(before: dict, after: dict) -> float | None:
+    """The change in mean reward-model score in units of the standard deviation of the scores before."""
+    if not before.get("reward_model_sd") or after.get("reward_model") is None:
+        return None
+    return (after["reward_model"] - before["reward_model"]) / before["reward_model_sd"]
+
+
 def table(before: dict, after: dict) -> str:
     def cell(value):
         return "-" if value is None else f"{value:.4f}"
     lines = [f"{'held-out':<14}{'before':>10}{'after':>10}"]
     lines += [f"{name:<14}{cell(before[name]):>10}{cell(after[name]):>10}" for name in METRICS]
+    change = accuracy_change(before, after)
+    if change:
+        lines.append(f"accuracy change {describe(change)}")
+    if before.get("reward_model_sd") and after.get("reward_model") is not None:
+        lines.append(f"reward-model score change {reward_model_change(before, after):+.2f} starting standard "
+                     "deviations")
     return "\n".join(lines)

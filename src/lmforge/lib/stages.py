@@ -20,6 +20,13 @@ class Stage:
     # so redoing it means starting from an empty output_dir.
     keeps_output: bool = False
     trains: bool = False  # a Trainer leaves trainer_state.json in its output_dir (the report's training curves)
+    # The `lmforge` command that runs it, when the step is another stage's command on a recipe of its own (a second
+    # SFT pass); None: the stage's own name.
+    command: str | None = None
+
+    @property
+    def module(self) -> str:
+        return f"lmforge.{self.command or self.name}"
 
 
 STAGES = {stage.name: stage for stage in (
@@ -38,7 +45,11 @@ STAGES = {stage.name: stage for stage in (
     Stage("sft", "base model -> assistant on validated, mixed conversations; full or LoRA (TRL SFTTrainer)",
           pipeline=True, reads=("pretrain",), repo_type="model", keeps_output=True, trains=True),
     Stage("merge", "fold a LoRA adapter into its base model (peft)"),
-    Stage("interrogate", "ask known-answer questions; write refusals for what the model does not know"),
+    Stage("interrogate", "ask known-answer questions; write refusals for what the model does not know",
+          pipeline=True, reads=("sft",), keeps_output=True),
+    Stage("sft_refusals", "SFT retrained from the base with interrogate's refusals mixed in: an assistant that "
+          "says when it does not know (`lmforge sft` on recipes/demo/sft_refusals.yaml)", pipeline=True,
+          reads=("pretrain", "interrogate"), repo_type="model", keeps_output=True, trains=True, command="sft"),
     Stage("chat", "multi-turn terminal chat with a saved assistant model, streamed"),
     Stage("serve", "a local chat page (Gradio) for a saved assistant model: streamed, settings, tools"),
     Stage("rollouts", "K sampled responses per prompt from a chat model, resumable, saved with datasets",
@@ -58,9 +69,10 @@ STAGES = {stage.name: stage for stage in (
     # and report rewrites report.md: both redo their work by themselves.
     Stage("eval",
           "every model of a run in one table: bits/byte, chat compliance, accuracy, refusals, pairwise accuracy",
-          pipeline=True, reads=("data", "pretrain", "sft", "label", "reward", "ppo", "grpo", "dpo")),
+          pipeline=True, reads=("data", "pretrain", "sft", "sft_refusals", "label", "reward", "ppo", "grpo", "dpo")),
     Stage("report", "the run's report card: report.md with plots of data, tokenizer, training, evaluation and cost",
-          pipeline=True, reads=("data", "tokenizer", "pretrain", "sft", "reward", "ppo", "grpo", "dpo", "eval")),
+          pipeline=True, reads=("data", "tokenizer", "pretrain", "sft", "sft_refusals", "reward", "ppo", "grpo", "dpo",
+                                "eval")),
 )}
 
 PIPELINE = tuple(name for name, stage in STAGES.items() if stage.pipeline)

@@ -23,7 +23,16 @@ from datasets.data_files import resolve_pattern
 from datasets.exceptions import DatasetGenerationError
 
 from lmforge import LmforgeError
-from lmforge.lib.conversations import arithmetic, chatterbot, corpus_search, identity, python_faq, spelling, tool_use
+from lmforge.lib.conversations import (
+    arithmetic,
+    chatterbot,
+    corpus_search,
+    identity,
+    python_faq,
+    spelling,
+    sums,
+    tool_use,
+)
 
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     from transformers import PreTrainedTokenizerBase
@@ -34,6 +43,7 @@ GENERATORS = {
     "identity": identity.conversations,
     "arithmetic": arithmetic.conversations,
     "spelling": spelling.conversations,
+    "sums": sums.conversations,
     "chatterbot": chatterbot.conversations,
     "python_faq": python_faq.conversations,
     "python_arithmetic": tool_use.arithmetic_conversations,
