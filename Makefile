@@ -49,9 +49,11 @@ test: install browser sandbox
 test-fast: install sandbox
 	$(OFFLINE) $(BIN)/pytest -q -m "not slow"
 
+# ruff (lint and format, configured in ruff.toml as TRL configures it) and the import contracts of setup.cfg.
+# .ci/run runs it before the tests; `pre-commit install` runs the same on each commit (.pre-commit-config.yaml).
 lint: install
-	$(BIN)/flake8 src tests bench data
-	$(BIN)/isort --check-only src tests bench data
+	$(BIN)/ruff check src tests bench data
+	$(BIN)/ruff format --check src tests bench data
 	$(BIN)/lint-imports
 
 bench: install

@@ -41,6 +41,7 @@ from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 from lmforge.data import DataConfig, main
 from lmforge.lib.blocks import LanguageFilter
 
+
 DEMO = Path(__file__).parent.parent / "data/demo/web"
 
 
@@ -62,19 +63,34 @@ def bare(input_dir: str, out: str, tasks: int, workers: int) -> None:
         ([JsonlReader(f"{out}/filtered"), MinhashDedupSignature(f"{out}/sigs", config=minhash)], tasks),
         ([MinhashDedupBuckets(f"{out}/sigs", f"{out}/buckets", config=minhash)], minhash.num_buckets),
         ([MinhashDedupCluster(f"{out}/buckets", f"{out}/remove", config=minhash)], 1),
-        ([JsonlReader(f"{out}/filtered"), MinhashDedupFilter(f"{out}/remove"), PIIFormatter(),
-          ParquetWriter(f"{out}/documents")], tasks),
+        (
+            [
+                JsonlReader(f"{out}/filtered"),
+                MinhashDedupFilter(f"{out}/remove"),
+                PIIFormatter(),
+                ParquetWriter(f"{out}/documents"),
+            ],
+            tasks,
+        ),
     ]
     previous = None
     for i, (pipeline, n) in enumerate(stages):
-        previous = LocalPipelineExecutor(pipeline, tasks=n, workers=workers, logging_dir=f"{out}/logs/{i}",
-                                         depends=previous)
+        previous = LocalPipelineExecutor(
+            pipeline, tasks=n, workers=workers, logging_dir=f"{out}/logs/{i}", depends=previous
+        )
     previous.run()
 
 
 def ours(input_dir: str, out: str, tasks: int, workers: int) -> None:
-    main(DataConfig(warc_paths=[f"{input_dir}/*.warc.gz"], output_dir=out, tasks=tasks, workers=workers,
-                    step_options={"gopher_quality": {"min_doc_words": 30}}))
+    main(
+        DataConfig(
+            warc_paths=[f"{input_dir}/*.warc.gz"],
+            output_dir=out,
+            tasks=tasks,
+            workers=workers,
+            step_options={"gopher_quality": {"min_doc_words": 30}},
+        )
+    )
 
 
 def timed(run, *args) -> float:
@@ -108,8 +124,10 @@ def main_bench() -> None:
     for name, seconds in times.items():
         print(f"{name:<28}{seconds:7.1f} s {records / seconds:8.1f} pages/s")
     for workers in (1, 2):
-        ratio = times[f"bare datatrove, {workers} worker{'s' if workers > 1 else ''}"] / times[
-            f"lmforge data, {workers} worker{'s' if workers > 1 else ''}"]
+        ratio = (
+            times[f"bare datatrove, {workers} worker{'s' if workers > 1 else ''}"]
+            / times[f"lmforge data, {workers} worker{'s' if workers > 1 else ''}"]
+        )
         print(f"ratio lmforge/bare, {workers} worker(s): {ratio:.2f} (goal >= 0.95)")
     print(f"lmforge scaling 1 -> 2 workers: {times['lmforge data, 1 worker'] / times['lmforge data, 2 workers']:.2f}x")
 

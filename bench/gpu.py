@@ -22,22 +22,41 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from train_step import BenchConfig, StepTimer, fresh_model, plain_step_times, trainer_step_times
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from lmforge.lib.configs import parse
 from lmforge.pretrain import flops_per_token, peak_flops
 from lmforge.tokenizer import train_tokenizer
+from train_step import BenchConfig, StepTimer, fresh_model, plain_step_times, trainer_step_times
+
 
 ROOT = Path(__file__).parent.parent
 # SmolLM-135M (recipes/smollm-135m/pretrain.yaml): 30 x 576, 9 heads, 3 KV heads, tied, 49,152 tokens, 2,048 context.
 SHAPES = {
-    "smollm-135m": {"depth": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
-                    "vocab_size": 49152, "seq_len": 2048, "batch_size": 16, "grpo_prompts": 16,
-                    "num_generations": 8, "completion_length": 256},
-    "tiny": {"depth": 2, "hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1,
-             "vocab_size": 512, "seq_len": 64, "batch_size": 2, "grpo_prompts": 2, "num_generations": 2,
-             "completion_length": 8},
+    "smollm-135m": {
+        "depth": 30,
+        "hidden_size": 576,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+        "seq_len": 2048,
+        "batch_size": 16,
+        "grpo_prompts": 16,
+        "num_generations": 8,
+        "completion_length": 256,
+    },
+    "tiny": {
+        "depth": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "vocab_size": 512,
+        "seq_len": 64,
+        "batch_size": 2,
+        "grpo_prompts": 2,
+        "num_generations": 2,
+        "completion_length": 8,
+    },
 }
 
 
@@ -80,9 +99,16 @@ MODEL_KEYS = ("depth", "hidden_size", "num_attention_heads", "num_key_value_head
 
 
 def pretrain_rows(config: GpuBenchConfig, shape: dict, tokenizer) -> list[dict]:
-    bench = BenchConfig(**{key: shape[key] for key in MODEL_KEYS}, batch_size=shape["batch_size"],
-                        tie_word_embeddings=True, context_length=shape["seq_len"], steps=config.steps,
-                        warmup=config.warmup, bf16=config.bf16, torch_compile=config.torch_compile)
+    bench = BenchConfig(
+        **{key: shape[key] for key in MODEL_KEYS},
+        batch_size=shape["batch_size"],
+        tie_word_embeddings=True,
+        context_length=shape["seq_len"],
+        steps=config.steps,
+        warmup=config.warmup,
+        bf16=config.bf16,
+        torch_compile=config.torch_compile,
+    )
     generator = torch.Generator().manual_seed(0)
     blocks_needed = (config.steps + config.warmup) * shape["batch_size"]
     ids = torch.randint(len(tokenizer), (blocks_needed, shape["seq_len"]), generator=generator)
@@ -102,14 +128,29 @@ def pretrain_rows(config: GpuBenchConfig, shape: dict, tokenizer) -> list[dict]:
 def long_conversations(count: int, words: int) -> Dataset:
     """Conversations longer than max_length, so that every truncated row is exactly max_length tokens."""
     reply = " ".join(f"word{i % 97}" for i in range(words))
-    return Dataset.from_dict({"messages": [[{"role": "user", "content": f"Question {i}?"},
-                                            {"role": "assistant", "content": reply}] for i in range(count)]})
+    return Dataset.from_dict(
+        {
+            "messages": [
+                [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": reply}]
+                for i in range(count)
+            ]
+        }
+    )
 
 
 def common_args(config: GpuBenchConfig, output_dir: str) -> dict:
-    return {"output_dir": output_dir, "bf16": config.bf16, "use_cpu": not torch.cuda.is_available(),
-            "learning_rate": 1e-4, "optim": "adamw_torch_fused", "save_strategy": "no", "logging_steps": 1,
-            "report_to": "none", "disable_tqdm": True, "activation_checkpointing": False}
+    return {
+        "output_dir": output_dir,
+        "bf16": config.bf16,
+        "use_cpu": not torch.cuda.is_available(),
+        "learning_rate": 1e-4,
+        "optim": "adamw_torch_fused",
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "activation_checkpointing": False,
+    }
 
 
 def sft_row(config: GpuBenchConfig, shape: dict, tokenizer, model) -> dict:
@@ -117,12 +158,17 @@ def sft_row(config: GpuBenchConfig, shape: dict, tokenizer, model) -> dict:
     timer = StepTimer()
     row = {"step": "SFT"}
     with tempfile.TemporaryDirectory() as output_dir, peak_memory(row):
-        args = SFTConfig(**common_args(config, output_dir), max_steps=config.warmup + config.steps,
-                         per_device_train_batch_size=batch, max_length=length, packing=False,
-                         torch_compile=config.torch_compile)
+        args = SFTConfig(
+            **common_args(config, output_dir),
+            max_steps=config.warmup + config.steps,
+            per_device_train_batch_size=batch,
+            max_length=length,
+            packing=False,
+            torch_compile=config.torch_compile,
+        )
         data = long_conversations(batch * (config.warmup + config.steps), words=length)
         SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, callbacks=[timer]).train()
-    times = timer.times[config.warmup:]
+    times = timer.times[config.warmup :]
     row["tokens_per_s"] = batch * length * len(times) / sum(times)
     return row
 
@@ -135,15 +181,27 @@ def reply_length(completions, **kwargs) -> list[float]:
 def grpo_row(config: GpuBenchConfig, shape: dict, tokenizer, model) -> dict:
     """Completion tokens over step time, from GRPOTrainer's own logs (the first step, a warm-up, left out)."""
     generations = shape["num_generations"]
-    prompts = Dataset.from_dict({"prompt": [[{"role": "user", "content": f"Count to {i}."}]
-                                            for i in range(shape["grpo_prompts"] * (config.grpo_steps + 1))]})
+    prompts = Dataset.from_dict(
+        {
+            "prompt": [
+                [{"role": "user", "content": f"Count to {i}."}]
+                for i in range(shape["grpo_prompts"] * (config.grpo_steps + 1))
+            ]
+        }
+    )
     row = {"step": "GRPO (generation-bound)"}
     with tempfile.TemporaryDirectory() as output_dir, peak_memory(row):
-        args = GRPOConfig(**common_args(config, output_dir), max_steps=config.grpo_steps + 1, beta=0.0,
-                          per_device_train_batch_size=shape["grpo_prompts"] * generations,
-                          num_generations=generations, max_completion_length=shape["completion_length"])
-        trainer = GRPOTrainer(model=model, reward_funcs=reply_length, args=args, train_dataset=prompts,
-                              processing_class=tokenizer)
+        args = GRPOConfig(
+            **common_args(config, output_dir),
+            max_steps=config.grpo_steps + 1,
+            beta=0.0,
+            per_device_train_batch_size=shape["grpo_prompts"] * generations,
+            num_generations=generations,
+            max_completion_length=shape["completion_length"],
+        )
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=reply_length, args=args, train_dataset=prompts, processing_class=tokenizer
+        )
         trainer.train()
     logs = [entry for entry in trainer.state.log_history if "step_time" in entry][1:]
     completion_tokens = sum(args.per_device_train_batch_size * entry["completions/mean_length"] for entry in logs)
@@ -153,9 +211,13 @@ def grpo_row(config: GpuBenchConfig, shape: dict, tokenizer, model) -> dict:
 
 def table(rows: list[dict], config: GpuBenchConfig, shape_name: str) -> str:
     precision = "bf16" if config.bf16 else "fp32"
-    lines = [f"Device: {device_name()}; shape {shape_name}; {precision}, SDPA, fused AdamW, "
-             f"torch.compile {'on' if config.torch_compile else 'off'} (GRPO: off); {date.today()}.", "",
-             "| step | tokens/s | MFU | peak memory |", "|---|---:|---:|---:|"]
+    lines = [
+        f"Device: {device_name()}; shape {shape_name}; {precision}, SDPA, fused AdamW, "
+        f"torch.compile {'on' if config.torch_compile else 'off'} (GRPO: off); {date.today()}.",
+        "",
+        "| step | tokens/s | MFU | peak memory |",
+        "|---|---:|---:|---:|",
+    ]
     for row in rows:
         mfu = f"{row['mfu']:.1%}" if row.get("mfu") is not None else "-"
         memory = f"{row['memory']:.1f} GiB" if row.get("memory") is not None else "-"

@@ -20,6 +20,7 @@ from lmforge.lib.configs import parse
 from lmforge.pretrain import CONFIGS, PretrainArguments
 from lmforge.pretrain import main as pretrain
 
+
 # recipes/demo/pretrain.yaml before issue 15: 2.59 held-out bits per byte on the pack of ten plays, 2.71 on
 # the pack of the whole works.
 BASELINE = dict(
@@ -40,8 +41,14 @@ BASELINE = dict(
     weight_decay=0.1,
 )
 # Both sides: no checkpoints or memorization probe, which cost time and measure nothing here.
-COMMON = dict(save_strategy="no", report_to="none", disable_tqdm=True, per_device_eval_batch_size=16,
-              memorization_probes=0, logging_steps=10)
+COMMON = dict(
+    save_strategy="no",
+    report_to="none",
+    disable_tqdm=True,
+    per_device_eval_batch_size=16,
+    memorization_probes=0,
+    logging_steps=10,
+)
 
 
 @dataclass
@@ -87,25 +94,41 @@ def main(config: BenchConfig) -> None:
     data = dict(dataset=config.dataset, tokenizer=config.tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         model, training = split({**BASELINE, **COMMON, **data})
-        baseline = train((PretrainArguments(**model), TrainingArguments(output_dir=f"{tmp}/baseline",
-                                                                        eval_strategy="no", **training)), Clock())
+        baseline = train(
+            (
+                PretrainArguments(**model),
+                TrainingArguments(output_dir=f"{tmp}/baseline", eval_strategy="no", **training),
+            ),
+            Clock(),
+        )
         target = baseline["bpb"]
-        overrides = {**COMMON, **data, "eval_strategy": "steps", "eval_steps": config.eval_every,
-                     "output_dir": f"{tmp}/recipe"}
+        overrides = {
+            **COMMON,
+            **data,
+            "eval_strategy": "steps",
+            "eval_steps": config.eval_every,
+            "output_dir": f"{tmp}/recipe",
+        }
         argv = ["--config", config.recipe] + [f"--{key}={value}" for key, value in overrides.items()]
         clock = Clock(target)
         train(parse(CONFIGS, argv), clock)
     reached = next((e for e in clock.evaluations if e["bpb"] <= target), None)
-    print(f"\nbaseline (depth 2, AdamW 3e-3, {BASELINE['max_steps']} steps): final held-out {target:.4f} bits/byte, "
-          f"training {baseline['wall']:.1f} s wall, {baseline['cpu']:.1f} s CPU")
+    print(
+        f"\nbaseline (depth 2, AdamW 3e-3, {BASELINE['max_steps']} steps): final held-out {target:.4f} bits/byte, "
+        f"training {baseline['wall']:.1f} s wall, {baseline['cpu']:.1f} s CPU"
+    )
     if reached is None:
         best = min(clock.evaluations, key=lambda e: e["bpb"])
         print(f"{config.recipe}: did not reach {target:.4f}; best {best['bpb']:.4f} at step {best['step']}")
         return
-    print(f"{config.recipe}: {reached['bpb']:.4f} bits/byte at step {reached['step']}, "
-          f"training {reached['wall']:.1f} s wall, {reached['cpu']:.1f} s CPU")
-    print(f"time to {target:.4f} bits/byte, baseline / recipe: {baseline['wall'] / reached['wall']:.2f}x (wall), "
-          f"{baseline['cpu'] / reached['cpu']:.2f}x (CPU time)")
+    print(
+        f"{config.recipe}: {reached['bpb']:.4f} bits/byte at step {reached['step']}, "
+        f"training {reached['wall']:.1f} s wall, {reached['cpu']:.1f} s CPU"
+    )
+    print(
+        f"time to {target:.4f} bits/byte, baseline / recipe: {baseline['wall'] / reached['wall']:.2f}x (wall), "
+        f"{baseline['cpu'] / reached['cpu']:.2f}x (CPU time)"
+    )
 
 
 if __name__ == "__main__":

@@ -69,8 +69,15 @@ class StepTimer(TrainerCallback):
 
 def fresh_model(config: BenchConfig, tokenizer):
     set_seed(0)
-    shape = model_config(config.depth, tokenizer, config.context_length, config.hidden_size,
-                         config.num_attention_heads, config.num_key_value_heads, config.tie_word_embeddings)
+    shape = model_config(
+        config.depth,
+        tokenizer,
+        config.context_length,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.tie_word_embeddings,
+    )
     shape.vocab_size = config.vocab_size or shape.vocab_size
     model = AutoModelForCausalLM.from_config(shape, attn_implementation="sdpa")
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
@@ -101,7 +108,7 @@ def trainer_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
             data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
             callbacks=[timer],
         ).train()
-    return timer.times[config.warmup:]
+    return timer.times[config.warmup :]
 
 
 def plain_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
@@ -115,7 +122,7 @@ def plain_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
     for step in range(config.warmup + config.steps):
         synchronize()
         start = time.perf_counter()
-        ids = batches[step * config.batch_size:(step + 1) * config.batch_size].to(model.device)
+        ids = batches[step * config.batch_size : (step + 1) * config.batch_size].to(model.device)
         with torch.autocast(model.device.type, dtype=dtype, enabled=config.bf16):
             loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()
@@ -124,7 +131,7 @@ def plain_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
         optimizer.zero_grad(set_to_none=True)
         synchronize()
         times.append(time.perf_counter() - start)
-    return times[config.warmup:]
+    return times[config.warmup :]
 
 
 def main(config: BenchConfig) -> None:
@@ -135,8 +142,10 @@ def main(config: BenchConfig) -> None:
     fpt = flops_per_token(fresh_model(config, tokenizer), seq_len)
     peak = peak_flops()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device {device}; depth {config.depth}, batch {config.batch_size}x{seq_len}, bf16={config.bf16}, "
-          f"{config.steps} timed steps after {config.warmup}")
+    print(
+        f"device {device}; depth {config.depth}, batch {config.batch_size}x{seq_len}, bf16={config.bf16}, "
+        f"{config.steps} timed steps after {config.warmup}"
+    )
     results = {}
     for name, step_times in (("trainer", trainer_step_times), ("plain", plain_step_times)):
         times = step_times(config, tokenizer, blocks)

@@ -12,11 +12,20 @@ from contextlib import closing, contextmanager
 
 import pytest
 
+
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                    reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"
+)
 
 
 def free_port() -> int:
@@ -30,8 +39,9 @@ def serving(module: str, args: list[str], port: int, timeout: float = 60):
     """Run `python -m module *args --port port` until the block ends; wait for its page to answer first."""
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen([sys.executable, "-m", module, *args, "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=log)
+        server = subprocess.Popen(
+            [sys.executable, "-m", module, *args, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
         try:
             wait_for_page(server, port, timeout, log)
             yield server
@@ -49,8 +59,9 @@ def wait_for_page(server: subprocess.Popen, port: int, timeout: float, log) -> N
         except OSError:
             time.sleep(0.3)
     log.seek(0)
-    raise AssertionError(f"the page on port {port} did not start within {timeout} s:\n"
-                         f"{log.read().decode(errors='replace')[-3000:]}")
+    raise AssertionError(
+        f"the page on port {port} did not start within {timeout} s:\n{log.read().decode(errors='replace')[-3000:]}"
+    )
 
 
 def launch_chromium(playwright):

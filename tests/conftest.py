@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+
 _cache = tempfile.mkdtemp(prefix="lmforge-test-cache-")
 for name, value in {
     "HF_HUB_OFFLINE": "1",

@@ -46,6 +46,7 @@ from huggingface_hub import DatasetCardData, ModelCard, ModelCardData
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, GPT2Tokenizer, LlamaConfig, LlamaForCausalLM
 
+
 MESSAGES = List({"content": Value("string"), "role": Value("string")})
 SMOLTALK_SOURCES = ("smol-magpie-ultra", "everyday-conversations", "smol-rewrite", "metamathqa-50k", "systemchats-30k")
 
@@ -53,8 +54,10 @@ SMOLTALK_SOURCES = ("smol-magpie-ultra", "everyday-conversations", "smol-rewrite
 def question_and_answer(rng: random.Random) -> tuple[str, str]:
     a, b = rng.randint(2, 99), rng.randint(2, 99)
     topic = rng.choice(["apples", "books", "trains", "stamps", "shells"])
-    return (f"Sam has {a} {topic} and buys {b} more. How many {topic} does Sam have now?",
-            f"Sam starts with {a} {topic} and adds {b}, so Sam has {a} + {b} = {a + b} {topic}.")
+    return (
+        f"Sam has {a} {topic} and buys {b} more. How many {topic} does Sam have now?",
+        f"Sam starts with {a} {topic} and adds {b}, so Sam has {a} + {b} = {a + b} {topic}.",
+    )
 
 
 def smoltalk_rows(count: int, rng: random.Random) -> list[dict]:
@@ -75,26 +78,49 @@ def ultrafeedback_rows(count: int, rng: random.Random) -> list[dict]:
     for _ in range(count):
         question, answer = question_and_answer(rng)
         prompt = {"content": question, "role": "user"}
-        rows.append({"chosen": [prompt, {"content": answer, "role": "assistant"}],
-                     "rejected": [prompt, {"content": "I am not sure, maybe ask someone else.", "role": "assistant"}],
-                     "score_chosen": float(rng.randint(7, 10)), "score_rejected": float(rng.randint(1, 6))})
+        rows.append(
+            {
+                "chosen": [prompt, {"content": answer, "role": "assistant"}],
+                "rejected": [prompt, {"content": "I am not sure, maybe ask someone else.", "role": "assistant"}],
+                "score_chosen": float(rng.randint(7, 10)),
+                "score_rejected": float(rng.randint(1, 6)),
+            }
+        )
     return rows
 
 
 # repo id -> config -> (features, split -> (rows, parquet files), data folder, row maker)
 MIRRORS = {
     "HuggingFaceTB/smoltalk": {
-        "all": (Features({"messages": MESSAGES, "source": Value("string")}), {"train": (48, 2), "test": (8, 1)},
-                "data/all", smoltalk_rows),
+        "all": (
+            Features({"messages": MESSAGES, "source": Value("string")}),
+            {"train": (48, 2), "test": (8, 1)},
+            "data/all",
+            smoltalk_rows,
+        ),
     },
     "HuggingFaceTB/smol-smoltalk": {
-        "default": (Features({"messages": MESSAGES, "source": Value("string")}), {"train": (100, 4), "test": (8, 1)},
-                    "data", smoltalk_rows),
+        "default": (
+            Features({"messages": MESSAGES, "source": Value("string")}),
+            {"train": (100, 4), "test": (8, 1)},
+            "data",
+            smoltalk_rows,
+        ),
     },
     "trl-lib/ultrafeedback_binarized": {
-        "default": (Features({"chosen": MESSAGES, "rejected": MESSAGES, "score_chosen": Value("float64"),
-                              "score_rejected": Value("float64")}), {"train": (48, 1), "test": (8, 1)},
-                    "data", ultrafeedback_rows),
+        "default": (
+            Features(
+                {
+                    "chosen": MESSAGES,
+                    "rejected": MESSAGES,
+                    "score_chosen": Value("float64"),
+                    "score_rejected": Value("float64"),
+                }
+            ),
+            {"train": (48, 1), "test": (8, 1)},
+            "data",
+            ultrafeedback_rows,
+        ),
     },
 }
 
@@ -129,12 +155,29 @@ SMOLLM2_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\n" + SMOLLM2_SYSTEM + "<|im_end|>\n' }}{% endif %}"
     "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 # Its vocabulary's first 17 ids, all special (tokenizer.json's added_tokens): <|im_start|> is the bos token,
 # <|im_end|> the eos and pad token (special_tokens_map.json; config.json: bos 1, eos 2, pad 2).
-SMOLLM2_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>",
-                   "<filename>", "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>",
-                   "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<jupyter_script>", "<empty_output>"]
+SMOLLM2_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<repo_name>",
+    "<reponame>",
+    "<file_sep>",
+    "<filename>",
+    "<gh_stars>",
+    "<issue_start>",
+    "<issue_comment>",
+    "<issue_closed>",
+    "<jupyter_start>",
+    "<jupyter_text>",
+    "<jupyter_code>",
+    "<jupyter_output>",
+    "<jupyter_script>",
+    "<empty_output>",
+]
 
 
 def write_smollm2_instruct(folder: Path, vocab_size: int = 512, seed: int = 0) -> None:
@@ -147,27 +190,59 @@ def write_smollm2_instruct(folder: Path, vocab_size: int = 512, seed: int = 0) -
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SMOLLM2_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    tokenizer = GPT2Tokenizer(tokenizer_object=bpe, unk_token="<|endoftext|>", bos_token="<|im_start|>",
-                              eos_token="<|im_end|>", pad_token="<|im_end|>", model_max_length=8192,
-                              additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SMOLLM2_SPECIAL,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tokenizer = GPT2Tokenizer(
+        tokenizer_object=bpe,
+        unk_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        model_max_length=8192,
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
     tokenizer.save_pretrained(folder)
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
-    (folder / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config, "chat_template": SMOLLM2_TEMPLATE},
-                                                             indent=2) + "\n")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({**tokenizer_config, "chat_template": SMOLLM2_TEMPLATE}, indent=2) + "\n"
+    )
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=128, num_hidden_layers=2, num_attention_heads=3,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
-        hidden_act="silu", tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=8192,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
     GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2).save_pretrained(folder)
-    card = ModelCardData(library_name="transformers", license="apache-2.0", language=["en"],
-                         pipeline_tag="text-generation", base_model="HuggingFaceTB/SmolLM2-360M")
-    ModelCard(f"---\n{card.to_yaml()}\n---\n\nA tiny random mirror of {SMOLLM2_INSTRUCT} for lmforge's tests.\n"
-              ).save(folder / "README.md")
+    card = ModelCardData(
+        library_name="transformers",
+        license="apache-2.0",
+        language=["en"],
+        pipeline_tag="text-generation",
+        base_model="HuggingFaceTB/SmolLM2-360M",
+    )
+    ModelCard(f"---\n{card.to_yaml()}\n---\n\nA tiny random mirror of {SMOLLM2_INSTRUCT} for lmforge's tests.\n").save(
+        folder / "README.md"
+    )
 
 
 def write_mirrors(root: str | Path) -> Path:

@@ -73,8 +73,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(404, {"error": f"repo {repo_id} not found"})
         if action == "preupload":
             files = json.loads(self.body())["files"]
-            return self.reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                              for f in files]})
+            return self.reply(
+                200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
         lines = [json.loads(line) for line in self.body().decode().splitlines() if line.strip()]
         for line in lines:
             if line["key"] == "file":
@@ -135,12 +136,14 @@ def tree(repo: dict, folder: str, recursive: bool) -> list[dict]:
     files = {name: data for name, data in repo["files"].items() if name.startswith(prefix)}
     entries, folders = [], set()
     for name, data in files.items():
-        parts = name[len(prefix):].split("/")
+        parts = name[len(prefix) :].split("/")
         if len(parts) == 1 or recursive:
             entries.append({"type": "file", "path": name, "size": len(data), "oid": git_blob_oid(data)})
         folders.update(prefix + "/".join(parts[:i]) for i in range(1, len(parts) if recursive else min(2, len(parts))))
-    entries += [{"type": "directory", "path": path, "size": 0, "oid": hashlib.sha1(path.encode()).hexdigest()}
-                for path in folders]
+    entries += [
+        {"type": "directory", "path": path, "size": 0, "oid": hashlib.sha1(path.encode()).hexdigest()}
+        for path in folders
+    ]
     return sorted(entries, key=lambda e: e["path"])
 
 
@@ -154,7 +157,9 @@ class HubServer(ThreadingHTTPServer):
                 for folder in Path(mirrors).glob(f"{prefix}/*/*"):
                     files = {str(f.relative_to(folder)): f.read_bytes() for f in folder.rglob("*") if f.is_file()}
                     self.repos[(repo_type, str(folder.relative_to(Path(mirrors) / prefix)))] = {
-                        "files": files, "commits": []}
+                        "files": files,
+                        "commits": [],
+                    }
         self.tokens: set = set()
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 

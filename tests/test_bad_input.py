@@ -11,13 +11,14 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_data import HANDBOOK, demo_pages, write_warc
-from tiny import save_tiny_model
 from transformers.integrations import is_tensorboard_available
 
 from lmforge.cli import main as lmforge
 from lmforge.lib.models import is_local
 from lmforge.tokenizer import train_tokenizer
+from test_data import HANDBOOK, demo_pages, write_warc
+from tiny import save_tiny_model
+
 
 TEXTS = [f"the cat sat on mat number {i} and the dog sat on log number {i}." * 4 for i in range(120)]
 CHAT = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
@@ -57,13 +58,23 @@ def chat_model(tmp_path_factory):
 
 # --- tokenizers and models ---
 
+
 def test_pack_refuses_a_tokenizer_without_its_special_tokens(corpus, tmp_path):
     # Without tokenizer_config.json the folder still loads, with no <|bos|>/<|endoftext|>: every block held None.
     broken = tmp_path / "tokenizer"
     broken.mkdir()
     (broken / "tokenizer.json").write_bytes((corpus / "tokenizer" / "tokenizer.json").read_bytes())
-    message = one_line("pack", "--tokenizer", broken, "--documents", corpus / "docs.parquet",
-                       "--output_dir", tmp_path / "pack", "--seq_len", 32)
+    message = one_line(
+        "pack",
+        "--tokenizer",
+        broken,
+        "--documents",
+        corpus / "docs.parquet",
+        "--output_dir",
+        tmp_path / "pack",
+        "--seq_len",
+        32,
+    )
     assert f"tokenizer {broken} defines no bos_token or eos_token" in message
     assert "tokenizer_config.json" in message and not (tmp_path / "pack").exists()
 
@@ -94,15 +105,54 @@ def test_hub_id_starting_with_runs_is_not_a_local_path():
 
 # --- resuming ---
 
+
 @pytest.mark.slow
 def test_resume_passes_over_a_checkpoint_with_a_corrupt_optimizer(corpus, tmp_path, capsys):
-    lmforge(["pack", "--tokenizer", str(corpus / "tokenizer"), "--documents", str(corpus / "docs.parquet"),
-             "--output_dir", str(tmp_path / "pack"), "--seq_len", "32", "--heldout_fraction", "0.1"])
+    lmforge(
+        [
+            "pack",
+            "--tokenizer",
+            str(corpus / "tokenizer"),
+            "--documents",
+            str(corpus / "docs.parquet"),
+            "--output_dir",
+            str(tmp_path / "pack"),
+            "--seq_len",
+            "32",
+            "--heldout_fraction",
+            "0.1",
+        ]
+    )
     output_dir = tmp_path / "run"
-    argv = ["pretrain", "--dataset", str(tmp_path / "pack"), "--tokenizer", str(corpus / "tokenizer"),
-            "--depth", "1", "--context_length", "32", "--output_dir", str(output_dir), "--save_steps", "5",
-            "--logging_steps", "1", "--per_device_train_batch_size", "4", "--use_cpu", "true", "--report_to", "none",
-            "--eval_strategy", "no", "--memorization_probes", "0", "--disable_tqdm", "true"]
+    argv = [
+        "pretrain",
+        "--dataset",
+        str(tmp_path / "pack"),
+        "--tokenizer",
+        str(corpus / "tokenizer"),
+        "--depth",
+        "1",
+        "--context_length",
+        "32",
+        "--output_dir",
+        str(output_dir),
+        "--save_steps",
+        "5",
+        "--logging_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--eval_strategy",
+        "no",
+        "--memorization_probes",
+        "0",
+        "--disable_tqdm",
+        "true",
+    ]
     lmforge([*argv, "--max_steps", "10"])
     optimizer = output_dir / "checkpoint-10" / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[:100])  # unreadable, while trainer_state.json is whole
@@ -117,15 +167,38 @@ def test_resume_passes_over_a_checkpoint_with_a_corrupt_optimizer(corpus, tmp_pa
 
 # --- data ---
 
+
 def test_empty_and_non_gzip_warc_files_are_counted_and_skipped(tmp_path, capfd):
     page = demo_pages()[HANDBOOK.format("en-US", "apt.html")]
     write_warc(tmp_path / "good.warc.gz", {"https://a.example/apt": page})
     (tmp_path / "empty.warc.gz").write_bytes(b"")
     (tmp_path / "plain.warc.gz").write_text("not gzip, not a WARC\n")
     out = tmp_path / "out"
-    lmforge(["data", "--warc_paths", str(tmp_path / "*.warc.gz"), "--output_dir", str(out), "--tasks", "3",
-             "--workers", "1", "--url_filter", "false", "--gopher_quality", "false", "--c4_quality", "false",
-             "--fineweb_quality", "false", "--gopher_repetition", "false", "--language_filter", "false"])
+    lmforge(
+        [
+            "data",
+            "--warc_paths",
+            str(tmp_path / "*.warc.gz"),
+            "--output_dir",
+            str(out),
+            "--tasks",
+            "3",
+            "--workers",
+            "1",
+            "--url_filter",
+            "false",
+            "--gopher_quality",
+            "false",
+            "--c4_quality",
+            "false",
+            "--fineweb_quality",
+            "false",
+            "--gopher_repetition",
+            "false",
+            "--language_filter",
+            "false",
+        ]
+    )
     funnel = json.loads((out / "funnel.json").read_text())
     assert funnel["bad_files"] == 2 and funnel["documents_out"] == 1
     err = capfd.readouterr().err
@@ -135,55 +208,94 @@ def test_empty_and_non_gzip_warc_files_are_counted_and_skipped(tmp_path, capfd):
 def test_nothing_readable_is_one_line(tmp_path):
     (tmp_path / "empty.warc.gz").write_bytes(b"")
     (tmp_path / "notes.warc.gz").write_bytes(gzip.compress(b"a JSON line, not a WARC record\n"))
-    message = one_line("data", "--warc_paths", tmp_path / "*.warc.gz", "--output_dir", tmp_path / "out",
-                       "--tasks", 2, "--workers", 1)
+    message = one_line(
+        "data", "--warc_paths", tmp_path / "*.warc.gz", "--output_dir", tmp_path / "out", "--tasks", 2, "--workers", 1
+    )
     assert "no readable page in" in message and "0 records; 2 unreadable files" in message
 
 
 def test_no_page_passing_the_filters_is_one_line(tmp_path, capsys):
     page = demo_pages()[HANDBOOK.format("en-US", "apt.html")]
     write_warc(tmp_path / "english.warc.gz", {"https://a.example/apt": page})
-    message = one_line("data", "--warc_paths", tmp_path / "english.warc.gz", "--output_dir", tmp_path / "out",
-                       "--tasks", 1, "--workers", 1, "--languages", "fr")  # an English page
+    message = one_line(
+        "data",
+        "--warc_paths",
+        tmp_path / "english.warc.gz",
+        "--output_dir",
+        tmp_path / "out",
+        "--tasks",
+        1,
+        "--workers",
+        1,
+        "--languages",
+        "fr",
+    )  # an English page
     assert "no document passed the filters" in message
     assert "language_filter" in capsys.readouterr().out  # the funnel so far says where it went
 
 
 # --- SFT sources ---
 
-@pytest.mark.parametrize("content, expected", [
-    (json.dumps({"messages": CHAT}) + "\n" + '{"messages": [oops\n', "chats.jsonl line 2: not valid JSON"),
-    (json.dumps({"messages": CHAT}) + "\n" + json.dumps({"messages": CHAT}).replace("hello", "h\udcffllo"),
-     "chats.jsonl line 2: not UTF-8"),
-    (None, "data_files '{path}' matches no file"),
-], ids=["invalid-json", "not-utf8", "missing"])
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (json.dumps({"messages": CHAT}) + "\n" + '{"messages": [oops\n', "chats.jsonl line 2: not valid JSON"),
+        (
+            json.dumps({"messages": CHAT}) + "\n" + json.dumps({"messages": CHAT}).replace("hello", "h\udcffllo"),
+            "chats.jsonl line 2: not UTF-8",
+        ),
+        (None, "data_files '{path}' matches no file"),
+    ],
+    ids=["invalid-json", "not-utf8", "missing"],
+)
 def test_sft_source_files_name_file_and_line(chat_model, tmp_path, content, expected):
     path = tmp_path / "chats.jsonl"
     if content is not None:
         path.write_bytes(content.encode("utf-8", "surrogateescape"))
     datasets = {"chats": {"path": "json", "data_files": str(path)}}
-    message = one_line("sft", "--model_name_or_path", chat_model, "--datasets", json.dumps(datasets),
-                       "--output_dir", tmp_path / "sft", "--report_to", "none", "--use_cpu", "true",
-                       "--max_length", 256)
+    message = one_line(
+        "sft",
+        "--model_name_or_path",
+        chat_model,
+        "--datasets",
+        json.dumps(datasets),
+        "--output_dir",
+        tmp_path / "sft",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--max_length",
+        256,
+    )
     assert "dataset 'chats'" in message and expected.format(path=path) in message
 
 
 # --- recipes and the command line ---
 
-@pytest.mark.parametrize("argv, expected", [
-    (["--tasks", "two", "--warc_paths", "x"], "argument --tasks: invalid int value: 'two'"),
-    (["--warc_paths", "x", "--taks", "1"], "unknown option '--taks' (did you mean '--tasks'?)"),
-    (["--warc_paths", "x", "--step_options", "{pii: 1}"], "step_options: '{pii: 1}' is not JSON"),
-])
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--tasks", "two", "--warc_paths", "x"], "argument --tasks: invalid int value: 'two'"),
+        (["--warc_paths", "x", "--taks", "1"], "unknown option '--taks' (did you mean '--tasks'?)"),
+        (["--warc_paths", "x", "--step_options", "{pii: 1}"], "step_options: '{pii: 1}' is not JSON"),
+    ],
+)
 def test_command_line_value_or_key_is_named(argv, expected):
     assert expected in one_line("data", *argv)
 
 
-@pytest.mark.parametrize("stage, argv, expected", [
-    ("generate", ["--top_p", "1.5"], "top_p"),
-    ("rollouts", ["--prompts", '{"a": {"generator": "arithmetic"}}', "--temperature", "0"], "temperature"),
-    ("chat", ["--repetition_penalty", "0"], "penalty"), ("interrogate", ["--max_new_tokens", "0"], "max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "stage, argv, expected",
+    [
+        ("generate", ["--top_p", "1.5"], "top_p"),
+        ("rollouts", ["--prompts", '{"a": {"generator": "arithmetic"}}', "--temperature", "0"], "temperature"),
+        ("chat", ["--repetition_penalty", "0"], "penalty"),
+        ("interrogate", ["--max_new_tokens", "0"], "max_new_tokens"),
+    ],
+)
 def test_bad_sampling_settings_are_named(stage, argv, expected):
     """transformers' own checks (lib.sampling), before any model is loaded."""
     assert expected in one_line(stage, *argv)
@@ -191,10 +303,12 @@ def test_bad_sampling_settings_are_named(stage, argv, expected):
 
 def test_wrongly_typed_recipe_values_are_named(tmp_path):
     recipe = tmp_path / "pretrain.yaml"
-    for line, expected in [("max_steps: abc", "max_steps: 'abc' is not int"),
-                           ("max_steps: 1.5", "max_steps: 1.5 is not int"),
-                           ("bf16: maybe", "bf16: 'maybe' is not bool"),
-                           ("lr_scheduler_type: cosinus", "lr_scheduler_type: 'cosinus' is not one of")]:
+    for line, expected in [
+        ("max_steps: abc", "max_steps: 'abc' is not int"),
+        ("max_steps: 1.5", "max_steps: 1.5 is not int"),
+        ("bf16: maybe", "bf16: 'maybe' is not bool"),
+        ("lr_scheduler_type: cosinus", "lr_scheduler_type: 'cosinus' is not one of"),
+    ]:
         recipe.write_text(f"{line}\n")
         assert f"recipe {recipe}: {expected}" in one_line("pretrain", "--config", recipe)
     assert "argument --max_steps/--max-steps: invalid int value: 'abc'" in one_line("pretrain", "--max_steps", "abc")
@@ -208,6 +322,7 @@ def test_missing_logger_says_which_extra_to_install():
 
 # --- the same line from `python -m` and `accelerate launch` ---
 
+
 def test_python_m_prints_one_line():
     err = stderr_of(sys.executable, "-m", "lmforge.data", "--tasks", "two")
     expected = "lmforge data: error: command line: argument --tasks: invalid int value: 'two'"
@@ -216,8 +331,25 @@ def test_python_m_prints_one_line():
 
 @pytest.mark.slow
 def test_accelerate_launch_prints_one_line(tmp_path):
-    err = stderr_of("accelerate", "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-                    "--mixed_precision", "no", "--dynamo_backend", "no", "--quiet",
-                    "-m", "lmforge.pack", "--tokenizer", str(tmp_path / "missing"))
-    assert err.strip().splitlines()[-1] == f"lmforge pack: error: tokenizer {tmp_path / 'missing'} does not exist " \
-                                           "(and is not a Hub repo id)"
+    err = stderr_of(
+        "accelerate",
+        "launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--quiet",
+        "-m",
+        "lmforge.pack",
+        "--tokenizer",
+        str(tmp_path / "missing"),
+    )
+    assert (
+        err.strip().splitlines()[-1] == f"lmforge pack: error: tokenizer {tmp_path / 'missing'} does not exist "
+        "(and is not a Hub repo id)"
+    )

@@ -16,8 +16,10 @@ def test_a_flagged_model_is_not_chatted_with(tmp_path, capsys):
 
 
 def test_a_model_restored_to_its_last_healthy_checkpoint_is_not_flagged(tmp_path):
-    write_json(tmp_path / "ppo_results.json", {"watch": {"stopped": True, "alarms": [{"step": 12}]},
-                                               "final_model": str(tmp_path / "checkpoint-10")})
+    write_json(
+        tmp_path / "ppo_results.json",
+        {"watch": {"stopped": True, "alarms": [{"step": 12}]}, "final_model": str(tmp_path / "checkpoint-10")},
+    )
     assert chat.watch_flag(str(tmp_path)) is None
     write_json(tmp_path / "ppo_results.json", {"watch": {"stopped": False, "alarms": []}, "final_model": "last step"})
     assert chat.watch_flag(str(tmp_path)) is None

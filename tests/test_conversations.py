@@ -28,8 +28,12 @@ def test_verifiable_answers_are_correct(module):
     """Letter counting is checked by arithmetic.check too (lib.rewards.accuracy): an integer final answer."""
     for problem in module.problems(size=300, seed=7):
         assert arithmetic.check(problem["solution"], problem) == 1.0
-        assert arithmetic.check(problem["solution"].replace(f"Final answer: {problem['answer']}", "Final answer: -1"),
-                                problem) == 0.0
+        assert (
+            arithmetic.check(
+                problem["solution"].replace(f"Final answer: {problem['answer']}", "Final answer: -1"), problem
+            )
+            == 0.0
+        )
     assert arithmetic.check("no final answer here", {"answer": 3}) == 0.0
 
 
@@ -39,8 +43,9 @@ def test_arithmetic_steps_add_up():
             left, right = line.split(": ", 1)[1].split(" = ")
             numbers = [int(word) for word in left.split() if word.isdigit()]
             operator = next(word for word in left.split() if word in "+-*/")
-            value = {"+": sum, "-": lambda n: n[0] - n[1], "*": lambda n: n[0] * n[1],
-                     "/": lambda n: n[0] // n[1]}[operator](numbers)
+            value = {"+": sum, "-": lambda n: n[0] - n[1], "*": lambda n: n[0] * n[1], "/": lambda n: n[0] // n[1]}[
+                operator
+            ](numbers)
             assert int(right.split()[0].rstrip(".")) == value
 
 
@@ -56,24 +61,44 @@ def test_identity_uses_name_and_maker():
     assert "Zed" in replies and "Acme Labs" in replies and "Forge" not in replies
 
 
-@pytest.mark.parametrize("messages, problem", [
-    ([], "non-empty list"),
-    ([{"role": "bot", "content": "hi"}], "message 0 has unknown role 'bot'"),
-    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}], r"message 1 \(assistant\) has empty"),
-    ([{"role": "assistant", "content": "hi"}], "message 0 is 'assistant' where 'user' was expected"),
-    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "message 1 is 'user' where 'assistant'"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "system", "content": "c"}],
-     "message 2 is 'system' where 'user'"),
-    ([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}], "must end with an assistant message"),
-])
+@pytest.mark.parametrize(
+    "messages, problem",
+    [
+        ([], "non-empty list"),
+        ([{"role": "bot", "content": "hi"}], "message 0 has unknown role 'bot'"),
+        (
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}],
+            r"message 1 \(assistant\) has empty",
+        ),
+        ([{"role": "assistant", "content": "hi"}], "message 0 is 'assistant' where 'user' was expected"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+            "message 1 is 'user' where 'assistant'",
+        ),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "system", "content": "c"},
+            ],
+            "message 2 is 'system' where 'user'",
+        ),
+        (
+            [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
+            "must end with an assistant message",
+        ),
+    ],
+)
 def test_malformed_conversations_are_named(messages, problem):
     assert re.search(problem, check_conversation(messages))
 
 
 def test_invalid_rows_stop_or_are_dropped_and_counted(tokenizer, tmp_path):
     path = tmp_path / "chats.jsonl"
-    path.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
-                    '{"messages": [{"role": "user", "content": "hi"}]}\n')
+    path.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+        '{"messages": [{"role": "user", "content": "hi"}]}\n'
+    )
     sources = {"mine": {"path": "json", "data_files": str(path)}}
     with pytest.raises(LmforgeError, match="dataset 'mine' row 1: conversation must end with an assistant message"):
         load_conversations(sources, tokenizer, max_length=None)
@@ -84,8 +109,10 @@ def test_invalid_rows_stop_or_are_dropped_and_counted(tokenizer, tmp_path):
 
 
 def test_mixing_by_weight_with_system_prompt(tokenizer):
-    sources = {"maths": {"generator": "arithmetic", "size": 40, "weight": 0.5},
-               "me": {"generator": "identity", "size": 10, "weight": 2}}
+    sources = {
+        "maths": {"generator": "arithmetic", "size": 40, "weight": 0.5},
+        "me": {"generator": "identity", "size": 10, "weight": 2},
+    }
     dataset, report = load_conversations(sources, tokenizer, max_length=None, system_prompt="Be kind.", seed=3)
     assert (report["maths"]["taken"], report["me"]["taken"], len(dataset)) == (20, 20, 40)
     assert all(row[0] == {"role": "system", "content": "Be kind."} for row in dataset["messages"])

@@ -20,6 +20,7 @@ from warcio.warcwriter import WARCWriter
 from lmforge import LmforgeError
 from lmforge.data import DataConfig, main
 
+
 ROOT = Path(__file__).parent.parent
 DEMO_WARCS = sorted((ROOT / "data/demo/web").glob("*.warc.gz"))
 HANDBOOK = "https://debian-handbook.info/browse/{}/stable/{}"
@@ -45,8 +46,11 @@ def write_warc(path: Path, pages: dict[str, bytes], payload_type: str | None = "
             # split that hashes them, are the same on every run.
             headers = {"WARC-Record-ID": f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url)}>"}
             headers |= {"WARC-Identified-Payload-Type": payload_type} if payload_type else {}
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body),
-                                                          http_headers=http, warc_headers_dict=headers))
+            writer.write_record(
+                writer.create_warc_record(
+                    url, "response", payload=io.BytesIO(body), http_headers=http, warc_headers_dict=headers
+                )
+            )
     return path
 
 
@@ -65,8 +69,9 @@ def removed(output_dir: Path, step: str) -> dict[str, str]:
 
 
 def config(tmp_path, **overrides) -> DataConfig:
-    defaults = dict(output_dir=str(tmp_path / "out"), tasks=1, workers=1,
-                    step_options={"gopher_quality": {"min_doc_words": 30}})
+    defaults = dict(
+        output_dir=str(tmp_path / "out"), tasks=1, workers=1, step_options={"gopher_quality": {"min_doc_words": 30}}
+    )
     return DataConfig(**{**defaults, **overrides})
 
 
@@ -74,8 +79,15 @@ def config(tmp_path, **overrides) -> DataConfig:
 def demo_run(tmp_path_factory):
     """The demo recipe's stage on the shipped crawl, run once for the tests that read its output."""
     out = tmp_path_factory.mktemp("demo") / "data"
-    result = main(DataConfig(warc_paths=[str(p) for p in DEMO_WARCS], output_dir=str(out), tasks=2, workers=2,
-                             step_options={"gopher_quality": {"min_doc_words": 30}}))
+    result = main(
+        DataConfig(
+            warc_paths=[str(p) for p in DEMO_WARCS],
+            output_dir=str(out),
+            tasks=2,
+            workers=2,
+            step_options={"gopher_quality": {"min_doc_words": 30}},
+        )
+    )
     return out, result
 
 
@@ -83,9 +95,18 @@ def demo_run(tmp_path_factory):
 def test_funnel_reconciles_end_to_end(demo_run):
     out, result = demo_run
     steps = result["steps"]
-    assert [row["step"] for row in steps] == ["read_warc", "url_filter", "extract", "language_filter",
-                                              "gopher_repetition", "gopher_quality", "c4_quality",
-                                              "fineweb_quality", "minhash", "pii"]
+    assert [row["step"] for row in steps] == [
+        "read_warc",
+        "url_filter",
+        "extract",
+        "language_filter",
+        "gopher_repetition",
+        "gopher_quality",
+        "c4_quality",
+        "fineweb_quality",
+        "minhash",
+        "pii",
+    ]
     records = sum(1 for p in DEMO_WARCS for _ in ArchiveIterator(open(p, "rb")))
     assert steps[0]["in"] == records
     for row in steps:
@@ -120,14 +141,18 @@ def test_each_document_kept_or_dropped_for_its_reason(tmp_path):
     preface = pages[HANDBOOK.format("en-US", "preface.html")]
     near_copy = preface.replace(b"Debian", b"Debian GNU/Linux", 3)
     with_email = pages[HANDBOOK.format("en-US", "foreword.html")].replace(
-        b"Linux has been garnering", b"Write to jane.doe@lists.example.net with questions. Linux has been garnering")
-    warc = write_warc(tmp_path / "mix.warc.gz", {
-        "https://a.example/preface": preface,
-        "https://b.example/preface-copy": near_copy,
-        "https://a.example/foreword": with_email,
-        "https://a.example/french": pages[HANDBOOK.format("fr-FR", "advanced-administration.html")],
-        "https://a.example/index": pages["https://docs.python.org/3.11/genindex-B.html"],
-    })
+        b"Linux has been garnering", b"Write to jane.doe@lists.example.net with questions. Linux has been garnering"
+    )
+    warc = write_warc(
+        tmp_path / "mix.warc.gz",
+        {
+            "https://a.example/preface": preface,
+            "https://b.example/preface-copy": near_copy,
+            "https://a.example/foreword": with_email,
+            "https://a.example/french": pages[HANDBOOK.format("fr-FR", "advanced-administration.html")],
+            "https://a.example/index": pages["https://docs.python.org/3.11/genindex-B.html"],
+        },
+    )
     out = tmp_path / "out"
     main(config(tmp_path, warc_paths=[str(warc)]))
     kept = {doc["metadata"]["url"]: doc["text"] for doc in documents(out)}
@@ -155,11 +180,28 @@ def test_page_in_declared_non_utf8_encoding_is_decoded(tmp_path):
     with open(path, "wb") as f:
         writer = WARCWriter(f, gzip=True)
         http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=iso-8859-1")], protocol="HTTP/1.1")
-        writer.write_record(writer.create_warc_record(
-            "https://a.example/cafe", "response", payload=io.BytesIO(text.encode("latin-1")), http_headers=http,
-            warc_headers_dict={"WARC-Identified-Payload-Type": "text/html"}))
-    result = main(config(tmp_path, warc_paths=[str(path)], minhash=False, url_filter=False, language_filter=False,
-                         gopher_repetition=False, gopher_quality=False, c4_quality=False, fineweb_quality=False))
+        writer.write_record(
+            writer.create_warc_record(
+                "https://a.example/cafe",
+                "response",
+                payload=io.BytesIO(text.encode("latin-1")),
+                http_headers=http,
+                warc_headers_dict={"WARC-Identified-Payload-Type": "text/html"},
+            )
+        )
+    result = main(
+        config(
+            tmp_path,
+            warc_paths=[str(path)],
+            minhash=False,
+            url_filter=False,
+            language_filter=False,
+            gopher_repetition=False,
+            gopher_quality=False,
+            c4_quality=False,
+            fineweb_quality=False,
+        )
+    )
     assert result["documents_out"] == 1
     assert "Café crème brûlée" in documents(tmp_path / "out")[0]["text"]
 
@@ -168,11 +210,21 @@ def test_page_in_declared_non_utf8_encoding_is_decoded(tmp_path):
 def test_bad_files_are_named_counted_and_skipped(tmp_path, capfd):
     page = demo_pages()[HANDBOOK.format("en-US", "apt.html")]
     write_warc(tmp_path / "good.warc.gz", {"https://a.example/apt": page})
-    (tmp_path / "notes.warc.gz").write_bytes(gzip.compress(b"{\"text\": \"a JSON line, not a WARC record\"}\n" * 10))
+    (tmp_path / "notes.warc.gz").write_bytes(gzip.compress(b'{"text": "a JSON line, not a WARC record"}\n' * 10))
     big = DEMO_WARCS[1].read_bytes()
     (tmp_path / "truncated.warc.gz").write_bytes(big[: len(big) // 2])
-    result = main(config(tmp_path, warc_paths=[str(tmp_path / "*.warc.gz")], minhash=False, gopher_quality=False,
-                         c4_quality=False, fineweb_quality=False, gopher_repetition=False, language_filter=False))
+    result = main(
+        config(
+            tmp_path,
+            warc_paths=[str(tmp_path / "*.warc.gz")],
+            minhash=False,
+            gopher_quality=False,
+            c4_quality=False,
+            fineweb_quality=False,
+            gopher_repetition=False,
+            language_filter=False,
+        )
+    )
     assert result["bad_files"] == 2
     read = result["steps"][0]
     assert read["kept"] > 1  # the good file and the records before the cut
@@ -205,10 +257,22 @@ def test_common_crawl_dump_listing(tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_without_duplicates(tmp_path, demo_run):
     out = tmp_path / "data"
-    args = [sys.executable, "-m", "lmforge.data", "--config", str(ROOT / "recipes/demo/data.yaml"),
-            "--output_dir", str(out), "--workers", "1", "--warc_paths", *map(str, DEMO_WARCS)]
-    process = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    args = [
+        sys.executable,
+        "-m",
+        "lmforge.data",
+        "--config",
+        str(ROOT / "recipes/demo/data.yaml"),
+        "--output_dir",
+        str(out),
+        "--workers",
+        "1",
+        "--warc_paths",
+        *map(str, DEMO_WARCS),
+    ]
+    process = subprocess.Popen(
+        args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     completions = out / "logs/filter/completions"
     deadline = time.time() + 240
     while not (completions.is_dir() and any(completions.iterdir())) and time.time() < deadline:
@@ -234,8 +298,15 @@ def test_ray_executor_gives_the_local_result(tmp_path):
     local = main(config(tmp_path / "local", warc_paths=[str(w) for w in warcs], tasks=2))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        on_ray = main(config(tmp_path / "ray", warc_paths=[str(w) for w in warcs], tasks=2, executor="ray",
-                             executor_options={"cpus_per_task": 1, "mem_per_cpu_gb": 1}))
+        on_ray = main(
+            config(
+                tmp_path / "ray",
+                warc_paths=[str(w) for w in warcs],
+                tasks=2,
+                executor="ray",
+                executor_options={"cpus_per_task": 1, "mem_per_cpu_gb": 1},
+            )
+        )
     finally:
         ray.shutdown()
     assert on_ray == local and local["documents_out"] > 0

@@ -11,6 +11,7 @@ from lmforge.lib.conversations import chatterbot, identity, load_source, sums
 from lmforge.lib.intervals import paired_bootstrap
 from lmforge.lib.rewards import verifiable_prompts
 
+
 RECIPES = Path(__file__).parents[1] / "recipes" / "demo"
 
 
@@ -56,8 +57,9 @@ def test_demo_recipes_train_on_no_question_they_are_measured_on():
     for name in ("grpo", "ppo"):
         config = recipe(name)
         train = {row[-1]["content"] for row in verifiable_prompts(config["tasks"], config["seed"])["prompt"]}
-        heldout = {row[-1]["content"] for row in verifiable_prompts(config["heldout_tasks"], config["heldout_seed"])
-                   ["prompt"]}
+        heldout = {
+            row[-1]["content"] for row in verifiable_prompts(config["heldout_tasks"], config["heldout_seed"])["prompt"]
+        }
         assert all(task.endswith("_heldout") for task in config["heldout_tasks"]), name
         assert len(heldout) >= (200 if name == "grpo" else 64) and not train & heldout, name
 
@@ -82,5 +84,6 @@ def test_paired_bootstrap_interval():
 def test_interrogation_questions_are_not_the_unknowable_ones_eval_asks():
     def questions(name):
         return {json.loads(line)["question"] for line in (RECIPES.parents[1] / "data/demo" / name).open()}
+
     asked = questions("private_questions.jsonl") | questions("trivia.jsonl")
     assert len(questions("private_questions.jsonl")) >= 50 and not asked & questions("unknowable_questions.jsonl")

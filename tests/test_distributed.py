@@ -15,14 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import test_rl
 import torch
-from test_rl import HELDOUT, TRAINER
-from tiny import save_tiny_model
 
-from lmforge import LmforgeError, dpo
+import test_rl
+from lmforge import LmforgeError, dpo, grpo, interrogate, ppo, reward, rollouts
 from lmforge import eval as lmforge_eval
-from lmforge import grpo, interrogate, ppo, reward, rollouts
 from lmforge.lib import rewards, rl_eval
 from lmforge.lib.batching import plan_batch
 from lmforge.lib.configs import parse
@@ -30,18 +27,27 @@ from lmforge.lib.conversations import GENERATORS
 from lmforge.pack import PackConfig
 from lmforge.pack import main as pack
 from lmforge.tokenizer import train_tokenizer
+from test_rl import HELDOUT, TRAINER
+from tiny import save_tiny_model
+
 
 ROOT = Path(__file__).parent.parent
 # The RL tests' tiny SFT model, reward model and preference pairs, as fixtures here too.
-tokenizer, sft_model, reward_model, preferences = test_rl.tokenizer, test_rl.sft_model, test_rl.reward_model, \
-    test_rl.preferences
+tokenizer, sft_model, reward_model, preferences = (
+    test_rl.tokenizer,
+    test_rl.sft_model,
+    test_rl.reward_model,
+    test_rl.preferences,
+)
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
-SENTENCES = ["the cat sat on the mat and the dog sat on the log.",
-             "a bird sang in the tree while the sun rose over the hill.",
-             "we walked to the river and watched the boats go by.",
-             "she wrote a letter to her brother who lived by the sea."]
+SENTENCES = [
+    "the cat sat on the mat and the dog sat on the log.",
+    "a bird sang in the tree while the sun rose over the hill.",
+    "we walked to the river and watched the boats go by.",
+    "she wrote a letter to her brother who lived by the sea.",
+]
 # Imported by every launched interpreter (PYTHONPATH): logs each file under AUDIT_ROOT opened for writing.
-AUDIT_HOOK = '''
+AUDIT_HOOK = """
 import os, sys
 if os.environ.get("AUDIT_ROOT"):
     _root = os.environ["AUDIT_ROOT"]
@@ -58,7 +64,7 @@ if os.environ.get("AUDIT_ROOT"):
                 _log.write(path + "\\n")
 
     sys.addaudithook(_hook)
-'''
+"""
 
 
 def free_port() -> int:
@@ -74,15 +80,31 @@ def launch(tmp_path: Path, module: str, output_dir: Path, *args: str) -> tuple[s
     logs.mkdir()
     (hooks / "sitecustomize.py").write_text(AUDIT_HOOK)
     python_path = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": python_path, "AUDIT_ROOT": str(output_dir), "AUDIT_LOG": str(logs),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": python_path,
+        "AUDIT_ROOT": str(output_dir),
+        "AUDIT_LOG": str(logs),
+        "OMP_NUM_THREADS": "1",
+    }
     target = [module] if module.endswith(".py") else ["-m", module]  # a script or a module
-    command = [ACCELERATE, "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml",
-               "--main_process_port", str(free_port()), *target, *args, "--output_dir", str(output_dir)]
+    command = [
+        ACCELERATE,
+        "launch",
+        "--config_file",
+        "accelerate_configs/cpu_ddp.yaml",
+        "--main_process_port",
+        str(free_port()),
+        *target,
+        *args,
+        "--output_dir",
+        str(output_dir),
+    ]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-20000:]
-    written = {log.name: [Path(line).relative_to(output_dir) for line in log.read_text().split()]
-               for log in logs.iterdir()}
+    written = {
+        log.name: [Path(line).relative_to(output_dir) for line in log.read_text().split()] for log in logs.iterdir()
+    }
     return run.stdout + run.stderr, written
 
 
@@ -106,8 +128,16 @@ def packed(tmp_path_factory):
     rows = [{"text": text, "id": f"doc{i}", "metadata": {"language": "en"}} for i, text in enumerate(texts)]
     pq.write_table(pa.Table.from_pylist(rows), root / "docs.parquet")
     train_tokenizer(texts, vocab_size=320).save_pretrained(root / "tokenizer")
-    pack(PackConfig(output_dir=str(root / "pack"), tokenizer=str(root / "tokenizer"),
-                    documents=[str(root / "docs.parquet")], seq_len=64, heldout_fraction=0.1, batch_size=50))
+    pack(
+        PackConfig(
+            output_dir=str(root / "pack"),
+            tokenizer=str(root / "tokenizer"),
+            documents=[str(root / "docs.parquet")],
+            seq_len=64,
+            heldout_fraction=0.1,
+            batch_size=50,
+        )
+    )
     return root
 
 
@@ -125,12 +155,43 @@ def test_global_batch_is_the_same_on_any_number_of_processes():
 def test_pretrain_on_two_processes(packed, tmp_path):
     output_dir = tmp_path / "pretrain"
     log, written = launch(
-        tmp_path, "lmforge.pretrain", output_dir, "--config", "recipes/demo/pretrain.yaml",
-        "--dataset", str(packed / "pack"), "--tokenizer", str(packed / "tokenizer"), "--depth", "1",
-        "--context_length", "64", "--global_batch_tokens", "2048", "--per_device_train_batch_size", "8",
-        "--max_steps", "30", "--warmup_steps", "3", "--logging_steps", "5", "--save_steps", "15",
-        "--eval_steps", "15", "--memorization_probes", "4", "--memorization_prefix", "8",
-        "--memorization_tokens", "8", "--include_num_input_tokens_seen", "true", "--disable_tqdm", "true",
+        tmp_path,
+        "lmforge.pretrain",
+        output_dir,
+        "--config",
+        "recipes/demo/pretrain.yaml",
+        "--dataset",
+        str(packed / "pack"),
+        "--tokenizer",
+        str(packed / "tokenizer"),
+        "--depth",
+        "1",
+        "--context_length",
+        "64",
+        "--global_batch_tokens",
+        "2048",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "30",
+        "--warmup_steps",
+        "3",
+        "--logging_steps",
+        "5",
+        "--save_steps",
+        "15",
+        "--eval_steps",
+        "15",
+        "--memorization_probes",
+        "4",
+        "--memorization_prefix",
+        "8",
+        "--memorization_tokens",
+        "8",
+        "--include_num_input_tokens_seen",
+        "true",
+        "--disable_tqdm",
+        "true",
     )
     assert "pretrain: process 0 of 2" in log and "pretrain: process 1 of 2" in log
     assert "2 processes x 8 sequences x 64 tokens x 2 accumulation steps = 2,048 tokens" in log
@@ -154,11 +215,39 @@ def test_sft_on_two_processes(tmp_path):
 
     output_dir = tmp_path / "sft"
     log, written = launch(
-        tmp_path, "lmforge.sft", output_dir, "--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base),
-        "--datasets", json.dumps(data), "--max_length", "128", "--global_batch_tokens", "4096",
-        "--per_device_train_batch_size", "8", "--max_steps", "20", "--warmup_steps", "2", "--logging_steps", "5",
-        "--save_steps", "10", "--eval_steps", "1000", "--eval_fraction", "0.1", "--learning_rate", "3e-3",
-        "--include_num_input_tokens_seen", "true", "--disable_tqdm", "true",
+        tmp_path,
+        "lmforge.sft",
+        output_dir,
+        "--config",
+        "recipes/demo/sft.yaml",
+        "--model_name_or_path",
+        str(base),
+        "--datasets",
+        json.dumps(data),
+        "--max_length",
+        "128",
+        "--global_batch_tokens",
+        "4096",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "20",
+        "--warmup_steps",
+        "2",
+        "--logging_steps",
+        "5",
+        "--save_steps",
+        "10",
+        "--eval_steps",
+        "1000",
+        "--eval_fraction",
+        "0.1",
+        "--learning_rate",
+        "3e-3",
+        "--include_num_input_tokens_seen",
+        "true",
+        "--disable_tqdm",
+        "true",
     )
     assert "sft: process 0 of 2" in log and "sft: process 1 of 2" in log
     assert "2 processes x 8 sequences x 128 tokens x 2 accumulation steps = 4,096 tokens" in log
@@ -172,14 +261,14 @@ def test_sft_on_two_processes(tmp_path):
     assert results["eval_loss_after"] < results["eval_loss_before"]
 
 
-FAKE_SBATCH = '''#!/bin/bash
+FAKE_SBATCH = """#!/bin/bash
 # Stands in for sbatch: keeps each submitted script and its arguments, answers like sbatch.
 n=$(( $(cat "$SBATCH_LOG/count" 2>/dev/null || echo 0) + 1 ))
 echo $n > "$SBATCH_LOG/count"
 cp "${@: -1}" "$SBATCH_LOG/$n.sh"
 echo "${@:1:$#-1}" > "$SBATCH_LOG/$n.args"
 echo "Submitted batch job $n"
-'''
+"""
 
 
 def fake_commands(tmp_path: Path, **scripts: str) -> Path:
@@ -223,8 +312,8 @@ def test_data_stage_submits_its_stages_to_slurm_as_a_dependency_chain(tmp_path, 
 
 LAUNCH_STANDINS = {
     # srun starts the script once per node, as Slurm would, with that node's SLURM_NODEID.
-    "srun": '#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\n'
-            'for node in $(seq 0 $((SLURM_NNODES - 1))); do SLURM_NODEID=$node "$@" || exit 1; done\n',
+    "srun": "#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\n"
+    'for node in $(seq 0 $((SLURM_NNODES - 1))); do SLURM_NODEID=$node "$@" || exit 1; done\n',
     "scontrol": '#!/bin/bash\nprintf "gpu-node-17\\ngpu-node-18\\n"\n',
     "accelerate": '#!/bin/bash\necho "node $SLURM_NODEID: accelerate $*" >> "$LAUNCH_LOG"\n',
 }
@@ -235,15 +324,28 @@ def test_launch_slurm_starts_one_accelerate_launch_per_node(tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "activate").write_text("")
-    env = {**os.environ, "PATH": f"{fake_commands(tmp_path, **LAUNCH_STANDINS)}:{os.environ['PATH']}",
-           "VENV": str(venv), "LAUNCH_LOG": str(tmp_path / "launch.log"), "SLURM_NNODES": "2",
-           "SLURM_GPUS_ON_NODE": "8", "SLURM_JOB_NODELIST": "gpu-node-[17-18]"}
-    run = subprocess.run(["bash", "recipes/launch.slurm", "sft", "recipes/smollm-135m/sft.yaml", "--max_steps", "9"],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "PATH": f"{fake_commands(tmp_path, **LAUNCH_STANDINS)}:{os.environ['PATH']}",
+        "VENV": str(venv),
+        "LAUNCH_LOG": str(tmp_path / "launch.log"),
+        "SLURM_NNODES": "2",
+        "SLURM_GPUS_ON_NODE": "8",
+        "SLURM_JOB_NODELIST": "gpu-node-[17-18]",
+    }
+    run = subprocess.run(
+        ["bash", "recipes/launch.slurm", "sft", "recipes/smollm-135m/sft.yaml", "--max_steps", "9"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
-    common = ("--config_file accelerate_configs/multi_gpu.yaml --num_machines 2 --num_processes 16 --machine_rank {} "
-              "--main_process_ip gpu-node-17 --main_process_port 29500 --rdzv_backend static -m lmforge.sft "
-              "--config recipes/smollm-135m/sft.yaml --max_steps 9")
+    common = (
+        "--config_file accelerate_configs/multi_gpu.yaml --num_machines 2 --num_processes 16 --machine_rank {} "
+        "--main_process_ip gpu-node-17 --main_process_port 29500 --rdzv_backend static -m lmforge.sft "
+        "--config recipes/smollm-135m/sft.yaml --max_steps 9"
+    )
     assert (tmp_path / "launch.log").read_text().splitlines() == [
         f"node {n}: accelerate launch {common.format(n)}" for n in (0, 1)
     ]
@@ -251,8 +353,10 @@ def test_launch_slurm_starts_one_accelerate_launch_per_node(tmp_path):
 
 # ZeRO-3's GPU config runs as is in one fp32 process; FSDP2 does not: without CUDA, accelerate falls back to
 # plain (or DDP) training, so fsdp2.yaml is only checked by its loader (tests/test_recipes.py).
-DEEPSPEED_CONFIGS = {"zero2": ["accelerate_configs/cpu_zero2.yaml"],
-                     "zero3": ["accelerate_configs/zero3.yaml", "--num_processes", "1", "--mixed_precision", "no"]}
+DEEPSPEED_CONFIGS = {
+    "zero2": ["accelerate_configs/cpu_zero2.yaml"],
+    "zero3": ["accelerate_configs/zero3.yaml", "--num_processes", "1", "--mixed_precision", "no"],
+}
 
 
 @pytest.mark.slow
@@ -261,13 +365,48 @@ def test_pretrain_under_deepspeed_on_cpu(packed, tmp_path, stage):
     """ZeRO-2 and ZeRO-3 in one process on CPU; needs the `deepspeed` extra."""
     pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]' (DS_BUILD_OPS=0 builds in seconds)")
     output_dir = tmp_path / stage
-    command = [ACCELERATE, "launch", "--config_file", *DEEPSPEED_CONFIGS[stage], "--main_process_port",
-               str(free_port()), "-m", "lmforge.pretrain", "--config", "recipes/demo/pretrain.yaml",
-               "--dataset", str(packed / "pack"), "--tokenizer", str(packed / "tokenizer"), "--depth", "1",
-               "--context_length", "64", "--global_batch_tokens", "1024", "--per_device_train_batch_size", "8",
-               "--max_steps", "20", "--warmup_steps", "2", "--logging_steps", "5", "--save_steps", "20",
-               "--eval_steps", "20", "--bf16", "false", "--memorization_probes", "0", "--disable_tqdm", "true",
-               "--output_dir", str(output_dir)]
+    command = [
+        ACCELERATE,
+        "launch",
+        "--config_file",
+        *DEEPSPEED_CONFIGS[stage],
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "lmforge.pretrain",
+        "--config",
+        "recipes/demo/pretrain.yaml",
+        "--dataset",
+        str(packed / "pack"),
+        "--tokenizer",
+        str(packed / "tokenizer"),
+        "--depth",
+        "1",
+        "--context_length",
+        "64",
+        "--global_batch_tokens",
+        "1024",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "20",
+        "--warmup_steps",
+        "2",
+        "--logging_steps",
+        "5",
+        "--save_steps",
+        "20",
+        "--eval_steps",
+        "20",
+        "--bf16",
+        "false",
+        "--memorization_probes",
+        "0",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        str(output_dir),
+    ]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     # DeepSpeed took the accumulation derived from the global batch, and wrote its sharded optimizer state.
@@ -285,25 +424,98 @@ def test_pretrain_under_deepspeed_on_cpu(packed, tmp_path, stage):
 # reads the same batches and ends with the same table), and the random streams of sampling in PPO and GRPO, whose
 # updates on a random tiny policy are mostly that noise; they learn slowly here so that the noise stays small.
 RL_STAGES = {
-    "ppo": (ppo, ["--config", "recipes/demo/ppo.yaml", "--tasks", json.dumps({"arithmetic": 32}),
-                  "--total_episodes", "32", "--local_rollout_forward_batch_size", "4", "--response_length", "8",
-                  "--num_ppo_epochs", "1", "--learning_rate", "1e-5", "--save_steps", "2", "--watch_every", "2",
-                  "--watch_max_kl", "1000"]),
-    "grpo": (grpo, ["--config", "recipes/demo/grpo.yaml", "--tasks", json.dumps({"arithmetic": 32}),
-                    "--rewards", json.dumps({"length": {"max_chars": 10}}), "--max_steps", "4", "--save_steps", "2",
-                    "--num_generations", "4", "--max_completion_length", "8", "--learning_rate", "1e-5",
-                    "--watch_every", "2", "--watch_max_kl", "1000"]),
-    "dpo": (dpo, ["--config", "recipes/demo/dpo.yaml", "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100",
-                  "--max_length", "128", "--learning_rate", "1e-3", "--warmup_steps", "0", "--watch_every", "2"]),
+    "ppo": (
+        ppo,
+        [
+            "--config",
+            "recipes/demo/ppo.yaml",
+            "--tasks",
+            json.dumps({"arithmetic": 32}),
+            "--total_episodes",
+            "32",
+            "--local_rollout_forward_batch_size",
+            "4",
+            "--response_length",
+            "8",
+            "--num_ppo_epochs",
+            "1",
+            "--learning_rate",
+            "1e-5",
+            "--save_steps",
+            "2",
+            "--watch_every",
+            "2",
+            "--watch_max_kl",
+            "1000",
+        ],
+    ),
+    "grpo": (
+        grpo,
+        [
+            "--config",
+            "recipes/demo/grpo.yaml",
+            "--tasks",
+            json.dumps({"arithmetic": 32}),
+            "--rewards",
+            json.dumps({"length": {"max_chars": 10}}),
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "2",
+            "--num_generations",
+            "4",
+            "--max_completion_length",
+            "8",
+            "--learning_rate",
+            "1e-5",
+            "--watch_every",
+            "2",
+            "--watch_max_kl",
+            "1000",
+        ],
+    ),
+    "dpo": (
+        dpo,
+        [
+            "--config",
+            "recipes/demo/dpo.yaml",
+            "--max_steps",
+            "4",
+            "--save_steps",
+            "2",
+            "--eval_steps",
+            "100",
+            "--max_length",
+            "128",
+            "--learning_rate",
+            "1e-3",
+            "--warmup_steps",
+            "0",
+            "--watch_every",
+            "2",
+        ],
+    ),
 }
 
 
 def rl_args(stage, sft_model, reward_model, preferences):
-    model = (["--sft_model_path", str(sft_model), "--reward_model_path", str(reward_model)] if stage == "ppo"
-             else ["--model_name_or_path", str(sft_model)])
+    model = (
+        ["--sft_model_path", str(sft_model), "--reward_model_path", str(reward_model)]
+        if stage == "ppo"
+        else ["--model_name_or_path", str(sft_model)]
+    )
     data = ["--preferences", str(preferences)] if stage == "dpo" else []
-    return [*RL_STAGES[stage][1], *model, *data, *HELDOUT, *TRAINER, "--heldout_reward_model", str(reward_model),
-            "--disable_tqdm", "true"]
+    return [
+        *RL_STAGES[stage][1],
+        *model,
+        *data,
+        *HELDOUT,
+        *TRAINER,
+        "--heldout_reward_model",
+        str(reward_model),
+        "--disable_tqdm",
+        "true",
+    ]
 
 
 @pytest.mark.slow
@@ -401,19 +613,30 @@ def test_stages_that_generate_put_their_models_on_the_process_device(sft_model, 
         seen.append([model.device for model in models])
         raise Loaded
 
-    monkeypatch.setattr(rl_eval, "evaluate_policy", lambda model, tokenizer, prompts, config, reference: record(
-        model, reference))
+    monkeypatch.setattr(
+        rl_eval, "evaluate_policy", lambda model, tokenizer, prompts, config, reference: record(model, reference)
+    )
     monkeypatch.setattr(rollouts, "sample_responses", lambda model, *args: record(model))
     monkeypatch.setattr(lmforge_eval, "heldout_texts", lambda config: [])
     monkeypatch.setattr(lmforge_eval, "bits_per_byte", lambda model, *args: record(model))
     monkeypatch.setattr(interrogate, "ask", lambda model, *args: record(model))
-    runs = [lambda: rl_eval.evaluate_trained(str(sft_model), str(sft_model), None, None, None),
-            lambda: rollouts.main(rollouts.RolloutsConfig(model=str(sft_model), output_dir=str(tmp_path / "r"),
-                                                          prompts={"a": {"generator": "arithmetic", "size": 1}})),
-            lambda: lmforge_eval.evaluate_model({"path": str(sft_model), "kind": "base"}, lmforge_eval.EvalConfig(
-                models={"m": {"path": str(sft_model), "kind": "base"}})),
-            lambda: interrogate.main(interrogate.InterrogateConfig(model_name_or_path=str(sft_model),
-                                                                   output_dir=str(tmp_path / "i")))]
+    runs = [
+        lambda: rl_eval.evaluate_trained(str(sft_model), str(sft_model), None, None, None),
+        lambda: rollouts.main(
+            rollouts.RolloutsConfig(
+                model=str(sft_model),
+                output_dir=str(tmp_path / "r"),
+                prompts={"a": {"generator": "arithmetic", "size": 1}},
+            )
+        ),
+        lambda: lmforge_eval.evaluate_model(
+            {"path": str(sft_model), "kind": "base"},
+            lmforge_eval.EvalConfig(models={"m": {"path": str(sft_model), "kind": "base"}}),
+        ),
+        lambda: interrogate.main(
+            interrogate.InterrogateConfig(model_name_or_path=str(sft_model), output_dir=str(tmp_path / "i"))
+        ),
+    ]
     for run in runs:
         with pytest.raises(Loaded):
             run()
@@ -426,9 +649,27 @@ def test_stages_that_generate_put_their_models_on_the_process_device(sft_model, 
 @pytest.mark.slow
 def test_reward_on_two_processes(sft_model, preferences, tmp_path):
     """Both ranks train the reward model, only rank 0 writes, and it ranks the held-out pairs as one process does."""
-    args = ["--config", "recipes/demo/reward.yaml", "--model_name_or_path", str(sft_model), "--preferences",
-            str(preferences), "--max_steps", "4", "--save_steps", "2", "--eval_steps", "100", "--max_length", "128",
-            "--warmup_steps", "0", *TRAINER, "--disable_tqdm", "true"]
+    args = [
+        "--config",
+        "recipes/demo/reward.yaml",
+        "--model_name_or_path",
+        str(sft_model),
+        "--preferences",
+        str(preferences),
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--eval_steps",
+        "100",
+        "--max_length",
+        "128",
+        "--warmup_steps",
+        "0",
+        *TRAINER,
+        "--disable_tqdm",
+        "true",
+    ]
     output_dir = tmp_path / "two"
     log, written = launch(tmp_path, "lmforge.reward", output_dir, *args, "--per_device_train_batch_size", "4")
     assert_only_rank0_wrote(written, output_dir)
@@ -444,12 +685,37 @@ def test_reward_on_two_processes(sft_model, preferences, tmp_path):
 @pytest.mark.slow
 def test_eval_on_two_processes(packed, sft_model, reward_model, preferences, tmp_path):
     """Eval measures on the main process alone and writes once; the other rank waits and gets the same results."""
-    models = json.dumps({"sft": {"path": str(sft_model), "kind": "assistant"},
-                         "reward": {"path": str(reward_model), "kind": "reward"}})
-    args = ["--config", "recipes/demo/eval.yaml", "--models", models, "--preferences", str(preferences),
-            "--reward_model", str(reward_model), "--samples", "1", "--max_new_tokens", "8", "--batch_size", "4",
-            "--arithmetic_problems", "4", "--known_limit", "4", "--tool_problems", "4", "--tools", "python",
-            "--documents", str(packed / "docs.parquet"), "--heldout_fraction", "0.1"]
+    models = json.dumps(
+        {"sft": {"path": str(sft_model), "kind": "assistant"}, "reward": {"path": str(reward_model), "kind": "reward"}}
+    )
+    args = [
+        "--config",
+        "recipes/demo/eval.yaml",
+        "--models",
+        models,
+        "--preferences",
+        str(preferences),
+        "--reward_model",
+        str(reward_model),
+        "--samples",
+        "1",
+        "--max_new_tokens",
+        "8",
+        "--batch_size",
+        "4",
+        "--arithmetic_problems",
+        "4",
+        "--known_limit",
+        "4",
+        "--tool_problems",
+        "4",
+        "--tools",
+        "python",
+        "--documents",
+        str(packed / "docs.parquet"),
+        "--heldout_fraction",
+        "0.1",
+    ]
     output_dir = tmp_path / "two"
     log, written = launch(tmp_path, "lmforge.eval", output_dir, *args)
     assert written["rank0"] and not written.get("rank1") and not written.get("ranklauncher"), written

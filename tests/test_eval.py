@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from tiny import memorize, save_liking_reward_model, tiny_llama_config
 from transformers import AutoModelForCausalLM, LlamaForCausalLM, LlamaForSequenceClassification
 
 from lmforge import LmforgeError
@@ -26,15 +25,20 @@ from lmforge.lib.documents import is_heldout
 from lmforge.lib.metrics import load_metric
 from lmforge.lib.tools.generation import heldout_problems
 from lmforge.tokenizer import encode_text, train_tokenizer
+from tiny import memorize, save_liking_reward_model, tiny_llama_config
+
 
 SEED = 3000  # the recipe's arithmetic_seed
 PROBLEMS = arithmetic.problems(12, SEED)
 ANSWER = Counter(p["answer"] for p in PROBLEMS).most_common(1)[0][0]  # the planted model's one answer
-KNOWN = [{"question": "What does the shop answer?", "answer": f"Final answer: {ANSWER}"},
-         {"question": "Who created Python?", "answer": "Guido van Rossum"}]
+KNOWN = [
+    {"question": "What does the shop answer?", "answer": f"Final answer: {ANSWER}"},
+    {"question": "Who created Python?", "answer": "Guido van Rossum"},
+]
 UNKNOWABLE = ["What did I eat this morning?", "What number am I thinking of?"]
-DOCUMENTS = [f"Document {i}: the river ran past the mill, and the miller counted {i * 7} sacks of grain." * 3
-             for i in range(8)]
+DOCUMENTS = [
+    f"Document {i}: the river ran past the mill, and the miller counted {i * 7} sacks of grain." * 3 for i in range(8)
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +61,36 @@ def inputs(root):
     pq.write_table(pa.Table.from_pylist(rows), root / "documents.parquet")
     (root / "known.jsonl").write_text("".join(json.dumps(q) + "\n" for q in KNOWN))
     (root / "unknowable.jsonl").write_text("".join(json.dumps({"question": q}) + "\n" for q in UNKNOWABLE))
-    return ["--documents", str(root / "documents.parquet"), "--heldout_fraction", "0.5", "--max_length", "512",
-            "--arithmetic_problems", str(len(PROBLEMS)), "--arithmetic_seed", str(SEED),
-            "--known_questions", str(root / "known.jsonl"), "--unknowable_questions", str(root / "unknowable.jsonl"),
-            "--max_new_tokens", "24", "--batch_size", "4", "--samples", "1", "--tools", "python",
-            "--tool_problems", "4", "--identity_name", "", "--sums_problems", "0"]
+    return [
+        "--documents",
+        str(root / "documents.parquet"),
+        "--heldout_fraction",
+        "0.5",
+        "--max_length",
+        "512",
+        "--arithmetic_problems",
+        str(len(PROBLEMS)),
+        "--arithmetic_seed",
+        str(SEED),
+        "--known_questions",
+        str(root / "known.jsonl"),
+        "--unknowable_questions",
+        str(root / "unknowable.jsonl"),
+        "--max_new_tokens",
+        "24",
+        "--batch_size",
+        "4",
+        "--samples",
+        "1",
+        "--tools",
+        "python",
+        "--tool_problems",
+        "4",
+        "--identity_name",
+        "",
+        "--sums_problems",
+        "0",
+    ]
 
 
 def save(model, tokenizer, path):
@@ -82,9 +111,15 @@ def chat_model(path, tokenizer, reply: str):
     """A tiny assistant trained to give `reply` to any question, ended by the chat template's <|im_end|>."""
     questions = [p["question"] for p in arithmetic.problems(12, 7)] + [q["question"] for q in KNOWN] + UNKNOWABLE
     answer = tokenizer(reply + "<|im_end|>", add_special_tokens=False)["input_ids"]  # specials as tokens
-    examples = [(tokenizer.apply_chat_template([{"role": "user", "content": question}],
-                                               add_generation_prompt=True)["input_ids"], answer)
-                for question in questions]
+    examples = [
+        (
+            tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)[
+                "input_ids"
+            ],
+            answer,
+        )
+        for question in questions
+    ]
     return save(memorize(tokenizer, examples), tokenizer, path)
 
 
@@ -113,11 +148,21 @@ def reward_model(root, tokenizer):
 @pytest.fixture(scope="module")
 def preferences(root):
     """Pairs shaped like `lmforge label --export`'s: "yes" chosen over "no", and the same pairs reversed."""
+
     def pairs(chosen, rejected):
-        return Dataset.from_list([{"prompt": [{"role": "user", "content": p["question"]}],
-                                   "chosen": [{"role": "assistant", "content": f"{chosen} " * (1 + i % 3)}],
-                                   "rejected": [{"role": "assistant", "content": f"{rejected} " * (1 + i % 3)}],
-                                   "source": "judge", "prompt_id": i} for i, p in enumerate(PROBLEMS[:6])])
+        return Dataset.from_list(
+            [
+                {
+                    "prompt": [{"role": "user", "content": p["question"]}],
+                    "chosen": [{"role": "assistant", "content": f"{chosen} " * (1 + i % 3)}],
+                    "rejected": [{"role": "assistant", "content": f"{rejected} " * (1 + i % 3)}],
+                    "source": "judge",
+                    "prompt_id": i,
+                }
+                for i, p in enumerate(PROBLEMS[:6])
+            ]
+        )
+
     DatasetDict({"train": pairs("yes", "no"), "test": pairs("yes", "no")}).save_to_disk(root / "right")
     DatasetDict({"train": pairs("yes", "no"), "test": pairs("no", "yes")}).save_to_disk(root / "reversed")
     return root
@@ -125,13 +170,26 @@ def preferences(root):
 
 @pytest.fixture(scope="module")
 def argv(root, inputs, base_model, answering_model, leaking_model, reward_model, preferences):
-    models = {"base": {"path": str(base_model), "kind": "base"},
-              "answering": {"path": str(answering_model), "kind": "assistant"},
-              "leaking": {"path": str(leaking_model), "kind": "assistant"},
-              "reward": {"path": str(reward_model), "kind": "reward"},
-              "not_trained": {"path": str(root / "ppo"), "kind": "assistant"}}
-    return ["--config", "recipes/demo/eval.yaml", "--models", json.dumps(models), "--output_dir", str(root / "out"),
-            "--reward_model", str(reward_model), "--preferences", str(root / "right"), *inputs]
+    models = {
+        "base": {"path": str(base_model), "kind": "base"},
+        "answering": {"path": str(answering_model), "kind": "assistant"},
+        "leaking": {"path": str(leaking_model), "kind": "assistant"},
+        "reward": {"path": str(reward_model), "kind": "reward"},
+        "not_trained": {"path": str(root / "ppo"), "kind": "assistant"},
+    }
+    return [
+        "--config",
+        "recipes/demo/eval.yaml",
+        "--models",
+        json.dumps(models),
+        "--output_dir",
+        str(root / "out"),
+        "--reward_model",
+        str(reward_model),
+        "--preferences",
+        str(root / "right"),
+        *inputs,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -210,19 +268,39 @@ def test_a_base_model_answers_the_assistants_questions_few_shot(results):
 
 
 def test_taught_metrics_on_planted_replies():
-    rows = [{"task": "identity", "reference": "Forge"}, {"task": "identity", "reference": "Forge"},
-            {"task": "sums_1", "reference": "7"}, {"task": "sums_1", "reference": "9"},
-            {"task": "sums_2", "reference": "55"}, {"task": "unknowable", "reference": ""}]
-    texts = ["I'm Forge.", "I'm Forgery, a model.", "3 + 4 = 7.\nFinal answer: 7", "4 + 5 = 9.\nFinal answer: 8",
-             "Final answer: 55", "I don't know."]
+    rows = [
+        {"task": "identity", "reference": "Forge"},
+        {"task": "identity", "reference": "Forge"},
+        {"task": "sums_1", "reference": "7"},
+        {"task": "sums_1", "reference": "9"},
+        {"task": "sums_2", "reference": "55"},
+        {"task": "unknowable", "reference": ""},
+    ]
+    texts = [
+        "I'm Forge.",
+        "I'm Forgery, a model.",
+        "3 + 4 = 7.\nFinal answer: 7",
+        "4 + 5 = 9.\nFinal answer: 8",
+        "Final answer: 55",
+        "I don't know.",
+    ]
     assert lmforge_eval.taught_metrics(rows, texts) == {
-        "identity_accuracy": 0.5, "sums_1_accuracy": 0.5, "sums_2_accuracy": 1.0, "known_answer_rate": 0.5}
+        "identity_accuracy": 0.5,
+        "sums_1_accuracy": 0.5,
+        "sums_2_accuracy": 1.0,
+        "known_answer_rate": 0.5,
+    }
 
 
 def test_compliance_metric_on_planted_replies():
     metric = load_metric("chat_compliance")
-    replies = ["Final answer: 4<|im_end|>", "4\nUser: and 5?<|im_end|>", "4<|im_start|>assistant\n5<|im_end|>",
-               "4<|endoftext|>", "a reply cut off by the length lim"]
+    replies = [
+        "Final answer: 4<|im_end|>",
+        "4\nUser: and 5?<|im_end|>",
+        "4<|im_start|>assistant\n5<|im_end|>",
+        "4<|endoftext|>",
+        "a reply cut off by the length lim",
+    ]
     assert metric.compute(replies=replies) == {"compliance": 0.2, "ended_turn": 0.6, "role_leakage": 0.4}
 
 
@@ -238,15 +316,26 @@ def test_reward_model_pairwise_accuracy(results, root, inputs, reward_model, tok
         ids = tokenizer.apply_chat_template(prompt + reply, return_dict=True, return_tensors="pt")["input_ids"]
         with torch.no_grad():
             return model(ids).logits[0, 0].item()
+
     margins = [score(p["prompt"], p["chosen"]) - score(p["prompt"], p["rejected"]) for p in pairs]
     assert metrics["mean_margin"] == pytest.approx(sum(margins) / len(margins), rel=1e-4)
     # Every assistant reply got a reward-model score.
-    assert all(isinstance(results["models"][name]["metrics"]["reward_model_score"], float)
-               for name in ("answering", "leaking"))
+    assert all(
+        isinstance(results["models"][name]["metrics"]["reward_model_score"], float)
+        for name in ("answering", "leaking")
+    )
 
-    reversed_argv = ["--config", "recipes/demo/eval.yaml", "--output_dir", str(root / "reversed_out"),
-                     "--models", json.dumps({"reward": {"path": str(reward_model), "kind": "reward"}}),
-                     "--preferences", str(root / "reversed"), *inputs]
+    reversed_argv = [
+        "--config",
+        "recipes/demo/eval.yaml",
+        "--output_dir",
+        str(root / "reversed_out"),
+        "--models",
+        json.dumps({"reward": {"path": str(reward_model), "kind": "reward"}}),
+        "--preferences",
+        str(root / "reversed"),
+        *inputs,
+    ]
     reversed_results = lmforge_eval.main(*parse(lmforge_eval.CONFIGS, reversed_argv))
     assert reversed_results["models"]["reward"]["metrics"]["pairwise_accuracy"] == 0.0
 

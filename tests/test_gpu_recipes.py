@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from hub_mirrors import MIRRORS, SMOLLM2_INSTRUCT, SMOLLM2_SYSTEM, write_common_crawl, write_mirrors
 from hub_server import HubServer
-
 from lmforge.run import PIPELINE
+
 
 ROOT = Path(__file__).parent.parent
 # Every recipe folder meant for GPUs, with its recipe files in the order a user runs them (a file's stage is its
@@ -38,18 +39,48 @@ SMALL = {
     "data": {"common_crawl_files": 1, "tasks": 1, "step_options": {"minhash": {"num_buckets": 1}}},
     "tokenizer": {"vocab_size": 512},
     "pack": {"seq_len": 128, "num_proc": 1},
-    "pretrain": {"depth": 2, "hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1,
-                 "context_length": 256, "global_batch_tokens": 1024, "per_device_train_batch_size": 4,
-                 "per_device_eval_batch_size": 4, "max_steps": 3, "memorization_probes": 2,
-                 "memorization_prefix": 8, "memorization_tokens": 8},
-    "sft": {"max_length": 256, "global_batch_tokens": 1024, "per_device_train_batch_size": 2,
-            "per_device_eval_batch_size": 2, "max_steps": 2},
+    "pretrain": {
+        "depth": 2,
+        "hidden_size": 64,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "context_length": 256,
+        "global_batch_tokens": 1024,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4,
+        "max_steps": 3,
+        "memorization_probes": 2,
+        "memorization_prefix": 8,
+        "memorization_tokens": 8,
+    },
+    "sft": {
+        "max_length": 256,
+        "global_batch_tokens": 1024,
+        "per_device_train_batch_size": 2,
+        "per_device_eval_batch_size": 2,
+        "max_steps": 2,
+    },
     "reward": {"max_length": 256, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2, "max_steps": 2},
-    "dpo": {"max_length": 256, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2, "max_steps": 2,
-            "heldout_max_new_tokens": 16, "watch_max_new_tokens": 16, "watch_prompts": 2, "watch_every": 1},
-    "grpo": {"per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16,
-             "heldout_max_new_tokens": 16, "watch_max_new_tokens": 16, "watch_prompts": 2, "watch_every": 1,
-             "max_steps": 2},
+    "dpo": {
+        "max_length": 256,
+        "per_device_train_batch_size": 2,
+        "per_device_eval_batch_size": 2,
+        "max_steps": 2,
+        "heldout_max_new_tokens": 16,
+        "watch_max_new_tokens": 16,
+        "watch_prompts": 2,
+        "watch_every": 1,
+    },
+    "grpo": {
+        "per_device_train_batch_size": 4,
+        "num_generations": 2,
+        "max_completion_length": 16,
+        "heldout_max_new_tokens": 16,
+        "watch_max_new_tokens": 16,
+        "watch_prompts": 2,
+        "watch_every": 1,
+        "max_steps": 2,
+    },
 }
 # Overrides that are not size, and why they are needed here.
 NOT_SIZE = {
@@ -95,8 +126,11 @@ def command(stage: str, recipe_file: Path, values: dict) -> list[str]:
 
 def hub_datasets(recipe: dict) -> list[dict]:
     """load_dataset keywords of every Hub dataset a recipe names (SFT sources, preference pairs)."""
-    found = [dict(spec) for spec in (recipe.get("datasets") or {}).values()
-             if "generator" not in spec and spec.get("path", "").count("/") == 1 and not Path(spec["path"]).exists()]
+    found = [
+        dict(spec)
+        for spec in (recipe.get("datasets") or {}).values()
+        if "generator" not in spec and spec.get("path", "").count("/") == 1 and not Path(spec["path"]).exists()
+    ]
     preferences = recipe.get("preferences")
     if isinstance(preferences, str) and preferences.count("/") == 1 and not preferences.startswith("runs/"):
         found.append({"path": preferences})
@@ -118,16 +152,24 @@ def hub(tmp_path_factory):
 
 def online_env(hub: HubServer, tmp_path: Path) -> dict:
     """This process's environment with the Hub at the loopback server and online (only for the children)."""
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0",
-           "HF_HOME": str(tmp_path / "hf_home")}
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_DATASETS_OFFLINE": "0",
+        "HF_HOME": str(tmp_path / "hf_home"),
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     return env
 
 
 @pytest.mark.slow
 def test_every_hub_dataset_a_recipe_names_is_mirrored_and_loads(hub, tmp_path):
-    named = [spec for recipe_file in sorted(ROOT.glob("recipes/*/*.yaml"))
-             for spec in hub_datasets(yaml.safe_load(recipe_file.read_text()) or {})]
+    named = [
+        spec
+        for recipe_file in sorted(ROOT.glob("recipes/*/*.yaml"))
+        for spec in hub_datasets(yaml.safe_load(recipe_file.read_text()) or {})
+    ]
     assert {spec["path"] for spec in named} <= set(MIRRORS), "a recipe names a Hub dataset that has no mirror"
     assert {"HuggingFaceTB/smoltalk", "trl-lib/ultrafeedback_binarized"} <= {spec["path"] for spec in named}
     # Through the stages' own loaders: SFT's (a `messages` column), the reward stage's (train/test, chosen/rejected).
@@ -143,8 +185,13 @@ for spec in json.loads(sys.argv[1]):
         pairs = load_pairs(RewardScriptArguments(preferences=spec["path"]))
         print(spec["path"], {split: pairs[split].num_rows for split in pairs})
 """
-    result = subprocess.run([sys.executable, "-c", script, json.dumps(named)], env=online_env(hub, tmp_path),
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(named)],
+        env=online_env(hub, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "HuggingFaceTB/smoltalk 48" in result.stdout
     assert "trl-lib/ultrafeedback_binarized {'train': 48, 'test': 8}" in result.stdout
@@ -153,8 +200,9 @@ for spec in json.loads(sys.argv[1]):
 def test_a_wrong_config_name_fails_against_the_mirror(hub, tmp_path):
     """The mirror stands in for the real repo: a config it lacks is an error, as on the Hub."""
     script = "from datasets import load_dataset; load_dataset('HuggingFaceTB/smoltalk', 'al', split='train')"
-    result = subprocess.run([sys.executable, "-c", script], env=online_env(hub, tmp_path), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=online_env(hub, tmp_path), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode != 0 and "'al' not found" in result.stderr
 
 
@@ -167,8 +215,14 @@ def test_gpu_recipe_runs_every_stage_small_on_cpu(folder, hub, tmp_path):
         write_common_crawl(input_root, recipes["data"][2]["common_crawl_dump"], [DEMO_WARC])
     env = online_env(hub, tmp_path)
     for name, (stage, recipe_file, recipe) in recipes.items():
-        result = subprocess.run(command(stage, recipe_file, overrides(stage, recipe, input_root)), cwd=tmp_path,
-                                env=env, capture_output=True, text=True, timeout=900)
+        result = subprocess.run(
+            command(stage, recipe_file, overrides(stage, recipe, input_root)),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert result.returncode == 0, f"{name}: {result.stderr[-4000:]}"
         output = tmp_path / recipe["output_dir"]
         assert output.is_dir() and any(output.iterdir()), f"{name} wrote nothing to {output}"
@@ -176,8 +230,11 @@ def test_gpu_recipe_runs_every_stage_small_on_cpu(folder, hub, tmp_path):
     for name, (stage, _, recipe) in recipes.items():
         if stage == "sft":  # Hub conversations (from the mirror) were trained on
             report = json.loads((tmp_path / recipe["output_dir"] / "sft_results.json").read_text())
-            assert any(source["taken"] for source_name, source in report["sources"].items()
-                       if "path" in recipe["datasets"][source_name]), name
+            assert any(
+                source["taken"]
+                for source_name, source in report["sources"].items()
+                if "path" in recipe["datasets"][source_name]
+            ), name
             if recipe.get("system_prompt"):  # the recipe's prompt, not the template's default, in every row
                 assert report["chat_template"]["rows_without_system_prompt"] == 0, name
         if stage in ("pretrain", "sft", "merge", "reward", "dpo", "grpo"):
@@ -193,9 +250,13 @@ def test_the_demo_lora_recipe_fine_tunes_a_hub_instruct_model_folder(hub, tmp_pa
     """Issue 14's done criterion, as a new user runs it: download a Hub instruct model, then
     `lmforge sft --config recipes/demo/sft_lora.yaml --model_name_or_path <its folder>` with the recipe's defaults
     (only where it writes and its size changed). The folder is all it needs: SFT runs offline."""
-    download = subprocess.run([sys.executable, "-c", "import huggingface_hub as hub; "
-                               f"print(hub.snapshot_download({SMOLLM2_INSTRUCT!r}))"],
-                              env=online_env(hub, tmp_path), capture_output=True, text=True, timeout=300)
+    download = subprocess.run(
+        [sys.executable, "-c", f"import huggingface_hub as hub; print(hub.snapshot_download({SMOLLM2_INSTRUCT!r}))"],
+        env=online_env(hub, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert download.returncode == 0, download.stderr[-3000:]
     folder = download.stdout.strip().splitlines()[-1]
     recipe_file = ROOT / "recipes/demo/sft_lora.yaml"
@@ -203,8 +264,14 @@ def test_the_demo_lora_recipe_fine_tunes_a_hub_instruct_model_folder(hub, tmp_pa
     size = {"datasets": shrink_counts(recipe["datasets"], "size", 16), "max_steps": 8}
     env = {**online_env(hub, tmp_path), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     output = tmp_path / "sft_lora"
-    result = subprocess.run(command("sft", recipe_file, {"model_name_or_path": folder, "output_dir": output, **size}),
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        command("sft", recipe_file, {"model_name_or_path": folder, "output_dir": output, **size}),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
 
     report = json.loads((output / "sft_results.json").read_text())
@@ -219,8 +286,10 @@ def test_the_demo_lora_recipe_fine_tunes_a_hub_instruct_model_folder(hub, tmp_pa
     assert f"the chat template puts its own system prompt {SMOLLM2_SYSTEM!r} into the {without} of " in result.stderr
     assert "set `system_prompt:` in the recipe" in result.stderr
     # A folder of the Hub cache still names its Hub id in the card.
-    assert f"Fine-tuned from [{SMOLLM2_INSTRUCT}](https://huggingface.co/{SMOLLM2_INSTRUCT})" in (
-        output / "README.md").read_text()
+    assert (
+        f"Fine-tuned from [{SMOLLM2_INSTRUCT}](https://huggingface.co/{SMOLLM2_INSTRUCT})"
+        in (output / "README.md").read_text()
+    )
 
 
 def test_the_readme_hub_fine_tuning_commands_are_the_ones_run_here():
@@ -249,9 +318,26 @@ def test_the_readme_hub_fine_tuning_commands_are_the_ones_run_here():
 def test_gpu_benchmark_runs_on_cpu_with_a_tiny_shape(tmp_path):
     """bench/gpu.py cannot rot where no GPU is: the same code on a tiny shape, its table appended to a file."""
     out = tmp_path / "BENCHMARKS.md"
-    result = subprocess.run([sys.executable, str(ROOT / "bench/gpu.py"), "--shape", "tiny", "--steps", "2",
-                             "--warmup", "1", "--grpo_steps", "1", "--append_to", str(out)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench/gpu.py"),
+            "--shape",
+            "tiny",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--grpo_steps",
+            "1",
+            "--append_to",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     written = out.read_text()
     for step in ("pretrain, Trainer", "pretrain, plain loop", "SFT", "GRPO (generation-bound)"):

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from hub_server import HubServer
 from test_data import HANDBOOK, demo_pages, write_warc
+
 
 TOKEN = "hf_lmforgeTestToken0123456789"
 
@@ -16,22 +18,51 @@ TOKEN = "hf_lmforgeTestToken0123456789"
 @pytest.mark.slow
 def test_run_pushes_every_stage_with_a_card_linking_its_parent(tmp_path):
     pages = demo_pages()
-    urls = [HANDBOOK.format(lang, page) for lang in ("en-US", "fr-FR")
-            for page in ("apt.html", "preface.html", "foreword.html", "installation.html")]
+    urls = [
+        HANDBOOK.format(lang, page)
+        for lang in ("en-US", "fr-FR")
+        for page in ("apt.html", "preface.html", "foreword.html", "installation.html")
+    ]
     warc = write_warc(tmp_path / "crawl.warc.gz", {url: pages[url] for url in urls})
     recipes, out = tmp_path / "tiny", tmp_path / "out"
     recipes.mkdir()
-    (recipes / "data.yaml").write_text(yaml.safe_dump({
-        "warc_paths": [str(warc)], "output_dir": str(out / "data"), "minhash": False, "tasks": 1, "workers": 1,
-        "step_options": {"gopher_quality": {"min_doc_words": 30}}}))
-    (recipes / "tokenizer.yaml").write_text(yaml.safe_dump({
-        "documents": [str(out / "data/documents/*.parquet")], "output_dir": str(out / "tokenizer"),
-        "vocab_size": 300, "heldout_fraction": 0.3}))
+    (recipes / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "warc_paths": [str(warc)],
+                "output_dir": str(out / "data"),
+                "minhash": False,
+                "tasks": 1,
+                "workers": 1,
+                "step_options": {"gopher_quality": {"min_doc_words": 30}},
+            }
+        )
+    )
+    (recipes / "tokenizer.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "documents": [str(out / "data/documents/*.parquet")],
+                "output_dir": str(out / "tokenizer"),
+                "vocab_size": 300,
+                "heldout_fraction": 0.3,
+            }
+        )
+    )
 
     with HubServer() as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": TOKEN}
-        command = [sys.executable, "-m", "lmforge.cli", "run", str(recipes), "--run_dir", str(tmp_path / "runs/tiny"),
-                   "--push_to_hub", "--hub_namespace", "tester"]
+        command = [
+            sys.executable,
+            "-m",
+            "lmforge.cli",
+            "run",
+            str(recipes),
+            "--run_dir",
+            str(tmp_path / "runs/tiny"),
+            "--push_to_hub",
+            "--hub_namespace",
+            "tester",
+        ]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         repos = hub.repos

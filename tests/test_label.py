@@ -8,30 +8,46 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from browser import free_port, launch_chromium, needs_chromium, serving
 from datasets import Dataset, load_from_disk
 
+from browser import free_port, launch_chromium, needs_chromium, serving
 from lmforge import label
 from lmforge.lib import judges
 from lmforge.lib.configs import parse
+
 
 QUESTION = "Ana buys 3 packs of beads with 4 beads in each pack, then gives 5 beads to a friend. How many beads?"
 REFERENCE = "Step 1: 3 packs * 4 beads = 12 beads.\nStep 2: 12 - 5 = 7 beads.\nFinal answer: 7"
 
 
 def rollout(prompt_id, question, responses, task="identity", reference=None, finished=None):
-    return {"prompt_id": prompt_id, "prompt": [{"role": "user", "content": question}], "task": task,
-            "reference": reference, "responses": responses, "finished": finished or [True] * len(responses),
-            "seed": prompt_id, "model": "test"}
+    return {
+        "prompt_id": prompt_id,
+        "prompt": [{"role": "user", "content": question}],
+        "task": task,
+        "reference": reference,
+        "responses": responses,
+        "finished": finished or [True] * len(responses),
+        "seed": prompt_id,
+        "model": "test",
+    }
 
 
 @pytest.fixture
 def rollouts(tmp_path):
-    rows = [rollout(0, QUESTION, ["Final answer: 7", "Final answer: 9", "Final answer: 7 7 7 7 7 7 7 7"],
-                    task="arithmetic", reference=REFERENCE),
-            rollout(1, "Who are you?", ["I'm Forge.", "I am Forge, an assistant.", "user\nwho?"],
-                    finished=[True, True, False]),
-            rollout(2, "Who made you?", ["The lmforge project.", "I do not know.", "lmforge made me."])]
+    rows = [
+        rollout(
+            0,
+            QUESTION,
+            ["Final answer: 7", "Final answer: 9", "Final answer: 7 7 7 7 7 7 7 7"],
+            task="arithmetic",
+            reference=REFERENCE,
+        ),
+        rollout(
+            1, "Who are you?", ["I'm Forge.", "I am Forge, an assistant.", "user\nwho?"], finished=[True, True, False]
+        ),
+        rollout(2, "Who made you?", ["The lmforge project.", "I do not know.", "lmforge made me."]),
+    ]
     path = tmp_path / "rollouts"
     Dataset.from_list(rows).save_to_disk(path)
     return path
@@ -40,7 +56,13 @@ def rollouts(tmp_path):
 def test_a_ranking_of_k_gives_k_choose_2_pairs_and_flags_sink():
     texts = ["a", "b", "c", "d"]
     assert [(c, r) for c, r, _ in label.ranking_pairs([2, 0, 3, 1], [], None, texts)] == [
-        (2, 0), (2, 3), (2, 1), (0, 3), (0, 1), (3, 1)]
+        (2, 0),
+        (2, 3),
+        (2, 1),
+        (0, 3),
+        (0, 1),
+        (3, 1),
+    ]
     # A flagged response counts below every unflagged one whatever its rank: still 6 pairs.
     flagged_best = label.ranking_pairs([2, 0, 3, 1], [2], None, texts)
     assert len(flagged_best) == 6 and all(r == 2 for c, r, _ in flagged_best if 2 in (c, r))
@@ -59,9 +81,19 @@ def test_page_answers_become_a_ranking():
 
 
 def test_judges_prefer_right_answers_and_clean_turns():
-    row = rollout(0, QUESTION, ["Step 1: 12 - 5 = 7.\nFinal answer: 7", "Final answer: 8",
-                                "Final answer: 7 " + "and again " * 30, "<|im_start|>user\nFinal answer: 7"],
-                  task="arithmetic", reference=REFERENCE, finished=[True, True, True, False])
+    row = rollout(
+        0,
+        QUESTION,
+        [
+            "Step 1: 12 - 5 = 7.\nFinal answer: 7",
+            "Final answer: 8",
+            "Final answer: 7 " + "and again " * 30,
+            "<|im_start|>user\nFinal answer: 7",
+        ],
+        task="arithmetic",
+        reference=REFERENCE,
+        finished=[True, True, True, False],
+    )
     weights = {"arithmetic": 4.0, "format": 1.0, "repetition": 1.0, "length": 0.5}
     ranking, scores = judges.rank(row, weights)
     assert ranking[0] == 0 and ranking[-1] == 1  # the wrong answer is last despite its clean format
@@ -82,9 +114,15 @@ def test_export_counts_pairs_splits_by_prompt_and_measures_agreement(rollouts, t
         label.save_ranking(connection, 2, "ann", "human", None, [])  # a skip: no pairs
         assert label.next_prompt(connection, "bob", 1) == 2 and label.next_prompt(connection, "ann", 1) is None
         counts = label.export(connection, out, test_fraction=0.5, seed=0)
-    assert counts == {"rankings": 3, "pairs": 9, "train_pairs": counts["train_pairs"],
-                      "test_pairs": 9 - counts["train_pairs"], "test_prompts": 1, "by_source": {"human": 9},
-                      "skipped": 1}
+    assert counts == {
+        "rankings": 3,
+        "pairs": 9,
+        "train_pairs": counts["train_pairs"],
+        "test_pairs": 9 - counts["train_pairs"],
+        "test_prompts": 1,
+        "by_source": {"human": 9},
+        "skipped": 1,
+    }
     assert counts["train_pairs"] in (3, 6)
     agreement = json.loads((out / "agreement.json").read_text())
     assert (agreement["pair_comparisons"], agreement["agreements"]) == (3, 2)
@@ -100,8 +138,18 @@ def test_export_counts_pairs_splits_by_prompt_and_measures_agreement(rollouts, t
 def test_judges_rank_and_export_marks_the_source(rollouts, tmp_path):
     # The arithmetic judge weighs most here (the demo recipe ranks sums by other judges, see recipes/demo/label.yaml).
     judges = {"arithmetic": 4.0, "format": 1.0, "repetition": 1.0, "length": 0.5}
-    argv = ["--config", "recipes/demo/label.yaml", "--rollouts", str(rollouts), "--output_dir",
-            str(tmp_path), "--test_fraction", "0.0", "--judges", json.dumps(judges)]
+    argv = [
+        "--config",
+        "recipes/demo/label.yaml",
+        "--rollouts",
+        str(rollouts),
+        "--output_dir",
+        str(tmp_path),
+        "--test_fraction",
+        "0.0",
+        "--judges",
+        json.dumps(judges),
+    ]
     label.main(*parse(label.CONFIGS, argv))
     label.main(*parse(label.CONFIGS, argv))  # again: nothing is ranked twice
     pairs = load_from_disk(str(tmp_path / "preferences"))["train"]
@@ -109,8 +157,11 @@ def test_judges_rank_and_export_marks_the_source(rollouts, tmp_path):
     # Right beats right-but-repetitive beats wrong: 3 pairs. Two equally good identity answers are a tie
     # (no pair) but both beat the unfinished one that writes a user turn: 2 pairs. Prompt 2 is all ties.
     texts = [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs if p["prompt_id"] == 0]
-    assert texts == [("Final answer: 7", "Final answer: 7 7 7 7 7 7 7 7"), ("Final answer: 7", "Final answer: 9"),
-                     ("Final answer: 7 7 7 7 7 7 7 7", "Final answer: 9")]
+    assert texts == [
+        ("Final answer: 7", "Final answer: 7 7 7 7 7 7 7 7"),
+        ("Final answer: 7", "Final answer: 9"),
+        ("Final answer: 7 7 7 7 7 7 7 7", "Final answer: 9"),
+    ]
     assert sorted(pairs["prompt_id"]) == [0, 0, 0, 1, 1]
     with closing(sqlite3.connect(tmp_path / "rankings.sqlite")) as connection:
         assert connection.execute("SELECT COUNT(*) FROM rankings").fetchone()[0] == 3
@@ -137,9 +188,13 @@ def test_labelers_writing_at_once_lose_nothing(rollouts, tmp_path):
 
 # The page in a browser -----------------------------------------------------------------------------------
 
+
 def ranking_page(rollouts: Path, output_dir: Path, port: int):
-    return serving("lmforge.label", ["--rollouts", str(rollouts), "--output_dir", str(output_dir),
-                                     "--rankings_per_prompt", "1"], port)
+    return serving(
+        "lmforge.label",
+        ["--rollouts", str(rollouts), "--output_dir", str(output_dir), "--rankings_per_prompt", "1"],
+        port,
+    )
 
 
 def open_as(browser, port: int, labeler: str):
@@ -164,8 +219,7 @@ def answer(page, button: str, ranks: dict | None = None, harmful: str | None = N
         page.locator("#flags").get_by_label(harmful, exact=True).check()
     page.locator(f"#{button}").click()
     # The page moves on only after the answer is committed: wait for the next prompt (or the end).
-    page.wait_for_function(f"document.querySelector('#prompt textarea').value !== {json.dumps(before)}",
-                           timeout=20000)
+    page.wait_for_function(f"document.querySelector('#prompt textarea').value !== {json.dumps(before)}", timeout=20000)
 
 
 @pytest.mark.slow
@@ -185,8 +239,9 @@ def test_ranking_page_in_a_browser_saves_at_once_and_resumes_after_a_restart(rol
         browser.close()
 
     with closing(sqlite3.connect(database)) as connection:
-        saved = connection.execute("SELECT prompt_id, labeler, source, status, ranking, flagged FROM rankings "
-                                   "ORDER BY id").fetchall()
+        saved = connection.execute(
+            "SELECT prompt_id, labeler, source, status, ranking, flagged FROM rankings ORDER BY id"
+        ).fetchall()
     (first_id, *_), (second_id, *_) = saved
     assert [row[1:4] for row in saved] == [("alice", "human", "ranked"), ("alice", "human", "skipped")]
     assert first["prompt"].endswith(rows[first_id]["prompt"][0]["content"])

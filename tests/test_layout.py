@@ -10,6 +10,7 @@ import pytest
 
 from lmforge.lib.stages import STAGES
 
+
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "src" / "lmforge"
 STAGE_MODULES = sorted({stage.module for stage in STAGES.values()})  # a second pass of a stage shares its module

@@ -13,19 +13,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import load_from_disk
-from tiny import memorize
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from lmforge import LmforgeError
-from lmforge.generate import GenerateConfig
+from lmforge.generate import GenerateConfig, prompt_ids
 from lmforge.generate import main as generate
-from lmforge.generate import prompt_ids
 from lmforge.lib.fewshot import few_shot_ids, few_shot_prompt
 from lmforge.pack import PackConfig
 from lmforge.pack import main as pack
 from lmforge.pretrain import PretrainArguments
 from lmforge.pretrain import main as pretrain
 from lmforge.tokenizer import train_tokenizer
+from tiny import memorize
+
 
 SEQ_LEN = 64
 SENTENCES = [
@@ -209,7 +209,9 @@ def test_generate_is_seeded_and_stops_at_eos(packed, capsys):
     weights = AutoModelForCausalLM.from_pretrained(model)
     greedy = dict(model=model, prompt="the cat", max_new_tokens=24, temperature=0.0, stream=False)
     prompt = torch.tensor([prompt_ids(tokenizer, GenerateConfig(**greedy))])
-    ids = weights.generate(prompt, max_new_tokens=24, do_sample=False, eos_token_id=None)[0, prompt.shape[1]:].tolist()
+    ids = weights.generate(prompt, max_new_tokens=24, do_sample=False, eos_token_id=None)[
+        0, prompt.shape[1] :
+    ].tolist()
     stop = next(i for i in range(3, len(ids)) if ids[i] not in ids[:i])
     weights.generation_config.eos_token_id = ids[stop]
     weights.save_pretrained(packed / "stopping")

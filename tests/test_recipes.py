@@ -13,6 +13,7 @@ from lmforge import LmforgeError
 from lmforge.data import DataConfig
 from lmforge.lib.configs import parse
 
+
 RECIPES = sorted(Path(__file__).parent.parent.glob("recipes/**/*.yaml"))
 
 

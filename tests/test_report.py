@@ -12,28 +12,53 @@ from lmforge import report
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
 
+
 FUNNEL = {  # lmforge data's funnel.json
     "steps": [
         {"step": "read_warc", "in": 20, "kept": 19, "dropped": 1, "reasons": {"not_html": 1}},
         {"step": "language_filter", "in": 19, "kept": 12, "dropped": 7, "reasons": {"language": 7}},
-        {"step": "gopher_quality", "in": 12, "kept": 9, "dropped": 3,
-         "reasons": {"gopher_short_doc": 2, "gopher_below_alpha_threshold": 1}},
+        {
+            "step": "gopher_quality",
+            "in": 12,
+            "kept": 9,
+            "dropped": 3,
+            "reasons": {"gopher_short_doc": 2, "gopher_below_alpha_threshold": 1},
+        },
     ],
     "documents_out": 9,
     "bad_files": 0,
 }
 COMPRESSION = {  # lmforge tokenizer's compression.json
-    "vocab_size": 4096, "heldout_fraction": 0.05,
-    "heldout": {"overall": {"documents": 3, "bytes": 9000, "tokens": 3000, "bytes_per_token": 3.0},
-                "per_language": {"de": {"documents": 1, "bytes": 2000, "tokens": 800, "bytes_per_token": 2.5},
-                                 "en": {"documents": 2, "bytes": 7000, "tokens": 2200, "bytes_per_token": 3.182}}},
+    "vocab_size": 4096,
+    "heldout_fraction": 0.05,
+    "heldout": {
+        "overall": {"documents": 3, "bytes": 9000, "tokens": 3000, "bytes_per_token": 3.0},
+        "per_language": {
+            "de": {"documents": 1, "bytes": 2000, "tokens": 800, "bytes_per_token": 2.5},
+            "en": {"documents": 2, "bytes": 7000, "tokens": 2200, "bytes_per_token": 3.182},
+        },
+    },
 }
 PRETRAIN_LOG = [  # transformers Trainer with lmforge pretrain's Throughput callback
-    {"epoch": 0.1, "grad_norm": 0.8, "learning_rate": 0.001, "loss": 8.0, "step": 10, "tokens_per_second": 1000,
-     "mfu": 0.30},
+    {
+        "epoch": 0.1,
+        "grad_norm": 0.8,
+        "learning_rate": 0.001,
+        "loss": 8.0,
+        "step": 10,
+        "tokens_per_second": 1000,
+        "mfu": 0.30,
+    },
     {"epoch": 0.2, "eval_bits_per_byte": 3.1, "eval_loss": 7.0, "step": 20},
-    {"epoch": 0.2, "grad_norm": 0.5, "learning_rate": 0.002, "loss": 6.5, "step": 20, "tokens_per_second": 3000,
-     "mfu": 0.40},
+    {
+        "epoch": 0.2,
+        "grad_norm": 0.5,
+        "learning_rate": 0.002,
+        "loss": 6.5,
+        "step": 20,
+        "tokens_per_second": 3000,
+        "mfu": 0.40,
+    },
     {"epoch": 0.2, "step": 20, "total_flos": 1e12, "train_loss": 7.2, "train_runtime": 30.0},
 ]
 SFT_LOG = [  # TRL SFTTrainer
@@ -47,23 +72,48 @@ GRPO_LOG = [  # TRL GRPOTrainer
 ]
 RESULTS = {  # lmforge eval's results.json
     "models": {
-        "base": {"path": "runs/x/pretrain", "kind": "base", "metrics": {"bits_per_byte": 2.75}, "note": None,
-                 "samples": [{"task": "continuation", "prompt": "The river", "reply": " ran past the mill"},
-                             {"task": "few-shot chat", "prompt": "Ana buys 3 packs.\nHow many?", "reply": "Nine."},
-                             {"task": "few-shot chat", "prompt": "What did I eat?",
-                              "reply": "Rice | beans,\nthen tea."},
-                             {"task": "few-shot chat", "prompt": "Who are you?", "reply": "I am " + "very " * 40}]},
-        "sft": {"path": "runs/x/sft", "kind": "assistant", "note": None,
-                "metrics": {"bits_per_byte": 2.9, "compliance": 0.75, "ended_turn": 0.8, "role_leakage": 0.05,
-                            "arithmetic_accuracy": 0.25, "answer_rate_known": 0.5, "refusal_rate_known": 0.0,
-                            "refusal_rate_unknowable": 0.1, "tool_accuracy_off": 0.25, "tool_accuracy_on": 0.5,
-                            "tool_calls_per_reply": 1.25},
-                "samples": [{"task": "arithmetic", "prompt": "Ana buys 3 packs.\nHow many?",
-                             "reply": "Final answer: 9<|im_end|>"},
-                            {"task": "arithmetic", "prompt": "second", "reply": "not shown"},
-                            {"task": "unknowable", "prompt": "What did I eat?", "reply": "I don't know.<|im_end|>"}]},
-        "reward": {"path": "runs/x/reward", "kind": "reward", "metrics": {}, "samples": [],
-                   "note": "no preference pairs at runs/x/labels/preferences (run `lmforge label`)"},
+        "base": {
+            "path": "runs/x/pretrain",
+            "kind": "base",
+            "metrics": {"bits_per_byte": 2.75},
+            "note": None,
+            "samples": [
+                {"task": "continuation", "prompt": "The river", "reply": " ran past the mill"},
+                {"task": "few-shot chat", "prompt": "Ana buys 3 packs.\nHow many?", "reply": "Nine."},
+                {"task": "few-shot chat", "prompt": "What did I eat?", "reply": "Rice | beans,\nthen tea."},
+                {"task": "few-shot chat", "prompt": "Who are you?", "reply": "I am " + "very " * 40},
+            ],
+        },
+        "sft": {
+            "path": "runs/x/sft",
+            "kind": "assistant",
+            "note": None,
+            "metrics": {
+                "bits_per_byte": 2.9,
+                "compliance": 0.75,
+                "ended_turn": 0.8,
+                "role_leakage": 0.05,
+                "arithmetic_accuracy": 0.25,
+                "answer_rate_known": 0.5,
+                "refusal_rate_known": 0.0,
+                "refusal_rate_unknowable": 0.1,
+                "tool_accuracy_off": 0.25,
+                "tool_accuracy_on": 0.5,
+                "tool_calls_per_reply": 1.25,
+            },
+            "samples": [
+                {"task": "arithmetic", "prompt": "Ana buys 3 packs.\nHow many?", "reply": "Final answer: 9<|im_end|>"},
+                {"task": "arithmetic", "prompt": "second", "reply": "not shown"},
+                {"task": "unknowable", "prompt": "What did I eat?", "reply": "I don't know.<|im_end|>"},
+            ],
+        },
+        "reward": {
+            "path": "runs/x/reward",
+            "kind": "reward",
+            "metrics": {},
+            "samples": [],
+            "note": "no preference pairs at runs/x/labels/preferences (run `lmforge label`)",
+        },
     },
     "skipped": {"dpo": "runs/x/dpo does not exist (stage not run)"},
 }
@@ -86,17 +136,34 @@ def run(tmp_path):
     write_json(tmp_path / "grpo" / "trainer_state.json", state(GRPO_LOG, 10))
     write_json(tmp_path / "eval" / "results.json", RESULTS)
     for stage, seconds in DONE.items():
-        marker = {"stage": stage, "recipe": f"recipes/x/{stage}.yaml", "seconds": seconds,
-                  "recipe_sha256": "0" * 64, "finished": "2026-11-23T12:00:00+0000"}  # as `lmforge run` writes it
+        marker = {
+            "stage": stage,
+            "recipe": f"recipes/x/{stage}.yaml",
+            "seconds": seconds,
+            "recipe_sha256": "0" * 64,
+            "finished": "2026-11-23T12:00:00+0000",
+        }  # as `lmforge run` writes it
         write_json(tmp_path / ".done" / f"{stage}.json", marker)
     return tmp_path
 
 
 def make_report(run, *extra):
     training = {stage: str(run / stage) for stage in ("pretrain", "sft", "reward", "ppo", "grpo", "dpo")}
-    argv = ["--config", "recipes/demo/report.yaml", "--output_dir", str(run), "--data", str(run / "data"),
-            "--tokenizer", str(run / "tokenizer"), "--eval", str(run / "eval"), "--training", json.dumps(training),
-            *extra]
+    argv = [
+        "--config",
+        "recipes/demo/report.yaml",
+        "--output_dir",
+        str(run),
+        "--data",
+        str(run / "data"),
+        "--tokenizer",
+        str(run / "tokenizer"),
+        "--eval",
+        str(run / "eval"),
+        "--training",
+        json.dumps(training),
+        *extra,
+    ]
     path = report.main(*parse(report.CONFIGS, argv))
     return path, path.read_text()
 
@@ -113,14 +180,30 @@ def test_every_section_with_valid_images_behind_relative_links(run):
     path, text = make_report(run)
     assert path == run / "report.md"
     titles = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
-    assert titles == [f"lmforge run `{run.name}`", "Targets", "Data", "Tokenizer", "Training", "Evaluation",
-                      "Sample conversations", "Base model (few-shot) beside the assistants", "Cost"]
+    assert titles == [
+        f"lmforge run `{run.name}`",
+        "Targets",
+        "Data",
+        "Tokenizer",
+        "Training",
+        "Evaluation",
+        "Sample conversations",
+        "Base model (few-shot) beside the assistants",
+        "Cost",
+    ]
     summary = text.splitlines()[2]
-    assert summary == ("9 of 20 documents kept; 4,096-token tokenizer at 3.0 bytes/token; trained pretrain, sft, "
-                       "grpo; eval: base bits/byte 2.750, sft compliance 0.750; 12.1 min of stage wall time.")
+    assert summary == (
+        "9 of 20 documents kept; 4,096-token tokenizer at 3.0 bytes/token; trained pretrain, sft, "
+        "grpo; eval: base bits/byte 2.750, sft compliance 0.750; 12.1 min of stage wall time."
+    )
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert links == ["report/funnel.png", "report/compression.png", "report/training_pretrain.png",
-                     "report/training_sft.png", "report/training_grpo.png"]
+    assert links == [
+        "report/funnel.png",
+        "report/compression.png",
+        "report/training_pretrain.png",
+        "report/training_sft.png",
+        "report/training_grpo.png",
+    ]
     for link in links:
         with Image.open(run / link) as image:
             assert image.format == "PNG" and image.width > 200 and image.height > 200
@@ -150,8 +233,7 @@ def test_evaluation_table_has_a_column_per_model_and_the_samples(run):
     _, text = make_report(run)
     evaluation = section(text, "Evaluation")
     assert evaluation.splitlines()[0] == "| metric | base (base) | sft (assistant) | reward (reward) |"
-    assert table_row(evaluation, "bits per byte, held-out web text (lower is better)")[1:] == ["2.750", "2.900",
-                                                                                               "– |"]
+    assert table_row(evaluation, "bits per byte, held-out web text (lower is better)")[1:] == ["2.750", "2.900", "– |"]
     assert "- reward: no preference pairs at runs/x/labels/preferences" in evaluation
     assert "- dpo: not evaluated, runs/x/dpo does not exist (stage not run)" in evaluation
     tools_off = table_row(evaluation, "accuracy with tools off, held-out arithmetic and counting")
@@ -184,16 +266,27 @@ def test_base_few_shot_replies_beside_the_assistants_replies_to_the_same_questio
 def test_a_run_with_nothing_yet_says_not_run_everywhere(tmp_path):
     _, text = make_report(tmp_path)
     assert text.splitlines()[2] == "Nothing has run yet."
-    for title in ("Data", "Tokenizer", "Training", "Evaluation", "Sample conversations",
-                  "Base model (few-shot) beside the assistants", "Cost"):
+    for title in (
+        "Data",
+        "Tokenizer",
+        "Training",
+        "Evaluation",
+        "Sample conversations",
+        "Base model (few-shot) beside the assistants",
+        "Cost",
+    ):
         assert section(text, title).strip() == "Not run."
     assert not (tmp_path / "report").exists()
 
 
 def test_missing_rl_keys_are_tolerated(run):
     # An RL stage that logged a reward but no KL (DPO logs rewards/margins only) still gets its plot.
-    write_json(run / "dpo" / "trainer_state.json", state([{"loss": 0.69, "rewards/margins": 0.0, "step": 1},
-                                                          {"loss": 0.5, "rewards/margins": 0.3, "step": 2}], 2))
+    write_json(
+        run / "dpo" / "trainer_state.json",
+        state(
+            [{"loss": 0.69, "rewards/margins": 0.0, "step": 1}, {"loss": 0.5, "rewards/margins": 0.3, "step": 2}], 2
+        ),
+    )
     _, text = make_report(run)
     assert table_row(section(text, "Training"), "dpo")[4:] == ["0.000 → 0.300 (rewards/margins)", "– |"]
     with Image.open(run / "report" / "training_dpo.png") as image:
@@ -204,8 +297,10 @@ def test_ppo_state_with_its_episode_count_is_read_from_the_numerically_last_chec
     # PPO's trainer_state.json carries `episode`, which transformers' TrainerState refuses; checkpoint-12 sorts
     # before checkpoint-4 as text.
     for step in (4, 12):
-        write_json(tmp_path / f"checkpoint-{step}" / "trainer_state.json",
-                   {**state([{"loss/policy_avg": 1 / step, "step": step}], step), "episode": 8 * step})
+        write_json(
+            tmp_path / f"checkpoint-{step}" / "trainer_state.json",
+            {**state([{"loss/policy_avg": 1 / step, "step": step}], step), "episode": 8 * step},
+        )
     loaded = report.trainer_state(str(tmp_path))
     assert loaded.global_step == 12 and loaded.episode == 96 and loaded.log_history[0]["step"] == 12
     assert report.trainer_state(str(tmp_path / "absent")) is None
@@ -214,19 +309,34 @@ def test_ppo_state_with_its_episode_count_is_read_from_the_numerically_last_chec
 def test_targets_say_what_was_measured_and_whether_it_was_met(run):
     write_json(run / "grpo" / "grpo_results.json", {"eval": {"accuracy_change": {"change": 0.12, "low": 0.05}}})
     targets = {
-        "compliance": {"stage": "sft", "target": "chat-format compliance", "value": "eval.sft.compliance",
-                       "at_least": 0.95},
-        "band": {"stage": "sft", "target": "arithmetic in a band", "value": "eval.sft.arithmetic_accuracy",
-                 "at_least": 0.2, "at_most": 0.6},
-        "gain": {"stage": "grpo", "target": "accuracy gain", "value": "grpo.eval.accuracy_change.low",
-                 "above": 0.0},
-        "kept": {"stage": "sft", "target": "answers kept", "value": "eval.sft.answer_rate_known",
-                 "within": ["eval.sft.arithmetic_accuracy", 0.05]},
+        "compliance": {
+            "stage": "sft",
+            "target": "chat-format compliance",
+            "value": "eval.sft.compliance",
+            "at_least": 0.95,
+        },
+        "band": {
+            "stage": "sft",
+            "target": "arithmetic in a band",
+            "value": "eval.sft.arithmetic_accuracy",
+            "at_least": 0.2,
+            "at_most": 0.6,
+        },
+        "gain": {"stage": "grpo", "target": "accuracy gain", "value": "grpo.eval.accuracy_change.low", "above": 0.0},
+        "kept": {
+            "stage": "sft",
+            "target": "answers kept",
+            "value": "eval.sft.answer_rate_known",
+            "within": ["eval.sft.arithmetic_accuracy", 0.05],
+        },
         "absent": {"stage": "ppo", "target": "not run", "value": "ppo.eval.reward_model_change_sd", "at_least": 1},
     }
     _, text = make_report(run, "--targets", json.dumps(targets))
-    rows = {row.split(" | ")[1]: row.split(" | ") for row in section(text, "Targets").splitlines()
-            if row.startswith("| ") and " | " in row and not row.startswith("| stage")}
+    rows = {
+        row.split(" | ")[1]: row.split(" | ")
+        for row in section(text, "Targets").splitlines()
+        if row.startswith("| ") and " | " in row and not row.startswith("| stage")
+    }
     assert rows["chat-format compliance"][2:] == ["0.750", "≥ 0.95", "not met |"]
     assert rows["arithmetic in a band"][2:] == ["0.250", "≥ 0.2 and ≤ 0.6", "**met** |"]
     assert rows["accuracy gain"][2:] == ["0.050", "> 0.0", "**met** |"]

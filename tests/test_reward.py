@@ -5,14 +5,31 @@ import json
 
 import pytest
 from datasets import Dataset, load_from_disk
-from tiny import save_tiny_model
 
 from lmforge import label, reward
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS, arithmetic
+from tiny import save_tiny_model
 
-FAST = ["--max_steps", "60", "--save_steps", "30", "--eval_steps", "1000", "--logging_steps", "10",
-        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--max_length", "256", "--report_to", "none"]
+
+FAST = [
+    "--max_steps",
+    "60",
+    "--save_steps",
+    "30",
+    "--eval_steps",
+    "1000",
+    "--logging_steps",
+    "10",
+    "--per_device_train_batch_size",
+    "8",
+    "--learning_rate",
+    "1e-3",
+    "--max_length",
+    "256",
+    "--report_to",
+    "none",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,21 +47,55 @@ def preferences(tmp_path_factory):
     rows = []
     for prompt_id, problem in enumerate(arithmetic.problems(size=90, seed=5)):
         first_step = problem["solution"].splitlines()[0]
-        responses = [problem["solution"],  # well-formed and right
-                     " ".join([first_step] * 6),  # loops
-                     first_step + "\n<|im_start|>user\nAnd then?"]  # writes the user's turn, never ends its own
-        rows.append({"prompt_id": prompt_id, "prompt": [{"role": "user", "content": problem["question"]}],
-                     "task": "arithmetic", "reference": problem["solution"], "responses": responses,
-                     "finished": [True, True, False], "seed": prompt_id, "model": "fixture"})
+        responses = [
+            problem["solution"],  # well-formed and right
+            " ".join([first_step] * 6),  # loops
+            first_step + "\n<|im_start|>user\nAnd then?",
+        ]  # writes the user's turn, never ends its own
+        rows.append(
+            {
+                "prompt_id": prompt_id,
+                "prompt": [{"role": "user", "content": problem["question"]}],
+                "task": "arithmetic",
+                "reference": problem["solution"],
+                "responses": responses,
+                "finished": [True, True, False],
+                "seed": prompt_id,
+                "model": "fixture",
+            }
+        )
     Dataset.from_list(rows).save_to_disk(path / "rollouts")
-    label.main(*parse(label.CONFIGS, ["--config", "recipes/demo/label.yaml", "--rollouts",
-                                      str(path / "rollouts"), "--output_dir", str(path), "--test_fraction", "0.2"]))
+    label.main(
+        *parse(
+            label.CONFIGS,
+            [
+                "--config",
+                "recipes/demo/label.yaml",
+                "--rollouts",
+                str(path / "rollouts"),
+                "--output_dir",
+                str(path),
+                "--test_fraction",
+                "0.2",
+            ],
+        )
+    )
     return path / "preferences"
 
 
 def run_reward(base_model, preferences, output_dir, *extra):
-    argv = ["--config", "recipes/demo/reward.yaml", "--model_name_or_path", str(base_model), "--preferences",
-            str(preferences), "--output_dir", str(output_dir), *FAST, *extra]
+    argv = [
+        "--config",
+        "recipes/demo/reward.yaml",
+        "--model_name_or_path",
+        str(base_model),
+        "--preferences",
+        str(preferences),
+        "--output_dir",
+        str(output_dir),
+        *FAST,
+        *extra,
+    ]
     return reward.main(*parse(reward.CONFIGS, argv))
 
 
@@ -70,8 +121,19 @@ def test_reward_model_ranks_heldout_pairs_and_resumes(base_model, preferences, t
 
 @pytest.mark.slow
 def test_lora_reward_model_trains_its_head(base_model, preferences, tmp_path):
-    results = run_reward(base_model, preferences, tmp_path, "--use_peft", "true", "--lora_r", "8",
-                         "--max_steps", "30", "--margin_scale", "0.5")
+    results = run_reward(
+        base_model,
+        preferences,
+        tmp_path,
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "8",
+        "--max_steps",
+        "30",
+        "--margin_scale",
+        "0.5",
+    )
     assert results["lora"] and results["heldout_accuracy"] > 0.5
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["task_type"] == "SEQ_CLS" and "score" in str(config["modules_to_save"])

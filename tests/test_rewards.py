@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from tiny import tiny_llama_config
 from transformers import LlamaForSequenceClassification
 
 from lmforge import LmforgeError
@@ -23,6 +22,7 @@ from lmforge.lib.rewards import (
     verifiable_prompts,
 )
 from lmforge.tokenizer import train_tokenizer
+from tiny import tiny_llama_config
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +52,19 @@ def test_accuracy_on_lmforge_and_reasoning_gym_tasks(prompts):
     assert accuracy(wrong, **columns(prompts)) == [0.0] * 6 + [0.01] * 2
     assert accuracy(["no answer given"] * 8, **columns(prompts)) == [0.0] * 8
     # Conversational completions (what GRPOTrainer passes for chat prompts) are read the same way.
-    assert accuracy([[{"role": "assistant", "content": right[0]}]], task=["arithmetic"], answer=prompts["answer"][:1],
-                    entry=[""]) == [1.0]
+    assert accuracy(
+        [[{"role": "assistant", "content": right[0]}]], task=["arithmetic"], answer=prompts["answer"][:1], entry=[""]
+    ) == [1.0]
 
 
 def test_counting_prompts_and_the_cost_of_tool_calls():
     counting = verifiable_prompts({"counting": 4}, seed=7)
     assert set(counting["task"]) == {"counting"} and counting["answer"] == ["0", "0", "3", "2"]
     # The answer a python call printed, read off the completion TRL decodes (special tokens dropped).
-    reached = [f'{{"name": "python", "arguments": {{"code": "..."}}}}{a}The result is {a}.\nFinal answer: {a}'
-               for a in counting["answer"]]
+    reached = [
+        f'{{"name": "python", "arguments": {{"code": "..."}}}}{a}The result is {a}.\nFinal answer: {a}'
+        for a in counting["answer"]
+    ]
     assert accuracy(reached, **columns(counting)) == [1.0] * 4
     assert tool_cost(["a", "b", "c"], tool_calls=[0, 1, 3], cost=0.5) == [-0.0, -0.5, -1.5]
     assert tool_cost(["a", "b"]) == [None, None]  # sampled without tools: nothing to charge
@@ -73,8 +76,10 @@ def test_accuracy_is_none_where_nothing_can_be_checked():
 
 
 def test_math_verify_compares_values_not_strings():
-    rewards = math_equivalence(["Final answer: 0.5", "Final answer: $\\frac{1}{2}$", "Final answer: 3", "x"],
-                               answer=["1/2", "0.5", "1/2", "7"])
+    rewards = math_equivalence(
+        ["Final answer: 0.5", "Final answer: $\\frac{1}{2}$", "Final answer: 3", "x"],
+        answer=["1/2", "0.5", "1/2", "7"],
+    )
     assert rewards == [1.0, 1.0, 0.0, 0.0]
     assert math_equivalence(["Final answer: 2"], answer=[""]) == [None]
     assert math_equivalence(["Final answer: 2"]) == [None]
@@ -82,8 +87,12 @@ def test_math_verify_compares_values_not_strings():
 
 def test_think_format():
     assert think_format(["<think>2 + 2 is 4</think>\nFinal answer: 4", "<think>\nsteps\n</think> 4"]) == [1.0, 1.0]
-    assert think_format(["Final answer: 4", "<think></think>4", "<think>steps</think>", "4 <think>x</think> 4"]) \
-        == [0.0, 0.0, 0.0, 0.0]
+    assert think_format(["Final answer: 4", "<think></think>4", "<think>steps</think>", "4 <think>x</think> 4"]) == [
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ]
 
 
 def test_length_and_repetition_penalties():
@@ -97,8 +106,9 @@ def test_length_and_repetition_penalties():
 def test_registry_binds_options_and_keeps_names():
     length = get_reward("length", max_chars=5)
     assert length.__name__ == "length_penalty" and length(["abcdefghij"]) == [-1.0]
-    functions, classes, weights = reward_functions({"accuracy": {"weight": 2}, "format": None,
-                                                    "length": {"max_chars": 5}})
+    functions, classes, weights = reward_functions(
+        {"accuracy": {"weight": 2}, "format": None, "length": {"max_chars": 5}}
+    )
     assert [f.__name__ for f in functions] == ["accuracy", "think_format", "length_penalty"] and weights == [2, 1, 1]
     assert classes == [None] * 3
     with pytest.raises(LmforgeError, match="unknown reward 'acuracy'"):

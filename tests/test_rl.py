@@ -7,18 +7,39 @@ import math
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
-from tiny import save_liking_reward_model, tiny_llama_config
 from transformers import LlamaForCausalLM
 
 from lmforge import dpo, grpo, ppo, sft
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS, arithmetic
 from lmforge.tokenizer import train_tokenizer
+from tiny import save_liking_reward_model, tiny_llama_config
 
-TRAINER = ["--use_cpu", "true", "--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none",
-           "--logging_steps", "1", "--seed", "0"]
-HELDOUT = ["--heldout_tasks", json.dumps({"arithmetic": 4}), "--heldout_max_new_tokens", "12",
-           "--watch_prompts", "4", "--watch_max_new_tokens", "12"]
+
+TRAINER = [
+    "--use_cpu",
+    "true",
+    "--bf16",
+    "false",
+    "--activation_checkpointing",
+    "false",
+    "--report_to",
+    "none",
+    "--logging_steps",
+    "1",
+    "--seed",
+    "0",
+]
+HELDOUT = [
+    "--heldout_tasks",
+    json.dumps({"arithmetic": 4}),
+    "--heldout_max_new_tokens",
+    "12",
+    "--watch_prompts",
+    "4",
+    "--watch_max_new_tokens",
+    "12",
+]
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +73,7 @@ def liked_tokens(tokenizer):
 
 def test_the_test_reward_model_likes_its_tokens(reward_model, tokenizer):
     from lmforge.lib.rewards import load_scorer
+
     model, _ = load_scorer(str(reward_model))
     liked, other = liked_tokens(tokenizer)[:8], list(range(100, 108))
     scores = model(torch.tensor([liked, other, liked[:4] + other[:4]])).logits[:, 0]
@@ -65,11 +87,36 @@ def read_results(path, name):
 @pytest.mark.slow
 def test_grpo_raises_an_easy_reward(sft_model, tmp_path):
     # A length penalty is a reward a random policy can improve in a few steps: shorter tokens, or <|im_end|>.
-    argv = ["--config", "recipes/demo/grpo.yaml", "--model_name_or_path", str(sft_model),
-            "--output_dir", str(tmp_path), "--tasks", json.dumps({"arithmetic": 64}),
-            "--rewards", json.dumps({"length": {"max_chars": 10}}), "--max_steps", "16", "--save_steps", "8",
-            "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "12",
-            "--learning_rate", "2e-2", "--watch_every", "8", "--watch_max_kl", "100", *HELDOUT, *TRAINER]
+    argv = [
+        "--config",
+        "recipes/demo/grpo.yaml",
+        "--model_name_or_path",
+        str(sft_model),
+        "--output_dir",
+        str(tmp_path),
+        "--tasks",
+        json.dumps({"arithmetic": 64}),
+        "--rewards",
+        json.dumps({"length": {"max_chars": 10}}),
+        "--max_steps",
+        "16",
+        "--save_steps",
+        "8",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_generations",
+        "4",
+        "--max_completion_length",
+        "12",
+        "--learning_rate",
+        "2e-2",
+        "--watch_every",
+        "8",
+        "--watch_max_kl",
+        "100",
+        *HELDOUT,
+        *TRAINER,
+    ]
     results = grpo.main(*parse(grpo.CONFIGS, argv))
     assert results["reward_last"] > results["reward_first"] + 0.2, results
     assert results["kl_last"] is not None and results["kl_last"] < 10
@@ -84,11 +131,33 @@ def tool_caller(tmp_path_factory, sft_model):
     """The tiny model fine-tuned for a few steps on letter counting, half answered in its head and half with a python
     call: it writes calls often enough, and not always, for GRPO to change how often it calls."""
     path = tmp_path_factory.mktemp("tool_caller")
-    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(sft_model), "--output_dir", str(path),
-            "--datasets", json.dumps({"tools": {"generator": "python_counting", "size": 200},
-                                      "head": {"generator": "spelling", "size": 200}}),
-            "--max_steps", "60", "--learning_rate", "1e-2", "--warmup_steps", "5", "--per_device_train_batch_size",
-            "16", "--eval_fraction", "0", "--eval_strategy", "no", "--save_steps", "1000", *TRAINER]
+    argv = [
+        "--config",
+        "recipes/demo/sft.yaml",
+        "--model_name_or_path",
+        str(sft_model),
+        "--output_dir",
+        str(path),
+        "--datasets",
+        json.dumps(
+            {"tools": {"generator": "python_counting", "size": 200}, "head": {"generator": "spelling", "size": 200}}
+        ),
+        "--max_steps",
+        "60",
+        "--learning_rate",
+        "1e-2",
+        "--warmup_steps",
+        "5",
+        "--per_device_train_batch_size",
+        "16",
+        "--eval_fraction",
+        "0",
+        "--eval_strategy",
+        "no",
+        "--save_steps",
+        "1000",
+        *TRAINER,
+    ]
     sft.main(*parse(sft.CONFIGS, argv))
     return path
 
@@ -96,12 +165,41 @@ def tool_caller(tmp_path_factory, sft_model):
 @pytest.mark.slow
 def test_grpo_with_tools_runs_the_calls_and_learns_when_they_pay(tool_caller, tmp_path):
     """With the python tool run during sampling and a cost per call as the only reward, the policy calls less."""
-    argv = ["--config", "recipes/demo/grpo_tools.yaml", "--model_name_or_path", str(tool_caller),
-            "--output_dir", str(tmp_path), "--tasks", json.dumps({"counting": 64}),
-            "--rewards", json.dumps({"tool_cost": {"cost": 1.0}}), "--max_steps", "12", "--save_steps", "100",
-            "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "64",
-            "--learning_rate", "1e-2", "--watch_every", "100", "--watch_max_kl", "100", *TRAINER,
-            "--heldout_tasks", json.dumps({"counting": 4}), "--heldout_max_new_tokens", "64", "--watch_prompts", "4"]
+    argv = [
+        "--config",
+        "recipes/demo/grpo_tools.yaml",
+        "--model_name_or_path",
+        str(tool_caller),
+        "--output_dir",
+        str(tmp_path),
+        "--tasks",
+        json.dumps({"counting": 64}),
+        "--rewards",
+        json.dumps({"tool_cost": {"cost": 1.0}}),
+        "--max_steps",
+        "12",
+        "--save_steps",
+        "100",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_generations",
+        "4",
+        "--max_completion_length",
+        "64",
+        "--learning_rate",
+        "1e-2",
+        "--watch_every",
+        "100",
+        "--watch_max_kl",
+        "100",
+        *TRAINER,
+        "--heldout_tasks",
+        json.dumps({"counting": 4}),
+        "--heldout_max_new_tokens",
+        "64",
+        "--watch_prompts",
+        "4",
+    ]
     results = grpo.main(*parse(grpo.CONFIGS, argv))
     assert results["tools"] == ["python"] and results["reward_first"] < 0, results  # calls were made and counted
     assert results["reward_last"] > results["reward_first"], results
@@ -112,21 +210,54 @@ def test_grpo_with_tools_runs_the_calls_and_learns_when_they_pay(tool_caller, tm
 def preferences(tmp_path_factory):
     """Pairs shaped like `lmforge label --export`'s: a worked solution chosen over an evasive reply."""
     path = tmp_path_factory.mktemp("labels") / "preferences"
-    rows = [{"prompt": [{"role": "user", "content": p["question"]}],
-             "chosen": [{"role": "assistant", "content": p["solution"]}],
-             "rejected": [{"role": "assistant", "content": "I would rather talk about the weather."}],
-             "source": "judge", "prompt_id": i} for i, p in enumerate(arithmetic.problems(40, seed=3))]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": p["question"]}],
+            "chosen": [{"role": "assistant", "content": p["solution"]}],
+            "rejected": [{"role": "assistant", "content": "I would rather talk about the weather."}],
+            "source": "judge",
+            "prompt_id": i,
+        }
+        for i, p in enumerate(arithmetic.problems(40, seed=3))
+    ]
     DatasetDict({"train": Dataset.from_list(rows[:32]), "test": Dataset.from_list(rows[32:])}).save_to_disk(path)
     return path
 
 
 @pytest.mark.slow
 def test_dpo_widens_the_margin_between_chosen_and_rejected(sft_model, reward_model, preferences, tmp_path):
-    argv = ["--config", "recipes/demo/dpo.yaml", "--model_name_or_path", str(sft_model),
-            "--preferences", str(preferences), "--output_dir", str(tmp_path), "--max_steps", "12",
-            "--save_steps", "6", "--eval_steps", "100", "--per_device_train_batch_size", "8", "--max_length", "128",
-            "--learning_rate", "5e-3", "--warmup_steps", "0", "--lr_scheduler_type", "constant", "--watch_every", "6",
-            "--heldout_reward_model", str(reward_model), *HELDOUT, *TRAINER]
+    argv = [
+        "--config",
+        "recipes/demo/dpo.yaml",
+        "--model_name_or_path",
+        str(sft_model),
+        "--preferences",
+        str(preferences),
+        "--output_dir",
+        str(tmp_path),
+        "--max_steps",
+        "12",
+        "--save_steps",
+        "6",
+        "--eval_steps",
+        "100",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_length",
+        "128",
+        "--learning_rate",
+        "5e-3",
+        "--warmup_steps",
+        "0",
+        "--lr_scheduler_type",
+        "constant",
+        "--watch_every",
+        "6",
+        "--heldout_reward_model",
+        str(reward_model),
+        *HELDOUT,
+        *TRAINER,
+    ]
     results = dpo.main(*parse(dpo.CONFIGS, argv))
     assert results["margin_last"] > results["margin_first"] + 1.0, results
     assert results["test_margin"] > 0 and results["test_accuracy"] > 0.5
@@ -137,20 +268,59 @@ def test_dpo_widens_the_margin_between_chosen_and_rejected(sft_model, reward_mod
 
 
 def test_dpo_names_missing_preferences(sft_model, tmp_path):
-    argv = ["--config", "recipes/demo/dpo.yaml", "--model_name_or_path", str(sft_model),
-            "--preferences", str(tmp_path / "nope"), "--output_dir", str(tmp_path), *TRAINER]
+    argv = [
+        "--config",
+        "recipes/demo/dpo.yaml",
+        "--model_name_or_path",
+        str(sft_model),
+        "--preferences",
+        str(tmp_path / "nope"),
+        "--output_dir",
+        str(tmp_path),
+        *TRAINER,
+    ]
     with pytest.raises(dpo.LmforgeError, match="nope does not exist"):
         dpo.main(*parse(dpo.CONFIGS, argv))
 
 
 @pytest.mark.slow
 def test_ppo_raises_the_reward_models_score(sft_model, reward_model, tmp_path):
-    argv = ["--config", "recipes/demo/ppo.yaml", "--sft_model_path", str(sft_model),
-            "--reward_model_path", str(reward_model), "--output_dir", str(tmp_path),
-            "--tasks", json.dumps({"arithmetic": 64}), "--total_episodes", "96", "--per_device_train_batch_size", "8",
-            "--local_rollout_forward_batch_size", "8", "--response_length", "8", "--learning_rate", "1e-2",
-            "--lr_scheduler_type", "constant", "--num_ppo_epochs", "4", "--temperature", "1.0", "--save_steps", "6",
-            "--watch_every", "6", "--watch_max_kl", "1000", *HELDOUT, *TRAINER]
+    argv = [
+        "--config",
+        "recipes/demo/ppo.yaml",
+        "--sft_model_path",
+        str(sft_model),
+        "--reward_model_path",
+        str(reward_model),
+        "--output_dir",
+        str(tmp_path),
+        "--tasks",
+        json.dumps({"arithmetic": 64}),
+        "--total_episodes",
+        "96",
+        "--per_device_train_batch_size",
+        "8",
+        "--local_rollout_forward_batch_size",
+        "8",
+        "--response_length",
+        "8",
+        "--learning_rate",
+        "1e-2",
+        "--lr_scheduler_type",
+        "constant",
+        "--num_ppo_epochs",
+        "4",
+        "--temperature",
+        "1.0",
+        "--save_steps",
+        "6",
+        "--watch_every",
+        "6",
+        "--watch_max_kl",
+        "1000",
+        *HELDOUT,
+        *TRAINER,
+    ]
     results = ppo.main(*parse(ppo.CONFIGS, argv))
     assert results["score_last"] > results["score_first"] + 0.15, results
     assert all(map(math.isfinite, (results["kl_first"], results["kl_last"], results["entropy_last"])))
@@ -161,17 +331,42 @@ def test_ppo_raises_the_reward_models_score(sft_model, reward_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_hacking_recipe_trips_the_watch_which_keeps_the_last_healthy_checkpoint(sft_model, reward_model,
-                                                                                    tmp_path):
+def test_the_hacking_recipe_trips_the_watch_which_keeps_the_last_healthy_checkpoint(sft_model, reward_model, tmp_path):
     """recipes/demo/ppo_hacking.yaml, small: PPO without the KL leash against a reward model that can be pleased by
     repeating its favourite tokens. The score climbs, the policy drifts until a watch bound breaks, the run stops and
     the last checkpoint saved while healthy becomes the final model (the demo's run, longer, does the same)."""
-    argv = ["--config", "recipes/demo/ppo_hacking.yaml", "--sft_model_path", str(sft_model),
-            "--reward_model_path", str(reward_model), "--output_dir", str(tmp_path),
-            "--tasks", json.dumps({"arithmetic": 64}), "--total_episodes", "256", "--per_device_train_batch_size", "8",
-            "--local_rollout_forward_batch_size", "8", "--response_length", "8", "--learning_rate", "1e-2",
-            "--lr_scheduler_type", "constant", "--temperature", "1.0", "--save_steps", "2", "--watch_every", "2",
-            *HELDOUT, *TRAINER]
+    argv = [
+        "--config",
+        "recipes/demo/ppo_hacking.yaml",
+        "--sft_model_path",
+        str(sft_model),
+        "--reward_model_path",
+        str(reward_model),
+        "--output_dir",
+        str(tmp_path),
+        "--tasks",
+        json.dumps({"arithmetic": 64}),
+        "--total_episodes",
+        "256",
+        "--per_device_train_batch_size",
+        "8",
+        "--local_rollout_forward_batch_size",
+        "8",
+        "--response_length",
+        "8",
+        "--learning_rate",
+        "1e-2",
+        "--lr_scheduler_type",
+        "constant",
+        "--temperature",
+        "1.0",
+        "--save_steps",
+        "2",
+        "--watch_every",
+        "2",
+        *HELDOUT,
+        *TRAINER,
+    ]
     results = ppo.main(*parse(ppo.CONFIGS, argv))
     watch = results["watch"]
     assert results["score_last"] > results["score_first"], results

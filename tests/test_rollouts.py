@@ -9,15 +9,18 @@ import time
 
 import pytest
 from datasets import Dataset, load_from_disk
-from tiny import save_tiny_model
 
 from lmforge import LmforgeError, rollouts
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS
 from lmforge.lib.files import recover_dir
+from tiny import save_tiny_model
 
-PROMPTS = {"arithmetic": {"generator": "arithmetic", "size": 6, "seed": 7},
-           "identity": {"generator": "identity", "size": 3, "seed": 8}}
+
+PROMPTS = {
+    "arithmetic": {"generator": "arithmetic", "size": 6, "seed": 7},
+    "identity": {"generator": "identity", "size": 3, "seed": 8},
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +32,21 @@ def chat_model(tmp_path_factory):
 
 
 def argv(model, output_dir, *extra):
-    return ["--config", "recipes/demo/rollouts.yaml", "--model", str(model), "--output_dir", str(output_dir),
-            "--prompts", json.dumps(PROMPTS), "--num_responses", "3", "--max_new_tokens", "12", *extra]
+    return [
+        "--config",
+        "recipes/demo/rollouts.yaml",
+        "--model",
+        str(model),
+        "--output_dir",
+        str(output_dir),
+        "--prompts",
+        json.dumps(PROMPTS),
+        "--num_responses",
+        "3",
+        "--max_new_tokens",
+        "12",
+        *extra,
+    ]
 
 
 def run(model, output_dir, *extra):
@@ -50,8 +66,11 @@ def test_rollouts_are_reproducible_and_resume_after_a_kill(chat_model, tmp_path)
     # Kill a run once it has written 2 prompts, cut its last line as a kill mid-write would, then resume.
     killed = tmp_path / "killed"
     progress = killed / "rollouts.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "lmforge.rollouts", *argv(chat_model, killed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lmforge.rollouts", *argv(chat_model, killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 90
     while time.time() < deadline and (not progress.exists() or progress.read_text().count("\n") < 2):
         time.sleep(0.05)
@@ -80,15 +99,28 @@ def test_prompts_from_local_files(tmp_path):
     texts = tmp_path / "prompts.jsonl"
     texts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["Hello?", "Who are you?", "Hello?"]))
     prompts = rollouts.load_prompts({"mine": {"path": "json", "data_files": str(texts)}})
-    assert [p["prompt"] for p in prompts] == [[{"role": "user", "content": "Hello?"}],
-                                              [{"role": "user", "content": "Who are you?"}]]
+    assert [p["prompt"] for p in prompts] == [
+        [{"role": "user", "content": "Hello?"}],
+        [{"role": "user", "content": "Who are you?"}],
+    ]
     chats = tmp_path / "chats.jsonl"
-    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "2+2?"},
-                                              {"role": "assistant", "content": "4"}]}) + "\n")
+    chats.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}) + "\n"
+    )
     (prompt,) = rollouts.load_prompts({"chats": {"path": "json", "data_files": str(chats)}})
     assert prompt == {"prompt": [{"role": "user", "content": "2+2?"}], "task": "chats", "reference": "4"}
-    chats.write_text(json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
-                                              {"role": "assistant", "content": "c"}]}) + "\n")
+    chats.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "user", "content": "b"},
+                    {"role": "assistant", "content": "c"},
+                ]
+            }
+        )
+        + "\n"
+    )
     with pytest.raises(LmforgeError, match="'chats' row 0: message 1 is 'user' where 'assistant' was expected"):
         rollouts.load_prompts({"chats": {"path": "json", "data_files": str(chats)}})
 
@@ -113,8 +145,9 @@ rollouts.write_dataset([{"version": "new"}], path)
 """
 
 
-@pytest.mark.parametrize("kind, n, left", [("os.rename", 1, "old"), ("os.rename", 2, "old"),
-                                           ("shutil.rmtree", 1, "new")])
+@pytest.mark.parametrize(
+    "kind, n, left", [("os.rename", 1, "old"), ("os.rename", 2, "old"), ("shutil.rmtree", 1, "new")]
+)
 def test_a_kill_while_the_dataset_is_swapped_in_leaves_the_old_or_the_new(tmp_path, kind, n, left):
     """Killed before the old dataset is renamed aside, between the two renames, or before the old one is removed:
     after the start-up recovery that rollouts and label run, the old or the new dataset loads, whole."""

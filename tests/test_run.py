@@ -23,6 +23,7 @@ from transformers import AutoTokenizer
 from lmforge.lib.hub import PARENTS
 from lmforge.lib.stages import PIPELINE, STAGES
 
+
 BOOK = str(Path(__file__).parent.parent / "data/demo/books/macbeth.txt.gz")
 
 
@@ -30,10 +31,14 @@ def write_recipes(folder: Path, vocab_size: int) -> None:
     """tokenizer and pack recipes with paths relative to `folder` (the runner's working directory)."""
     source = {"documents": [], "text_files": [BOOK], "heldout_fraction": 0.2}
     (folder / "recipes").mkdir(parents=True, exist_ok=True)
-    (folder / "recipes/tokenizer.yaml").write_text(yaml.safe_dump(
-        {**source, "vocab_size": vocab_size, "output_dir": "out/tokenizer"}))
-    (folder / "recipes/pack.yaml").write_text(yaml.safe_dump(
-        {**source, "tokenizer": "out/tokenizer", "seq_len": 64, "num_proc": 1, "output_dir": "out/pack"}))
+    (folder / "recipes/tokenizer.yaml").write_text(
+        yaml.safe_dump({**source, "vocab_size": vocab_size, "output_dir": "out/tokenizer"})
+    )
+    (folder / "recipes/pack.yaml").write_text(
+        yaml.safe_dump(
+            {**source, "tokenizer": "out/tokenizer", "seq_len": 64, "num_proc": 1, "output_dir": "out/pack"}
+        )
+    )
 
 
 def lmforge_run(folder: Path, *flags: str, timeout: int = 300) -> str:
@@ -67,8 +72,23 @@ def run_folder(finished, tmp_path):
 
 
 def test_the_registry_is_the_one_stage_list():
-    assert PIPELINE == ("data", "tokenizer", "pack", "pretrain", "sft", "interrogate", "sft_refusals", "rollouts",
-                        "label", "reward", "ppo", "grpo", "dpo", "eval", "report")
+    assert PIPELINE == (
+        "data",
+        "tokenizer",
+        "pack",
+        "pretrain",
+        "sft",
+        "interrogate",
+        "sft_refusals",
+        "rollouts",
+        "label",
+        "reward",
+        "ppo",
+        "grpo",
+        "dpo",
+        "eval",
+        "report",
+    )
     for name in PIPELINE:  # every stage reads only stages before it, so pipeline order is a valid build order
         assert all(PIPELINE.index(parent) < PIPELINE.index(name) for parent in STAGES[name].reads), name
     assert PARENTS["pretrain"] == ["data", "tokenizer"] and PARENTS["label"] == ["sft"]  # through pack, rollouts
@@ -115,14 +135,16 @@ def test_only_redoes_one_stage_and_leaves_its_readers_stale(run_folder):
 # A stage that blocks: the tokenizer opening a FIFO waits for a writer, in the stage process, until the test
 # lets it go. ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def blocked_runner(tmp_path):
     """A runner whose stage process is blocked; yields (runner, stage pid)."""
     fifo = tmp_path / "book.txt"
     os.mkfifo(fifo)
     (tmp_path / "recipes").mkdir()
-    (tmp_path / "recipes/tokenizer.yaml").write_text(yaml.safe_dump(
-        {"documents": [], "text_files": [str(fifo)], "output_dir": "out/tokenizer"}))
+    (tmp_path / "recipes/tokenizer.yaml").write_text(
+        yaml.safe_dump({"documents": [], "text_files": [str(fifo)], "output_dir": "out/tokenizer"})
+    )
     command = [sys.executable, "-m", "lmforge.cli", "run", "recipes", "--run_dir", "run"]
     runner = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stage = wait_for(lambda: next(iter(children(runner.pid)), None), "the stage process")
@@ -176,11 +198,17 @@ def wait_for(probe, what: str, seconds: float = 60):
 
 def test_second_runner_on_the_same_folder_stops_naming_the_holder(blocked_runner, tmp_path):
     runner, stage = blocked_runner
-    second = subprocess.run([sys.executable, "-m", "lmforge.cli", "run", "recipes", "--run_dir", "run"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    second = subprocess.run(
+        [sys.executable, "-m", "lmforge.cli", "run", "recipes", "--run_dir", "run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode != 0
     assert second.stderr.strip().splitlines() == [
-        f"lmforge run: run is in use by another lmforge run (pid {runner.pid}); wait for it or stop it"]
+        f"lmforge run: run is in use by another lmforge run (pid {runner.pid}); wait for it or stop it"
+    ]
     assert alive(stage)
 
 

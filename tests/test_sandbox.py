@@ -19,15 +19,18 @@ from lmforge import LmforgeError
 from lmforge.lib.tools import format_call, run_call
 from lmforge.lib.tools.python import UNSAFE, PythonTool
 
+
 TOOL = PythonTool(timeout=3, memory_mb=256, scratch_mb=4, processes=32)
 
 
 def escape(code: str) -> str:
     """A snippet that runs `code` in a new interpreter the audit hook never sees, and prints what it printed."""
-    return ("import subprocess, sys\n"
-            "sys.audit = lambda *args: None  # subprocess.Popen's audit event is now never raised\n"
-            f"done = subprocess.run([sys.executable, '-c', {code!r}], capture_output=True, text=True)\n"
-            "print(done.stdout, done.stderr)")
+    return (
+        "import subprocess, sys\n"
+        "sys.audit = lambda *args: None  # subprocess.Popen's audit event is now never raised\n"
+        f"done = subprocess.run([sys.executable, '-c', {code!r}], capture_output=True, text=True)\n"
+        "print(done.stdout, done.stderr)"
+    )
 
 
 def survivors(token: str) -> list[str]:
@@ -91,8 +94,10 @@ def test_no_process_outlives_the_call():
     """A process started past the hook, in its own session, after the snippet exits or at the time limit."""
     token = uuid.uuid4().hex
     background = f"import time; time.sleep(60)  # {token}"
-    spawn = (f"import subprocess, sys\nsys.audit = lambda *args: None\n"
-             f"subprocess.Popen([sys.executable, '-c', {background!r}], start_new_session=True)\n")
+    spawn = (
+        f"import subprocess, sys\nsys.audit = lambda *args: None\n"
+        f"subprocess.Popen([sys.executable, '-c', {background!r}], start_new_session=True)\n"
+    )
     assert TOOL.run({"code": spawn + "print('started')"}) == "started"
     assert survivors(token) == []
     assert TOOL.run({"code": spawn + "import time\ntime.sleep(60)"}) == "error: timed out after 3 s"

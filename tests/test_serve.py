@@ -4,15 +4,16 @@ what lmforge.lib.assistant.generate_reply writes for the same conversation and s
 import json
 
 import pytest
-from browser import free_port, launch_chromium, needs_chromium, serving
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
-from tiny import save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from browser import free_port, launch_chromium, needs_chromium, serving
 from lmforge import serve
 from lmforge.lib.assistant import generate_reply
 from lmforge.lib.configs import parse
+from tiny import save_tiny_model
+
 
 TEXTS = ["Hello there, how are you today?", "I am Forge, a small assistant.", "Two and three make five."] * 20
 BOT = '#chat [data-testid="bot"] .message-content'
@@ -22,8 +23,16 @@ BOT = '#chat [data-testid="bot"] .message-content'
 def assistant(tmp_path_factory):
     path = save_tiny_model(tmp_path_factory.mktemp("assistant"), TEXTS, vocab_size=300, end_of_turn=True)
     # The page's settings: the demo recipe's (repetition_penalty included), greedy so that replies can be compared.
-    argv = ["--config", "recipes/demo/serve.yaml", "--model_name_or_path", str(path), "--do_sample", "false",
-            "--max_new_tokens", "12"]
+    argv = [
+        "--config",
+        "recipes/demo/serve.yaml",
+        "--model_name_or_path",
+        str(path),
+        "--do_sample",
+        "false",
+        "--max_new_tokens",
+        "12",
+    ]
     (config,) = parse(serve.CONFIGS, argv)
     return argv, config, AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
@@ -43,9 +52,11 @@ def send(page, text: str, expected: str) -> str:
     page.locator("#message textarea").fill(text)
     page.locator("#send").click()
     try:
-        page.wait_for_function(f"(replies => replies.length === {replies} && replies[{replies - 1}].textContent === "
-                               f"{json.dumps(expected)})(document.querySelectorAll({json.dumps(BOT)}))",
-                               timeout=30000)
+        page.wait_for_function(
+            f"(replies => replies.length === {replies} && replies[{replies - 1}].textContent === "
+            f"{json.dumps(expected)})(document.querySelectorAll({json.dumps(BOT)}))",
+            timeout=30000,
+        )
     except PlaywrightTimeout:
         pass  # the assertion shows what arrived instead
     return page.locator(BOT).nth(replies - 1).text_content() if page.locator(BOT).count() == replies else None

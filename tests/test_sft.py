@@ -6,19 +6,36 @@ import subprocess
 import sys
 
 import pytest
-from tiny import save_tiny_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import chat, interrogate, merge, sft
 from lmforge.lib import answers
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS, load_conversations
+from tiny import save_tiny_model
 
-FAST = ["--max_steps", "40", "--eval_steps", "1000", "--save_steps", "20", "--logging_steps", "10",
-        "--per_device_train_batch_size", "8", "--max_length", "256", "--report_to", "none"]
-DATA = {"identity": {"generator": "identity", "size": 100},
-        "arithmetic": {"generator": "arithmetic", "size": 200},
-        "spelling": {"generator": "spelling", "size": 100}}
+
+FAST = [
+    "--max_steps",
+    "40",
+    "--eval_steps",
+    "1000",
+    "--save_steps",
+    "20",
+    "--logging_steps",
+    "10",
+    "--per_device_train_batch_size",
+    "8",
+    "--max_length",
+    "256",
+    "--report_to",
+    "none",
+]
+DATA = {
+    "identity": {"generator": "identity", "size": 100},
+    "arithmetic": {"generator": "arithmetic", "size": 200},
+    "spelling": {"generator": "spelling", "size": 100},
+}
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +47,18 @@ def base_model(tmp_path_factory):
 
 
 def run_sft(base_model, output_dir, *extra):
-    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base_model),
-            "--output_dir", str(output_dir), "--datasets", json.dumps(DATA), *FAST, *extra]
+    argv = [
+        "--config",
+        "recipes/demo/sft.yaml",
+        "--model_name_or_path",
+        str(base_model),
+        "--output_dir",
+        str(output_dir),
+        "--datasets",
+        json.dumps(DATA),
+        *FAST,
+        *extra,
+    ]
     return sft.main(*parse(sft.CONFIGS, argv))
 
 
@@ -50,16 +77,38 @@ def test_sft_lowers_validation_loss_and_resumes(base_model, tmp_path):
 
 
 def test_labels_mask_everything_but_assistant_turns(base_model, tmp_path):
-    script_args, training_args = parse(sft.CONFIGS, [
-        "--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base_model), "--output_dir", str(tmp_path),
-        "--datasets", json.dumps({"identity": DATA["identity"]}), "--eval_strategy", "no", *FAST])
+    script_args, training_args = parse(
+        sft.CONFIGS,
+        [
+            "--config",
+            "recipes/demo/sft.yaml",
+            "--model_name_or_path",
+            str(base_model),
+            "--output_dir",
+            str(tmp_path),
+            "--datasets",
+            json.dumps({"identity": DATA["identity"]}),
+            "--eval_strategy",
+            "no",
+            *FAST,
+        ],
+    )
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Who are you?"},
-                {"role": "assistant", "content": "I'm Forge."}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Who are you?"},
+        {"role": "assistant", "content": "I'm Forge."},
+    ]
     from datasets import Dataset
-    trainer = sft.SFTTrainer(model=str(base_model), args=training_args, processing_class=tokenizer,
-                             train_dataset=Dataset.from_dict({"messages": [messages]}))
+
+    trainer = sft.SFTTrainer(
+        model=str(base_model),
+        args=training_args,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_dict({"messages": [messages]}),
+    )
     row = trainer.train_dataset[0]
     expected = "".join(f"{m['content']}<|im_end|>" for m in messages if m["role"] == "assistant")
     trained = [token for token, label in zip(row["input_ids"], row["labels"]) if label != -100]
@@ -72,8 +121,23 @@ def test_labels_mask_everything_but_assistant_turns(base_model, tmp_path):
 
 @pytest.mark.slow
 def test_lora_adapter_merges_into_a_model_that_generates(base_model, tmp_path):
-    results = run_sft(base_model, tmp_path / "lora", "--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16",
-                      "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "1e-2", "--eval_fraction", "0.1")
+    results = run_sft(
+        base_model,
+        tmp_path / "lora",
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "8",
+        "--lora_alpha",
+        "16",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+        "--learning_rate",
+        "1e-2",
+        "--eval_fraction",
+        "0.1",
+    )
     assert results["eval_loss_after"] < results["eval_loss_before"]
     assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "lora" / "model.safetensors").exists()
@@ -81,8 +145,12 @@ def test_lora_adapter_merges_into_a_model_that_generates(base_model, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
     assert not any("lora" in name for name, _ in model.named_parameters())
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Who are you?"}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Who are you?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     output = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert output.shape[1] > prompt["input_ids"].shape[1]
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
@@ -90,12 +158,25 @@ def test_lora_adapter_merges_into_a_model_that_generates(base_model, tmp_path):
 
 def test_malformed_conversation_stops_or_is_dropped(base_model, tmp_path):
     bad = tmp_path / "bad.jsonl"
-    rows = [[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
-            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}]]
+    rows = [
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  "}],
+    ]
     bad.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
     source = json.dumps({"mine": {"path": "json", "data_files": str(bad)}})
-    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base_model),
-            "--output_dir", str(tmp_path / "out"), "--datasets", source, "--eval_fraction", "0", *FAST]
+    argv = [
+        "--config",
+        "recipes/demo/sft.yaml",
+        "--model_name_or_path",
+        str(base_model),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--datasets",
+        source,
+        "--eval_fraction",
+        "0",
+        *FAST,
+    ]
     with pytest.raises(sft.LmforgeError, match=r"dataset 'mine' row 1: message 1 \(assistant\) has empty content"):
         sft.main(*parse(sft.CONFIGS, argv + ["--invalid_rows", "stop"]))
     results = sft.main(*parse(sft.CONFIGS, argv + ["--invalid_rows", "drop", "--max_steps", "1"]))
@@ -108,9 +189,14 @@ def test_interrogate_writes_refusals_for_unknown_questions(base_model, tmp_path,
     questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
     # A judge of the test's own, registered by name like any other: it knows which questions are known.
     monkeypatch.setitem(answers.MATCHERS, "by_truth", lambda reply, truth: truth == "known")
-    config = interrogate.InterrogateConfig(model_name_or_path=str(base_model), questions=[str(questions)],
-                                           judge="by_truth", samples=2, max_new_tokens=4,
-                                           output_dir=str(tmp_path / "i"))
+    config = interrogate.InterrogateConfig(
+        model_name_or_path=str(base_model),
+        questions=[str(questions)],
+        judge="by_truth",
+        samples=2,
+        max_new_tokens=4,
+        output_dir=str(tmp_path / "i"),
+    )
     report = interrogate.main(config)
     assert (report["known"], report["unknown"], report["answer_rate_known"]) == (3, 2, 1.0)
     assert 0.0 <= report["refusal_rate_unknown"] <= 1.0
@@ -133,12 +219,27 @@ def test_judges_and_refusal_detection():
 
 @pytest.mark.slow
 def test_chat_answers_piped_input_until_exit(base_model):
-    command = [sys.executable, "-m", "lmforge.cli", "chat", "--config", "recipes/demo/chat.yaml",
-               "--model_name_or_path", str(base_model), "--max_new_tokens", "5", "--seed", "0"]
-    result = subprocess.run(command, input="Hello\n/reset\nWho are you?\n/exit\nnever read\n",
-                            capture_output=True, text=True, timeout=120)
+    command = [
+        sys.executable,
+        "-m",
+        "lmforge.cli",
+        "chat",
+        "--config",
+        "recipes/demo/chat.yaml",
+        "--model_name_or_path",
+        str(base_model),
+        "--max_new_tokens",
+        "5",
+        "--seed",
+        "0",
+    ]
+    result = subprocess.run(
+        command, input="Hello\n/reset\nWho are you?\n/exit\nnever read\n", capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "(new conversation)" in result.stdout and result.stdout.count("> ") == 4
-    messages = chat.main(chat.ChatConfig(model_name_or_path=str(base_model), max_new_tokens=5, system_prompt="Hi."),
-                         lines=["Hello", "Who are you?"])
+    messages = chat.main(
+        chat.ChatConfig(model_name_or_path=str(base_model), max_new_tokens=5, system_prompt="Hi."),
+        lines=["Hello", "Who are you?"],
+    )
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from lmforge import LmforgeError
 from lmforge.tokenizer import SPECIAL_TOKENS, TokenizerConfig, encode_text, main, train_tokenizer
 
+
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. " * 20,
     "Le renard brun saute par-dessus le chien paresseux. Ça coûte 12,50 €. " * 20,
@@ -111,8 +112,10 @@ def test_saved_tokenizer_loads_with_template(tmp_path):
 
 
 def test_stage_writes_tokenizer_and_compression_per_language(tmp_path):
-    rows = [{"text": text, "id": f"doc{i}", "metadata": {"language": "fr" if "Le " in text else "en"}}
-            for i, text in enumerate(CORPUS * 10)]
+    rows = [
+        {"text": text, "id": f"doc{i}", "metadata": {"language": "fr" if "Le " in text else "en"}}
+        for i, text in enumerate(CORPUS * 10)
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "docs.parquet")
     with gzip.open(tmp_path / "book.txt.gz", "wt") as f:
         f.write("Once upon a time.\n\n" * 2000)

@@ -8,11 +8,15 @@ from lmforge import LmforgeError, tokens
 from lmforge.lib.configs import parse
 from lmforge.tokenizer import train_tokenizer
 
+
 CONVERSATION = [
     {"role": "user", "content": "How many r's in strawberry?"},
-    {"role": "assistant", "content": 'Let me count.<|tool_call|>{"name": "python", "arguments": {"code": '
-                                     '"print(\'strawberry\'.count(\'r\'))"}}<|/tool_call|><|tool_result|>3'
-                                     '<|/tool_result|>Final answer: 3'},
+    {
+        "role": "assistant",
+        "content": 'Let me count.<|tool_call|>{"name": "python", "arguments": {"code": '
+        "\"print('strawberry'.count('r'))\"}}<|/tool_call|><|tool_result|>3"
+        "<|/tool_result|>Final answer: 3",
+    },
 ]
 
 

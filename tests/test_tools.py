@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import load_from_disk
-from tiny import memorize, tiny_llama_config
 from transformers import LlamaForCausalLM
 
 from lmforge import LmforgeError, chat, generate, rollouts
@@ -25,13 +24,21 @@ from lmforge.lib.tools.generation import (
 from lmforge.lib.tools.python import PythonTool
 from lmforge.lib.tools.search import SearchTool
 from lmforge.tokenizer import train_tokenizer
+from tiny import memorize, tiny_llama_config
+
 
 PYTHON = PythonTool(timeout=2, memory_mb=256)
 DOCUMENTS = [
-    {"text": "APT pinning sets the priority of a package source. The file /etc/apt/preferences holds the rules.",
-     "id": "a", "metadata": {"url": "https://example.org/apt", "language": "en"}},
-    {"text": "Python uses indentation for grouping statements. Guido van Rossum chose it for clarity.",
-     "id": "b", "metadata": {"url": "https://example.org/python", "language": "en"}},
+    {
+        "text": "APT pinning sets the priority of a package source. The file /etc/apt/preferences holds the rules.",
+        "id": "a",
+        "metadata": {"url": "https://example.org/apt", "language": "en"},
+    },
+    {
+        "text": "Python uses indentation for grouping statements. Guido van Rossum chose it for clarity.",
+        "id": "b",
+        "metadata": {"url": "https://example.org/python", "language": "en"},
+    },
 ]
 
 
@@ -41,6 +48,7 @@ def run(code: str) -> str:
 
 # The sandbox.
 
+
 def test_python_runs_code_and_reports_errors_briefly():
     assert run("import math, json\nprint(json.dumps([math.factorial(5)]))") == "[120]"
     assert run("1 / 0") == "error: ZeroDivisionError: division by zero"
@@ -49,20 +57,23 @@ def test_python_runs_code_and_reports_errors_briefly():
     assert run("open('notes.txt', 'w').write('hi')\nprint(open('notes.txt').read())") == "hi"  # its scratch dir
 
 
-@pytest.mark.parametrize("code, error", [
-    ("while True:\n    pass", "error: timed out after 2 s"),
-    ("import time\ntime.sleep(60)", "error: timed out after 2 s"),
-    ("x = bytearray(4 * 1024**3)", "error: MemoryError"),
-    ("import socket\nsocket.socket().connect(('127.0.0.1', 22))", "socket.__new__ is not allowed"),
-    ("import urllib.request\nurllib.request.urlopen('http://example.org')", "sandbox: socket."),
-    ("print(open('/etc/passwd').read())", "/etc/passwd is outside the scratch directory"),
-    ("import os\nos.symlink('/etc/passwd', 'p')\nprint(open('p').read())", "/etc/passwd is outside"),
-    ("open('/tmp/lmforge-sandbox-escape', 'w')", "is outside the scratch directory"),
-    ("import subprocess\nsubprocess.run(['cat', '/etc/passwd'])", "subprocess.Popen is not allowed"),
-    ("import os\nos.system('cat /etc/passwd')", "os.system is not allowed"),
-    ("import ctypes", "module ctypes is not allowed"),
-    ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))", "resource.setrlimit is not allowed"),
-])
+@pytest.mark.parametrize(
+    "code, error",
+    [
+        ("while True:\n    pass", "error: timed out after 2 s"),
+        ("import time\ntime.sleep(60)", "error: timed out after 2 s"),
+        ("x = bytearray(4 * 1024**3)", "error: MemoryError"),
+        ("import socket\nsocket.socket().connect(('127.0.0.1', 22))", "socket.__new__ is not allowed"),
+        ("import urllib.request\nurllib.request.urlopen('http://example.org')", "sandbox: socket."),
+        ("print(open('/etc/passwd').read())", "/etc/passwd is outside the scratch directory"),
+        ("import os\nos.symlink('/etc/passwd', 'p')\nprint(open('p').read())", "/etc/passwd is outside"),
+        ("open('/tmp/lmforge-sandbox-escape', 'w')", "is outside the scratch directory"),
+        ("import subprocess\nsubprocess.run(['cat', '/etc/passwd'])", "subprocess.Popen is not allowed"),
+        ("import os\nos.system('cat /etc/passwd')", "os.system is not allowed"),
+        ("import ctypes", "module ctypes is not allowed"),
+        ("import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))", "resource.setrlimit is not allowed"),
+    ],
+)
 def test_python_limits_hold(code, error):
     assert error in run(code)
 
@@ -76,6 +87,7 @@ def test_python_cannot_read_a_file_outside_scratch(tmp_path):
 
 # Search.
 
+
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
     folder = tmp_path_factory.mktemp("collection")
@@ -85,8 +97,11 @@ def collection(tmp_path_factory):
 
 
 def test_search_ranks_passages_and_caches_its_index(collection):
-    tool = SearchTool(documents=[str(collection / "*.parquet")], text_files=[str(collection / "*.txt")],
-                      index_dir=str(collection / "index"))
+    tool = SearchTool(
+        documents=[str(collection / "*.parquet")],
+        text_files=[str(collection / "*.txt")],
+        index_dir=str(collection / "index"),
+    )
     assert tool.run({"query": "package priority pinning"}).startswith("[1] https://example.org/apt: APT pinning")
     assert tool.run({"query": "Who chose indentation?"}).startswith("[1] https://example.org/python")
     assert "book.txt" in tool.run({"query": "fox"}) and tool.run({"query": "zebra"}) == "no match"
@@ -105,15 +120,17 @@ def test_search_caps_the_query_length_and_time(collection):
     start = time.monotonic()
     for query in [" ".join(["pinning"] * 50_000), "pinning " * 33, "x" * 1001]:
         assert run_call({"search": tool}, format_call("search", {"query": query})).startswith(
-            "error: the query is too long: at most 32 words")
+            "error: the query is too long: at most 32 words"
+        )
     assert time.monotonic() - start < 2
     assert tool.run({"query": " ".join(["pinning"] * 32)}).startswith("[1] https://example.org/apt")
 
 
 def test_a_slow_search_is_interrupted(tmp_path):
     """The shipped books (a few MB), a long query and a tiny time limit: SQLite stops it, the tool says so."""
-    tool = SearchTool(documents=[], index_dir=str(tmp_path), max_query_words=10**6, max_query_chars=10**7,
-                      query_seconds=0.01)
+    tool = SearchTool(
+        documents=[], index_dir=str(tmp_path), max_query_words=10**6, max_query_chars=10**7, query_seconds=0.01
+    )
     words = [f"word{n}" for n in range(3000)] + ["the", "and", "king"] * 100
     start = time.monotonic()
     with pytest.raises(ToolError, match=r"the query took over 0.01 s; use fewer words"):
@@ -123,15 +140,18 @@ def test_a_slow_search_is_interrupted(tmp_path):
 
 # The protocol.
 
+
 def test_malformed_calls_become_error_results(collection):
     tools = {"python": PYTHON}
     assert run_call(tools, format_call("python", {"code": "print(6 * 7)"})) == "42"
     assert parse_call('Sure.<|tool_call|> {"name": "python", "arguments": {}} <|/tool_call|>') == ("python", {})
-    for text, error in [("<|tool_call|>{not json<|/tool_call|>", "not valid JSON"),
-                        ('<|tool_call|>["python"]<|/tool_call|>', '"name"'),
-                        ('<|tool_call|>{"name": "python", "arguments": "print(1)"}<|/tool_call|>', "JSON object"),
-                        ('<|tool_call|>{"name": "shell", "arguments": {}}<|/tool_call|>', "unknown tool 'shell'"),
-                        ('<|tool_call|>{"name": "python", "arguments": {"source": "1"}}<|/tool_call|>', "needs")]:
+    for text, error in [
+        ("<|tool_call|>{not json<|/tool_call|>", "not valid JSON"),
+        ('<|tool_call|>["python"]<|/tool_call|>', '"name"'),
+        ('<|tool_call|>{"name": "python", "arguments": "print(1)"}<|/tool_call|>', "JSON object"),
+        ('<|tool_call|>{"name": "shell", "arguments": {}}<|/tool_call|>', "unknown tool 'shell'"),
+        ('<|tool_call|>{"name": "python", "arguments": {"source": "1"}}<|/tool_call|>', "needs"),
+    ]:
         assert run_call(tools, text).startswith("error:") and error in run_call(tools, text)
     assert format_result("a<|im_end|>b" + "x" * 2000).startswith("<|tool_result|>ab" + "x" * 100)
     assert format_result("x" * 2000).endswith("... (1000 more characters)<|/tool_result|>")
@@ -141,8 +161,9 @@ def test_malformed_calls_become_error_results(collection):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    texts = [m["content"] for g in ("python_arithmetic", "python_counting") for c in GENERATORS[g](size=100)
-             for m in c]
+    texts = [
+        m["content"] for g in ("python_arithmetic", "python_counting") for c in GENERATORS[g](size=100) for m in c
+    ]
     return train_tokenizer(texts, vocab_size=500)
 
 
@@ -160,9 +181,13 @@ def spans(tokenizer, messages) -> tuple[list[str], str]:
 
 
 def test_template_keeps_tool_results_out_of_the_loss(tokenizer, collection):
-    conversations = (GENERATORS["python_arithmetic"](size=20) + GENERATORS["python_counting"](size=20)
-                     + GENERATORS["corpus_search"](size=5, text_files=[str(collection / "*.txt")],
-                                                   index_dir=str(collection / "index")))
+    conversations = (
+        GENERATORS["python_arithmetic"](size=20)
+        + GENERATORS["python_counting"](size=20)
+        + GENERATORS["corpus_search"](
+            size=5, text_files=[str(collection / "*.txt")], index_dir=str(collection / "index")
+        )
+    )
     for messages in conversations:
         reply = messages[-1]["content"]
         before, rest = reply.split("<|tool_result|>")
@@ -171,11 +196,13 @@ def test_template_keeps_tool_results_out_of_the_loss(tokenizer, collection):
         assert trained == [before, after + "<|im_end|>"]  # the call is trained on, the result is not
         assert f"<|tool_result|>{result}<|/tool_result|>" in untrained
     with pytest.raises(Exception, match="never closed"):
-        tokenizer.apply_chat_template([{"role": "user", "content": "x"},
-                                       {"role": "assistant", "content": "a<|tool_result|>b"}], tokenize=False)
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": "a<|tool_result|>b"}], tokenize=False
+        )
 
 
 # Conversations that use tools.
+
 
 @pytest.mark.parametrize("name", ["python_arithmetic", "python_counting"])
 def test_python_conversations_embed_what_the_code_prints(name):
@@ -189,25 +216,38 @@ def test_python_conversations_embed_what_the_code_prints(name):
 
 
 def test_search_conversations_embed_the_tools_output(collection):
-    rows = GENERATORS["corpus_search"](size=10, seed=1, documents=[str(collection / "*.parquet")],
-                                       text_files=[str(collection / "*.txt")], index_dir=str(collection / "index"))
-    tool = SearchTool(documents=[str(collection / "*.parquet")], text_files=[str(collection / "*.txt")],
-                      index_dir=str(collection / "index"))
+    rows = GENERATORS["corpus_search"](
+        size=10,
+        seed=1,
+        documents=[str(collection / "*.parquet")],
+        text_files=[str(collection / "*.txt")],
+        index_dir=str(collection / "index"),
+    )
+    tool = SearchTool(
+        documents=[str(collection / "*.parquet")],
+        text_files=[str(collection / "*.txt")],
+        index_dir=str(collection / "index"),
+    )
     for messages in rows:
         assert check_conversation(messages) is None
         call, rest = messages[-1]["content"].split("<|tool_result|>")
-        assert format_result(run_call({"search": tool}, call)) == "<|tool_result|>" + rest.split("<|/tool_result|>")[
-            0] + "<|/tool_result|>"
+        assert (
+            format_result(run_call({"search": tool}, call))
+            == "<|tool_result|>" + rest.split("<|/tool_result|>")[0] + "<|/tool_result|>"
+        )
 
 
 # The generation loop.
 
+
 def scripted(tokenizer, script):
     """A stand-in for a model that already knows the protocol: `script(context_text)` gives what it writes next
     (until a stop token). Used only where a tiny model cannot be made to call tools."""
+
     def generate(batch, stop_ids, max_new_tokens):
         texts = [script(tokenizer.decode(ids, skip_special_tokens=False)) for ids in batch]
         return [ids[:max_new_tokens] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
     return generate
 
 
@@ -229,8 +269,13 @@ def test_tool_loop_runs_calls_and_tools_raise_accuracy(tokenizer):
     with_tools = tool_accuracy(scripted(tokenizer, oracle), tokenizer, problems, stop, {"python": PYTHON})
     without = tool_accuracy(scripted(tokenizer, oracle), tokenizer, problems, stop, None)
     assert with_tools.pop("replies")[0]["reply"].count("<|tool_result|>") == 1
-    assert with_tools == {"tools": ["python"], "rows": 32, "accuracy": 1.0,
-                          "per_task": {"arithmetic": 1.0, "counting": 1.0}, "mean_tool_calls": 1.0}
+    assert with_tools == {
+        "tools": ["python"],
+        "rows": 32,
+        "accuracy": 1.0,
+        "per_task": {"arithmetic": 1.0, "counting": 1.0},
+        "mean_tool_calls": 1.0,
+    }
     assert without["accuracy"] == 0.0 and without["mean_tool_calls"] == 0.0  # the call is never run
 
 
@@ -238,9 +283,16 @@ def test_tool_loop_caps_calls_and_survives_malformed_ones(tokenizer):
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "go"}], add_generation_prompt=True)
     stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     results = []
-    (turn,) = generate_with_tools(scripted(tokenizer, lambda context: "<|tool_call|>{oops<|/tool_call|>"),
-                                  tokenizer, [prompt["input_ids"]], {"python": PYTHON}, stop,
-                                  max_new_tokens=200, max_calls=2, on_result=results.append)
+    (turn,) = generate_with_tools(
+        scripted(tokenizer, lambda context: "<|tool_call|>{oops<|/tool_call|>"),
+        tokenizer,
+        [prompt["input_ids"]],
+        {"python": PYTHON},
+        stop,
+        max_new_tokens=200,
+        max_calls=2,
+        on_result=results.append,
+    )
     assert turn.calls > 2 and "not valid JSON" in results[0] and "at most 2 tool calls" in results[2]
     assert sum(turn.mask) == 200  # the model's budget spent, results not counted, no crash
 
@@ -248,20 +300,25 @@ def test_tool_loop_caps_calls_and_survives_malformed_ones(tokenizer):
 def test_tool_results_are_masked_and_rows_of_a_batch_stop_on_their_own(tokenizer):
     """In a batch, a row that calls a tool goes on after the result while a row that answered directly has ended;
     the mask marks exactly the result's tokens as not written by the model (what RL must not learn from)."""
+
     def script(context):
         if "direct:" in context:
             return "Final answer: 4<|im_end|>"
         return oracle(context)
+
     problem = GENERATORS["python_counting"](size=1, seed=1000)[0][0]["content"]
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)["input_ids"]
-               for q in ("direct: what is 2 + 2?", problem)]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True)["input_ids"]
+        for q in ("direct: what is 2 + 2?", problem)
+    ]
     stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     direct, tooled = generate_with_tools(scripted(tokenizer, script), tokenizer, prompts, {"python": PYTHON}, stop)
     assert (direct.calls, set(direct.mask), tokenizer.decode(direct.ids)) == (0, {1}, "Final answer: 4<|im_end|>")
     assert tooled.calls == 1 and tokenizer.decode(tooled.ids).endswith("<|im_end|>")
     result = [token for token, written in zip(tooled.ids, tooled.mask) if not written]
     assert tokenizer.decode(result).startswith("<|tool_result|>") and tokenizer.decode(result).endswith(
-        "<|/tool_result|>")
+        "<|/tool_result|>"
+    )
     assert tokenizer.decode([t for t, written in zip(tooled.ids, tooled.mask) if written]).count("<|tool_call|>") == 1
 
 
@@ -269,8 +326,9 @@ def test_tool_results_are_masked_and_rows_of_a_batch_stop_on_their_own(tokenizer
 def tiny_model(tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=32, layers=1, heads=2, kv_heads=1,
-                                               max_positions=1024))
+    model = LlamaForCausalLM(
+        tiny_llama_config(tokenizer, hidden_size=32, layers=1, heads=2, kv_heads=1, max_positions=1024)
+    )
     model.generation_config.eos_token_id = end_of_turn_ids(model, tokenizer)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -288,11 +346,15 @@ def test_compare_tools_runs_on_a_real_model(tokenizer, tiny_model):
 
 def test_chat_with_tools_and_few_shot(tiny_model, capsys):
     path, _ = tiny_model
-    messages = chat.main(chat.ChatConfig(model_name_or_path=str(path), tools=["python"], max_new_tokens=6, seed=0),
-                         lines=["What is 2 + 2?", "/exit"])
+    messages = chat.main(
+        chat.ChatConfig(model_name_or_path=str(path), tools=["python"], max_new_tokens=6, seed=0),
+        lines=["What is 2 + 2?", "/exit"],
+    )
     assert [m["role"] for m in messages] == ["user", "assistant"]
-    messages = chat.main(chat.ChatConfig(model_name_or_path=str(path), few_shot=True, max_new_tokens=6, seed=0),
-                         lines=["Hi", "And you?", "/exit"])
+    messages = chat.main(
+        chat.ChatConfig(model_name_or_path=str(path), few_shot=True, max_new_tokens=6, seed=0),
+        lines=["Hi", "And you?", "/exit"],
+    )
     assert [m["role"] for m in messages] == ["user", "assistant"] * 2
     assert json.dumps(messages)
 
@@ -305,8 +367,9 @@ CALL = format_call("python", {"code": "print(6 * 7)"})
 def calling_model(tokenizer, tmp_path_factory):
     """A tiny chat model taught to open its reply to QUESTION with CALL."""
     path = tmp_path_factory.mktemp("calling")
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
-                                           sanitize_control_tokens=True)["input_ids"]
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": QUESTION}], add_generation_prompt=True, sanitize_control_tokens=True
+    )["input_ids"]
     model = memorize(tokenizer, [(prompt, tokenizer(CALL, add_special_tokens=False)["input_ids"])], steps=60)
     model.generation_config.eos_token_id = end_of_turn_ids(model, tokenizer)
     model.save_pretrained(path)
@@ -317,8 +380,9 @@ def calling_model(tokenizer, tmp_path_factory):
 def test_generate_runs_the_calls_a_chat_model_writes(calling_model):
     """`lmforge generate --chat --tools python` runs the call and the sample holds the real result; without tools
     the call stays unanswered text."""
-    options = dict(model=str(calling_model), prompt=QUESTION, chat=True, temperature=0.0, max_new_tokens=40,
-                   stream=False)
+    options = dict(
+        model=str(calling_model), prompt=QUESTION, chat=True, temperature=0.0, max_new_tokens=40, stream=False
+    )
     (with_tools,) = generate.main(generate.GenerateConfig(**options, tools=["python"]))
     assert with_tools.startswith(CALL + "<|tool_result|>42<|/tool_result|>")
     (without,) = generate.main(generate.GenerateConfig(**options))
@@ -330,9 +394,13 @@ def test_generate_runs_the_calls_a_chat_model_writes(calling_model):
 def test_rollouts_run_the_calls_of_every_response(calling_model, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": QUESTION}) + "\n")
-    config = rollouts.RolloutsConfig(model=str(calling_model), prompts={"q": {"path": "json",
-                                                                              "data_files": str(prompts)}},
-                                     num_responses=3, max_new_tokens=40, tools=["python"],
-                                     output_dir=str(tmp_path / "out"))
+    config = rollouts.RolloutsConfig(
+        model=str(calling_model),
+        prompts={"q": {"path": "json", "data_files": str(prompts)}},
+        num_responses=3,
+        max_new_tokens=40,
+        tools=["python"],
+        output_dir=str(tmp_path / "out"),
+    )
     responses = load_from_disk(str(rollouts.main(config)))[0]["responses"]
     assert len(responses) == 3 and all(r.startswith(CALL + "<|tool_result|>42<|/tool_result|>") for r in responses)

@@ -7,13 +7,14 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from tiny import tiny_llama_config
 from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from lmforge.lib.conversations import GENERATORS
 from lmforge.lib.rewards import verifiable_prompts
 from lmforge.lib.watch import WatchCallback, WatchConfig, counts_as_degenerate, reply_stats
 from lmforge.tokenizer import train_tokenizer
+from tiny import tiny_llama_config
+
 
 PROMPTS = verifiable_prompts({"arithmetic": 8}, seed=1)["prompt"]
 
@@ -83,12 +84,25 @@ def test_watch_stops_training_and_keeps_the_last_healthy_checkpoint(tokenizer, t
     texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in GENERATORS["arithmetic"](size=32)]
     rows = tokenizer(texts, max_length=64, truncation=True)["input_ids"]
     dataset = Dataset.from_dict({"input_ids": rows, "labels": rows})
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=12, per_device_train_batch_size=1, save_steps=2,
-                             save_total_limit=1, logging_steps=1, use_cpu=True, report_to="none", learning_rate=1e-3)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=12,
+        per_device_train_batch_size=1,
+        save_steps=2,
+        save_total_limit=1,
+        logging_steps=1,
+        use_cpu=True,
+        report_to="none",
+        learning_rate=1e-3,
+    )
     watch = WatchCallback(WatchConfig(watch_every=2, watch_max_new_tokens=16), PROMPTS, tokenizer, str(tmp_path))
     model = tiny_model(tokenizer)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      callbacks=[Sabotage(5, tokenizer.convert_tokens_to_ids("Ġapples")), watch])
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        callbacks=[Sabotage(5, tokenizer.convert_tokens_to_ids("Ġapples")), watch],
+    )
     trainer.train()
     trainer.save_model(str(tmp_path))
 

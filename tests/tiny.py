@@ -9,11 +9,21 @@ from lmforge.tokenizer import train_tokenizer
 
 def tiny_llama_config(tokenizer, hidden_size=64, layers=2, heads=4, kv_heads=2, max_positions=512, **extra):
     """A small Llama config with the vocabulary and special tokens of `tokenizer`; `extra` overrides any field."""
-    return LlamaConfig(**{
-        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-        "max_position_embeddings": max_positions, "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id, **extra})
+    return LlamaConfig(
+        **{
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "max_position_embeddings": max_positions,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            **extra,
+        }
+    )
 
 
 def save_tiny_model(path, texts, vocab_size=512, hidden_size=64, layers=2, seed=0, end_of_turn=False, **config):
@@ -35,8 +45,9 @@ def memorize(tokenizer, examples: list[tuple[list[int], list[int]]], steps=40) -
     planted behaviour that greedy decoding reproduces. The loss covers the replies only."""
     batch = tokenizer.pad({"input_ids": [prompt + reply for prompt, reply in examples]}, return_tensors="pt")
     width = batch["input_ids"].shape[1]
-    labels = torch.tensor([[-100] * len(prompt) + reply + [-100] * (width - len(prompt) - len(reply))
-                           for prompt, reply in examples])
+    labels = torch.tensor(
+        [[-100] * len(prompt) + reply + [-100] * (width - len(prompt) - len(reply)) for prompt, reply in examples]
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_llama_config(tokenizer, hidden_size=32, layers=1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)

@@ -24,6 +24,7 @@ from pathlib import Path
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+
 HERE = Path(__file__).parent
 DATE = "2026-11-01T00:00:00Z"
 PACKAGES = ["debian-handbook", "python3.11-doc"]
@@ -31,13 +32,35 @@ HANDBOOK = "usr/share/doc/debian-handbook/html"
 PYDOC = "usr/share/doc/python3.11/html"
 HANDBOOK_LANGS = ["en-US", "fr-FR", "de-DE", "es-ES", "ja-JP", "da-DK", "ro-RO"]
 HANDBOOK_PAGES = 24  # the first pages of each edition, in sorted order: same pages in every language
-PYDOC_PAGES = ["faq/general.html", "faq/programming.html", "faq/design.html", "faq/library.html",
-               "tutorial/introduction.html", "tutorial/controlflow.html", "tutorial/datastructures.html",
-               "tutorial/modules.html", "tutorial/inputoutput.html", "tutorial/errors.html",
-               "tutorial/classes.html", "tutorial/stdlib.html", "howto/functional.html", "howto/logging.html",
-               "howto/regex.html", "howto/sorting.html", "howto/unicode.html", "library/json.html",
-               "library/re.html", "library/os.path.html", "library/itertools.html", "library/csv.html",
-               "glossary.html", "genindex-A.html", "genindex-B.html", "genindex-C.html", "genindex-D.html"]
+PYDOC_PAGES = [
+    "faq/general.html",
+    "faq/programming.html",
+    "faq/design.html",
+    "faq/library.html",
+    "tutorial/introduction.html",
+    "tutorial/controlflow.html",
+    "tutorial/datastructures.html",
+    "tutorial/modules.html",
+    "tutorial/inputoutput.html",
+    "tutorial/errors.html",
+    "tutorial/classes.html",
+    "tutorial/stdlib.html",
+    "howto/functional.html",
+    "howto/logging.html",
+    "howto/regex.html",
+    "howto/sorting.html",
+    "howto/unicode.html",
+    "library/json.html",
+    "library/re.html",
+    "library/os.path.html",
+    "library/itertools.html",
+    "library/csv.html",
+    "glossary.html",
+    "genindex-A.html",
+    "genindex-B.html",
+    "genindex-C.html",
+    "genindex-D.html",
+]
 
 
 def unpack(debs: Path | None, into: Path) -> Path:
@@ -56,8 +79,9 @@ def response(writer: WARCWriter, url: str, body: bytes, content_type: str, paylo
     if payload_type:
         # Common Crawl writes this header; without it datatrove sniffs the payload with libmagic.
         headers["WARC-Identified-Payload-Type"] = payload_type
-    record = writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=http,
-                                       warc_headers_dict=headers)
+    record = writer.create_warc_record(
+        url, "response", payload=io.BytesIO(body), http_headers=http, warc_headers_dict=headers
+    )
     writer.write_record(record)
 
 
@@ -89,15 +113,30 @@ def build(root: Path, out: Path) -> None:
         # What real crawls also contain:
         css = (root / PYDOC / "_static/pydoctheme.css").read_bytes()
         response(writer, "https://docs.python.org/3.11/_static/pydoctheme.css", css, "text/css", "text/css")
-        writer.write_record(writer.create_warc_record("https://docs.python.org/3.11/", "request",
-                                                      payload=io.BytesIO(b"GET /3.11/ HTTP/1.1\r\n\r\n"),
-                                                      warc_headers_dict={"WARC-Date": DATE}))
+        writer.write_record(
+            writer.create_warc_record(
+                "https://docs.python.org/3.11/",
+                "request",
+                payload=io.BytesIO(b"GET /3.11/ HTTP/1.1\r\n\r\n"),
+                warc_headers_dict={"WARC-Date": DATE},
+            )
+        )
         xhtml = (root / HANDBOOK / "en-US/sect.apt-get.html").read_bytes()
-        response(writer, "https://debian-handbook.info/browse/en-US/stable/sect.apt-get.html",
-                 xhtml, "text/html; charset=utf-8", None)
+        response(
+            writer,
+            "https://debian-handbook.info/browse/en-US/stable/sect.apt-get.html",
+            xhtml,
+            "text/html; charset=utf-8",
+            None,
+        )
         latin1 = (root / PYDOC / "howto/unicode.html").read_text("utf-8")
-        response(writer, "https://docs.python.org/3.11/howto/unicode.html?latin1",
-                 latin1.encode("latin-1", errors="replace"), "text/html; charset=iso-8859-1", "text/html")
+        response(
+            writer,
+            "https://docs.python.org/3.11/howto/unicode.html?latin1",
+            latin1.encode("latin-1", errors="replace"),
+            "text/html; charset=iso-8859-1",
+            "text/html",
+        )
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+
 HERE = Path(__file__).parent
 FAQ = "usr/share/doc/python3.11/html/_sources/faq"
 UNDERLINE = re.compile(r"^([=\-~^*+#])\1+$")
@@ -40,10 +41,13 @@ def plain(text: str) -> str:
 def sections(rst: str):
     """(heading, body) for every section of a reStructuredText file."""
     lines = rst.splitlines()
-    starts = [i for i in range(len(lines) - 1)
-              if lines[i].strip() and UNDERLINE.match(lines[i + 1]) and len(lines[i + 1]) >= len(lines[i].rstrip())]
+    starts = [
+        i
+        for i in range(len(lines) - 1)
+        if lines[i].strip() and UNDERLINE.match(lines[i + 1]) and len(lines[i + 1]) >= len(lines[i].rstrip())
+    ]
     for start, end in zip(starts, starts[1:] + [len(lines)]):
-        yield lines[start].strip(), "\n".join(lines[start + 2: end])
+        yield lines[start].strip(), "\n".join(lines[start + 2 : end])
 
 
 def first_paragraph(body: str) -> str:
@@ -63,8 +67,14 @@ def pairs(faq_dir: Path) -> list[dict]:
             answer, *rest = SENTENCE_END.split(paragraph, maxsplit=1)
             if answer.startswith("See "):  # a pointer to another section is no answer to check against
                 continue
-            rows.append({"question": plain(heading), "answer": answer, "detail": " ".join(rest),
-                         "source": f"faq/{path.name.removesuffix('.rst.txt')}"})
+            rows.append(
+                {
+                    "question": plain(heading),
+                    "answer": answer,
+                    "detail": " ".join(rest),
+                    "source": f"faq/{path.name.removesuffix('.rst.txt')}",
+                }
+            )
     return rows
 
 

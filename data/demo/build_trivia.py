@@ -15,6 +15,7 @@ from chatterbot_corpus.corpus import DATA_DIRECTORY
 
 from lmforge.lib.conversations import chatterbot
 
+
 HERE = Path(__file__).parent
 FILES = ["trivia", "history", "science"]
 

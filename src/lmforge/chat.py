@@ -25,14 +25,21 @@ from lmforge.lib.files import read_json
 from lmforge.lib.models import device, load
 from lmforge.lib.tools import load_tools
 
+
 CONFIGS = (ChatConfig,)
 
 
 def reply(model, tokenizer, messages: list[dict], config: ChatConfig, tools: dict | None = None) -> str:
     """Generate the assistant's next turn, printing it as it comes; returns its text."""
-    text = generate_reply(model, tokenizer, messages, config, tools,
-                          on_text=lambda piece: print(piece, end="", flush=True),
-                          on_result=lambda result: print(f"\n[result] {result}", flush=True))
+    text = generate_reply(
+        model,
+        tokenizer,
+        messages,
+        config,
+        tools,
+        on_text=lambda piece: print(piece, end="", flush=True),
+        on_result=lambda result: print(f"\n[result] {result}", flush=True),
+    )
     print(flush=True)
     return text
 

@@ -45,6 +45,7 @@ from lmforge.lib.blocks import AuditedWarcReader, LanguageFilter, URLFilter
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import write_json, write_text
 
+
 # Step name -> the datatrove block it builds; a step is switched on and off by the recipe key of its
 # name, and `step_options.<name>` passes keyword arguments to the block as they are.
 FILTERS = {
@@ -149,7 +150,7 @@ def input_files(config: DataConfig) -> tuple[str, list[str]]:
         files += [fs.unstrip_protocol(p) if fs.protocol not in ("file", ("file", "local")) else p for p in found]
     root = os.path.commonpath([f.split("://", 1)[-1] for f in files]) if len(files) > 1 else os.path.dirname(files[0])
     prefix = files[0].split("://", 1)[0] + "://" if "://" in files[0] else ""
-    return prefix + root, [f.split("://", 1)[-1][len(root):].lstrip("/") for f in files]
+    return prefix + root, [f.split("://", 1)[-1][len(root) :].lstrip("/") for f in files]
 
 
 def writer(config: DataConfig, folder: str):
@@ -174,8 +175,11 @@ def filter_steps(config: DataConfig) -> list[tuple[str, object]]:
         kwargs = dict(config.step_options.get(name, {}))
         kwargs["exclusion_writer"] = JsonlWriter(f"{config.output_dir}/removed/{name}")
         if name == "language_filter":
-            kwargs.update(languages=config.languages, language_threshold=config.language_threshold,
-                          backend=config.language_backend)
+            kwargs.update(
+                languages=config.languages,
+                language_threshold=config.language_threshold,
+                backend=config.language_backend,
+            )
         steps.append((name, block(**kwargs)))
     return steps
 
@@ -232,8 +236,12 @@ def run(config: DataConfig, plan: dict[str, Stage]) -> None:
             ray.init()  # joins the cluster named by RAY_ADDRESS, or starts a local one
     executors = []
     for name, stage in plan.items():
-        kwargs = dict(pipeline=[block for _, block in stage.steps], tasks=stage.tasks,
-                      depends=executors[-1] if executors else None, logging_dir=f"{config.output_dir}/logs/{name}")
+        kwargs = dict(
+            pipeline=[block for _, block in stage.steps],
+            tasks=stage.tasks,
+            depends=executors[-1] if executors else None,
+            logging_dir=f"{config.output_dir}/logs/{name}",
+        )
         if config.executor == "local":
             kwargs["workers"] = config.workers
         if config.executor == "slurm":
@@ -253,9 +261,11 @@ def check_filtered(config: DataConfig, stage: Stage) -> None:
         stats = [block["stats"] for block in json.load(f)]  # one entry per block, in pipeline order
     rows = [funnel_row(step, block) for (step, _), block in zip(stage.steps, stats) if step]
     if rows[0]["kept"] == 0:
-        raise LmforgeError(f"warc_paths: no readable page in {config.warc_paths or config.common_crawl_dump} "
-                           f"({rows[0]['in']} records; {stats[0].get('bad_files', 0)} unreadable files, "
-                           "each named in the log above)")
+        raise LmforgeError(
+            f"warc_paths: no readable page in {config.warc_paths or config.common_crawl_dump} "
+            f"({rows[0]['in']} records; {stats[0].get('bad_files', 0)} unreadable files, "
+            "each named in the log above)"
+        )
     if rows[-1]["kept"] == 0:
         print_funnel({"steps": rows, "documents_out": 0, "bad_files": stats[0].get("bad_files", 0)})
         raise LmforgeError("no document passed the filters (the funnel above says where each was dropped)")
@@ -270,8 +280,13 @@ def funnel_row(name: str, stats: dict) -> dict:
     unexplained = total - kept - sum(reasons.values())
     if unexplained:
         reasons[UNNAMED_REASONS.get(name, "unspecified")] = unexplained
-    return {"step": name, "in": total, "kept": kept, "dropped": total - kept,
-            "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
+    return {
+        "step": name,
+        "in": total,
+        "kept": kept,
+        "dropped": total - kept,
+        "reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def funnel(config: DataConfig, plan: dict[str, Stage]) -> dict:

@@ -41,6 +41,7 @@ from lmforge.lib.rl_eval import (
 from lmforge.lib.trl_logs import DPO_ACCURACY, DPO_MARGIN, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
+
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
@@ -49,7 +50,8 @@ class DPOScriptArguments:
     model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "The SFT model: policy and reference."})
     preferences: str = field(
         default="runs/demo/labels/preferences",
-        metadata={"help": "Preference pairs: a directory saved by `lmforge label --export`, or a Hub dataset id."})
+        metadata={"help": "Preference pairs: a directory saved by `lmforge label --export`, or a Hub dataset id."},
+    )
 
 
 CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, HeldoutConfig)
@@ -73,8 +75,9 @@ def load_pairs(source: str) -> DatasetDict:
     return DatasetDict({s: d.select_columns(list(PAIR_COLUMNS)) for s, d in pairs.items() if len(d)})
 
 
-def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config: WatchConfig,
-         heldout_config: HeldoutConfig) -> dict:
+def main(
+    script_args: DPOScriptArguments, training_args: DPOConfig, watch_config: WatchConfig, heldout_config: HeldoutConfig
+) -> dict:
     output_dir = training_args.output_dir
     tokenizer = chat_tokenizer(script_args.model_name_or_path)
     pairs = load_pairs(script_args.preferences)
@@ -103,12 +106,19 @@ def main(script_args: DPOScriptArguments, training_args: DPOConfig, watch_config
     after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, heldout_config)
 
     margin_first, margin_last = logged(trainer.state.log_history, DPO_MARGIN)
-    results = {"preferences": script_args.preferences, "train_pairs": len(pairs["train"]),
-               "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
-               "margin_first": margin_first, "margin_last": margin_last,
-               "test_margin": test.get(f"eval_{DPO_MARGIN}"), "test_accuracy": test.get(f"eval_{DPO_ACCURACY}"),
-               "resumed_from": last, "eval": {"before": before, "after": after}, "watch": watch.report(),
-               "final_model": final_model}
+    results = {
+        "preferences": script_args.preferences,
+        "train_pairs": len(pairs["train"]),
+        "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
+        "margin_first": margin_first,
+        "margin_last": margin_last,
+        "test_margin": test.get(f"eval_{DPO_MARGIN}"),
+        "test_accuracy": test.get(f"eval_{DPO_ACCURACY}"),
+        "resumed_from": last,
+        "eval": {"before": before, "after": after},
+        "watch": watch.report(),
+        "final_model": final_model,
+    }
     write_results(output_dir, "dpo", results)
     if training_args.push_to_hub:
         push(trainer, "dpo")

@@ -55,51 +55,70 @@ from lmforge.lib.tables import FEW_SHOT, eval_table
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import GREEDY, compare_tools, generation_eos, model_generate
 
+
 KINDS = ("base", "assistant", "reward")
 
 
 @dataclass
 class EvalConfig:
     models: dict | str | None = field(
-        default=None, metadata={"help": f"Name -> {{path, kind}}, kind one of {list(KINDS)}; one column each."})
+        default=None, metadata={"help": f"Name -> {{path, kind}}, kind one of {list(KINDS)}; one column each."}
+    )
     output_dir: str = field(default="runs/demo/eval", metadata={"help": "Where the results are written."})
     documents: list[str] = field(
         default_factory=lambda: ["runs/demo/data/documents/*.parquet"],
-        metadata={"help": "The data stage's Parquet files; their held-out documents are scored."})
+        metadata={"help": "The data stage's Parquet files; their held-out documents are scored."},
+    )
     heldout_fraction: float = field(
-        default=0.05, metadata={"help": "The tokenizer and pack stages' heldout_fraction (the same documents)."})
+        default=0.05, metadata={"help": "The tokenizer and pack stages' heldout_fraction (the same documents)."}
+    )
     max_length: int = field(default=256, metadata={"help": "Tokens per scored window (capped at the context)."})
     batch_size: int = field(default=16, metadata={"help": "Windows, prompts or pairs per forward pass."})
     arithmetic_problems: int = field(default=32, metadata={"help": "Arithmetic problems asked (0: none)."})
     arithmetic_seed: int = field(
-        default=3000, metadata={"help": "Seed of the problems: not SFT's or GRPO's (42), GRPO's held-out (1000) "
-                                        "or rollouts' (1001), so they are new to every model."})
+        default=3000,
+        metadata={
+            "help": "Seed of the problems: not SFT's or GRPO's (42), GRPO's held-out (1000) "
+            "or rollouts' (1001), so they are new to every model."
+        },
+    )
     identity_name: str | None = field(
-        default=None, metadata={"help": "The assistant's name: identity questions in phrasings no training row uses "
-                                        "are asked, and a reply is right when it says the name (None: not asked)."})
+        default=None,
+        metadata={
+            "help": "The assistant's name: identity questions in phrasings no training row uses "
+            "are asked, and a reply is right when it says the name (None: not asked)."
+        },
+    )
     sums_problems: int = field(
-        default=0, metadata={"help": "Held-out questions asked per level of the sums ladder (0: none)."})
+        default=0, metadata={"help": "Held-out questions asked per level of the sums ladder (0: none)."}
+    )
     sums_levels: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Levels of the ladder."})
     known_questions: list[str] = field(
         default_factory=lambda: ["data/demo/python_faq.jsonl"],
-        metadata={"help": "JSONL files of question and answer that SFT taught."})
+        metadata={"help": "JSONL files of question and answer that SFT taught."},
+    )
     known_limit: int = field(default=32, metadata={"help": "Known questions asked (-1: all)."})
     unknowable_questions: list[str] = field(
         default_factory=lambda: ["data/demo/unknowable_questions.jsonl"],
-        metadata={"help": "JSONL files of questions no model can answer (private, future or made-up facts)."})
+        metadata={"help": "JSONL files of questions no model can answer (private, future or made-up facts)."},
+    )
     tools: list[str] = field(
         default_factory=lambda: ["python"],
-        metadata={"help": "Tools of the tools-off / tools-on comparison of assistants ([]: no comparison)."})
+        metadata={"help": "Tools of the tools-off / tools-on comparison of assistants ([]: no comparison)."},
+    )
     tool_problems: int = field(
-        default=32, metadata={"help": "Held-out arithmetic and counting problems of that comparison (0: none)."})
+        default=32, metadata={"help": "Held-out arithmetic and counting problems of that comparison (0: none)."}
+    )
     tool_seed: int = field(default=3001, metadata={"help": "Seed of those problems, one that no stage trains on."})
     judge: str = field(default="overlap", metadata={"help": f"How known answers are judged: {list(MATCHERS)}."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message of every chat prompt."})
     max_new_tokens: int = field(default=96, metadata={"help": "Longest reply; a reply cut here did not end its turn."})
     reward_model: str | None = field(
-        default=None, metadata={"help": "Reward model that scores the assistants' replies (None: no score)."})
+        default=None, metadata={"help": "Reward model that scores the assistants' replies (None: no score)."}
+    )
     preferences: str = field(
-        default="runs/demo/labels/preferences", metadata={"help": "`lmforge label` pairs, for reward models."})
+        default="runs/demo/labels/preferences", metadata={"help": "`lmforge label` pairs, for reward models."}
+    )
     preference_split: str = field(default="test", metadata={"help": "Split of the pairs that is scored."})
     preference_limit: int = field(default=256, metadata={"help": "Pairs scored (-1: all)."})
     samples: int = field(default=2, metadata={"help": "Replies kept per task and model for the report."})
@@ -119,8 +138,11 @@ CONFIGS = (EvalConfig,)  # what `--config recipes/*/eval*.yaml` is parsed into
 
 
 def heldout_texts(config: EvalConfig) -> list[str]:
-    texts = [document["text"] for document in iter_documents(config.documents, [])
-             if is_heldout(document["id"], config.heldout_fraction)]
+    texts = [
+        document["text"]
+        for document in iter_documents(config.documents, [])
+        if is_heldout(document["id"], config.heldout_fraction)
+    ]
     if not texts:
         raise LmforgeError(f"heldout_fraction: {config.heldout_fraction} holds out no document of {config.documents}")
     return texts
@@ -132,7 +154,7 @@ def text_windows(token_ids: list[list[int]], bos_token_id: int, length: int) -> 
     windows = []
     for ids in token_ids:
         ids = [bos_token_id, *ids]
-        windows += [ids[start:start + length] for start in range(0, max(len(ids) - 1, 1), length - 1)]
+        windows += [ids[start : start + length] for start in range(0, max(len(ids) - 1, 1), length - 1)]
     return windows
 
 
@@ -144,8 +166,13 @@ def bits_per_byte(model, tokenizer, texts: list[str], max_length: int, batch_siz
     losses, labels = [], []
     for start in range(0, len(windows), batch_size):
         # Padded to one length so that the batches concatenate; padding is labelled -100 and counts no byte.
-        batch = tokenizer.pad({"input_ids": windows[start:start + batch_size]}, padding="max_length",
-                              max_length=length, padding_side="right", return_tensors="pt")
+        batch = tokenizer.pad(
+            {"input_ids": windows[start : start + batch_size]},
+            padding="max_length",
+            max_length=length,
+            padding_side="right",
+            return_tensors="pt",
+        )
         batch_labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         logits = model(**batch.to(model.device)).logits
         losses.append(token_losses(logits, batch_labels.to(model.device)).cpu())
@@ -175,20 +202,29 @@ def chat_prompts(config: EvalConfig) -> list[dict]:
     system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
 
     def row(question, task, reference):
-        return {"messages": system + [{"role": "user", "content": question}], "question": question, "task": task,
-                "reference": reference}
+        return {
+            "messages": system + [{"role": "user", "content": question}],
+            "question": question,
+            "task": task,
+            "reference": reference,
+        }
 
-    rows = [row(p["question"], "arithmetic", p["answer"])
-            for p in arithmetic.problems(config.arithmetic_problems, config.arithmetic_seed)]
+    rows = [
+        row(p["question"], "arithmetic", p["answer"])
+        for p in arithmetic.problems(config.arithmetic_problems, config.arithmetic_seed)
+    ]
     known = [pair for path in config.known_questions for pair in read_pairs(path)]
     if config.known_limit >= 0:
-        known = known[:config.known_limit]
+        known = known[: config.known_limit]
     rows += [row(p["question"], "known", p["answer"]) for p in known]
     rows += [row(q, "unknowable", "") for path in config.unknowable_questions for q in read_questions(path)]
     if config.identity_name:
         rows += [row(q, "identity", config.identity_name) for q in identity.HELDOUT_QUESTIONS]
-    rows += [row(p["question"], f"sums_{level}", str(p["answer"])) for level in config.sums_levels
-             for p in sums.problems(config.sums_problems, config.arithmetic_seed, level, heldout=True)]
+    rows += [
+        row(p["question"], f"sums_{level}", str(p["answer"]))
+        for level in config.sums_levels
+        for p in sums.problems(config.sums_problems, config.arithmetic_seed, level, heldout=True)
+    ]
     return rows
 
 
@@ -218,13 +254,17 @@ def sampled(rows: list[dict], per_task: int) -> list[int]:
     return picked
 
 
-def reply_ids_with_stop(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int,
-                        options: dict | None = None) -> list[list[int]]:
+def reply_ids_with_stop(
+    model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, options: dict | None = None
+) -> list[list[int]]:
     """Greedy continuation of each prompt: its token ids up to and including the token that stopped it; `options`
     go to `generate` (with stop strings, a row that stopped at one ends in padding)."""
     generate = model_generate(model, tokenizer, **GREEDY, **(options or {}))
-    return [ids for start in range(0, len(prompts), batch_size)
-            for ids in generate(prompts[start:start + batch_size], generation_eos(model), max_new_tokens)]
+    return [
+        ids
+        for start in range(0, len(prompts), batch_size)
+        for ids in generate(prompts[start : start + batch_size], generation_eos(model), max_new_tokens)
+    ]
 
 
 def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]]:
@@ -239,34 +279,50 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
     questions = [i for i, row in enumerate(rows) if row["task"] in ("known", "unknowable")]
     convention = chat_format(tokenizer)  # compliance is judged by the model's own turn markers
     results = load_metric("chat_compliance").compute(
-        replies=raw, end_of_turn=convention.end_of_turn, turn_start=convention.turn_start)
+        replies=raw, end_of_turn=convention.end_of_turn, turn_start=convention.turn_start
+    )
     if sums:
         results["arithmetic_accuracy"] = load_metric("arithmetic_accuracy").compute(
-            predictions=[texts[i] for i in sums], references=[rows[i]["reference"] for i in sums])["accuracy"]
+            predictions=[texts[i] for i in sums], references=[rows[i]["reference"] for i in sums]
+        )["accuracy"]
     if questions:
         results |= load_metric("refusals").compute(
-            predictions=[texts[i] for i in questions], references=[rows[i]["reference"] for i in questions],
-            judge=config.judge)
+            predictions=[texts[i] for i in questions],
+            references=[rows[i]["reference"] for i in questions],
+            judge=config.judge,
+        )
     results |= taught_metrics(rows, texts)
     if config.reward_model and Path(config.reward_model).exists():
-        scores = reward_model(texts, prompts=[row["messages"] for row in rows], path=config.reward_model,
-                              batch_size=config.batch_size)
+        scores = reward_model(
+            texts, prompts=[row["messages"] for row in rows], path=config.reward_model, batch_size=config.batch_size
+        )
         results["reward_model_score"] = sum(scores) / len(scores)
     elif config.reward_model:
         print(f"eval: reward_model {config.reward_model} does not exist; no reward-model score")
-    samples = [{"task": rows[i]["task"], "prompt": rows[i]["question"], "reply": raw[i]}
-               for i in sampled(rows, config.samples)]
+    samples = [
+        {"task": rows[i]["task"], "prompt": rows[i]["question"], "reply": raw[i]}
+        for i in sampled(rows, config.samples)
+    ]
     return results, samples
 
 
 def tool_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, dict, list[dict]]:
     """Accuracy on held-out arithmetic and counting problems with the tools off and on, the whole comparison, and
     the first replies with the tools on as samples."""
-    comparison = compare_tools(model, tokenizer, load_tools(config.tools), size=config.tool_problems,
-                               seed=config.tool_seed, max_new_tokens=config.max_new_tokens)
-    results = {"tool_accuracy_off": comparison["off"]["accuracy"], "tool_accuracy_on": comparison["on"]["accuracy"],
-               "tool_calls_per_reply": comparison["on"]["mean_tool_calls"]}
-    samples = [{**reply, "task": "tools"} for reply in comparison["on"]["replies"][:config.samples]]
+    comparison = compare_tools(
+        model,
+        tokenizer,
+        load_tools(config.tools),
+        size=config.tool_problems,
+        seed=config.tool_seed,
+        max_new_tokens=config.max_new_tokens,
+    )
+    results = {
+        "tool_accuracy_off": comparison["off"]["accuracy"],
+        "tool_accuracy_on": comparison["on"]["accuracy"],
+        "tool_calls_per_reply": comparison["on"]["mean_tool_calls"],
+    }
+    samples = [{**reply, "task": "tools"} for reply in comparison["on"]["replies"][: config.samples]]
     return results, comparison, samples
 
 
@@ -275,19 +331,34 @@ def few_shot_samples(model, tokenizer, config: EvalConfig) -> list[dict]:
     as samples, so that the report can set them side by side."""
     rows = chat_prompts(config)
     questions = [rows[i]["question"] for i in sampled(rows, config.samples)]
-    ids = reply_ids_with_stop(model, tokenizer, [few_shot_ids(tokenizer, question) for question in questions],
-                              config.max_new_tokens, config.batch_size, stopping(tokenizer))
-    return [{"task": FEW_SHOT, "prompt": question, "reply": reply_text(text)}
-            for question, text in zip(questions, tokenizer.batch_decode(ids, skip_special_tokens=True))]
+    ids = reply_ids_with_stop(
+        model,
+        tokenizer,
+        [few_shot_ids(tokenizer, question) for question in questions],
+        config.max_new_tokens,
+        config.batch_size,
+        stopping(tokenizer),
+    )
+    return [
+        {"task": FEW_SHOT, "prompt": question, "reply": reply_text(text)}
+        for question, text in zip(questions, tokenizer.batch_decode(ids, skip_special_tokens=True))
+    ]
 
 
 def continuations(model, tokenizer, texts: list[str], config: EvalConfig) -> list[dict]:
     """A base model's greedy continuation of the first 32 tokens of a few held-out documents."""
-    starts = [ids[:32] for ids in encode_text(tokenizer, texts[:config.samples])]
-    ids = reply_ids_with_stop(model, tokenizer, [[tokenizer.bos_token_id, *start] for start in starts],
-                              config.max_new_tokens, config.batch_size)
-    return [{"task": "continuation", "prompt": tokenizer.decode(start), "reply": tokenizer.decode(reply)}
-            for start, reply in zip(starts, ids)]
+    starts = [ids[:32] for ids in encode_text(tokenizer, texts[: config.samples])]
+    ids = reply_ids_with_stop(
+        model,
+        tokenizer,
+        [[tokenizer.bos_token_id, *start] for start in starts],
+        config.max_new_tokens,
+        config.batch_size,
+    )
+    return [
+        {"task": "continuation", "prompt": tokenizer.decode(start), "reply": tokenizer.decode(reply)}
+        for start, reply in zip(starts, ids)
+    ]
 
 
 def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
@@ -297,15 +368,18 @@ def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
         return {}, f"no preference pairs at {pairs_path} (run `lmforge label`)"
     splits = load_from_disk(str(pairs_path))
     if config.preference_split not in splits:
-        raise LmforgeError(f"preference_split: {pairs_path} has no {config.preference_split!r} split "
-                           f"(splits: {list(splits)})")
+        raise LmforgeError(
+            f"preference_split: {pairs_path} has no {config.preference_split!r} split (splits: {list(splits)})"
+        )
     pairs = splits[config.preference_split]
     if config.preference_limit >= 0:
         pairs = pairs.select(range(min(config.preference_limit, len(pairs))))
     if len(pairs) == 0:
         return {}, f"{pairs_path} has no {config.preference_split} pairs"
-    chosen, rejected = (reward_model(pairs[column], prompts=pairs["prompt"], path=path,
-                                     batch_size=config.batch_size) for column in ("chosen", "rejected"))
+    chosen, rejected = (
+        reward_model(pairs[column], prompts=pairs["prompt"], path=path, batch_size=config.batch_size)
+        for column in ("chosen", "rejected")
+    )
     results = load_metric("pairwise_accuracy").compute(chosen_scores=chosen, rejected_scores=rejected)
     return results | {"pairs": len(pairs)}, None
 
@@ -328,16 +402,25 @@ def evaluate_model(spec: dict, config: EvalConfig) -> dict:
                 metrics, samples = metrics | scores, samples + tool_samples
         else:
             samples = continuations(model, tokenizer, texts, config) + few_shot_samples(model, tokenizer, config)
-    return {**spec, "metrics": metrics, "samples": samples, "tools": tools, "note": note,
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        **spec,
+        "metrics": metrics,
+        "samples": samples,
+        "tools": tools,
+        "note": note,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def fingerprint(spec: dict, config: EvalConfig) -> str:
     """What a model's results depend on: every setting but the model list, and the files (names, sizes, times) of
     the model, the reward model and the preference pairs, so that retraining any of them measures anew."""
     settings = {key: value for key, value in asdict(config).items() if key not in ("models", "output_dir")}
-    files = [sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file())
-             for folder in (spec["path"], config.reward_model, config.preferences) if folder and Path(folder).is_dir()]
+    files = [
+        sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir() if p.is_file())
+        for folder in (spec["path"], config.reward_model, config.preferences)
+        if folder and Path(folder).is_dir()
+    ]
     return hashlib.sha256(json.dumps([spec, settings, files]).encode()).hexdigest()
 
 

@@ -44,14 +44,19 @@ class GenerateConfig:
     prompt: str = field(default="", metadata={"help": "Text to continue (or the user message with chat)."})
     chat: bool = field(default=False, metadata={"help": "Wrap the prompt in the chat template."})
     few_shot_chat: bool = field(
-        default=False, metadata={"help": "Wrap the prompt, a user question, in a few-shot conversation, so that a "
-                                         "base model answers it as an assistant (before SFT)."})
+        default=False,
+        metadata={
+            "help": "Wrap the prompt, a user question, in a few-shot conversation, so that a "
+            "base model answers it as an assistant (before SFT)."
+        },
+    )
     max_new_tokens: int = sampling_field("max_new_tokens", 64)
     temperature: float = sampling_field("temperature", 1.0, "0 means greedy decoding.")
     top_k: int = sampling_field("top_k", 0)
     top_p: float = sampling_field("top_p", 1.0)
     tools: list[str] = field(
-        default_factory=list, metadata={"help": "With chat: tools whose calls run when written: python, search."})
+        default_factory=list, metadata={"help": "With chat: tools whose calls run when written: python, search."}
+    )
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one sample."})
     num_samples: int = 1
     seed: int = 0
@@ -67,8 +72,9 @@ def prompt_ids(tokenizer, config: GenerateConfig, tools: dict | None = None) -> 
             raise LmforgeError(f"chat: {config.model}'s tokenizer has no chat template")
         messages = [{"role": "user", "content": config.prompt}]
         # sanitize_control_tokens: special-token strings typed in the prompt stay text, they cannot end the turn.
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, sanitize_control_tokens=True,
-                                             tools=prompt_tools(tokenizer, tools))["input_ids"]
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, sanitize_control_tokens=True, tools=prompt_tools(tokenizer, tools)
+        )["input_ids"]
     return document_ids(tokenizer, [config.prompt])[0]
 
 
@@ -77,14 +83,27 @@ def sample(model, tokenizer, config: GenerateConfig, tools: dict | None = None) 
     replies in them; with `tools`, the assistant's turns with their calls and results (markers kept)."""
     prompt = prompt_ids(tokenizer, config, tools)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if config.stream else None
-    generate = model_generate(model, tokenizer, **sampling_options(config, do_sample=config.temperature != 0),
-                              streamer=streamer, **(stopping(tokenizer) if config.few_shot_chat else {}))
+    generate = model_generate(
+        model,
+        tokenizer,
+        **sampling_options(config, do_sample=config.temperature != 0),
+        streamer=streamer,
+        **(stopping(tokenizer) if config.few_shot_chat else {}),
+    )
     stops = end_of_turn_ids(model, tokenizer) if config.chat else generation_eos(model)
     samples = []
     for i in range(config.num_samples):
         set_seed(config.seed + i)
-        (turn,) = generate_with_tools(generate, tokenizer, [prompt], tools, stops, config.max_new_tokens,
-                                      config.max_tool_calls, on_result=print if streamer else None)
+        (turn,) = generate_with_tools(
+            generate,
+            tokenizer,
+            [prompt],
+            tools,
+            stops,
+            config.max_new_tokens,
+            config.max_tool_calls,
+            on_result=print if streamer else None,
+        )
         text = tokenizer.decode(turn.ids, skip_special_tokens=not tools)
         samples.append(reply_text(text) if config.few_shot_chat else text)
         if streamer:
@@ -97,8 +116,10 @@ def main(config: GenerateConfig) -> list[str]:
     if config.tools and not config.chat:
         raise LmforgeError("tools: tool calls are part of the chat protocol; set chat: true as well")
     if config.chat and config.few_shot_chat:
-        raise LmforgeError("chat and few_shot_chat: choose one (the chat template is for a fine-tuned assistant, "
-                           "the few-shot prompt for a base model)")
+        raise LmforgeError(
+            "chat and few_shot_chat: choose one (the chat template is for a fine-tuned assistant, "
+            "the few-shot prompt for a base model)"
+        )
     tokenizer = load(AutoTokenizer, config.model, "model")
     model = load(AutoModelForCausalLM, config.model, "model").to(device()).eval()
     samples = sample(model, tokenizer, config, load_tools(config.tools))

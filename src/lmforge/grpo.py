@@ -49,14 +49,26 @@ from lmforge.lib.watch import WatchCallback, WatchConfig
 class GRPOScriptArguments:
     model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "The SFT model: policy and reference."})
     tasks: dict | str | None = field(
-        default=None, metadata={"help": "Training prompts, task -> count: `arithmetic` (lmforge) or a reasoning-gym "
-                                        "dataset name such as basic_arithmetic, gsm_symbolic."})
+        default=None,
+        metadata={
+            "help": "Training prompts, task -> count: `arithmetic` (lmforge) or a reasoning-gym "
+            "dataset name such as basic_arithmetic, gsm_symbolic."
+        },
+    )
     rewards: dict | str | None = field(
-        default=None, metadata={"help": "Reward name -> options (and weight), see lmforge.lib.rewards.REWARDS; "
-                                        "`reward_model: {path: DIR}` adds a reward model."})
+        default=None,
+        metadata={
+            "help": "Reward name -> options (and weight), see lmforge.lib.rewards.REWARDS; "
+            "`reward_model: {path: DIR}` adds a reward model."
+        },
+    )
     tools: list[str] = field(
-        default_factory=list, metadata={"help": "Tools the policy's calls run with while it samples (lib.tools): "
-                                                "python, search. Their results are kept out of the loss."})
+        default_factory=list,
+        metadata={
+            "help": "Tools the policy's calls run with while it samples (lib.tools): "
+            "python, search. Their results are kept out of the loss."
+        },
+    )
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one completion."})
 
     def __post_init__(self):
@@ -78,24 +90,49 @@ def tool_rollouts(tools: dict, max_calls: int):
     """A GRPOTrainer `rollout_func` that samples with the tools run (lmforge.lib.tools.generation): a completion is
     the model's tokens and the results, `env_mask` marks the results so that the loss and the KL skip them, and
     each completion's number of calls reaches the reward functions as `tool_calls`."""
+
     def rollout(prompts: list, trainer) -> dict:
         tokenizer = trainer.processing_class
-        prompt_ids = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
-                                                    tools=prompt_tools(tokenizer, tools))["input_ids"]
-                      for prompt in prompts]  # one per completion: the trainer has repeated each prompt already
-        sampling = {key: value for key, value in trainer.generation_kwargs.items()
-                    if key not in ("max_new_tokens", "eos_token_id", "pad_token_id")}
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         gather_deepspeed3_params=trainer.args.ds3_gather_for_generation) as model:
-            turns = generate_with_tools(model_generate(model, tokenizer, **sampling), tokenizer, prompt_ids, tools,
-                                        [tokenizer.eos_token_id], trainer.max_completion_length, max_calls)
-        return {"prompt_ids": prompt_ids, "completion_ids": [turn.ids for turn in turns], "logprobs": None,
-                "env_mask": [turn.mask for turn in turns], "tool_calls": [turn.calls for turn in turns]}
+        prompt_ids = [
+            tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tools=prompt_tools(tokenizer, tools))[
+                "input_ids"
+            ]
+            for prompt in prompts
+        ]  # one per completion: the trainer has repeated each prompt already
+        sampling = {
+            key: value
+            for key, value in trainer.generation_kwargs.items()
+            if key not in ("max_new_tokens", "eos_token_id", "pad_token_id")
+        }
+        with unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
+        ) as model:
+            turns = generate_with_tools(
+                model_generate(model, tokenizer, **sampling),
+                tokenizer,
+                prompt_ids,
+                tools,
+                [tokenizer.eos_token_id],
+                trainer.max_completion_length,
+                max_calls,
+            )
+        return {
+            "prompt_ids": prompt_ids,
+            "completion_ids": [turn.ids for turn in turns],
+            "logprobs": None,
+            "env_mask": [turn.mask for turn in turns],
+            "tool_calls": [turn.calls for turn in turns],
+        }
+
     return rollout
 
 
-def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_config: WatchConfig,
-         heldout_config: HeldoutConfig) -> dict:
+def main(
+    script_args: GRPOScriptArguments,
+    training_args: GRPOConfig,
+    watch_config: WatchConfig,
+    heldout_config: HeldoutConfig,
+) -> dict:
     output_dir = training_args.output_dir
     tokenizer = chat_tokenizer(script_args.model_name_or_path)
     heldout = heldout_prompts(heldout_config)
@@ -112,7 +149,8 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_conf
         train_dataset=train,
         processing_class=tokenizer,
         callbacks=[watch],
-        rollout_func=tool_rollouts(load_tools(script_args.tools), script_args.max_tool_calls) if script_args.tools
+        rollout_func=tool_rollouts(load_tools(script_args.tools), script_args.max_tool_calls)
+        if script_args.tools
         else None,
     )
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
@@ -125,11 +163,19 @@ def main(script_args: GRPOScriptArguments, training_args: GRPOConfig, watch_conf
     after = evaluate_trained(output_dir, sft_path, tokenizer, heldout, heldout_config)
 
     reward_first, reward_last = logged(trainer.state.log_history, GRPO_REWARD)
-    results = {"tasks": script_args.tasks, "rewards": script_args.rewards, "tools": script_args.tools,
-               "train_prompts": len(train),
-               "reward_first": reward_first, "reward_last": reward_last,
-               "kl_last": logged(trainer.state.log_history, GRPO_KL)[1], "resumed_from": last,
-               "eval": {"before": before, "after": after}, "watch": watch.report(), "final_model": final_model}
+    results = {
+        "tasks": script_args.tasks,
+        "rewards": script_args.rewards,
+        "tools": script_args.tools,
+        "train_prompts": len(train),
+        "reward_first": reward_first,
+        "reward_last": reward_last,
+        "kl_last": logged(trainer.state.log_history, GRPO_KL)[1],
+        "resumed_from": last,
+        "eval": {"before": before, "after": after},
+        "watch": watch.report(),
+        "final_model": final_model,
+    }
     write_results(output_dir, "grpo", results)
     if training_args.push_to_hub:
         push(trainer, "grpo")

@@ -30,6 +30,7 @@ from lmforge.lib.files import write_json, write_jsonl
 from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field, sampling_options
 
+
 REFUSALS = [
     "I don't know the answer to that.",
     "I don't know. I'm not confident enough to answer that question.",
@@ -67,12 +68,17 @@ def ask(model, tokenizer, question: str, config: InterrogateConfig) -> list[str]
     """`config.samples` sampled replies to one question."""
     messages = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
     messages.append({"role": "user", "content": question})
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True).to(model.device)
+    prompt = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    ).to(model.device)
     with torch.no_grad():
-        output = model.generate(**prompt, **sampling_options(config), max_new_tokens=config.max_new_tokens,
-                                num_return_sequences=config.samples)
-    return tokenizer.batch_decode(output[:, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+        output = model.generate(
+            **prompt,
+            **sampling_options(config),
+            max_new_tokens=config.max_new_tokens,
+            num_return_sequences=config.samples,
+        )
+    return tokenizer.batch_decode(output[:, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 def answered(path: str) -> list[dict]:
@@ -98,10 +104,18 @@ def report(records: list[dict], config: InterrogateConfig) -> dict:
         replies = [verdict for record in group for verdict in record[key]]
         return sum(replies) / len(replies) if replies else None
 
-    return {"model": config.model_name_or_path, "judge": config.judge, "questions": len(records),
-            "known": len(known), "unknown": len(unknown), "samples_per_question": config.samples,
-            "answer_rate_known": rate(known, "correct"), "refusal_rate_unknown": rate(unknown, "refused"),
-            "refusal_rate_known": rate(known, "refused"), "answer_rate_unknown": rate(unknown, "correct")}
+    return {
+        "model": config.model_name_or_path,
+        "judge": config.judge,
+        "questions": len(records),
+        "known": len(known),
+        "unknown": len(unknown),
+        "samples_per_question": config.samples,
+        "answer_rate_known": rate(known, "correct"),
+        "refusal_rate_unknown": rate(unknown, "refused"),
+        "refusal_rate_known": rate(known, "refused"),
+        "answer_rate_unknown": rate(unknown, "correct"),
+    }
 
 
 def main(config: InterrogateConfig) -> dict:
@@ -119,17 +133,29 @@ def main(config: InterrogateConfig) -> dict:
             torch.manual_seed(config.seed + index)  # the same replies on a resumed run
             replies = ask(model, tokenizer, row["question"], config)
             correct = [judge(reply, row["answer"]) for reply in replies]
-            record = {"question": row["question"], "answer": row["answer"], "replies": replies,
-                      "correct": correct, "refused": [is_refusal(reply) for reply in replies],
-                      "known": sum(correct) >= config.known_threshold * len(replies)}
+            record = {
+                "question": row["question"],
+                "answer": row["answer"],
+                "replies": replies,
+                "correct": correct,
+                "refused": [is_refusal(reply) for reply in replies],
+                "known": sum(correct) >= config.known_threshold * len(replies),
+            }
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
             records.append(record)
 
-    refusals = [{"messages": ([{"role": "system", "content": config.system_prompt}] if config.system_prompt else [])
-                 + [{"role": "user", "content": r["question"]},
-                    {"role": "assistant", "content": REFUSALS[index % len(REFUSALS)]}]}
-                for index, r in enumerate(records) if not r["known"]]
+    refusals = [
+        {
+            "messages": ([{"role": "system", "content": config.system_prompt}] if config.system_prompt else [])
+            + [
+                {"role": "user", "content": r["question"]},
+                {"role": "assistant", "content": REFUSALS[index % len(REFUSALS)]},
+            ]
+        }
+        for index, r in enumerate(records)
+        if not r["known"]
+    ]
     refusals_path = os.path.join(config.output_dir, "refusals.jsonl")
     write_jsonl(refusals_path, refusals)
     results = report(records, config)

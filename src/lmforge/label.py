@@ -31,7 +31,7 @@ import sqlite3
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import combinations
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from lmforge import LmforgeError
 from lmforge.lib import judges
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import recover_dir, staged_dir, write_json
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -71,7 +72,8 @@ class LabelConfig:
     output_dir: str = "runs/demo/labels"
     rankings_per_prompt: int = field(default=1, metadata={"help": "People's rankings wanted per prompt."})
     reservation_minutes: float = field(
-        default=10, metadata={"help": "A prompt shown to a labeler is held for them this long, then given out again."})
+        default=10, metadata={"help": "A prompt shown to a labeler is held for them this long, then given out again."}
+    )
     judges: dict | str | None = field(
         default=None, metadata={"help": "Judge name -> weight: rank with lmforge.lib.judges instead of the page."}
     )
@@ -86,14 +88,16 @@ class LabelConfig:
         if self.judges is not None:
             self.judges = judges.check_weights(self.judges)
         if self.rankings_per_prompt < 1 or not 0 <= self.test_fraction < 1 or not self.reservation_minutes > 0:
-            raise LmforgeError("rankings_per_prompt >= 1, 0 <= test_fraction < 1 and reservation_minutes > 0 "
-                               "are required")
+            raise LmforgeError(
+                "rankings_per_prompt >= 1, 0 <= test_fraction < 1 and reservation_minutes > 0 are required"
+            )
 
 
 CONFIGS = (LabelConfig,)
 
 
 # Storage -------------------------------------------------------------------------------------------------
+
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode: every write below is one explicit transaction."""
@@ -106,8 +110,17 @@ def connect(path: Path) -> sqlite3.Connection:
 
 def store_prompts(connection: sqlite3.Connection, rollouts: Dataset, path: Path) -> None:
     """Copy the rollouts into the database, so rankings always refer to the responses that were shown."""
-    rows = [(r["prompt_id"], json.dumps(r["prompt"]), json.dumps(r["responses"]), json.dumps(r["finished"]),
-             r["task"], r["reference"]) for r in rollouts]
+    rows = [
+        (
+            r["prompt_id"],
+            json.dumps(r["prompt"]),
+            json.dumps(r["responses"]),
+            json.dumps(r["finished"]),
+            r["task"],
+            r["reference"],
+        )
+        for r in rollouts
+    ]
     with transaction(connection):
         connection.executemany("INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?, ?)", rows)
     stored = {row[0]: row[1:3] for row in connection.execute("SELECT prompt_id, prompt, responses FROM prompts")}
@@ -128,23 +141,39 @@ class transaction:
         self.connection.execute("ROLLBACK" if kind else "COMMIT")
 
 
-def save_ranking(connection, prompt_id: int, labeler: str, source: str, ranking: list | None,
-                 flagged: list, scores: list | None = None) -> bool:
+def save_ranking(
+    connection,
+    prompt_id: int,
+    labeler: str,
+    source: str,
+    ranking: list | None,
+    flagged: list,
+    scores: list | None = None,
+) -> bool:
     """Store one ranking (None: a skip). False when this labeler had already answered this prompt."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     with transaction(connection):
         cursor = connection.execute(
             "INSERT INTO rankings (prompt_id, labeler, source, status, ranking, flagged, scores, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prompt_id, labeler) DO NOTHING",
-            (prompt_id, labeler, source, "skipped" if ranking is None else "ranked",
-             None if ranking is None else json.dumps(ranking), json.dumps(sorted(flagged)),
-             None if scores is None else json.dumps(scores), now))
+            (
+                prompt_id,
+                labeler,
+                source,
+                "skipped" if ranking is None else "ranked",
+                None if ranking is None else json.dumps(ranking),
+                json.dumps(sorted(flagged)),
+                None if scores is None else json.dumps(scores),
+                now,
+            ),
+        )
         connection.execute("DELETE FROM reservations WHERE labeler = ? AND prompt_id = ?", (labeler, prompt_id))
     return cursor.rowcount == 1
 
 
-def next_prompt(connection, labeler: str, rankings_per_prompt: int, hold_seconds: float = 600,
-                now: float | None = None) -> int | None:
+def next_prompt(
+    connection, labeler: str, rankings_per_prompt: int, hold_seconds: float = 600, now: float | None = None
+) -> int | None:
     """Reserve for `labeler` a prompt they have not answered that still needs rankings, the least-ranked first,
     and return it (None: nothing left). Prompts held by other labelers count as ranked until their reservation
     expires, so two pages never show the same prompt beyond `rankings_per_prompt`; a labeler who reloads the page
@@ -161,7 +190,8 @@ def next_prompt(connection, labeler: str, rankings_per_prompt: int, hold_seconds
             "FROM prompts p WHERE taken < ? AND NOT EXISTS "
             "(SELECT 1 FROM rankings r WHERE r.prompt_id = p.prompt_id AND r.labeler = ?) "
             "ORDER BY held DESC, taken, p.prompt_id LIMIT 1",
-            (labeler, labeler, rankings_per_prompt, labeler)).fetchone()
+            (labeler, labeler, rankings_per_prompt, labeler),
+        ).fetchone()
         connection.execute("DELETE FROM reservations WHERE labeler = ?", (labeler,))
         if row is not None:
             connection.execute("INSERT INTO reservations VALUES (?, ?, ?)", (labeler, row[0], now + hold_seconds))
@@ -178,6 +208,7 @@ def judge_all(connection, rollouts: Dataset, weights: dict) -> int:
 
 
 # The page ------------------------------------------------------------------------------------------------
+
 
 def shown_order(labeler: str, prompt_id: int, k: int) -> list[int]:
     """The response index behind each letter: random, but the same for a labeler who reloads the page."""
@@ -210,7 +241,8 @@ def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: f
             prompt_id = next_prompt(connection, labeler, rankings_per_prompt, hold_seconds)
             if prompt_id is not None:
                 prompt, responses = connection.execute(
-                    "SELECT prompt, responses FROM prompts WHERE prompt_id = ?", (prompt_id,)).fetchone()
+                    "SELECT prompt, responses FROM prompts WHERE prompt_id = ?", (prompt_id,)
+                ).fetchone()
         clear = [gr.update(value=None) for _ in letters] + [gr.update(value=[])]
         if prompt_id is None:
             done = f"{message} No prompts left for **{labeler}**. Thank you!".strip()
@@ -232,7 +264,7 @@ def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: f
         try:
             ranking, flagged = ranking_from_page(list(answers[:k]), answers[k] or [], state["order"])
         except ValueError as error:
-            raise gr.Error(str(error))
+            raise gr.Error(str(error)) from None
         # Each request has its own connection: Gradio runs handlers in threads, and a shared connection
         # would mix two labelers' transactions.
         with closing(connect(database)) as connection:
@@ -247,8 +279,10 @@ def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: f
         return show(state["labeler"], "Skipped.")
 
     with gr.Blocks(title="lmforge: rank responses", analytics_enabled=False) as page:
-        gr.Markdown("## Rank the responses\nGive each response a rank, 1 = best. Tick a response as harmful if "
-                    "it is; it will count below every other. Skip a prompt you cannot judge.")
+        gr.Markdown(
+            "## Rank the responses\nGive each response a rank, 1 = best. Tick a response as harmful if "
+            "it is; it will count below every other. Skip a prompt you cannot judge."
+        )
         state = gr.State({})
         with gr.Row():
             labeler = gr.Textbox(label="Labeler id", elem_id="labeler", scale=3)
@@ -258,10 +292,16 @@ def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: f
         texts, ranks = [], []
         for letter in letters:
             with gr.Row():
-                texts.append(gr.Textbox(label=f"Response {letter}", interactive=False, lines=3, scale=4,
-                                        elem_id=f"response-{letter}"))
-                ranks.append(gr.Radio([str(i) for i in range(1, k + 1)], label=f"Rank of {letter}", scale=1,
-                                      elem_id=f"rank-{letter}"))
+                texts.append(
+                    gr.Textbox(
+                        label=f"Response {letter}", interactive=False, lines=3, scale=4, elem_id=f"response-{letter}"
+                    )
+                )
+                ranks.append(
+                    gr.Radio(
+                        [str(i) for i in range(1, k + 1)], label=f"Rank of {letter}", scale=1, elem_id=f"rank-{letter}"
+                    )
+                )
         flags = gr.CheckboxGroup(letters, label="Harmful", elem_id="flags")
         with gr.Row():
             submit_button = gr.Button("Submit ranking", variant="primary", elem_id="submit")
@@ -274,6 +314,7 @@ def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: f
 
 
 # Export --------------------------------------------------------------------------------------------------
+
 
 def ranking_pairs(ranking: list[int], flagged: list[int], scores: list | None, responses: list[str]) -> list:
     """(chosen, rejected, rank_gap) for every pair of a ranking that states a preference."""
@@ -300,45 +341,69 @@ def agreement(preferences: dict) -> dict:
             for pair in first.keys() & second.keys():
                 comparisons += 1
                 agreements += first[pair] == second[pair]
-    return {"prompts_ranked_more_than_once": prompts, "pair_comparisons": comparisons, "agreements": agreements,
-            "pairwise_agreement": agreements / comparisons if comparisons else None}
+    return {
+        "prompts_ranked_more_than_once": prompts,
+        "pair_comparisons": comparisons,
+        "agreements": agreements,
+        "pairwise_agreement": agreements / comparisons if comparisons else None,
+    }
 
 
 def export(connection, output_dir: Path, test_fraction: float, seed: int) -> dict:
     rows = connection.execute(
         "SELECT r.id, r.prompt_id, r.labeler, r.source, r.ranking, r.flagged, r.scores, p.prompt, p.responses "
-        "FROM rankings r JOIN prompts p USING (prompt_id) WHERE r.status = 'ranked' ORDER BY r.id").fetchall()
+        "FROM rankings r JOIN prompts p USING (prompt_id) WHERE r.status = 'ranked' ORDER BY r.id"
+    ).fetchall()
     pairs, preferences = [], {}
     for ranking_id, prompt_id, labeler, source, ranking, flagged, scores, prompt, responses in rows:
         responses, prompt = json.loads(responses), json.loads(prompt)
         kept = ranking_pairs(json.loads(ranking), json.loads(flagged), scores and json.loads(scores), responses)
-        preferences.setdefault(prompt_id, []).append(
-            {(min(c, r), max(c, r)): c < r for c, r, _ in kept})
-        pairs += [{"prompt": prompt, "chosen": [{"role": "assistant", "content": responses[c]}],
-                   "rejected": [{"role": "assistant", "content": responses[r]}], "source": source,
-                   "labeler": labeler, "prompt_id": prompt_id, "ranking_id": ranking_id, "rank_gap": gap}
-                  for c, r, gap in kept]
+        preferences.setdefault(prompt_id, []).append({(min(c, r), max(c, r)): c < r for c, r, _ in kept})
+        pairs += [
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": responses[c]}],
+                "rejected": [{"role": "assistant", "content": responses[r]}],
+                "source": source,
+                "labeler": labeler,
+                "prompt_id": prompt_id,
+                "ranking_id": ranking_id,
+                "rank_gap": gap,
+            }
+            for c, r, gap in kept
+        ]
     if not pairs:
         raise LmforgeError(f"{output_dir / 'rankings.sqlite'}: no rankings with a preference to export yet")
 
     prompt_ids = sorted({pair["prompt_id"] for pair in pairs})
     random.Random(seed).shuffle(prompt_ids)
-    test_ids = set(prompt_ids[:round(len(prompt_ids) * test_fraction)])
+    test_ids = set(prompt_ids[: round(len(prompt_ids) * test_fraction)])
     dataset = Dataset.from_list(pairs)
-    splits = DatasetDict({"train": dataset.filter(lambda p: p["prompt_id"] not in test_ids),
-                          "test": dataset.filter(lambda p: p["prompt_id"] in test_ids)})
+    splits = DatasetDict(
+        {
+            "train": dataset.filter(lambda p: p["prompt_id"] not in test_ids),
+            "test": dataset.filter(lambda p: p["prompt_id"] in test_ids),
+        }
+    )
     with staged_dir(output_dir / "preferences") as staging:
         splits.save_to_disk(staging)
 
     report = agreement(preferences)
     write_json(output_dir / "agreement.json", report)
-    counts = {"rankings": len(rows), "pairs": len(pairs), "train_pairs": len(splits["train"]),
-              "test_pairs": len(splits["test"]), "test_prompts": len(test_ids),
-              "by_source": {s: sum(p["source"] == s for p in pairs) for s in sorted({p["source"] for p in pairs})},
-              "skipped": connection.execute("SELECT COUNT(*) FROM rankings WHERE status = 'skipped'").fetchone()[0]}
+    counts = {
+        "rankings": len(rows),
+        "pairs": len(pairs),
+        "train_pairs": len(splits["train"]),
+        "test_pairs": len(splits["test"]),
+        "test_prompts": len(test_ids),
+        "by_source": {s: sum(p["source"] == s for p in pairs) for s in sorted({p["source"] for p in pairs})},
+        "skipped": connection.execute("SELECT COUNT(*) FROM rankings WHERE status = 'skipped'").fetchone()[0],
+    }
     write_json(output_dir / "export.json", counts)
-    print(f"label: {counts['pairs']} pairs from {counts['rankings']} rankings ({counts['by_source']}), "
-          f"{counts['test_pairs']} held out; agreement {report['pairwise_agreement']} -> {output_dir / 'preferences'}")
+    print(
+        f"label: {counts['pairs']} pairs from {counts['rankings']} rankings ({counts['by_source']}), "
+        f"{counts['test_pairs']} held out; agreement {report['pairwise_agreement']} -> {output_dir / 'preferences'}"
+    )
     return counts
 
 
@@ -359,7 +424,8 @@ def main(config: LabelConfig) -> None:
     if not config.judges and not config.export:
         k = len(rollouts[0]["responses"])
         build_page(database, config.rankings_per_prompt, k, config.reservation_minutes * 60).launch(
-            server_name=config.host, server_port=config.port, share=False, inbrowser=False)
+            server_name=config.host, server_port=config.port, share=False, inbrowser=False
+        )
 
 
 def cli(argv=None):

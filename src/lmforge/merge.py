@@ -33,8 +33,10 @@ class MergeConfig:
         default=None, metadata={"help": "Base model to merge into (default: the one the adapter records)."}
     )
     dtype: str | None = field(
-        default=None, metadata={"help": "dtype of the merged model: float32, bfloat16, float16 (default: the "
-                                        "adapter's training dtype)."}
+        default=None,
+        metadata={
+            "help": "dtype of the merged model: float32, bfloat16, float16 (default: the adapter's training dtype)."
+        },
     )
     output_dir: str = field(default="runs/demo/sft_lora_merged", metadata={"help": "Where the merged model goes."})
     push_to_hub: bool = field(default=False, metadata={"help": "Also upload the merged model to the Hub."})
@@ -78,8 +80,10 @@ def main(config: MergeConfig) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         card.save(str(staging / "README.md"))
-    print(f"merged {config.adapter_path} into {base_path} ({card.data.base_model or 'local'}) as {dtype} "
-          f"-> {config.output_dir}")
+    print(
+        f"merged {config.adapter_path} into {base_path} ({card.data.base_model or 'local'}) as {dtype} "
+        f"-> {config.output_dir}"
+    )
     if config.push_to_hub:
         repo = config.hub_model_id or os.path.basename(os.path.normpath(config.output_dir))
         model.push_to_hub(repo)

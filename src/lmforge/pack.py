@@ -58,7 +58,7 @@ def tokenize(batch: dict, tokenizer) -> dict:
 def pack(batch: dict, seq_len: int) -> dict:
     """Concatenate a batch of token lists and cut it into blocks of exactly `seq_len` tokens."""
     stream = [token for row in batch["input_ids"] for token in row]
-    return {"input_ids": [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]}
+    return {"input_ids": [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]}
 
 
 def main(config: PackConfig) -> None:
@@ -118,9 +118,7 @@ def main(config: PackConfig) -> None:
     report = {
         "settings": asdict(config),
         "vocab_size": len(tokenizer),
-        "splits": {
-            split: {"documents": len(splits[split]), "blocks": len(blocks[split])} for split in blocks
-        },
+        "splits": {split: {"documents": len(splits[split]), "blocks": len(blocks[split])} for split in blocks},
     }
     with staged_dir(output_dir) as staging:
         blocks.save_to_disk(str(staging))

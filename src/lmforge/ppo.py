@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
+
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where PPO lives in the pinned TRL 1.12
 from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
@@ -54,9 +55,11 @@ from lmforge.lib.watch import WatchCallback, WatchConfig  # noqa: E402
 @dataclass
 class PPOScriptArguments:
     tasks: dict | str | None = field(
-        default=None, metadata={"help": "Prompts, task -> count: `arithmetic` (lmforge) or a reasoning-gym dataset."})
+        default=None, metadata={"help": "Prompts, task -> count: `arithmetic` (lmforge) or a reasoning-gym dataset."}
+    )
     value_model_path: str | None = field(
-        default=None, metadata={"help": "Initial value model; None: the reward model (reward_model_path)."})
+        default=None, metadata={"help": "Initial value model; None: the reward model (reward_model_path)."}
+    )
 
     def __post_init__(self):
         self.tasks = from_json(self.tasks, "tasks") or {"arithmetic": 512}
@@ -111,19 +114,27 @@ class ContinueCount(TrainerCallback):
 def prompt_ids(prompts, tokenizer):
     """The `input_ids` column PPOTrainer reads: each chat prompt through the template, ending with the
     assistant header (transformers 5 returns a dict from apply_chat_template)."""
-    return prompts.map(lambda row: {"input_ids": tokenizer.apply_chat_template(
-        row["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]},
-        remove_columns=prompts.column_names)
+    return prompts.map(
+        lambda row: {
+            "input_ids": tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)[
+                "input_ids"
+            ]
+        },
+        remove_columns=prompts.column_names,
+    )
 
 
 def check_same_tokenizer(tokenizer, reward_model_path: str):
     if AutoTokenizer.from_pretrained(reward_model_path).get_vocab() != tokenizer.get_vocab():
-        raise LmforgeError(f"reward_model_path: {reward_model_path} has another tokenizer than the policy; PPO passes "
-                           "the policy's token ids to the reward model, so it must share the policy's tokenizer")
+        raise LmforgeError(
+            f"reward_model_path: {reward_model_path} has another tokenizer than the policy; PPO passes "
+            "the policy's token ids to the reward model, so it must share the policy's tokenizer"
+        )
 
 
-def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config: WatchConfig,
-         heldout_config: HeldoutConfig) -> dict:
+def main(
+    script_args: PPOScriptArguments, training_args: PPOConfig, watch_config: WatchConfig, heldout_config: HeldoutConfig
+) -> dict:
     output_dir, sft_path = training_args.output_dir, training_args.sft_model_path
     tokenizer = chat_tokenizer(sft_path)
     tokenizer.padding_side = "left"  # prompts are padded on the left so that every reply starts at the same column
@@ -141,12 +152,16 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     policy = AutoModelForCausalLM.from_pretrained(last or sft_path)
     value_path = os.path.join(last, "value_model") if last else script_args.value_model_path
     value_model = AutoModelForSequenceClassification.from_pretrained(
-        value_path or training_args.reward_model_path, num_labels=1)
+        value_path or training_args.reward_model_path, num_labels=1
+    )
     reward_model = AutoModelForSequenceClassification.from_pretrained(training_args.reward_model_path, num_labels=1)
     for model in (value_model, reward_model):
         model.config.pad_token_id = tokenizer.pad_token_id  # scores are read at the last token before padding
-    batch = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-             * process_state().num_processes)  # episodes per PPO update
+    batch = (
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * process_state().num_processes
+    )  # episodes per PPO update
     total = training_args.total_episodes or int(training_args.num_train_epochs * len(train))
     training_args.total_episodes = max(total - done * batch, batch)
 
@@ -172,11 +187,20 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, watch_config
     history = trainer.state.log_history
     score_first, score_last = logged(history, PPO_SCORE)
     kl_first, kl_last = logged(history, PPO_KL)
-    results = {"tasks": script_args.tasks, "train_prompts": len(train),
-               "reward_model": training_args.reward_model_path,
-               "score_first": score_first, "score_last": score_last, "kl_first": kl_first, "kl_last": kl_last,
-               "entropy_last": logged(history, PPO_ENTROPY)[1], "resumed_from": last,
-               "eval": {"before": before, "after": after}, "watch": watch.report(), "final_model": final_model}
+    results = {
+        "tasks": script_args.tasks,
+        "train_prompts": len(train),
+        "reward_model": training_args.reward_model_path,
+        "score_first": score_first,
+        "score_last": score_last,
+        "kl_first": kl_first,
+        "kl_last": kl_last,
+        "entropy_last": logged(history, PPO_ENTROPY)[1],
+        "resumed_from": last,
+        "eval": {"before": before, "after": after},
+        "watch": watch.report(),
+        "final_model": final_model,
+    }
     write_results(output_dir, "ppo", results)
     if training_args.push_to_hub:
         push(trainer, "ppo")

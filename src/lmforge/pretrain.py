@@ -46,6 +46,7 @@ from lmforge.lib.files import write_json
 from lmforge.lib.metrics import load_metric
 from lmforge.lib.models import last_checkpoint, load_tokenizer, process_state
 
+
 # Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, most specific first ("L4" is in "L40S").
 GPU_BF16_PEAK = [
     ("H100 PCIe", 756e12),
@@ -67,30 +68,44 @@ class PretrainArguments:
     num_key_value_heads: int | None = field(default=None, metadata={"help": "Key/value heads (GQA); default: all."})
     tie_word_embeddings: bool = field(default=False, metadata={"help": "Share input and output embeddings."})
     global_batch_tokens: int | None = field(
-        default=None, metadata={"help": "Tokens per optimizer step over all processes; derives gradient "
-                                        "accumulation (and a smaller micro batch if needed). learning_rate is for "
-                                        "this batch. Default: per_device_train_batch_size x processes x blocks."}
+        default=None,
+        metadata={
+            "help": "Tokens per optimizer step over all processes; derives gradient "
+            "accumulation (and a smaller micro batch if needed). learning_rate is for "
+            "this batch. Default: per_device_train_batch_size x processes x blocks."
+        },
     )
     context_length: int = field(default=1024, metadata={"help": "Positions the model supports."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager, flash_attention_2."})
     muon_learning_rate: float | None = field(
-        default=None, metadata={"help": "Train the hidden weight matrices with torch.optim.Muon at this learning "
-                                        "rate (embeddings, head, norms: optim at learning_rate). Default: no Muon."}
+        default=None,
+        metadata={
+            "help": "Train the hidden weight matrices with torch.optim.Muon at this learning "
+            "rate (embeddings, head, norms: optim at learning_rate). Default: no Muon."
+        },
     )
     memorization_probes: int = field(default=32, metadata={"help": "Training documents probed (0: skip)."})
     memorization_prefix: int = field(default=32, metadata={"help": "Tokens of each document given as prompt."})
     memorization_tokens: int = field(default=32, metadata={"help": "Tokens that must come back verbatim."})
 
 
-def model_config(depth: int, tokenizer, context_length: int, hidden_size: int | None = None,
-                 num_attention_heads: int | None = None, num_key_value_heads: int | None = None,
-                 tie_word_embeddings: bool = False) -> LlamaConfig:
+def model_config(
+    depth: int,
+    tokenizer,
+    context_length: int,
+    hidden_size: int | None = None,
+    num_attention_heads: int | None = None,
+    num_key_value_heads: int | None = None,
+    tie_word_embeddings: bool = False,
+) -> LlamaConfig:
     width = hidden_size or 64 * depth
     heads = num_attention_heads or width // 64 or 1
     kv_heads = num_key_value_heads or heads
     if width % heads or heads % kv_heads:
-        raise LmforgeError(f"hidden_size {width} must divide into num_attention_heads {heads}, "
-                           f"and those into num_key_value_heads {kv_heads}")
+        raise LmforgeError(
+            f"hidden_size {width} must divide into num_attention_heads {heads}, "
+            f"and those into num_key_value_heads {kv_heads}"
+        )
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=width,
@@ -260,8 +275,8 @@ def memorization(model, blocks, tokenizer, args: PretrainArguments) -> dict:
     span = args.memorization_prefix + args.memorization_tokens
     probes = []  # document starts (<|bos|>) with a whole probe after them inside one block, from random blocks
     for ids in blocks.shuffle(seed=0)["input_ids"]:
-        starts = [i for i, token in enumerate(ids[:len(ids) - span + 1]) if token == tokenizer.bos_token_id]
-        probes += [ids[i:i + span] for i in starts]
+        starts = [i for i, token in enumerate(ids[: len(ids) - span + 1]) if token == tokenizer.bos_token_id]
+        probes += [ids[i : i + span] for i in starts]
         if len(probes) >= args.memorization_probes:
             break
     if not probes:
@@ -276,8 +291,8 @@ def memorization(model, blocks, tokenizer, args: PretrainArguments) -> dict:
         do_sample=False,
         eos_token_id=None,  # a document's end inside the window is part of what must be reproduced
     )
-    generated = output[:, args.memorization_prefix:].cpu()
-    target = probes[:, args.memorization_prefix:]
+    generated = output[:, args.memorization_prefix :].cpu()
+    target = probes[:, args.memorization_prefix :]
     same = generated[:, : target.shape[1]] == target[:, : generated.shape[1]]
     return {
         "probes": len(probes),
@@ -294,12 +309,21 @@ def main(args: PretrainArguments, training_args: TrainingArguments, callbacks: t
     output_dir = Path(training_args.output_dir)
     last_checkpoint = resume_checkpoint(output_dir, tokenizer)
 
-    shape = model_config(args.depth, tokenizer, args.context_length, args.hidden_size, args.num_attention_heads,
-                         args.num_key_value_heads, args.tie_word_embeddings)
+    shape = model_config(
+        args.depth,
+        tokenizer,
+        args.context_length,
+        args.hidden_size,
+        args.num_attention_heads,
+        args.num_key_value_heads,
+        args.tie_word_embeddings,
+    )
     model = AutoModelForCausalLM.from_config(shape, attn_implementation=args.attn_implementation)
     say = process_state().print  # the main process prints; each rank would repeat the same line
-    say(f"pretrain: depth {args.depth}, width {shape.hidden_size}, {model.num_parameters() / 1e6:.2f}M "
-        f"parameters, blocks of {seq_len} tokens")
+    say(
+        f"pretrain: depth {args.depth}, width {shape.hidden_size}, {model.num_parameters() / 1e6:.2f}M "
+        f"parameters, blocks of {seq_len} tokens"
+    )
     batch = apply_global_batch("pretrain", training_args, args.global_batch_tokens, seq_len)
     trainer = PretrainTrainer(
         model=model,

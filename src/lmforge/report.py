@@ -27,6 +27,7 @@ from transformers import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
+
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # experimental is where PPO lives in the pinned TRL 1.12
 from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 
@@ -36,6 +37,7 @@ from lmforge.lib.stages import PIPELINE, TRAINING  # noqa: E402
 from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number  # noqa: E402
 from lmforge.lib.trl_logs import KL, REWARD, TOKENS, TRAIN_LOSS  # noqa: E402
 
+
 NOT_RUN = "Not run."
 REASON_COLOURS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]
 
@@ -43,20 +45,32 @@ REASON_COLOURS = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]
 @dataclass
 class ReportConfig:
     output_dir: str = field(
-        default="runs/demo", metadata={"help": "The run folder: report.md and report/*.png are written here, and "
-                                               "`lmforge run`'s stage times are read from its .done/."})
+        default="runs/demo",
+        metadata={
+            "help": "The run folder: report.md and report/*.png are written here, and "
+            "`lmforge run`'s stage times are read from its .done/."
+        },
+    )
     data: str = field(default="runs/demo/data", metadata={"help": "The data stage's output_dir (funnel.json)."})
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "The tokenizer (compression.json)."})
     training: dict | str | None = field(
-        default=None, metadata={"help": "Training stage -> its output_dir (trainer_state.json); default: the "
-                                        "demo's pretrain, sft, reward, ppo, grpo and dpo under runs/demo."})
+        default=None,
+        metadata={
+            "help": "Training stage -> its output_dir (trainer_state.json); default: the "
+            "demo's pretrain, sft, reward, ppo, grpo and dpo under runs/demo."
+        },
+    )
     eval: str = field(default="runs/demo/eval", metadata={"help": "`lmforge eval`'s output_dir (results.json)."})
     samples: int = field(default=1, metadata={"help": "Sample replies shown per task and model."})
     targets: dict | str | None = field(
-        default=None, metadata={"help": "What each stage should show: name -> {stage, target (words), value (where "
-                                        "the figure is: eval.MODEL.METRIC or STAGE.KEY.KEY... in the stage's "
-                                        "<stage>_results.json), and at_least, above, at_most or within: [other "
-                                        "value, points]}; the report says of each whether it was met."})
+        default=None,
+        metadata={
+            "help": "What each stage should show: name -> {stage, target (words), value (where "
+            "the figure is: eval.MODEL.METRIC or STAGE.KEY.KEY... in the stage's "
+            "<stage>_results.json), and at_least, above, at_most or within: [other "
+            "value, points]}; the report says of each whether it was met."
+        },
+    )
 
     def __post_init__(self):
         self.training = from_json(self.training, "training")
@@ -123,8 +137,9 @@ def plot_funnel(steps: list[dict], path: Path) -> str:
     for index, reason in enumerate(reasons):
         widths = [step["reasons"].get(reason, 0) for step in steps]
         # Nine colours, then the same hatched, so that every reason stays distinct in the legend.
-        axes.barh(y, widths, left=left, label=reason, color=REASON_COLOURS[index % 9], hatch="//" if index >= 9
-                  else None)
+        axes.barh(
+            y, widths, left=left, label=reason, color=REASON_COLOURS[index % 9], hatch="//" if index >= 9 else None
+        )
         left = [a + b for a, b in zip(left, widths)]
     axes.set_yticks(y, [step["step"] for step in steps])
     axes.invert_yaxis()  # the first step on top, as in the table
@@ -139,11 +154,22 @@ def data_section(config: ReportConfig, images: Path) -> tuple[list[str], str | N
     if funnel is None:
         return [NOT_RUN], None
     steps = funnel["steps"]
-    rows = [[step["step"], number(step["in"]), number(step["kept"]), number(step["dropped"]),
-             ", ".join(f"{reason} {n}" for reason, n in step["reasons"].items()) or "–"] for step in steps]
+    rows = [
+        [
+            step["step"],
+            number(step["in"]),
+            number(step["kept"]),
+            number(step["dropped"]),
+            ", ".join(f"{reason} {n}" for reason, n in step["reasons"].items()) or "–",
+        ]
+        for step in steps
+    ]
     read = steps[0]["in"] if steps else None
-    lines = [f"{number(funnel['documents_out'])} documents written of {number(read)} read "
-             f"({number(funnel.get('bad_files', 0))} unreadable input files).", ""]
+    lines = [
+        f"{number(funnel['documents_out'])} documents written of {number(read)} read "
+        f"({number(funnel.get('bad_files', 0))} unreadable input files).",
+        "",
+    ]
     if steps:
         lines += [f"![Data funnel]({plot_funnel(steps, images / 'funnel.png')})", ""]
     lines += markdown_table(["step", "in", "kept", "dropped", "dropped by reason"], rows, text_columns=(0, 4))
@@ -162,11 +188,17 @@ def tokenizer_section(config: ReportConfig, images: Path) -> tuple[list[str], st
     axes.set_ylabel("UTF-8 bytes per token")
     axes.set_title("Compression, held-out documents")
     image = save(figure, images / "compression.png")
-    rows = [[name, number(c["documents"]), number(c["bytes"]), number(c["tokens"]), number(c["bytes_per_token"])]
-            for name, c in groups.items()]
-    lines = [f"Byte-level BPE, {number(report['vocab_size'])} tokens; compression measured on the "
-             f"{number(report['heldout_fraction'], 2)} of documents held out of its training.", "",
-             f"![Tokenizer compression]({image})", ""]
+    rows = [
+        [name, number(c["documents"]), number(c["bytes"]), number(c["tokens"]), number(c["bytes_per_token"])]
+        for name, c in groups.items()
+    ]
+    lines = [
+        f"Byte-level BPE, {number(report['vocab_size'])} tokens; compression measured on the "
+        f"{number(report['heldout_fraction'], 2)} of documents held out of its training.",
+        "",
+        f"![Tokenizer compression]({image})",
+        "",
+    ]
     lines += markdown_table(["language", "documents", "bytes", "tokens", "bytes per token"], rows)
     return lines, f"{number(report['vocab_size'])}-token tokenizer at {overall['bytes_per_token']} bytes/token"
 
@@ -202,14 +234,23 @@ def training_section(states: dict, images: Path) -> tuple[list[str], str | None]
         history = state.log_history
         loss, evals = series(history, TRAIN_LOSS)[2], series(history, ("eval_loss",))[2]
         reward, kl = series(history, REWARD), series(history, KL)
-        rows.append([stage, number(state.global_step),
-                     f"{number(loss[0])} → {number(loss[-1])}" if loss else "–", number(evals[-1] if evals else None),
-                     f"{number(reward[2][0])} → {number(reward[2][-1])} ({reward[0]})" if reward[0] else "–",
-                     f"{number(kl[2][-1])} ({kl[0]})" if kl[0] else "–"])
-        figures += [f"![{stage} training curves]({plot_training(stage, history, images / f'training_{stage}.png')})",
-                    ""]
-    lines = markdown_table(["stage", "steps", "train loss, first → last", "last eval loss", "reward, first → last",
-                            "last KL"], rows)
+        rows.append(
+            [
+                stage,
+                number(state.global_step),
+                f"{number(loss[0])} → {number(loss[-1])}" if loss else "–",
+                number(evals[-1] if evals else None),
+                f"{number(reward[2][0])} → {number(reward[2][-1])} ({reward[0]})" if reward[0] else "–",
+                f"{number(kl[2][-1])} ({kl[0]})" if kl[0] else "–",
+            ]
+        )
+        figures += [
+            f"![{stage} training curves]({plot_training(stage, history, images / f'training_{stage}.png')})",
+            "",
+        ]
+    lines = markdown_table(
+        ["stage", "steps", "train loss, first → last", "last eval loss", "reward, first → last", "last KL"], rows
+    )
     return lines + [""] + figures[:-1], "trained " + ", ".join(trained)
 
 
@@ -217,8 +258,11 @@ def eval_section(results: dict | None, samples: int) -> tuple[list[str], list[st
     """The evaluation table, the sample replies, and a summary of each model's headline figure."""
     if results is None:
         return [NOT_RUN], [NOT_RUN], None
-    headline = {"base": ("bits_per_byte", "bits/byte"), "assistant": ("compliance", "compliance"),
-                "reward": ("pairwise_accuracy", "pairwise accuracy")}
+    headline = {
+        "base": ("bits_per_byte", "bits/byte"),
+        "assistant": ("compliance", "compliance"),
+        "reward": ("pairwise_accuracy", "pairwise accuracy"),
+    }
     summary = []
     for name, model in results["models"].items():
         key, label = headline[model["kind"]]
@@ -231,9 +275,16 @@ def eval_section(results: dict | None, samples: int) -> tuple[list[str], list[st
             if sample["task"] != FEW_SHOT and shown.setdefault(sample["task"], 0) < samples:
                 shown[sample["task"]] += 1
                 fence = "````" if "```" in sample["reply"] else "```"
-                conversations += [f"**{name}**, {sample['task']}:", "",
-                                  *[f"> {line}" for line in sample["prompt"].splitlines()], "",
-                                  f"{fence}text", sample["reply"], fence, ""]
+                conversations += [
+                    f"**{name}**, {sample['task']}:",
+                    "",
+                    *[f"> {line}" for line in sample["prompt"].splitlines()],
+                    "",
+                    f"{fence}text",
+                    sample["reply"],
+                    fence,
+                    "",
+                ]
     conversations = conversations[:-1] or ["No sample was saved."]
     return eval_table(results).splitlines(), conversations, "eval: " + ", ".join(summary) if summary else None
 
@@ -290,29 +341,49 @@ def targets_section(config: ReportConfig, results: dict | None) -> list[str]:
             continue
         bound, met = target_met(target, value, results, config.training)
         met_count += bool(met)
-        rows.append([target["stage"], target["target"], number(value), bound,
-                     "**met**" if met else "not met" if met is not None else "not measured"])
-    lines = [f"What each stage should show on held-out data, the figure measured, and whether it was met: "
-             f"{met_count} of {len(config.targets)} targets met.", ""]
+        rows.append(
+            [
+                target["stage"],
+                target["target"],
+                number(value),
+                bound,
+                "**met**" if met else "not met" if met is not None else "not measured",
+            ]
+        )
+    lines = [
+        f"What each stage should show on held-out data, the figure measured, and whether it was met: "
+        f"{met_count} of {len(config.targets)} targets met.",
+        "",
+    ]
     return lines + markdown_table(["stage", "target", "measured", "bound", "met"], rows, text_columns=(0, 1, 3, 4))
 
 
 def beside_section(results: dict | None) -> list[str]:
     """Each question a base model answered few-shot: its reply beside every assistant's reply to the question."""
     models = (results or {}).get("models", {})
-    few_shot = {f"{name} (few-shot)": {s["prompt"]: s["reply"] for s in model.get("samples", [])
-                                       if s["task"] == FEW_SHOT}
-                for name, model in models.items() if model["kind"] == "base"}
+    few_shot = {
+        f"{name} (few-shot)": {s["prompt"]: s["reply"] for s in model.get("samples", []) if s["task"] == FEW_SHOT}
+        for name, model in models.items()
+        if model["kind"] == "base"
+    }
     questions = list(dict.fromkeys(question for replies in few_shot.values() for question in replies))
     if not questions:
         return [NOT_RUN]
-    assistants = {name: {s["prompt"]: s["reply"] for s in model.get("samples", [])}
-                  for name, model in models.items() if model["kind"] == "assistant"}
+    assistants = {
+        name: {s["prompt"]: s["reply"] for s in model.get("samples", [])}
+        for name, model in models.items()
+        if model["kind"] == "assistant"
+    }
     columns = few_shot | assistants
-    rows = [[cell(question)] + [cell(replies[question]) if question in replies else "–" for replies in
-                                columns.values()] for question in questions]
-    lines = ["Greedy replies to the same questions: a base model's through a few-shot prompt (`lmforge.lib.fewshot`), "
-             "each assistant's through its chat template; one line each, shortened.", ""]
+    rows = [
+        [cell(question)] + [cell(replies[question]) if question in replies else "–" for replies in columns.values()]
+        for question in questions
+    ]
+    lines = [
+        "Greedy replies to the same questions: a base model's through a few-shot prompt (`lmforge.lib.fewshot`), "
+        "each assistant's through its chat template; one line each, shortened.",
+        "",
+    ]
     return lines + markdown_table(["question", *columns], rows, text_columns=tuple(range(len(columns) + 1)))
 
 
@@ -326,8 +397,9 @@ def tokens_seen(state: TrainerState) -> float | None:
 
 def cost_section(config: ReportConfig, states: dict) -> tuple[list[str], str | None]:
     done = Path(config.output_dir) / ".done"
-    seconds = {stage: read_json(done / f"{stage}.json")["seconds"] for stage in PIPELINE
-               if (done / f"{stage}.json").is_file()}
+    seconds = {
+        stage: read_json(done / f"{stage}.json")["seconds"] for stage in PIPELINE if (done / f"{stage}.json").is_file()
+    }
     stages = [stage for stage in PIPELINE if stage in seconds or states.get(stage)]
     stages += [stage for stage in states if states[stage] and stage not in stages]
     if not stages:
@@ -341,12 +413,23 @@ def cost_section(config: ReportConfig, states: dict) -> tuple[list[str], str | N
         # Pretraining logs its own rate, timed over the steps alone; otherwise tokens over the training run's time.
         rate = mean(series(history, ("tokens_per_second",))[2]) or (tokens / runtime if tokens and runtime else None)
         mfu = mean(series(history, ("mfu",))[2])
-        rows.append([stage, duration(seconds.get(stage)), number(state.global_step if state else None), number(tokens),
-                     number(rate, 0), f"{mfu:.1%}" if mfu is not None else "–"])
+        rows.append(
+            [
+                stage,
+                duration(seconds.get(stage)),
+                number(state.global_step if state else None),
+                number(tokens),
+                number(rate, 0),
+                f"{mfu:.1%}" if mfu is not None else "–",
+            ]
+        )
     total = sum(seconds.values())
     rows.append(["**total**", f"**{duration(total)}**" if seconds else "–", "", "", "", ""])
-    lines = ["Wall time per stage as `lmforge run` measured it; tokens and throughput from the trainers' logs "
-             "(MFU only on GPUs whose peak is known).", ""]
+    lines = [
+        "Wall time per stage as `lmforge run` measured it; tokens and throughput from the trainers' logs "
+        "(MFU only on GPUs whose peak is known).",
+        "",
+    ]
     lines += markdown_table(["stage", "wall time", "steps", "tokens seen", "tokens/s", "MFU"], rows)
     return lines, f"{duration(total)} of stage wall time" if seconds else None
 
@@ -363,10 +446,17 @@ def render(config: ReportConfig) -> str:
     targets = targets_section(config, results)
     summary = [s for s in (data_summary, tokenizer_summary, training_summary, eval_summary, cost_summary) if s]
     name = Path(config.output_dir).resolve().name
-    sections = [(f"## lmforge run `{name}`", ["; ".join(summary) + "." if summary else "Nothing has run yet."]),
-                ("### Targets", targets), ("### Data", data), ("### Tokenizer", tokenizer), ("### Training", training),
-                ("### Evaluation", table), ("### Sample conversations", conversations),
-                ("### Base model (few-shot) beside the assistants", beside_section(results)), ("### Cost", cost)]
+    sections = [
+        (f"## lmforge run `{name}`", ["; ".join(summary) + "." if summary else "Nothing has run yet."]),
+        ("### Targets", targets),
+        ("### Data", data),
+        ("### Tokenizer", tokenizer),
+        ("### Training", training),
+        ("### Evaluation", table),
+        ("### Sample conversations", conversations),
+        ("### Base model (few-shot) beside the assistants", beside_section(results)),
+        ("### Cost", cost),
+    ]
     return "\n\n".join(f"{title}\n\n" + "\n".join(lines) for title, lines in sections) + "\n"
 
 

@@ -95,8 +95,11 @@ def plot(rewards: dict, path: str) -> None:
     bins = [low + (high - low) * i / 30 for i in range(31)] if high > low else 1  # the same bins for both
     axes.hist(rewards["chosen"], bins=bins, alpha=0.6, label="chosen")
     axes.hist(rewards["rejected"], bins=bins, alpha=0.6, label="rejected")
-    axes.set(xlabel="reward", ylabel="held-out responses",
-             title=f"Held-out rewards (pairwise accuracy {rewards['accuracy']:.2f})")
+    axes.set(
+        xlabel="reward",
+        ylabel="held-out responses",
+        title=f"Held-out rewards (pairwise accuracy {rewards['accuracy']:.2f})",
+    )
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -111,7 +114,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
     # The score head starts random: seed it, so that the same recipe gives the same head on any number of processes.
     set_seed(training_args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
-        script_args.model_name_or_path, num_labels=1, dtype=script_args.dtype)
+        script_args.model_name_or_path, num_labels=1, dtype=script_args.dtype
+    )
     # The head reads the last token that is not padding: the model must know which id pads.
     model.config.pad_token_id = tokenizer.pad_token_id
     trainer = RewardTrainer(
@@ -130,14 +134,24 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
     after = score_pairs(trainer.model, tokenizer, pairs["test"])
 
     trainer.save_model(training_args.output_dir)
-    trainer.create_model_card(model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
-                              dataset_name=script_args.preferences, tags=["lmforge", "reward-model"])
+    trainer.create_model_card(
+        model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
+        dataset_name=script_args.preferences,
+        tags=["lmforge", "reward-model"],
+    )
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.preferences, tags=["lmforge", "reward-model"])
     sources = sorted(set(pairs["train"]["source"])) if "source" in pairs["train"].column_names else None
-    results = {"train_pairs": len(pairs["train"]), "test_pairs": len(pairs["test"]), "pair_sources": sources,
-               "heldout_accuracy_before": before, "heldout_accuracy": after["accuracy"],
-               "train_loss": train.training_loss, "resumed_from": last, "lora": script_args.use_peft}
+    results = {
+        "train_pairs": len(pairs["train"]),
+        "test_pairs": len(pairs["test"]),
+        "pair_sources": sources,
+        "heldout_accuracy_before": before,
+        "heldout_accuracy": after["accuracy"],
+        "train_loss": train.training_loss,
+        "resumed_from": last,
+        "lora": script_args.use_peft,
+    }
     if trainer.is_world_process_zero():
         write_json(os.path.join(training_args.output_dir, "rewards.json"), {**results, "heldout_rewards": after})
         if after["accuracy"] is not None:

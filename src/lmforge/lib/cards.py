@@ -53,8 +53,11 @@ def merged_card(base: str, adapter: str, dtype: str) -> ModelCard:
 
     def link(path, hub_id):
         return f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"the local folder `{path}`"
+
     data = ModelCardData(base_model=base_id, tags=["lmforge", "merge", "lora"], library_name="transformers")
-    text = (f"# Merged model\n\nThe LoRA adapter {link(adapter, adapter_id)} folded into its base model "
-            f"{link(base, base_id)} with `lmforge merge`, saved in {dtype}. It loads with transformers alone "
-            "(no peft), with the adapter's tokenizer and generation config.\n")
+    text = (
+        f"# Merged model\n\nThe LoRA adapter {link(adapter, adapter_id)} folded into its base model "
+        f"{link(base, base_id)} with `lmforge merge`, saved in {dtype}. It loads with transformers alone "
+        "(no peft), with the adapter's tokenizer and generation config.\n"
+    )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from lmforge import LmforgeError
 
+
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -44,25 +45,35 @@ TEMPLATES = {
     "gemma": (TRL_TEMPLATES / "gemma_training.jinja", ["<start_of_turn>", "<end_of_turn>"]),
     "qwen2_5": (TRL_TEMPLATES / "qwen2_5_training.jinja", ["<|im_start|>", "<|im_end|>"]),
 }
-WAYS_FORWARD = ("set `chat_template_path:` in the recipe to a training template ({names}), a .jinja file with "
-                "{{% generation %}} markers, or a chat model's tokenizer to clone; "
-                "or set `assistant_only_loss: false`")
+WAYS_FORWARD = (
+    "set `chat_template_path:` in the recipe to a training template ({names}), a .jinja file with "
+    "{{% generation %}} markers, or a chat model's tokenizer to clone; "
+    "or set `assistant_only_loss: false`"
+)
 # Sentinels: rendered conversations are cut at them to find what the template writes around the content.
 USER, REPLY, SYSTEM, NEXT = "USER_SENTINEL", "REPLY_SENTINEL", "SYSTEM_SENTINEL", "NEXT_SENTINEL"
 # Conversations on which a replacement template must render exactly as the model's own.
 SAMPLES = [
     [{"role": "user", "content": "Hi"}],
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
-    [{"role": "user", "content": " 2+2? \n"}, {"role": "assistant", "content": "4\n\nthat is all. "},
-     {"role": "user", "content": "and 3+3?"}, {"role": "assistant", "content": "6"}],
-    [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi"},
-     {"role": "assistant", "content": "Hello."}],
+    [
+        {"role": "user", "content": " 2+2? \n"},
+        {"role": "assistant", "content": "4\n\nthat is all. "},
+        {"role": "user", "content": "and 3+3?"},
+        {"role": "assistant", "content": "6"},
+    ],
+    [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+    ],
 ]
 
 
 @dataclass(frozen=True)
 class ChatFormat:
     """How a tokenizer's template writes a conversation (strings as rendered, before tokenization)."""
+
     template: str
     end_of_turn: str  # the token that ends an assistant turn
     turn_start: str  # what opens a turn: a reply that contains it wrote another speaker's turn
@@ -77,8 +88,10 @@ def chat_format(tokenizer: "PreTrainedTokenizerBase", where: str = "tokenizer") 
     from trl.chat_template_utils import has_generation_markers
 
     if not tokenizer.chat_template:
-        raise LmforgeError(f"{where}: tokenizer has no chat template; give a base model one with "
-                           f"`chat_template_path:` ({', '.join(TEMPLATES)}) in the SFT recipe")
+        raise LmforgeError(
+            f"{where}: tokenizer has no chat template; give a base model one with "
+            f"`chat_template_path:` ({', '.join(TEMPLATES)}) in the SFT recipe"
+        )
     return ChatFormat(
         template=tokenizer.chat_template,
         end_of_turn=end_of_turn(tokenizer, where),
@@ -98,8 +111,9 @@ def _render(tokenizer, messages, where: str, **kwargs) -> str:
     try:
         return render(tokenizer, messages, **kwargs)
     except Exception as error:  # a template's raise_exception or a Jinja error: its message is the useful part
-        raise LmforgeError(f"{where}: the chat template cannot render a user/assistant conversation: "
-                           f"{error}") from None
+        raise LmforgeError(
+            f"{where}: the chat template cannot render a user/assistant conversation: {error}"
+        ) from None
 
 
 def _first_token(tokenizer, text: str) -> str | None:
@@ -114,19 +128,35 @@ def _first_token(tokenizer, text: str) -> str | None:
 def end_of_turn(tokenizer: "PreTrainedTokenizerBase", where: str = "tokenizer") -> str:
     """The token that ends an assistant turn: the first control token the template writes after the assistant's
     words, else the tokenizer's eos (a template that ends a turn with plain text relies on the eos)."""
-    text = _render(tokenizer, [{"role": "user", "content": USER}, {"role": "assistant", "content": REPLY},
-                               {"role": "user", "content": NEXT}], where)
+    text = _render(
+        tokenizer,
+        [
+            {"role": "user", "content": USER},
+            {"role": "assistant", "content": REPLY},
+            {"role": "user", "content": NEXT},
+        ],
+        where,
+    )
     token = _first_token(tokenizer, text.split(REPLY, 1)[1]) or tokenizer.eos_token
     if token is None:
-        raise LmforgeError(f"{where}: the chat template ends an assistant turn with no control token and the "
-                           "tokenizer has no eos token, so generation could not stop at the end of a turn")
+        raise LmforgeError(
+            f"{where}: the chat template ends an assistant turn with no control token and the "
+            "tokenizer has no eos token, so generation could not stop at the end of a turn"
+        )
     return token
 
 
 def turn_start(tokenizer: "PreTrainedTokenizerBase", where: str = "tokenizer") -> str:
     """What opens the next user turn (<|im_start|>, <|start_header_id|>, <start_of_turn>, [INST])."""
-    text = _render(tokenizer, [{"role": "user", "content": USER}, {"role": "assistant", "content": REPLY},
-                               {"role": "user", "content": NEXT}], where)
+    text = _render(
+        tokenizer,
+        [
+            {"role": "user", "content": USER},
+            {"role": "assistant", "content": REPLY},
+            {"role": "user", "content": NEXT},
+        ],
+        where,
+    )
     between = text.split(REPLY, 1)[1].split(NEXT, 1)[0].replace(end_of_turn(tokenizer, where), "", 1).strip()
     return (_first_token(tokenizer, between) or between.split()[0]) if between else ""
 
@@ -135,7 +165,7 @@ def generation_prompt(tokenizer: "PreTrainedTokenizerBase", where: str = "tokeni
     """The text add_generation_prompt appends after a user turn ("" for templates that have none, like Mistral's)."""
     messages = [{"role": "user", "content": USER}]
     with_prompt = _render(tokenizer, messages, where, add_generation_prompt=True)
-    return with_prompt[len(_render(tokenizer, messages, where)):]
+    return with_prompt[len(_render(tokenizer, messages, where)) :]
 
 
 def default_system_prompt(tokenizer: "PreTrainedTokenizerBase", template: str | None = None) -> str | None:
@@ -148,7 +178,7 @@ def default_system_prompt(tokenizer: "PreTrainedTokenizerBase", template: str | 
     except Exception:  # templates that refuse a system role inject none
         return None
     if without.startswith(before) and without.endswith(after) and len(without) > len(before) + len(after):
-        return without[len(before):len(without) - len(after)] or None
+        return without[len(before) : len(without) - len(after)] or None
     return None
 
 
@@ -208,12 +238,15 @@ def training_template(tokenizer: "PreTrainedTokenizerBase", where: str = "tokeni
         candidate = (prefix if name == "chatml" else "") + template_text(name)
         if renders_identically(tokenizer, candidate):
             return candidate, f"{'trl' if TEMPLATES[name][0].is_relative_to(TRL_TEMPLATES) else 'lmforge'}:{name}"
-    raise LmforgeError(f"{where}: the chat template has no {{% generation %}} markers and no known training "
-                       f"equivalent; " + WAYS_FORWARD.format(names=", ".join(TEMPLATES)))
+    raise LmforgeError(
+        f"{where}: the chat template has no {{% generation %}} markers and no known training "
+        f"equivalent; " + WAYS_FORWARD.format(names=", ".join(TEMPLATES))
+    )
 
 
-def set_chat_template(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
-                      choice: str) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+def set_chat_template(
+    model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", choice: str
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
     """Give `tokenizer` the template `choice` names and return (model, tokenizer): a name in TEMPLATES (its
     control tokens added where missing and the embeddings resized), a .jinja file, or a chat model's tokenizer
     (folder or Hub id) cloned with its tokens by trl.clone_chat_template."""

@@ -24,9 +24,13 @@ from trl import TrlParser
 
 from lmforge import LmforgeError
 
+
 # What to install for each `report_to` logger the README names, when it is missing.
-REPORTERS = {"tensorboard": "'lmforge[tensorboard]' (in a checkout: pip install -e '.[tensorboard]')",
-             "trackio": "trackio", "wandb": "wandb"}
+REPORTERS = {
+    "tensorboard": "'lmforge[tensorboard]' (in a checkout: pip install -e '.[tensorboard]')",
+    "trackio": "trackio",
+    "wandb": "wandb",
+}
 
 
 class StageParser(TrlParser):
@@ -56,8 +60,9 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     if unknown:
         options = [option for action in parser._actions for option in action.option_strings]
         close = difflib.get_close_matches(unknown[0], options, n=1)
-        raise LmforgeError(f"command line: unknown option {unknown[0]!r}"
-                           + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise LmforgeError(
+            f"command line: unknown option {unknown[0]!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
     for config in configs:
         check_reporters(getattr(config, "report_to", None))
     return tuple(configs)

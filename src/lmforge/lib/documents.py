@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from lmforge import LmforgeError
 
+
 CHUNK_CHARS = 8000  # a few pages: long enough for whole-context training blocks, short enough to sample from
 
 
@@ -30,8 +31,9 @@ def expand(patterns: list[str] | tuple, what: str) -> list[str]:
     return paths
 
 
-def iter_documents(parquet: list[str] | tuple, text_files: list[str] | tuple,
-                   text_language: str = "en") -> Iterator[dict]:
+def iter_documents(
+    parquet: list[str] | tuple, text_files: list[str] | tuple, text_language: str = "en"
+) -> Iterator[dict]:
     """Yield {"text", "id", "language"} for every non-empty document of the Parquet files, then of the text files."""
     for path in expand(parquet, "documents"):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=256):

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import EvalPrediction, PreTrainedTokenizerBase
 
+
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     import evaluate
 
@@ -28,8 +29,9 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ).view(labels.shape[0], -1)
 
 
-def bits_per_byte(eval_prediction: EvalPrediction, metric: "evaluate.EvaluationModule",
-                  token_bytes: torch.Tensor) -> dict:
+def bits_per_byte(
+    eval_prediction: EvalPrediction, metric: "evaluate.EvaluationModule", token_bytes: torch.Tensor
+) -> dict:
     targets = torch.as_tensor(eval_prediction.label_ids[:, 1:])
     sizes = torch.where(targets >= 0, token_bytes[targets.clamp(min=0)], 0)
     return metric.compute(losses=eval_prediction.predictions.tolist(), target_bytes=sizes.tolist())

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from lmforge.lib.encoding import document_ids
 
+
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     from transformers import PreTrainedTokenizerBase
 
@@ -25,13 +26,16 @@ STOP = "\nUser:"
 
 def few_shot_prompt(question: str, examples: list[tuple[str, str]] | None = None) -> str:
     """The prompt for `question` after the `examples` (user, assistant) pairs, ending in an open `Assistant:`."""
-    turns = [f"User: {user.strip()}\nAssistant: {assistant.strip()}" for user, assistant in
-             (EXAMPLES if examples is None else examples)]
+    turns = [
+        f"User: {user.strip()}\nAssistant: {assistant.strip()}"
+        for user, assistant in (EXAMPLES if examples is None else examples)
+    ]
     return "\n\n".join([INTRODUCTION, *turns, f"User: {question.strip()}\nAssistant:"])
 
 
-def few_shot_ids(tokenizer: "PreTrainedTokenizerBase", question: str,
-                 examples: list[tuple[str, str]] | None = None) -> list[int]:
+def few_shot_ids(
+    tokenizer: "PreTrainedTokenizerBase", question: str, examples: list[tuple[str, str]] | None = None
+) -> list[int]:
     """The prompt's token ids: <|bos|>, as every pretraining document began, then the prompt as plain text
     (a special-token string typed in a question stays text, as in the documents)."""
     return document_ids(tokenizer, [few_shot_prompt(question, examples)])[0]

@@ -15,6 +15,7 @@ from huggingface_hub import DatasetCard, HfApi, ModelCard
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.stages import STAGES, pushed_parents
 
+
 # What each pushed stage's artifact is made from: the nearest pushed stages upstream of it in the registry.
 PARENTS = {name: pushed_parents(name) for name, stage in STAGES.items() if stage.repo_type}
 # Working files that are not part of an artifact: checkpoints, datatrove's logs and intermediate files.
@@ -36,12 +37,27 @@ def push_stage(stage: str, folder: Path, namespace: str, run_dir: Path, api: HfA
     api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=True)
     parents = {name: lineage[name] for name in PARENTS[stage] if name in lineage}
     card = lineage_card(stage, folder, repo_type, parents)
-    commit = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), ignore_patterns=IGNORE,
-                               commit_message=f"lmforge {stage}")
-    card_commit = api.upload_file(path_or_fileobj=str(card).encode(), path_in_repo="README.md", repo_id=repo_id,
-                                  repo_type=repo_type, commit_message="lmforge lineage card")
-    lineage[stage] = {"repo_id": repo_id, "repo_type": repo_type, "revision": card_commit.oid,
-                      "url": url_of(api, repo_id, repo_type), "artifact_revision": commit.oid}
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        repo_type=repo_type,
+        folder_path=str(folder),
+        ignore_patterns=IGNORE,
+        commit_message=f"lmforge {stage}",
+    )
+    card_commit = api.upload_file(
+        path_or_fileobj=str(card).encode(),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type=repo_type,
+        commit_message="lmforge lineage card",
+    )
+    lineage[stage] = {
+        "repo_id": repo_id,
+        "repo_type": repo_type,
+        "revision": card_commit.oid,
+        "url": url_of(api, repo_id, repo_type),
+        "artifact_revision": commit.oid,
+    }
     write_json(lineage_path(run_dir), lineage)
     return lineage[stage]
 
@@ -65,8 +81,9 @@ def lineage_card(stage: str, folder: Path, repo_type: str, parents: dict) -> Mod
     lines = [f"## Lineage\n\nMade by `lmforge {stage}`"]
     if parents:
         lines[0] += " from:\n"
-        lines += [f"- {name}: [{p['repo_id']}]({p['url']}) at revision `{p['revision']}`"
-                  for name, p in parents.items()]
+        lines += [
+            f"- {name}: [{p['repo_id']}]({p['url']}) at revision `{p['revision']}`" for name, p in parents.items()
+        ]
     else:
         lines[0] += " from the raw web crawl named in its recipe."
     card.text = "\n".join(lines) + "\n\n" + card.text

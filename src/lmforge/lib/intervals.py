@@ -17,5 +17,7 @@ def paired_bootstrap(before: list[float], after: list[float], resamples: int = 2
 
 
 def describe(interval: dict) -> str:
-    return (f"{interval['change']:+.3f} (95% bootstrap interval {interval['low']:+.3f} to {interval['high']:+.3f}, "
-            f"{interval['problems']} problems)")
+    return (
+        f"{interval['change']:+.3f} (95% bootstrap interval {interval['low']:+.3f} to {interval['high']:+.3f}, "
+        f"{interval['problems']} problems)"
+    )

@@ -13,6 +13,7 @@ from lmforge import LmforgeError
 from lmforge.lib.conversations import arithmetic
 from lmforge.lib.repetition import repetition_rate
 
+
 SPECIAL = re.compile(r"<\|[a-z_/]+\|>")
 ROLE_LINE = re.compile(r"^(system|user|assistant)\s*$", re.MULTILINE)
 VERIFIED_TASKS = ("arithmetic", "sums")  # their references end in `Final answer: N`
@@ -66,8 +67,14 @@ def length(text: str, finished: bool, row: dict, max_words: int = 80) -> float:
     return 0.0 if words == 0 else min(1.0, max_words / words)
 
 
-JUDGES = {"arithmetic": arithmetic_correct, "restated": sum_restated, "consistent": sum_consistent,
-          "format": format_compliance, "repetition": repetition, "length": length}
+JUDGES = {
+    "arithmetic": arithmetic_correct,
+    "restated": sum_restated,
+    "consistent": sum_consistent,
+    "format": format_compliance,
+    "repetition": repetition,
+    "length": length,
+}
 
 
 def check_weights(weights: dict) -> dict:

@@ -59,8 +59,9 @@ def load_tokenizer(name_or_path: str, *special_tokens: str, what: str = "tokeniz
     tokenizer = load(AutoTokenizer, name_or_path, what)
     missing = [name for name in special_tokens if getattr(tokenizer, f"{name}_id") is None]
     if missing:
-        raise LmforgeError(f"{what} {name_or_path} defines no {' or '.join(missing)} "
-                           "(is its tokenizer_config.json missing?)")
+        raise LmforgeError(
+            f"{what} {name_or_path} defines no {' or '.join(missing)} (is its tokenizer_config.json missing?)"
+        )
     return tokenizer
 
 

@@ -36,15 +36,22 @@ from lmforge.lib.conversations import arithmetic, spelling, sums
 from lmforge.lib.models import device
 from lmforge.lib.repetition import repetition_rate
 
+
 # reasoning-gym questions say nothing about how to finish; lmforge's SFT data ends every solution this way.
 ANSWER_INSTRUCTION = "\nEnd your reply with `Final answer: ` followed by the answer."
 FINAL_ANSWER = re.compile(r"final answer:\s*(.+)", re.IGNORECASE)
 THINK_THEN_ANSWER = re.compile(r"^\s*<think>(?=.*\S.*</think>).+?</think>\s*\S", re.DOTALL)
 # lmforge's own verifiable tasks: problems with an integer answer, checked by arithmetic.check.
 # `sums_N` is level N of the sums ladder on its training side, `sums_N_heldout` on its held-out side.
-LMFORGE_TASKS = {"arithmetic": arithmetic.problems, "counting": spelling.problems,
-                 **{f"sums_{level}{side}": functools.partial(sums.problems, level=level, heldout=bool(side))
-                    for level in sums.LEVELS for side in ("", "_heldout")}}
+LMFORGE_TASKS = {
+    "arithmetic": arithmetic.problems,
+    "counting": spelling.problems,
+    **{
+        f"sums_{level}{side}": functools.partial(sums.problems, level=level, heldout=bool(side))
+        for level in sums.LEVELS
+        for side in ("", "_heldout")
+    },
+}
 
 
 def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:
@@ -57,16 +64,26 @@ def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:
     rows = []
     for task, size in tasks.items():
         if task in LMFORGE_TASKS:
-            rows += [{"question": p["question"], "task": task, "answer": str(p["answer"]), "entry": ""}
-                     for p in LMFORGE_TASKS[task](size, seed)]
+            rows += [
+                {"question": p["question"], "task": task, "answer": str(p["answer"]), "entry": ""}
+                for p in LMFORGE_TASKS[task](size, seed)
+            ]
             continue
         try:
             dataset = reasoning_gym.create_dataset(task, size=size, seed=seed)
         except (KeyError, ValueError) as error:
-            raise LmforgeError(f"tasks: {task!r} is neither one of {sorted(LMFORGE_TASKS)} nor a reasoning-gym "
-                               f"dataset ({error})")
-        rows += [{"question": e["question"] + ANSWER_INSTRUCTION, "task": task, "answer": str(e["answer"]),
-                  "entry": json.dumps(e)} for e in dataset]
+            raise LmforgeError(
+                f"tasks: {task!r} is neither one of {sorted(LMFORGE_TASKS)} nor a reasoning-gym dataset ({error})"
+            ) from None
+        rows += [
+            {
+                "question": e["question"] + ANSWER_INSTRUCTION,
+                "task": task,
+                "answer": str(e["answer"]),
+                "entry": json.dumps(e),
+            }
+            for e in dataset
+        ]
     return Dataset.from_list([{"prompt": [{"role": "user", "content": r.pop("question")}], **r} for r in rows])
 
 
@@ -83,13 +100,18 @@ def final_answer_text(text: str) -> str | None:
     return found[-1].strip().rstrip(".") if found else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reasoning_gym_scorer(task: str) -> Callable[[str, dict], float]:
     return reasoning_gym.get_score_answer_fn(task)
 
 
-def accuracy(completions: list, task: list[str] | None = None, answer: list[str] | None = None,
-             entry: list | None = None, **kwargs: Any) -> list[float | None]:
+def accuracy(
+    completions: list,
+    task: list[str] | None = None,
+    answer: list[str] | None = None,
+    entry: list | None = None,
+    **kwargs: Any,
+) -> list[float | None]:
     """1.0 for a right final answer, 0.0 for a wrong or missing one, None for a row with no known task.
 
     lmforge's arithmetic and counting are checked by their own scorer; reasoning-gym tasks by the dataset's
@@ -121,8 +143,9 @@ def math_equivalence(completions: list, answer: list[str] | None = None, **kwarg
     return rewards
 
 
-def tool_cost(completions: list, tool_calls: list[int] | None = None, cost: float = 0.1,
-              **kwargs: Any) -> list[float | None]:
+def tool_cost(
+    completions: list, tool_calls: list[int] | None = None, cost: float = 0.1, **kwargs: Any
+) -> list[float | None]:
     """-`cost` per tool call the completion made (GRPO with `tools` passes each completion's count as `tool_calls`);
     None when completions were sampled without tools. Beside `accuracy`, which rewards right answers however they
     were reached, it makes a call worth making only where it makes the answer right."""
@@ -156,8 +179,9 @@ def load_scorer(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return model, tokenizer
 
 
-def reward_model(completions: list, prompts: list | None = None, path: str = "runs/demo/reward",
-                 batch_size: int = 16, **kwargs: Any) -> list[float]:
+def reward_model(
+    completions: list, prompts: list | None = None, path: str = "runs/demo/reward", batch_size: int = 16, **kwargs: Any
+) -> list[float]:
     """The reward model's score of each prompt + completion, rendered with its chat template when conversational."""
     model, tokenizer = load_scorer(path)
     texts = []
@@ -166,12 +190,18 @@ def reward_model(completions: list, prompts: list | None = None, path: str = "ru
             texts.append(prompt + completion)
         else:
             messages = (prompt if isinstance(prompt, list) else []) + (
-                completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}])
+                completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+            )
             texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
     scores = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="right",
-                          add_special_tokens=False).to(model.device)
+        batch = tokenizer(
+            texts[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+            padding_side="right",
+            add_special_tokens=False,
+        ).to(model.device)
         with torch.inference_mode():
             scores += model(**batch).logits[:, 0].float().tolist()
     return scores

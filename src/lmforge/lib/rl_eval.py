@@ -40,20 +40,27 @@ from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import GREEDY, end_of_turn_ids, generate_with_tools, model_generate, prompt_tools
 from lmforge.lib.watch import sampled_ids_without_stop
 
+
 METRICS = ("reward_model", "accuracy", "kl", "repetition", "mean_length", "tool_calls")
 
 
 @dataclass
 class HeldoutConfig:
     heldout_tasks: dict | str | None = field(
-        default=None, metadata={"help": "Held-out verifiable prompts, task -> count (default {arithmetic: 32})."})
+        default=None, metadata={"help": "Held-out verifiable prompts, task -> count (default {arithmetic: 32})."}
+    )
     heldout_seed: int = field(default=1000, metadata={"help": "Seed of the held-out problems."})
     heldout_max_new_tokens: int = field(default=96, metadata={"help": "Length of the evaluated replies."})
     heldout_reward_model: str | None = field(
-        default=None, metadata={"help": "Reward model scoring the held-out replies (None: no reward-model score)."})
+        default=None, metadata={"help": "Reward model scoring the held-out replies (None: no reward-model score)."}
+    )
     heldout_tools: list[str] = field(
-        default_factory=list, metadata={"help": "Tools run while the held-out greedy replies are generated "
-                                                "(lib.tools): accuracy then counts answers reached with them."})
+        default_factory=list,
+        metadata={
+            "help": "Tools run while the held-out greedy replies are generated "
+            "(lib.tools): accuracy then counts answers reached with them."
+        },
+    )
 
     def __post_init__(self):
         self.heldout_tasks = from_json(self.heldout_tasks, "heldout_tasks") or {"arithmetic": 32}
@@ -90,33 +97,48 @@ def without_heldout(train: Dataset, heldout: Dataset) -> Dataset:
 def sequence_logprob(model: PreTrainedModel, prompt: list[int], reply: list[int]) -> float:
     ids = torch.tensor([prompt + reply], device=model.device)
     with torch.no_grad():
-        logits = model(ids).logits[0, len(prompt) - 1:-1].float()
-    return logits.log_softmax(-1).gather(-1, ids[0, len(prompt):, None]).sum().item()
+        logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
+    return logits.log_softmax(-1).gather(-1, ids[0, len(prompt) :, None]).sum().item()
 
 
-def greedy_replies(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[list[int]],
-                   config: HeldoutConfig) -> tuple[list[list[int]], float | None]:
+def greedy_replies(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[list[int]], config: HeldoutConfig
+) -> tuple[list[list[int]], float | None]:
     """Greedy replies to the prompt `ids` without their end-of-turn token, with `heldout_tools` run when given (the
     model's tokens and the results), and the mean number of tool calls (None without tools)."""
     stops = end_of_turn_ids(model, tokenizer)
-    turns = generate_with_tools(model_generate(model, tokenizer, **GREEDY), tokenizer, ids,
-                                load_tools(config.heldout_tools), stops, config.heldout_max_new_tokens)
+    turns = generate_with_tools(
+        model_generate(model, tokenizer, **GREEDY),
+        tokenizer,
+        ids,
+        load_tools(config.heldout_tools),
+        stops,
+        config.heldout_max_new_tokens,
+    )
     replies = [turn.ids[:-1] if turn.ids and turn.ids[-1] in stops else turn.ids for turn in turns]
     return replies, sum(turn.calls for turn in turns) / len(turns) if config.heldout_tools else None
 
 
-def evaluate_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Dataset,
-                    config: HeldoutConfig, reference: PreTrainedModel | None = None) -> dict:
+def evaluate_policy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Dataset,
+    config: HeldoutConfig,
+    reference: PreTrainedModel | None = None,
+) -> dict:
     """The METRICS of `model` on `prompts` (verifiable_prompts rows); KL is measured against `reference`."""
     model.eval()
     tools = prompt_tools(tokenizer, load_tools(config.heldout_tools))
-    ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True, tools=tools)["input_ids"]
-           for p in prompts["prompt"]]
+    ids = [
+        tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True, tools=tools)["input_ids"]
+        for p in prompts["prompt"]
+    ]
     greedy, calls = greedy_replies(model, tokenizer, ids, config)
     texts = tokenizer.batch_decode(greedy, skip_special_tokens=True)
     scores = [s for s in accuracy(texts, prompts["task"], prompts["answer"], prompts["entry"]) if s is not None]
-    rewards = reward_model(texts, prompts["prompt"], config.heldout_reward_model) if config.heldout_reward_model \
-        else None
+    rewards = (
+        reward_model(texts, prompts["prompt"], config.heldout_reward_model) if config.heldout_reward_model else None
+    )
     results = {
         "reward_model": statistics.mean(rewards) if rewards else None,
         "reward_model_sd": statistics.pstdev(rewards) if rewards else None,  # the yardstick of a change in score
@@ -135,14 +157,17 @@ def evaluate_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     return results
 
 
-def evaluate_trained(policy_path: str, sft_path: str, tokenizer: PreTrainedTokenizerBase, prompts: Dataset,
-                     config: HeldoutConfig) -> dict:
+def evaluate_trained(
+    policy_path: str, sft_path: str, tokenizer: PreTrainedTokenizerBase, prompts: Dataset, config: HeldoutConfig
+) -> dict:
     """The trained policy saved in `policy_path`, measured against the SFT model it started from (by the main process,
     the figures given to every process)."""
+
     def compute():
         policy = AutoModelForCausalLM.from_pretrained(policy_path).to(device())
         reference = AutoModelForCausalLM.from_pretrained(sft_path).to(device())
         return evaluate_policy(policy, tokenizer, prompts, config, reference)
+
     return on_main_process(compute)
 
 
@@ -155,18 +180,21 @@ def on_main_process(compute: Callable[[], T]) -> T:
     return broadcast_object_list([compute() if process_state().is_main_process else None])[0]
 
 
-def evaluate_sft(sft_path: str, tokenizer: PreTrainedTokenizerBase, prompts: Dataset, config: HeldoutConfig,
-                 output_dir: str) -> dict:
+def evaluate_sft(
+    sft_path: str, tokenizer: PreTrainedTokenizerBase, prompts: Dataset, config: HeldoutConfig, output_dir: str
+) -> dict:
     """The SFT model's figures, computed once per output directory (a resumed run keeps the first ones)."""
     path = os.path.join(output_dir, "eval_before.json")
 
     def compute():
         if os.path.exists(path):
             return read_json(path)
-        before = evaluate_policy(AutoModelForCausalLM.from_pretrained(sft_path).to(device()), tokenizer, prompts,
-                                 config)
+        before = evaluate_policy(
+            AutoModelForCausalLM.from_pretrained(sft_path).to(device()), tokenizer, prompts, config
+        )
         write_json(path, before)
         return before
+
     return on_main_process(compute)
 
 
@@ -175,8 +203,10 @@ def write_results(output_dir: str, stage: str, results: dict) -> None:
     deviations), print the before/after table and write `<stage>_results.json`, last, so that its presence means
     the stage finished (main process)."""
     before, after = results["eval"]["before"], results["eval"]["after"]
-    results["eval"] |= {"accuracy_change": accuracy_change(before, after),
-                        "reward_model_change_sd": reward_model_change(before, after)}
+    results["eval"] |= {
+        "accuracy_change": accuracy_change(before, after),
+        "reward_model_change_sd": reward_model_change(before, after),
+    }
     if process_state().is_main_process:
         print(table(before, after))
         write_json(os.path.join(output_dir, f"{stage}_results.json"), results)
@@ -188,9 +218,14 @@ def push(trainer: Trainer, stage: str) -> None:
     if not process_state().is_main_process:
         return
     trainer.create_model_card(tags=["lmforge", stage])
-    HfApi().upload_folder(repo_id=trainer.hub_model_id, folder_path=trainer.args.output_dir,
-                          ignore_patterns=["_*", "checkpoint-*", "checkpoint-*/**"], token=trainer.args.hub_token,
-                          revision=trainer.args.hub_revision, commit_message=f"lmforge {stage}")
+    HfApi().upload_folder(
+        repo_id=trainer.hub_model_id,
+        folder_path=trainer.args.output_dir,
+        ignore_patterns=["_*", "checkpoint-*", "checkpoint-*/**"],
+        token=trainer.args.hub_token,
+        revision=trainer.args.hub_revision,
+        commit_message=f"lmforge {stage}",
+    )
 
 
 def accuracy_change(before: dict, after: dict) -> dict | None:
@@ -210,12 +245,14 @@ def reward_model_change(before: dict, after: dict) -> float | None:
 def table(before: dict, after: dict) -> str:
     def cell(value):
         return "-" if value is None else f"{value:.4f}"
+
     lines = [f"{'held-out':<14}{'before':>10}{'after':>10}"]
     lines += [f"{name:<14}{cell(before[name]):>10}{cell(after[name]):>10}" for name in METRICS]
     change = accuracy_change(before, after)
     if change:
         lines.append(f"accuracy change {describe(change)}")
     if before.get("reward_model_sd") and after.get("reward_model") is not None:
-        lines.append(f"reward-model score change {reward_model_change(before, after):+.2f} starting standard "
-                     "deviations")
+        lines.append(
+            f"reward-model score change {reward_model_change(before, after):+.2f} starting standard deviations"
+        )
     return "\n".join(lines)

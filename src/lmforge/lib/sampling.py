@@ -19,6 +19,7 @@ from transformers import (
 
 from lmforge import LmforgeError
 
+
 HELP = {
     "max_new_tokens": "Longest reply, in tokens.",
     "temperature": "Divides the logits before sampling: below 1 sharper, above 1 flatter.",
@@ -29,8 +30,12 @@ HELP = {
 SAMPLING_ONLY = ("temperature", "top_k", "top_p")  # meaningless, and refused by GenerationConfig, when greedy
 # GenerationConfig.validate checks the settings together but leaves each value's range to the logits processors,
 # which check it when they are built: build them here, before any model is loaded.
-RANGE_CHECKS = {"temperature": TemperatureLogitsWarper, "top_k": TopKLogitsWarper, "top_p": TopPLogitsWarper,
-                "repetition_penalty": RepetitionPenaltyLogitsProcessor}
+RANGE_CHECKS = {
+    "temperature": TemperatureLogitsWarper,
+    "top_k": TopKLogitsWarper,
+    "top_p": TopPLogitsWarper,
+    "repetition_penalty": RepetitionPenaltyLogitsProcessor,
+}
 
 
 def sampling_field(name: str, default: float | int, help: str | None = None) -> Field:

@@ -44,16 +44,18 @@ def markdown_table(header: list[str], rows: list[list[str]], text_columns: tuple
 def cell(text: str, width: int = 120) -> str:
     """`text` as a table cell: one line, shortened to `width` characters, pipes escaped (a pipe splits a cell)."""
     text = " ".join(text.split())
-    text = text if len(text) <= width else text[:width - 1] + "…"
+    text = text if len(text) <= width else text[: width - 1] + "…"
     return text.replace("|", r"\|") or "(empty)"
 
 
 def eval_table(results: dict) -> str:
     """`lmforge eval`'s results as a Markdown table, one row per metric and one column per model; notes below."""
     models = results.get("models", {})
-    rows = [[label] + [number(model["metrics"].get(key)) for model in models.values()]
-            for key, label in EVAL_ROWS.items()
-            if any(model["metrics"].get(key) is not None for model in models.values())]
+    rows = [
+        [label] + [number(model["metrics"].get(key)) for model in models.values()]
+        for key, label in EVAL_ROWS.items()
+        if any(model["metrics"].get(key) is not None for model in models.values())
+    ]
     header = ["metric"] + [f"{name} ({model['kind']})" for name, model in models.items()]
     lines = markdown_table(header, rows) if models else ["No model was evaluated."]
     notes = [f"{name}: {model['note']}" for name, model in models.items() if model.get("note")]

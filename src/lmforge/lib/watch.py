@@ -29,11 +29,18 @@ from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.tools.generation import generation_eos, model_generate
 from lmforge.lib.trl_logs import KL
 
+
 logger = logging.getLogger(__name__)
 # Files that make up a saved model or adapter, besides the shards a sharded model's index names; the optimizer and
 # trainer state of a checkpoint are not copied.
-MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", SAFE_WEIGHTS_INDEX_NAME,
-               "adapter_config.json", "adapter_model.safetensors")
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    SAFE_WEIGHTS_INDEX_NAME,
+    "adapter_config.json",
+    "adapter_model.safetensors",
+)
 
 
 @dataclass
@@ -44,14 +51,18 @@ class WatchConfig:
     watch_prompts: int = field(default=8, metadata={"help": "Held-out prompts sampled at each check."})
     watch_max_new_tokens: int = field(default=64, metadata={"help": "Length of each sampled reply."})
     watch_max_kl: float | None = field(
-        default=None, metadata={"help": "Alarm above this KL to the reference, as the trainer logs it (None: off)."})
+        default=None, metadata={"help": "Alarm above this KL to the reference, as the trainer logs it (None: off)."}
+    )
     watch_max_repetition: float = field(
-        default=0.5, metadata={"help": "Alarm above this mean share of repeated token 3-grams in the replies."})
+        default=0.5, metadata={"help": "Alarm above this mean share of repeated token 3-grams in the replies."}
+    )
     watch_max_degenerate: float = field(
-        default=0.5, metadata={"help": "Alarm above this share of degenerate replies (empty or one token looping)."})
+        default=0.5, metadata={"help": "Alarm above this share of degenerate replies (empty or one token looping)."}
+    )
     watch_min_length: float = field(default=1.0, metadata={"help": "Alarm below this mean reply length (tokens)."})
     watch_max_length: float | None = field(
-        default=None, metadata={"help": "Alarm above this mean reply length (tokens); None: off."})
+        default=None, metadata={"help": "Alarm above this mean reply length (tokens); None: off."}
+    )
     watch_stop: bool = field(default=True, metadata={"help": "Stop training at the first alarm."})
 
 
@@ -62,8 +73,9 @@ def counts_as_degenerate(ids: list[int]) -> bool:
     return len(ids) >= 4 and Counter(ids).most_common(1)[0][1] * 2 >= len(ids)
 
 
-def sampled_ids_without_stop(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
-                             max_new_tokens: int) -> list[list[int]]:
+def sampled_ids_without_stop(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], max_new_tokens: int
+) -> list[list[int]]:
     """The token ids of one reply sampled from the model's plain distribution per prompt (prompt, padding and
     end-of-turn token removed)."""
     generate = model_generate(model, tokenizer, do_sample=True, top_k=None, top_p=None, temperature=1.0)
@@ -72,17 +84,21 @@ def sampled_ids_without_stop(model: PreTrainedModel, tokenizer: PreTrainedTokeni
 
 
 def reply_stats(replies: list[list[int]]) -> dict:
-    return {"mean_length": sum(map(len, replies)) / len(replies),
-            "repetition": sum(repetition_rate(r) for r in replies) / len(replies),
-            "degenerate": sum(map(counts_as_degenerate, replies)) / len(replies)}
+    return {
+        "mean_length": sum(map(len, replies)) / len(replies),
+        "repetition": sum(repetition_rate(r) for r in replies) / len(replies),
+        "degenerate": sum(map(counts_as_degenerate, replies)) / len(replies),
+    }
 
 
 class WatchCallback(TrainerCallback):
     def __init__(self, config: WatchConfig, prompts: list, tokenizer, output_dir: str):
         """`prompts` are chats (lists of messages) never trained on; the first `watch_prompts` are sampled."""
         self.config, self.tokenizer, self.output_dir = config, tokenizer, output_dir
-        self.prompt_ids = [tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
-                           for p in prompts[:config.watch_prompts]]
+        self.prompt_ids = [
+            tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]
+            for p in prompts[: config.watch_prompts]
+        ]
         self.checks, self.alarms, self.kl = [], [], None
         self.stopped, self.last_healthy = False, None
         self.problems = {"samples": [], "kl": []}  # the latest reading of each source, empty when within bounds
@@ -119,8 +135,9 @@ class WatchCallback(TrainerCallback):
         model.eval()
         with torch.random.fork_rng():  # sampling here must not change the training run's random stream
             torch.manual_seed(state.global_step)
-            replies = sampled_ids_without_stop(model, self.tokenizer, self.prompt_ids,
-                                               self.config.watch_max_new_tokens)
+            replies = sampled_ids_without_stop(
+                model, self.tokenizer, self.prompt_ids, self.config.watch_max_new_tokens
+            )
             stats = reply_stats(replies)
         model.train(was_training)
         # Every process samples (a sharded model needs them all to generate), and the main process's figures decide
@@ -129,11 +146,17 @@ class WatchCallback(TrainerCallback):
         stats = broadcast_object_list([{"step": state.global_step, "kl": self.kl, **stats}])[0]
         self.checks.append(stats)
         c = self.config
-        bounds = [("repetition", c.watch_max_repetition, max), ("degenerate", c.watch_max_degenerate, max),
-                  ("mean_length", c.watch_min_length, min), ("mean_length", c.watch_max_length, max)]
+        bounds = [
+            ("repetition", c.watch_max_repetition, max),
+            ("degenerate", c.watch_max_degenerate, max),
+            ("mean_length", c.watch_min_length, min),
+            ("mean_length", c.watch_max_length, max),
+        ]
         self.problems["samples"] = [
-            (name, stats[name], bound) for name, bound, side in bounds
-            if bound is not None and (stats[name] > bound if side is max else stats[name] < bound)]
+            (name, stats[name], bound)
+            for name, bound, side in bounds
+            if bound is not None and (stats[name] > bound if side is max else stats[name] < bound)
+        ]
         self.raise_alarms("samples", state, control)
         return stats
 
@@ -159,8 +182,13 @@ class WatchCallback(TrainerCallback):
             write_json(os.path.join(self.output_dir, "watch.json"), self.report())
 
     def report(self) -> dict:
-        return {"thresholds": asdict(self.config), "checks": self.checks, "alarms": self.alarms,
-                "stopped": self.stopped, "last_healthy": self.last_healthy}
+        return {
+            "thresholds": asdict(self.config),
+            "checks": self.checks,
+            "alarms": self.alarms,
+            "stopped": self.stopped,
+            "last_healthy": self.last_healthy,
+        }
 
     def restore_last_healthy(self, output_dir: str) -> str | None:
         """After a stop, put the last healthy checkpoint's model in place of the final one in `output_dir` (the main

@@ -34,6 +34,7 @@ from lmforge.lib.conversations import (
     tool_use,
 )
 
+
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     from transformers import PreTrainedTokenizerBase
 
@@ -52,9 +53,14 @@ GENERATORS = {
 }
 
 
-def load_conversations(sources: dict, tokenizer: "PreTrainedTokenizerBase", max_length: int | None,
-                       on_invalid: str = "stop", system_prompt: str | None = None,
-                       seed: int = 0) -> tuple[Dataset, dict]:
+def load_conversations(
+    sources: dict,
+    tokenizer: "PreTrainedTokenizerBase",
+    max_length: int | None,
+    on_invalid: str = "stop",
+    system_prompt: str | None = None,
+    seed: int = 0,
+) -> tuple[Dataset, dict]:
     """Every source loaded, checked and mixed by weight into one shuffled `messages` dataset.
 
     Returns the dataset and a report: rows taken and rows dropped as invalid, by source.
@@ -76,8 +82,12 @@ def load_conversations(sources: dict, tokenizer: "PreTrainedTokenizerBase", max_
                 raise LmforgeError(f"dataset {name!r} row {index}: {problem}")
         taken = take(valid, weight, random.Random(seed))
         rows += taken
-        report[name] = {"rows": len(conversations), "invalid_dropped": len(conversations) - len(valid),
-                        "weight": weight, "taken": len(taken)}
+        report[name] = {
+            "rows": len(conversations),
+            "invalid_dropped": len(conversations) - len(valid),
+            "weight": weight,
+            "taken": len(taken),
+        }
     random.Random(seed).shuffle(rows)
     return Dataset.from_dict({"messages": rows}), report
 
@@ -100,8 +110,9 @@ def load_source(name: str, spec: dict, seed: int) -> list:
         dataset = load_dataset(**{"split": "train", **spec})
     except (FileNotFoundError, ConnectionError, DatasetGenerationError) as error:  # a Hub name that is not there
         cause = error.__cause__ or error
-        raise LmforgeError(f"dataset {name!r}: {spec['path']} could not be loaded: {' '.join(str(cause).split())}") \
-            from None
+        raise LmforgeError(
+            f"dataset {name!r}: {spec['path']} could not be loaded: {' '.join(str(cause).split())}"
+        ) from None
     if "messages" not in dataset.column_names:
         raise LmforgeError(f"dataset {name!r}: no 'messages' column (columns: {dataset.column_names})")
     return dataset["messages"]

@@ -14,8 +14,13 @@ from chatterbot_corpus.corpus import DATA_DIRECTORY
 from lmforge import LmforgeError
 
 
-def conversations(size: int | None = None, seed: int = 0, language: str = "english", exclude: list | None = None,
-                  max_messages: int = 8) -> list:
+def conversations(
+    size: int | None = None,
+    seed: int = 0,
+    language: str = "english",
+    exclude: list | None = None,
+    max_messages: int = 8,
+) -> list:
     """All conversations of `language` (or `size` of them), cut into pieces of at most `max_messages`
     user/assistant messages: a few files chain dozens of trivia questions into one list."""
     exclude = ["ai", "botprofile"] if exclude is None else exclude
@@ -32,7 +37,7 @@ def conversations(size: int | None = None, seed: int = 0, language: str = "engli
             turns = [str(turn).strip() for turn in turns]
             turns = turns[: len(turns) // 2 * 2]  # a conversation ending on the user's turn has nothing to learn
             for start in range(0, len(turns), max_messages):
-                piece = turns[start: start + max_messages]
+                piece = turns[start : start + max_messages]
                 rows.append([{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(piece)])
     if size is not None:
         rows = random.Random(seed).sample(rows, min(size, len(rows)))

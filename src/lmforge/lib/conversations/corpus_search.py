@@ -17,28 +17,40 @@ from collections import Counter
 from lmforge.lib.tools.protocol import format_call, format_result
 from lmforge.lib.tools.search import SearchTool
 
+
 QUESTIONS = [
     "What do the documents say about {words}?",
     "Search the library for {words}.",
     "Is there anything about {words} in the documents?",
     "Find the passage that mentions {words}.",
 ]
-ANSWERS = ['The best match is in {source}: "{passage}"', 'According to {source}: "{passage}"',
-           'I found this in {source}: "{passage}"']
+ANSWERS = [
+    'The best match is in {source}: "{passage}"',
+    'According to {source}: "{passage}"',
+    'I found this in {source}: "{passage}"',
+]
 WORD = re.compile(r"[A-Za-z]{4,}")
 
 
-def conversations(size: int = 200, seed: int = 0, documents: list | None = None,
-                  text_files: list | None = None, index_dir: str = "runs/demo/search") -> list:
-    tool = SearchTool(documents=list(documents or []), text_files=list(text_files or ["data/demo/books/*.txt.gz"]),
-                      index_dir=index_dir)
+def conversations(
+    size: int = 200,
+    seed: int = 0,
+    documents: list | None = None,
+    text_files: list | None = None,
+    index_dir: str = "runs/demo/search",
+) -> list:
+    tool = SearchTool(
+        documents=list(documents or []),
+        text_files=list(text_files or ["data/demo/books/*.txt.gz"]),
+        index_dir=index_dir,
+    )
     with sqlite3.connect(tool.index) as db:
         texts = [text for (text,) in db.execute("SELECT text FROM passages ORDER BY rowid")]
     frequency = Counter(word.lower() for text in texts for word in WORD.findall(text))
     rng, rows = random.Random(seed), []
     while len(rows) < size:
         words = sorted(set(WORD.findall(rng.choice(texts))), key=lambda word: (frequency[word.lower()], word))
-        query = words[:rng.randint(2, 3)]
+        query = words[: rng.randint(2, 3)]
         if len(query) < 2:
             continue
         hits = tool.search(" ".join(query))
@@ -46,6 +58,10 @@ def conversations(size: int = 200, seed: int = 0, documents: list | None = None,
         source, passage = hits[0]
         answer = rng.choice(ANSWERS).format(source=source, passage=passage)
         call = format_call("search", {"query": " ".join(query)}) + format_result(tool.run({"query": " ".join(query)}))
-        rows.append([{"role": "user", "content": rng.choice(QUESTIONS).format(words=words_text)},
-                     {"role": "assistant", "content": call + answer}])
+        rows.append(
+            [
+                {"role": "user", "content": rng.choice(QUESTIONS).format(words=words_text)},
+                {"role": "assistant", "content": call + answer},
+            ]
+        )
     return rows

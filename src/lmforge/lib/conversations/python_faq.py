@@ -31,6 +31,10 @@ def conversations(size: int | None = None, seed: int = 0, path: str = "data/demo
     rows = read_pairs(path)
     if size is not None:
         rows = random.Random(seed).sample(rows, min(size, len(rows)))
-    return [[{"role": "user", "content": row["question"]},
-             {"role": "assistant", "content": " ".join(filter(None, [row["answer"], row.get("detail")]))}]
-            for row in rows]
+    return [
+        [
+            {"role": "user", "content": row["question"]},
+            {"role": "assistant", "content": " ".join(filter(None, [row["answer"], row.get("detail")]))},
+        ]
+        for row in rows
+    ]

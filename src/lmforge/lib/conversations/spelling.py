@@ -7,6 +7,7 @@ the habit these conversations teach. Answers close with `Final answer: N`, score
 
 import random
 
+
 WORDS = """
 strawberry banana apple orange cherry grape lemon mango papaya pineapple raspberry blueberry
 computer keyboard monitor printer internet language science history mountain river ocean island

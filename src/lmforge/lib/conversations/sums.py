@@ -15,9 +15,19 @@ import random
 
 from lmforge import LmforgeError
 
-PHRASINGS = ["What is {a} + {b}?", "What is {a} plus {b}?", "Add {a} and {b}.", "{a} + {b} = ?", "Compute {a} + {b}.",
-             "How much is {a} plus {b}?", "Calculate {a}+{b}.", "What's the sum of {a} and {b}?", "{a} plus {b}?",
-             "Please add {a} and {b}."]
+
+PHRASINGS = [
+    "What is {a} + {b}?",
+    "What is {a} plus {b}?",
+    "Add {a} and {b}.",
+    "{a} + {b} = ?",
+    "Compute {a} + {b}.",
+    "How much is {a} plus {b}?",
+    "Calculate {a}+{b}.",
+    "What's the sum of {a} and {b}?",
+    "{a} plus {b}?",
+    "Please add {a} and {b}.",
+]
 LEVELS = {1: (range(0, 10), range(0, 10)), 2: (range(10, 100), range(0, 10)), 3: (range(10, 100), range(10, 100))}
 HELDOUT_SHARE = 64  # of 256: a quarter of all questions is held out
 
@@ -35,8 +45,7 @@ def problem(a: int, b: int, phrasing: str) -> dict:
 def all_questions(level: int, heldout: bool) -> list[tuple[int, int, str]]:
     """Every (a, b, phrasing) of a level on one side of the split (only level 1 is small enough to list)."""
     left, right = LEVELS[level]
-    return [(a, b, p) for a in left for b in right for p in PHRASINGS
-            if is_heldout(p.format(a=a, b=b)) == heldout]
+    return [(a, b, p) for a in left for b in right for p in PHRASINGS if is_heldout(p.format(a=a, b=b)) == heldout]
 
 
 def problems(size: int = 300, seed: int = 0, level: int = 1, heldout: bool = False) -> list[dict]:
@@ -62,5 +71,7 @@ def problems(size: int = 300, seed: int = 0, level: int = 1, heldout: bool = Fal
 
 def conversations(size: int = 300, seed: int = 0, level: int = 1) -> list:
     """Training conversations of one level (never a held-out question)."""
-    return [[{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["solution"]}]
-            for row in problems(size, seed, level)]
+    return [
+        [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["solution"]}]
+        for row in problems(size, seed, level)
+    ]

@@ -17,6 +17,7 @@ import re
 from lmforge.lib.conversations import arithmetic, spelling
 from lmforge.lib.tools.protocol import format_call, format_result
 
+
 # "Step 2: 84 - 5 = 79 apples." -> 84, "-", 5, 79
 STEP = re.compile(r"Step \d+: (\d+)\D*?([-+*/]) (\d+)\D*?= (\d+)")
 LEADS = ["Let me compute it with Python.", "I'll work it out in Python.", "Python can do the arithmetic.", ""]
@@ -42,14 +43,24 @@ def reply(rng: random.Random, leads: list[str], code: str, answer: int) -> str:
 
 def arithmetic_conversations(size: int = 500, seed: int = 0) -> list:
     rng = random.Random(seed)
-    return [[{"role": "user", "content": p["question"]},
-             {"role": "assistant", "content": reply(rng, LEADS, arithmetic_code(p["solution"]), p["answer"])}]
-            for p in arithmetic.problems(size, seed)]
+    return [
+        [
+            {"role": "user", "content": p["question"]},
+            {"role": "assistant", "content": reply(rng, LEADS, arithmetic_code(p["solution"]), p["answer"])},
+        ]
+        for p in arithmetic.problems(size, seed)
+    ]
 
 
 def counting_conversations(size: int = 300, seed: int = 0) -> list:
     rng = random.Random(seed)
-    return [[{"role": "user", "content": p["question"]},
-             {"role": "assistant", "content": reply(rng, COUNT_LEADS, f"print({p['word']!r}.count({p['letter']!r}))",
-                                                    p["answer"])}]
-            for p in spelling.problems(size, seed)]
+    return [
+        [
+            {"role": "user", "content": p["question"]},
+            {
+                "role": "assistant",
+                "content": reply(rng, COUNT_LEADS, f"print({p['word']!r}.count({p['letter']!r}))", p["answer"]),
+            },
+        ]
+        for p in spelling.problems(size, seed)
+    ]

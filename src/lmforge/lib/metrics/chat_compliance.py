@@ -18,6 +18,7 @@ import re
 import datasets
 import evaluate
 
+
 END_OF_TURN = "<|im_end|>"
 START_OF_TURN = "<|im_start|>"
 ROLE_LINE = re.compile(r"^\s*(user|assistant|system)\s*:", re.IGNORECASE | re.MULTILINE)

@@ -24,6 +24,7 @@ from lmforge.lib.tools.protocol import Tool, ToolError, format_call, format_resu
 from lmforge.lib.tools.python import PythonTool
 from lmforge.lib.tools.search import SearchTool
 
+
 TOOLS = {"python": PythonTool, "search": SearchTool}  # name -> class; a recipe's `tools: [python, search]`
 
 __all__ = ["TOOLS", "Tool", "ToolError", "format_call", "format_result", "load_tools", "parse_call", "run_call"]

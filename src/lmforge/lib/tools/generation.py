@@ -28,6 +28,7 @@ from lmforge.lib.conversations import arithmetic, spelling
 from lmforge.lib.tools import template
 from lmforge.lib.tools.protocol import END_CALL, format_result, run_call
 
+
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -39,6 +40,7 @@ GREEDY = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 @dataclass
 class Turn:
     """An assistant turn: its token ids, tool results included, and which of them the model wrote."""
+
     ids: list[int] = field(default_factory=list)
     mask: list[int] = field(default_factory=list)  # 1: written by the model, 0: a tool's result
     calls: int = 0
@@ -51,6 +53,7 @@ class Turn:
 def model_generate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", /, **sampling: Any) -> Generate:
     """A batched `generate` over `model.generate` (rows left-padded); `sampling` (do_sample, temperature,
     streamer...) is passed on. Each row is cut after its first stop token: what follows is padding."""
+
     def generate(batch: list[list[int]], stop_ids: list[int], max_new_tokens: int) -> list[list[int]]:
         # One row needs no padding (and a Hub base model's tokenizer may have no pad token).
         if len(batch) == 1:
@@ -59,10 +62,16 @@ def model_generate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase
             inputs = tokenizer.pad({"input_ids": batch}, padding_side="left", return_tensors="pt")
         inputs = {key: value.to(model.device) for key, value in inputs.items()}
         with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, eos_token_id=stop_ids,
-                                    pad_token_id=tokenizer.pad_token_id, **sampling)
-        rows = output[:, inputs["input_ids"].shape[1]:].tolist()
-        return [row[:next((i + 1 for i, token in enumerate(row) if token in stop_ids), len(row))] for row in rows]
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stop_ids,
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
+            )
+        rows = output[:, inputs["input_ids"].shape[1] :].tolist()
+        return [row[: next((i + 1 for i, token in enumerate(row) if token in stop_ids), len(row))] for row in rows]
+
     return generate
 
 
@@ -83,9 +92,16 @@ def prompt_tools(tokenizer: "PreTrainedTokenizerBase", tools: dict | None) -> li
     return template.schemas(tools) if tools and template.call_format(tokenizer) else None
 
 
-def generate_with_tools(generate: Generate, tokenizer: "PreTrainedTokenizerBase", prompts: list[list[int]],
-                        tools: dict | None, stop_ids: list[int], max_new_tokens: int = 256, max_calls: int = 4,
-                        on_result: Callable[[str], None] | None = None) -> list[Turn]:
+def generate_with_tools(
+    generate: Generate,
+    tokenizer: "PreTrainedTokenizerBase",
+    prompts: list[list[int]],
+    tools: dict | None,
+    stop_ids: list[int],
+    max_new_tokens: int = 256,
+    max_calls: int = 4,
+    on_result: Callable[[str], None] | None = None,
+) -> list[Turn]:
     """The assistant turn after each of `prompts`, tool results included.
 
     `max_new_tokens` bounds what the model writes in a turn (results do not count); calls after `max_calls`
@@ -102,7 +118,7 @@ def generate_with_tools(generate: Generate, tokenizer: "PreTrainedTokenizerBase"
         new = generate([prompts[i] + turns[i].ids for i in active], stops, max(budget.values()))
         going_on = []
         for i, ids in zip(active, new):
-            ids = ids[:budget[i]]  # the batch ran to the largest budget
+            ids = ids[: budget[i]]  # the batch ran to the largest budget
             turns[i].add(ids, written=True)
             if call_format:  # a Hub model: its calls end its turn, the template gives the results back
                 text = ids and ids[-1] in stop_ids and tokenizer.decode(ids, skip_special_tokens=False)
@@ -110,16 +126,22 @@ def generate_with_tools(generate: Generate, tokenizer: "PreTrainedTokenizerBase"
                 if not calls:
                     continue
                 turns[i].calls += 1 if isinstance(calls, str) else len(calls)
-                results = (template.run_calls(tools, calls) if turns[i].calls <= max_calls
-                           else [("error", f"error: at most {max_calls} tool calls per turn")])
+                results = (
+                    template.run_calls(tools, calls)
+                    if turns[i].calls <= max_calls
+                    else [("error", f"error: at most {max_calls} tool calls per turn")]
+                )
                 result = template.continuation(tokenizer, tools, results)
             else:
                 if not ids or ids[-1] != end_call:
                     continue
                 turns[i].calls += 1
                 text = tokenizer.decode(turns[i].ids, skip_special_tokens=False)
-                result = format_result(run_call(tools, text) if turns[i].calls <= max_calls
-                                       else f"error: at most {max_calls} tool calls per turn")
+                result = format_result(
+                    run_call(tools, text)
+                    if turns[i].calls <= max_calls
+                    else f"error: at most {max_calls} tool calls per turn"
+                )
             if on_result:
                 on_result(result)
             # The result had special-token strings removed: only its own markers become control tokens.
@@ -132,22 +154,37 @@ def generate_with_tools(generate: Generate, tokenizer: "PreTrainedTokenizerBase"
 
 def heldout_problems(size: int = 32, seed: int = 1000) -> list[dict]:
     """Arithmetic word problems and letter counts (half each) with their integer answers: question, answer, task."""
-    rows = [{"question": p["question"], "answer": p["answer"], "task": "arithmetic"}
-            for p in arithmetic.problems(size - size // 2, seed)]
-    return rows + [{"question": p["question"], "answer": p["answer"], "task": "counting"}
-                   for p in spelling.problems(size // 2, seed)]
+    rows = [
+        {"question": p["question"], "answer": p["answer"], "task": "arithmetic"}
+        for p in arithmetic.problems(size - size // 2, seed)
+    ]
+    return rows + [
+        {"question": p["question"], "answer": p["answer"], "task": "counting"}
+        for p in spelling.problems(size // 2, seed)
+    ]
 
 
-def tool_accuracy(generate: Generate, tokenizer: "PreTrainedTokenizerBase", problems: list[dict], stop_ids: list[int],
-                  tools: dict | None, max_new_tokens: int = 128, batch_size: int = 16) -> dict:
+def tool_accuracy(
+    generate: Generate,
+    tokenizer: "PreTrainedTokenizerBase",
+    problems: list[dict],
+    stop_ids: list[int],
+    tools: dict | None,
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+) -> dict:
     """Share of `problems` whose reply ends with the right `Final answer: N`, overall and per task, with tools
     run (`tools`) or not (None: a call the model writes is left as text), the mean number of calls and the replies."""
     replies, calls = [], 0
     for start in range(0, len(problems), batch_size):
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": problem["question"]}],
-                                                 add_generation_prompt=True, tools=prompt_tools(tokenizer, tools))[
-            "input_ids"]
-                   for problem in problems[start:start + batch_size]]
+        prompts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": problem["question"]}],
+                add_generation_prompt=True,
+                tools=prompt_tools(tokenizer, tools),
+            )["input_ids"]
+            for problem in problems[start : start + batch_size]
+        ]
         turns = generate_with_tools(generate, tokenizer, prompts, tools, stop_ids, max_new_tokens)
         calls += sum(turn.calls for turn in turns)
         replies += tokenizer.batch_decode([turn.ids for turn in turns], skip_special_tokens=False)
@@ -155,16 +192,29 @@ def tool_accuracy(generate: Generate, tokenizer: "PreTrainedTokenizerBase", prob
     for problem, reply in zip(problems, replies):
         scores.setdefault(problem["task"], []).append(float(arithmetic.final_number(reply) == problem["answer"]))
     every = [score for task_scores in scores.values() for score in task_scores]
-    return {"tools": sorted(tools or []), "rows": len(every), "accuracy": sum(every) / max(len(every), 1),
-            "per_task": {task: sum(s) / len(s) for task, s in sorted(scores.items())},
-            "mean_tool_calls": calls / max(len(every), 1),
-            "replies": [{"task": p["task"], "prompt": p["question"], "reply": r} for p, r in zip(problems, replies)]}
+    return {
+        "tools": sorted(tools or []),
+        "rows": len(every),
+        "accuracy": sum(every) / max(len(every), 1),
+        "per_task": {task: sum(s) / len(s) for task, s in sorted(scores.items())},
+        "mean_tool_calls": calls / max(len(every), 1),
+        "replies": [{"task": p["task"], "prompt": p["question"], "reply": r} for p, r in zip(problems, replies)],
+    }
 
 
-def compare_tools(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", tools: dict, size: int = 32,
-                  seed: int = 1000, max_new_tokens: int = 128, batch_size: int = 16) -> dict:
+def compare_tools(
+    model: "PreTrainedModel",
+    tokenizer: "PreTrainedTokenizerBase",
+    tools: dict,
+    size: int = 32,
+    seed: int = 1000,
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+) -> dict:
     """Greedy accuracy on the same held-out problems without tools and with `tools`: {"off": ..., "on": ...}."""
     generate = model_generate(model, tokenizer, **GREEDY)
     stop_ids, problems = end_of_turn_ids(model, tokenizer), heldout_problems(size, seed)
-    return {"off": tool_accuracy(generate, tokenizer, problems, stop_ids, None, max_new_tokens, batch_size),
-            "on": tool_accuracy(generate, tokenizer, problems, stop_ids, tools, max_new_tokens, batch_size)}
+    return {
+        "off": tool_accuracy(generate, tokenizer, problems, stop_ids, None, max_new_tokens, batch_size),
+        "on": tool_accuracy(generate, tokenizer, problems, stop_ids, tools, max_new_tokens, batch_size),
+    }

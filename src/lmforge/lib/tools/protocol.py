@@ -5,6 +5,7 @@ from typing import Protocol
 
 from lmforge.lib.chat_format import SPECIAL_TOKENS, TOOL_MARKERS
 
+
 CALL, END_CALL, RESULT, END_RESULT = TOOL_MARKERS
 MAX_RESULT_CHARS = 1000
 

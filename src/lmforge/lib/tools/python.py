@@ -49,12 +49,13 @@ from typing import BinaryIO, ClassVar
 from lmforge import LmforgeError
 from lmforge.lib.tools.protocol import ToolError
 
+
 UNSAFE = "LMFORGE_UNSAFE_PYTHON_TOOL"
 NOBODY = "65534"
 SCRATCH = "/scratch"
 
 # Runs in the child before the snippet: read the snippet, install the hook, run it as __main__.
-GUARD = r'''
+GUARD = r"""
 import os, sys
 code = sys.stdin.read()
 
@@ -91,7 +92,7 @@ def install(scratch, libraries):
 install(os.path.realpath(os.getcwd()), tuple(os.path.realpath(p) for p in sys.path if p))
 del install
 exec(compile(code, "<snippet>", "exec"), {"__name__": "__main__"})
-'''
+"""
 
 
 def interpreter() -> str:
@@ -114,10 +115,33 @@ def library_mounts() -> list[str]:
 def sandbox_command(bwrap: str, scratch_bytes: int, info_fd: int) -> list[str]:
     """The command prefix that runs a program in the sandbox. bwrap writes the host pid of the pid namespace's
     init to `info_fd` (JSON, "child-pid")."""
-    sandbox = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-               "--uid", NOBODY, "--gid", NOBODY, *library_mounts(), "--proc", "/proc", "--dev", "/dev",
-               "--size", str(scratch_bytes), "--tmpfs", SCRATCH, "--chdir", SCRATCH,
-               "--remount-ro", "/dev", "--remount-ro", "/", "--clearenv"]  # after the mounts: / is read-only
+    sandbox = [
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--uid",
+        NOBODY,
+        "--gid",
+        NOBODY,
+        *library_mounts(),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(scratch_bytes),
+        "--tmpfs",
+        SCRATCH,
+        "--chdir",
+        SCRATCH,
+        "--remount-ro",
+        "/dev",
+        "--remount-ro",
+        "/",
+        "--clearenv",
+    ]  # after the mounts: / is read-only
     if os.geteuid() != 0:
         return [bwrap, "--info-fd", str(info_fd), *sandbox]
     # As root (see the module's docstring): a privileged bwrap shows bwrap and setpriv (/usr), the interpreter
@@ -126,10 +150,35 @@ def sandbox_command(bwrap: str, scratch_bytes: int, info_fd: int) -> list[str]:
     prefix, parents = os.path.dirname(os.path.dirname(interpreter())), []
     while (prefix := os.path.dirname(prefix)) != "/":
         parents = ["--perms", "0755", "--dir", prefix, *parents]
-    return [bwrap, "--info-fd", str(info_fd), "--unshare-pid", "--die-with-parent", "--dir", "/tmp", *parents,
-            "--ro-bind", "/usr", "/usr", *library_mounts(), "--bind", "/proc", "/proc", "--dev", "/dev",
-            "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-            shutil.which("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", bwrap, *sandbox]
+    return [
+        bwrap,
+        "--info-fd",
+        str(info_fd),
+        "--unshare-pid",
+        "--die-with-parent",
+        "--dir",
+        "/tmp",
+        *parents,
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        *library_mounts(),
+        "--bind",
+        "/proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--cap-add",
+        "CAP_SETUID",
+        "--cap-add",
+        "CAP_SETGID",
+        shutil.which("setpriv"),
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+        bwrap,
+        *sandbox,
+    ]
 
 
 @functools.cache
@@ -141,8 +190,14 @@ def sandbox_problem(bwrap: str) -> str:
         return "setpriv (util-linux) not found"
     info, info_write = os.pipe()
     with os.fdopen(info, "rb"):
-        done = subprocess.run([*sandbox_command(bwrap, 2**20, info_write), interpreter(), "-I", "-S", "-c", "pass"],
-                              capture_output=True, text=True, pass_fds=(info_write,), env={}, timeout=60)
+        done = subprocess.run(
+            [*sandbox_command(bwrap, 2**20, info_write), interpreter(), "-I", "-S", "-c", "pass"],
+            capture_output=True,
+            text=True,
+            pass_fds=(info_write,),
+            env={},
+            timeout=60,
+        )
     os.close(info_write)
     lines = done.stderr.strip().splitlines()
     return (lines[-1] if lines else f"exit status {done.returncode}") if done.returncode else ""
@@ -169,11 +224,18 @@ class PythonTool:
     name: ClassVar[str] = "python"
     # What a Hub model's chat template shows it (apply_chat_template(tools=...)); lmforge's tokenizer learns the
     # tool from its SFT conversations instead.
-    schema: ClassVar[dict] = {"type": "function", "function": {
-        "name": "python", "description": "Run a short Python snippet (standard library only, no network) and "
-                                         "return what it prints.",
-        "parameters": {"type": "object", "required": ["code"], "properties": {
-            "code": {"type": "string", "description": "Python code; print what you want to read."}}}}}
+    schema: ClassVar[dict] = {
+        "type": "function",
+        "function": {
+            "name": "python",
+            "description": "Run a short Python snippet (standard library only, no network) and return what it prints.",
+            "parameters": {
+                "type": "object",
+                "required": ["code"],
+                "properties": {"code": {"type": "string", "description": "Python code; print what you want to read."}},
+            },
+        },
+    }
     timeout: float = 5.0
     memory_mb: int = 512
     output_bytes: int = 1_000_000
@@ -184,15 +246,20 @@ class PythonTool:
     def __post_init__(self):
         self.sandboxed = os.environ.get(UNSAFE) != "1"
         if self.sandboxed and (problem := sandbox_problem(self.bwrap)):
-            raise LmforgeError(f"python tool: no sandbox ({problem}); install bubblewrap (apt-get install bubblewrap"
-                               f", or make sandbox), or set {UNSAFE}=1 to run snippets unsandboxed")
+            raise LmforgeError(
+                f"python tool: no sandbox ({problem}); install bubblewrap (apt-get install bubblewrap"
+                f", or make sandbox), or set {UNSAFE}=1 to run snippets unsandboxed"
+            )
 
     def run(self, arguments: dict) -> str:
         code = arguments.get("code")
         if not isinstance(code, str) or not code.strip():
             raise ToolError('python needs {"code": "..."} with some code')
-        with tempfile.TemporaryDirectory(prefix="lmforge-python-") as scratch, \
-                tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        with (
+            tempfile.TemporaryDirectory(prefix="lmforge-python-") as scratch,
+            tempfile.TemporaryFile() as stdout,
+            tempfile.TemporaryFile() as stderr,
+        ):
             child, init = self.start(scratch, stdout, stderr)
             try:
                 child.communicate(code.encode(), timeout=self.timeout)
@@ -213,14 +280,28 @@ class PythonTool:
         """The child (bwrap, or the plain interpreter when unsandboxed) and a pidfd of the sandbox's init."""
         command = [interpreter(), "-I", "-S", "-B", "-X", "utf8", "-c", GUARD]
         if not self.sandboxed:
-            return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, cwd=scratch,
-                                    env={"HOME": scratch, "LC_ALL": "C.UTF-8"}, preexec_fn=self.limit,
-                                    start_new_session=True), None
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=scratch,
+                env={"HOME": scratch, "LC_ALL": "C.UTF-8"},
+                preexec_fn=self.limit,
+                start_new_session=True,
+            ), None
         info, info_write = os.pipe()
         try:
-            child = subprocess.Popen([*sandbox_command(self.bwrap, self.scratch_mb * 2**20, info_write), *command],
-                                     stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env={},
-                                     preexec_fn=self.limit, start_new_session=True, pass_fds=(info_write,))
+            child = subprocess.Popen(
+                [*sandbox_command(self.bwrap, self.scratch_mb * 2**20, info_write), *command],
+                stdin=subprocess.PIPE,
+                stdout=stdout,
+                stderr=stderr,
+                env={},
+                preexec_fn=self.limit,
+                start_new_session=True,
+                pass_fds=(info_write,),
+            )
         finally:
             os.close(info_write)
         return child, open_init(info)
@@ -229,9 +310,14 @@ class PythonTool:
         """In the child, before exec: the kernel-enforced limits, inherited by every process of the sandbox."""
         memory = self.memory_mb * 2**20
         cpu = int(self.timeout) + 1
-        for limit, value in [(resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, self.output_bytes),
-                             (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256),
-                             (resource.RLIMIT_NPROC, self.processes)]:
+        for limit, value in [
+            (resource.RLIMIT_AS, memory),
+            (resource.RLIMIT_FSIZE, self.output_bytes),
+            (resource.RLIMIT_CPU, cpu),
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_NOFILE, 256),
+            (resource.RLIMIT_NPROC, self.processes),
+        ]:
             resource.setrlimit(limit, (value, value))
 
     def result(self, returncode: int, stdout: str, stderr: str) -> str:

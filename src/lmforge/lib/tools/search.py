@@ -30,6 +30,7 @@ from lmforge.lib.documents import expand, read_text
 from lmforge.lib.files import staged_file
 from lmforge.lib.tools.protocol import ToolError
 
+
 PASSAGE_CHARS = 600
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -39,10 +40,18 @@ class SearchTool:
     """Search the local documents: {"query": "apt pinning"}; returns the best passages."""
 
     name: ClassVar[str] = "search"
-    schema: ClassVar[dict] = {"type": "function", "function": {
-        "name": "search", "description": "Search the local documents and return the best passages.",
-        "parameters": {"type": "object", "required": ["query"], "properties": {
-            "query": {"type": "string", "description": "A few words (at most 32)."}}}}}
+    schema: ClassVar[dict] = {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the local documents and return the best passages.",
+            "parameters": {
+                "type": "object",
+                "required": ["query"],
+                "properties": {"query": {"type": "string", "description": "A few words (at most 32)."}},
+            },
+        },
+    }
     documents: list[str] = field(default_factory=lambda: ["runs/demo/data/documents/*.parquet"])
     text_files: list[str] = field(default_factory=lambda: ["data/demo/books/*.txt.gz"])
     index_dir: str = "runs/demo/search"
@@ -53,16 +62,18 @@ class SearchTool:
     query_seconds: float = 2.0
 
     def __post_init__(self):
-        self.index = build_index(expand(self.documents, "documents") + expand(self.text_files, "text_files"),
-                                 Path(self.index_dir))
+        self.index = build_index(
+            expand(self.documents, "documents") + expand(self.text_files, "text_files"), Path(self.index_dir)
+        )
 
     def run(self, arguments: dict) -> str:
         query = arguments.get("query")
         if not isinstance(query, str) or not re.search(r"\w", query):
             raise ToolError('search needs {"query": "some words"}')
         if len(query) > self.max_query_chars or len(re.findall(r"\w+", query)) > self.max_query_words:
-            raise ToolError(f"the query is too long: at most {self.max_query_words} words and "
-                            f"{self.max_query_chars} characters")
+            raise ToolError(
+                f"the query is too long: at most {self.max_query_words} words and {self.max_query_chars} characters"
+            )
         hits = self.search(query)
         return "\n".join(f"[{n}] {source}: {snippet}" for n, (source, snippet) in enumerate(hits, 1)) or "no match"
 
@@ -76,7 +87,8 @@ class SearchTool:
             try:
                 return db.execute(
                     "SELECT source, snippet(passages, 1, '', '', '...', ?) FROM passages WHERE passages MATCH ? "
-                    "ORDER BY bm25(passages) LIMIT ?", (self.snippet_words, match, self.top_k),
+                    "ORDER BY bm25(passages) LIMIT ?",
+                    (self.snippet_words, match, self.top_k),
                 ).fetchall()
             except sqlite3.OperationalError as error:
                 if "interrupted" not in str(error):
@@ -96,7 +108,8 @@ def build_index(paths: list[str], index_dir: Path) -> str:
             try:
                 # porter: "packages" finds "package"; source is shown, not searched.
                 db.execute(
-                    "CREATE VIRTUAL TABLE passages USING fts5(source UNINDEXED, text, tokenize='porter unicode61')")
+                    "CREATE VIRTUAL TABLE passages USING fts5(source UNINDEXED, text, tokenize='porter unicode61')"
+                )
             except sqlite3.OperationalError as error:
                 raise LmforgeError(f"search: this Python's sqlite3 has no FTS5 ({error})") from None
             rows = ((source, text) for source, document in read_documents(paths) for text in passages(document))

@@ -19,26 +19,55 @@ from lmforge import LmforgeError
 from lmforge.lib import chat_format
 from lmforge.lib.tools.protocol import clean_output, run_tool
 
-PROBE = {"type": "function", "function": {"name": "PROBE_TOOL", "description": "PROBE_DESCRIPTION",
-                                          "parameters": {"type": "object", "properties": {}}}}
+
+PROBE = {
+    "type": "function",
+    "function": {
+        "name": "PROBE_TOOL",
+        "description": "PROBE_DESCRIPTION",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 PROBE_CALL = {"type": "function", "function": {"name": "PROBE_TOOL", "arguments": {"PROBE_ARGUMENT": 1}}}
 
 
 def hermes(start: str, end: str) -> dict:
     """Hermes / Qwen 2.5: calls as <tool_call>{"name": ..., "arguments": {...}}</tool_call>, after any text."""
-    return {"defaults": {"role": "assistant"}, "start_anchor": start, "fields": {
-        "tool_calls": {"open_pattern": r"\s*<tool_call>", "close": "</tool_call>", "repeats": True,
-                       "content": "json", "transform": {"type": "function", "function": "{content}"}},
-        "content": {"close_pattern": r"\s*" + re.escape(end), "content": "text"}}}
+    return {
+        "defaults": {"role": "assistant"},
+        "start_anchor": start,
+        "fields": {
+            "tool_calls": {
+                "open_pattern": r"\s*<tool_call>",
+                "close": "</tool_call>",
+                "repeats": True,
+                "content": "json",
+                "transform": {"type": "function", "function": "{content}"},
+            },
+            "content": {"close_pattern": r"\s*" + re.escape(end), "content": "text"},
+        },
+    }
 
 
 def llama3_json(start: str, end: str) -> dict:
     """Llama 3.1 custom tools: the whole reply is one JSON object {"name": ..., "parameters": {...}}."""
-    return {"defaults": {"role": "assistant"}, "start_anchor": start, "fields": {
-        "tool_calls": {"open_pattern": r"^\s*(?=\{)", "close_pattern": r"\s*" + re.escape(end), "repeats": True,
-                       "content": "json", "transform": {"type": "function", "function": {
-                           "name": "{content.name}", "arguments": "{content.parameters}"}}},
-        "content": {"close_pattern": r"\s*" + re.escape(end), "content": "text"}}}
+    return {
+        "defaults": {"role": "assistant"},
+        "start_anchor": start,
+        "fields": {
+            "tool_calls": {
+                "open_pattern": r"^\s*(?=\{)",
+                "close_pattern": r"\s*" + re.escape(end),
+                "repeats": True,
+                "content": "json",
+                "transform": {
+                    "type": "function",
+                    "function": {"name": "{content.name}", "arguments": "{content.parameters}"},
+                },
+            },
+            "content": {"close_pattern": r"\s*" + re.escape(end), "content": "text"},
+        },
+    }
 
 
 # Format name -> transformers response_template for a template's generation prompt and end of turn.
@@ -57,18 +86,23 @@ def call_format(tokenizer) -> str | None:
     except Exception:  # a template that fails on tools= does not take them
         renders_tools = False
     if not renders_tools:
-        raise LmforgeError("tools: the tokenizer has neither lmforge's tool tokens "
-                           f"{chat_format.TOOL_MARKERS} nor a chat template that renders `tools=`")
+        raise LmforgeError(
+            "tools: the tokenizer has neither lmforge's tool tokens "
+            f"{chat_format.TOOL_MARKERS} nor a chat template that renders `tools=`"
+        )
     if getattr(tokenizer, "response_template", None):
         return "model"
-    call = chat_format.render(tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [PROBE_CALL]}],
-                              tools=[PROBE])
+    call = chat_format.render(
+        tokenizer, [*user, {"role": "assistant", "content": "", "tool_calls": [PROBE_CALL]}], tools=[PROBE]
+    )
     if re.search(r'<tool_call>\s*\{"name": "PROBE_TOOL"', call):
         return "hermes"
     if '{"name": "PROBE_TOOL", "parameters": ' in call:
         return "llama3_json"
-    raise LmforgeError(f"tools: the chat template writes tool calls in a format lmforge does not parse (it knows "
-                       f"{', '.join(RESPONSE_TEMPLATES)}); give the tokenizer a transformers `response_template`")
+    raise LmforgeError(
+        f"tools: the chat template writes tool calls in a format lmforge does not parse (it knows "
+        f"{', '.join(RESPONSE_TEMPLATES)}); give the tokenizer a transformers `response_template`"
+    )
 
 
 def schemas(tools: dict) -> list[dict]:
@@ -112,10 +146,11 @@ def continuation(tokenizer, tools: dict, results: list[tuple[str, str]]) -> str:
     """The text the template writes after the assistant's end of turn (which the model has written) to give back
     `results` as tool messages and open the assistant's next turn."""
     controls = [*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()]
-    messages = [{"role": "user", "content": chat_format.USER},
-                {"role": "assistant", "content": chat_format.REPLY},
-                *({"role": "tool", "name": name, "content": clean_output(result, controls)}
-                  for name, result in results)]
+    messages = [
+        {"role": "user", "content": chat_format.USER},
+        {"role": "assistant", "content": chat_format.REPLY},
+        *({"role": "tool", "name": name, "content": clean_output(result, controls)} for name, result in results),
+    ]
     text = chat_format.render(tokenizer, messages, tools=schemas(tools), add_generation_prompt=True)
     after = text.split(chat_format.REPLY, 1)[1]
     return after.split(chat_format.end_of_turn(tokenizer), 1)[1]
