@@ -348,6 +348,8 @@ def test_accelerate_launch_prints_one_line(tmp_path):
         "lmforge.pack",
         "--tokenizer",
         str(tmp_path / "missing"),
+        "--output_dir",
+        str(tmp_path / "pack"),
     )
     assert (
         err.strip().splitlines()[-1] == f"lmforge pack: error: tokenizer {tmp_path / 'missing'} does not exist "
