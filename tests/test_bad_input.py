@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -332,7 +333,7 @@ def test_python_m_prints_one_line():
 @pytest.mark.slow
 def test_accelerate_launch_prints_one_line(tmp_path):
     err = stderr_of(
-        "accelerate",
+        str(Path(sys.executable).parent / "accelerate"),
         "launch",
         "--cpu",
         "--num_processes",

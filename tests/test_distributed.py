@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 import test_rl
 from lmforge import LmforgeError, dpo, grpo, interrogate, ppo, reward, rollouts
@@ -122,6 +123,19 @@ def losses(state_file: Path) -> tuple[list[float], dict]:
 
 
 @pytest.fixture(scope="module")
+def adamw_recipe(tmp_path_factory) -> str:
+    """The demo pretraining recipe with AdamW on a cosine schedule instead of Muon (which DeepSpeed cannot run):
+    these tests check the launchers, not the optimizer."""
+    recipe = yaml.safe_load((ROOT / "recipes/demo/pretrain.yaml").read_text())
+    recipe.pop("muon_learning_rate", None)
+    recipe.pop("lr_scheduler_kwargs", None)
+    recipe |= {"learning_rate": 3e-3, "lr_scheduler_type": "cosine"}
+    path = tmp_path_factory.mktemp("recipes") / "pretrain.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     texts = [" ".join(SENTENCES[(i + j) % 4] for j in range(6)) for i in range(200)]
@@ -152,14 +166,14 @@ def test_global_batch_is_the_same_on_any_number_of_processes():
 
 
 @pytest.mark.slow
-def test_pretrain_on_two_processes(packed, tmp_path):
+def test_pretrain_on_two_processes(packed, adamw_recipe, tmp_path):
     output_dir = tmp_path / "pretrain"
     log, written = launch(
         tmp_path,
         "lmforge.pretrain",
         output_dir,
         "--config",
-        "recipes/demo/pretrain.yaml",
+        adamw_recipe,
         "--dataset",
         str(packed / "pack"),
         "--tokenizer",
@@ -361,7 +375,7 @@ DEEPSPEED_CONFIGS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", DEEPSPEED_CONFIGS)
-def test_pretrain_under_deepspeed_on_cpu(packed, tmp_path, stage):
+def test_pretrain_under_deepspeed_on_cpu(packed, adamw_recipe, tmp_path, stage):
     """ZeRO-2 and ZeRO-3 in one process on CPU; needs the `deepspeed` extra."""
     pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]' (DS_BUILD_OPS=0 builds in seconds)")
     output_dir = tmp_path / stage
@@ -375,7 +389,7 @@ def test_pretrain_under_deepspeed_on_cpu(packed, tmp_path, stage):
         "-m",
         "lmforge.pretrain",
         "--config",
-        "recipes/demo/pretrain.yaml",
+        adamw_recipe,
         "--dataset",
         str(packed / "pack"),
         "--tokenizer",
@@ -537,8 +551,11 @@ def test_rl_stage_on_two_processes(stage, sft_model, reward_model, preferences, 
     one = module.main(*parse(module.CONFIGS, single))
     assert two["eval"]["before"] == one["eval"]["before"]
     print(stage, "two processes:", two["eval"]["after"], "one process:", one["eval"]["after"])
-    for name, value in one["eval"]["after"].items():
-        close = value is None or two["eval"]["after"][name] == pytest.approx(value, rel=0.05, abs=0.05)
+    # The table's figures. On 4 held-out prompts of 12 tokens, one greedy reply that differs (gradients summed in
+    # another order over two processes) moves the 3-gram repetition share by up to about 0.15.
+    for name in rl_eval.METRICS:
+        value, tolerance = one["eval"]["after"][name], 0.15 if name == "repetition" else 0.05
+        close = value is None or two["eval"]["after"][name] == pytest.approx(value, rel=0.05, abs=tolerance)
         assert close, (name, two["eval"]["after"], one["eval"]["after"])
     assert [c["step"] for c in two["watch"]["checks"]] == [c["step"] for c in one["watch"]["checks"]]
 
@@ -548,6 +565,7 @@ def test_rl_stage_on_two_processes(stage, sft_model, reward_model, preferences, 
 WATCH_SCRIPT = """
 import sys
 import torch
+import yaml
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments

@@ -236,7 +236,7 @@ def taught_metrics(rows: list[dict], texts: list[str]) -> dict:
         if row["task"] == "identity":
             flags.setdefault("identity", []).append(bool(re.search(rf"\b{re.escape(row['reference'])}\b", text)))
         elif row["task"].startswith("sums_"):
-            flags.setdefault(row["task"], []).append(arithmetic.final_answer(text) == int(row["reference"]))
+            flags.setdefault(row["task"], []).append(arithmetic.final_number(text) == int(row["reference"]))
     results = {f"{task}_accuracy": sum(ok) / len(ok) for task, ok in flags.items()}
     known = flags.get("identity", []) + flags.get("sums_1", [])
     if known:

@@ -213,6 +213,11 @@ class PretrainTrainer(Trainer):
         orthogonalizes a matrix's update, which suits a linear map but not a lookup table or a gain vector."""
         if self.muon_learning_rate is None or self.optimizer is not None:
             return super().create_optimizer(model)
+        if self.is_deepspeed_enabled:  # DeepSpeed builds and steps its own optimizer from its config
+            raise LmforgeError(
+                "muon_learning_rate: Muon is not supported under DeepSpeed; use DDP or FSDP "
+                "(accelerate_configs/multi_gpu.yaml, fsdp2.yaml), or remove the key for AdamW"
+            )
         model = model or self.model
         lookups = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
         decay = set(self.get_decay_parameter_names(model))

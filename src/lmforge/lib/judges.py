@@ -44,7 +44,7 @@ def sum_consistent(text: str, finished: bool, row: dict) -> float | None:
     """For a sums prompt: 1 when the final answer repeats the reply's own `= c`, whether or not c is right."""
     if row["task"] != "sums":
         return None
-    line, final = SUM_LINE.search(text), arithmetic.final_answer(text)
+    line, final = SUM_LINE.search(text), arithmetic.final_number(text)
     return float(bool(line) and final == int(line.group(3)))
 
 
