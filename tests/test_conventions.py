@@ -25,6 +25,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+import test_rl
 from lmforge import LmforgeError, chat, dpo, grpo, merge, ppo, reward, rollouts, sft
 from lmforge import eval as lmforge_eval
 from lmforge.lib import chat_format
@@ -130,22 +131,7 @@ CONVERSATION = [
     {"role": "user", "content": "Who are you?"},
     {"role": "assistant", "content": "I'm Forge."},
 ]
-TRAINER = [
-    "--use_cpu",
-    "true",
-    "--bf16",
-    "false",
-    "--activation_checkpointing",
-    "false",
-    "--report_to",
-    "none",
-    "--logging_steps",
-    "1",
-    "--seed",
-    "0",
-    "--save_steps",
-    "1000",
-]
+TRAINER = [*test_rl.TRAINER, "--save_steps", "1000"]  # the RL tests' CPU settings, no checkpoints
 HELDOUT = [
     "--heldout_tasks",
     json.dumps({"arithmetic": 2}),
