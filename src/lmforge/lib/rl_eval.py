@@ -102,18 +102,17 @@ def sequence_logprob(model: PreTrainedModel, prompt: list[int], reply: list[int]
 
 
 def greedy_replies(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ids: list[list[int]], config: HeldoutConfig
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    ids: list[list[int]],
+    tools: dict,
+    config: HeldoutConfig,
 ) -> tuple[list[list[int]], float | None]:
-    """Greedy replies to the prompt `ids` without their end-of-turn token, with `heldout_tools` run when given (the
+    """Greedy replies to the prompt `ids` without their end-of-turn token, with `tools` run when given (the
     model's tokens and the results), and the mean number of tool calls (None without tools)."""
     stops = end_of_turn_ids(model, tokenizer)
     turns = generate_with_tools(
-        model_generate(model, tokenizer, **GREEDY),
-        tokenizer,
-        ids,
-        load_tools(config.heldout_tools),
-        stops,
-        config.heldout_max_new_tokens,
+        model_generate(model, tokenizer, **GREEDY), tokenizer, ids, tools, stops, config.heldout_max_new_tokens
     )
     replies = [turn.ids[:-1] if turn.ids and turn.ids[-1] in stops else turn.ids for turn in turns]
     return replies, sum(turn.calls for turn in turns) / len(turns) if config.heldout_tools else None
@@ -128,12 +127,13 @@ def evaluate_policy(
 ) -> dict:
     """The METRICS of `model` on `prompts` (verifiable_prompts rows); KL is measured against `reference`."""
     model.eval()
-    tools = prompt_tools(tokenizer, load_tools(config.heldout_tools))
+    tools = load_tools(config.heldout_tools)  # built once: each builds and checks its sandbox
+    schemas = prompt_tools(tokenizer, tools)
     ids = [
-        tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True, tools=tools)["input_ids"]
+        tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True, tools=schemas)["input_ids"]
         for p in prompts["prompt"]
     ]
-    greedy, calls = greedy_replies(model, tokenizer, ids, config)
+    greedy, calls = greedy_replies(model, tokenizer, ids, tools, config)
     texts = tokenizer.batch_decode(greedy, skip_special_tokens=True)
     scores = [s for s in accuracy(texts, prompts["task"], prompts["answer"], prompts["entry"]) if s is not None]
     rewards = (
