@@ -4,9 +4,12 @@ runaway ones) train a reward model that scores held-out chosen above rejected, a
 import json
 
 import pytest
-from datasets import Dataset, load_from_disk
+import torch
+from datasets import Dataset, DatasetDict, load_from_disk
+from trl.experimental.utils import get_reward
 
 from lmforge import label, reward
+from lmforge.lib import chat_format, rewards
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS, arithmetic
 from tiny import save_tiny_model
@@ -137,3 +140,38 @@ def test_lora_reward_model_trains_its_head(base_model, preferences, tmp_path):
     assert results["lora"] and results["heldout_accuracy"] > 0.5
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["task_type"] == "SEQ_CLS" and "score" in str(config["modules_to_save"])
+
+
+def test_reward_is_read_where_ppo_reads_it(base_model, tmp_path):
+    """TRL's PPO scores a sampled reply at its end-of-turn token, the last one before padding. The reward stage's
+    pairs and the held-out scorer (lib.rewards.reward_model) must end there too: ChatML writes a newline after
+    <|im_end|>, and a model trained on whole renderings would be read in PPO where it never learned to score."""
+    tokenizer = reward.AutoTokenizer.from_pretrained(base_model)
+    torch.manual_seed(0)
+    model = reward.AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1).eval()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    prompt, reply = [{"role": "user", "content": "What is 2 + 3?"}], "2 + 3 = 5.\nFinal answer: 5"
+    end = chat_format.end_of_turn(tokenizer)
+    assert chat_format.render(tokenizer, [*prompt, {"role": "assistant", "content": reply}]).endswith(end + "\n")
+
+    query = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+    response = tokenizer(reply + end, add_special_tokens=False)["input_ids"]
+    padded = torch.tensor([query + response + [tokenizer.pad_token_id] * 3])
+    with torch.no_grad():
+        _, ppo_score, _ = get_reward(model, padded, tokenizer.pad_token_id, len(query))
+
+    pairs = DatasetDict(
+        {
+            "test": Dataset.from_list(
+                [
+                    {"prompt": prompt, "chosen": [{"role": "assistant", "content": reply}]}
+                    | {"rejected": [{"role": "assistant", "content": "6"}]}
+                ]
+            )
+        }
+    )
+    assert reward.tokenize(pairs, tokenizer)["test"][0]["chosen_ids"] == query + response
+    (score,) = rewards.reward_model([reply], [prompt], str(tmp_path))
+    assert score == pytest.approx(ppo_score.item(), abs=1e-5)

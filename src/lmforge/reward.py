@@ -25,8 +25,10 @@ from datasets import load_dataset, load_from_disk
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
+from trl.data_utils import is_conversational
 
 from lmforge import LmforgeError
+from lmforge.lib.chat_format import scored_ids
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
 
@@ -67,18 +69,32 @@ def load_pairs(script_args: RewardScriptArguments):
     return pairs
 
 
+def tokenize(pairs, tokenizer):
+    """`chosen_ids` and `rejected_ids`, which RewardTrainer takes as they are: conversations end at the reply's end
+    of turn (chat_format.scored_ids), where PPO reads the score; plain-text pairs end with the eos, as TRL ends them."""
+
+    def ids(row, side):
+        if is_conversational(row):
+            return scored_ids(tokenizer, (row.get("prompt") or []) + row[side])
+        text = (row.get("prompt") or "") + row[side]
+        return tokenizer(text if text.endswith(tokenizer.eos_token) else text + tokenizer.eos_token)["input_ids"]
+
+    return pairs.map(lambda row: {"chosen_ids": ids(row, "chosen"), "rejected_ids": ids(row, "rejected")})
+
+
 # Not RewardTrainer's own `evaluate()` (eval_accuracy, eval_margin): it averages per-batch means, so a short last batch
 # weighs as much as a full one (54 held-out pairs in batches of 8 on a random tiny head: 0.494 there, 0.5 of pairs
 # here, margins 0.00098 and 0.00125), and it returns no reward per pair, which rewards.json and rewards.png need.
 @torch.no_grad()
 def score_pairs(model, tokenizer, pairs) -> dict:
-    """The reward of every held-out chosen and rejected conversation, and how often chosen scores higher."""
+    """The reward of every held-out chosen and rejected response (`tokenize`d pairs), and how often chosen scores
+    higher."""
     model.eval()
     rewards = {"chosen": [], "rejected": []}
     for pair in pairs:
         for side in rewards:
-            ids = tokenizer.apply_chat_template(pair.get("prompt", []) + pair[side], return_dict=True)["input_ids"]
-            rewards[side].append(model(input_ids=torch.tensor([ids], device=model.device)).logits[0, 0].item())
+            ids = torch.tensor([pair[f"{side}_ids"]], device=model.device)
+            rewards[side].append(model(input_ids=ids).logits[0, 0].item())
     wins = [c > r for c, r in zip(rewards["chosen"], rewards["rejected"])]
     return {"accuracy": sum(wins) / len(wins) if wins else None, **rewards}
 
@@ -107,10 +123,10 @@ def plot(rewards: dict, path: str) -> None:
 
 
 def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dict:
-    pairs = load_pairs(script_args)
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
     if not tokenizer.chat_template or tokenizer.pad_token is None:
         raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no pad token")
+    pairs = tokenize(load_pairs(script_args), tokenizer)
     # The score head starts random: seed it, so that the same recipe gives the same head on any number of processes.
     set_seed(training_args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -197,6 +197,17 @@ def end_of_turn_ids(tokenizer: "PreTrainedTokenizerBase", generation_eos: list[i
     return sorted(ids)
 
 
+def scored_ids(tokenizer: "PreTrainedTokenizerBase", messages: list[dict], **kwargs) -> list[int]:
+    """A conversation's token ids through the end-of-turn token of its last turn: what a reward model reads its
+    score at. PPO (TRL) scores a sampled reply at its end-of-turn token, the last one before padding, while a chat
+    template may write more after it (ChatML's newline); a reward model trained or evaluated on the whole rendering
+    would be read in PPO at a position it never learned."""
+    ids = tokenizer.apply_chat_template(messages, return_dict=True, **kwargs)["input_ids"]
+    end = tokenizer.convert_tokens_to_ids(end_of_turn(tokenizer))
+    ends = [i for i, token in enumerate(ids) if token == end]
+    return ids[: ends[-1] + 1] if ends else ids
+
+
 def renders_identically(tokenizer: "PreTrainedTokenizerBase", template: str) -> bool:
     """Whether `template` renders every sample conversation exactly as the tokenizer's own template (raising
     where it raises: Gemma and Mistral refuse system messages)."""

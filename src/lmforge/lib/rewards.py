@@ -32,6 +32,7 @@ from math_verify import verify as verify_math
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmforge import LmforgeError
+from lmforge.lib.chat_format import scored_ids
 from lmforge.lib.conversations import arithmetic, spelling, sums
 from lmforge.lib.models import device
 from lmforge.lib.repetition import repetition_rate
@@ -184,23 +185,19 @@ def reward_model(
 ) -> list[float]:
     """The reward model's score of each prompt + completion, rendered with its chat template when conversational."""
     model, tokenizer = load_scorer(path)
-    texts = []
+    ids = []
     for prompt, completion in zip(prompts or [""] * len(completions), completions):
         if isinstance(completion, str) and isinstance(prompt, str):
-            texts.append(prompt + completion)
+            ids.append(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
         else:
             messages = (prompt if isinstance(prompt, list) else []) + (
                 completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
             )
-            texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
+            ids.append(scored_ids(tokenizer, messages))  # read at the end of turn, as trained and as PPO reads it
     scores = []
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(
-            texts[start : start + batch_size],
-            return_tensors="pt",
-            padding=True,
-            padding_side="right",
-            add_special_tokens=False,
+    for start in range(0, len(ids), batch_size):
+        batch = tokenizer.pad(
+            {"input_ids": ids[start : start + batch_size]}, return_tensors="pt", padding_side="right"
         ).to(model.device)
         with torch.inference_mode():
             scores += model(**batch).logits[:, 0].float().tolist()
