@@ -21,7 +21,7 @@ from lmforge import eval as lmforge_eval
 from lmforge.lib import fewshot
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import arithmetic
-from lmforge.lib.documents import is_heldout
+from lmforge.lib.documents import is_heldout, iter_documents
 from lmforge.lib.metrics import load_metric
 from lmforge.lib.tools.generation import heldout_problems
 from lmforge.tokenizer import encode_text, train_tokenizer
@@ -264,7 +264,13 @@ def test_a_base_model_answers_the_assistants_questions_few_shot(results):
     few_shot = [s for s in results["models"]["base"]["samples"] if s["task"] == "few-shot chat"]
     assert [s["prompt"] for s in few_shot] == asked and len(asked) == 3  # one per task
     assert all(fewshot.STOP not in s["reply"] and s["reply"] == fewshot.reply_text(s["reply"]) for s in few_shot)
-    assert [s["task"] for s in results["models"]["base"]["samples"]].count("continuation") == 1
+    samples = results["models"]["base"]["samples"]
+    tasks = [s["task"] for s in samples]
+    assert tasks.count("continuation (documents)") == tasks.count("continuation (text_files)") == 1
+    # The recipe's books: a held-out chunk opens the second continuation (the first is a held-out document).
+    book = next(s for s in samples if s["task"] == "continuation (text_files)")
+    chunks = iter_documents([], ["data/demo/books/*.txt.gz"])
+    assert any(is_heldout(c["id"], 0.5) and c["text"].startswith(book["prompt"]) for c in chunks)
 
 
 def test_taught_metrics_on_planted_replies():

@@ -371,4 +371,7 @@ def test_the_hacking_recipe_trips_the_watch_which_keeps_the_last_healthy_checkpo
     watch = results["watch"]
     assert results["score_last"] > results["score_first"], results
     assert watch["stopped"] and watch["alarms"], watch
+    # PPO stopped at the step of the first alarm: no alarm or check after it.
+    stop = watch["alarms"][0]["step"]
+    assert {alarm["step"] for alarm in watch["alarms"]} == {stop} and max(c["step"] for c in watch["checks"]) <= stop
     assert results["final_model"] == watch["last_healthy"] and watch["last_healthy"].startswith(str(tmp_path))

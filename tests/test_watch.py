@@ -116,6 +116,12 @@ def test_watch_stops_training_and_keeps_the_last_healthy_checkpoint(tokenizer, t
     assert [c["step"] for c in report["checks"]] == [2, 4, 6] and report["stopped"]
     assert {a["step"] for a in report["alarms"]} == {6}
 
+    # Killed after the stop and run again: the watch remembers it stopped, tells the trainer so, and still restores.
+    resumed, control = WatchCallback(watch.config, PROMPTS, tokenizer, str(tmp_path)), TrainerControl()
+    resumed.on_train_begin(args, TrainerState(), control)
+    assert resumed.stopped and control.should_training_stop
+    assert resumed.restore_last_healthy(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+
 
 def test_restoring_a_sharded_checkpoint_copies_every_shard(tokenizer, tmp_path):
     """A checkpoint saved in shards replaces an unsharded final model whole: the index and all its shards, and the

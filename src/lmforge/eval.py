@@ -7,7 +7,7 @@ The recipe lists models by name -> {path, kind}; the kind says what is measured,
 lmforge/metrics/ (`evaluate.Metric`s loaded by path, since the Hub's metric scripts are not needed offline):
     base       bits per byte on held-out web text: the data stage's documents that `lmforge.lib.documents.is_heldout`
                kept out of the tokenizer and of pretraining (bits_per_byte, as the pretrain stage measures it);
-               samples: continuations of held-out text, and greedy few-shot replies (lmforge.lib.fewshot) to the
+               samples: sampled continuations of held-out text (and of `text_files`), and greedy few-shot replies (lmforge.lib.fewshot) to the
                questions whose replies the assistants keep as samples, for the report to set side by side
     assistant  the same, plus on greedy replies to chat prompts: chat-format compliance (chat_compliance), accuracy
                on arithmetic problems from a seed no stage trains on (arithmetic_accuracy), answer rate on known
@@ -57,6 +57,7 @@ from lmforge.lib.tools.generation import GREEDY, compare_tools, generation_eos, 
 
 
 KINDS = ("base", "assistant", "reward")
+CONTINUATION = {"do_sample": True, "temperature": 0.8, "top_k": 40}  # how a base model's samples are drawn
 
 
 @dataclass
@@ -68,6 +69,13 @@ class EvalConfig:
     documents: list[str] = field(
         default_factory=lambda: ["runs/demo/data/documents/*.parquet"],
         metadata={"help": "The data stage's Parquet files; their held-out documents are scored."},
+    )
+    text_files: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Plain-text files the pack stage also read (.txt, .txt.gz: the demo's books): a base model "
+            "continues their held-out chunks too, as samples (bits per byte stays on the documents)."
+        },
     )
     heldout_fraction: float = field(
         default=0.05, metadata={"help": "The tokenizer and pack stages' heldout_fraction (the same documents)."}
@@ -258,8 +266,8 @@ def reply_ids_with_stop(
     model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, options: dict | None = None
 ) -> list[list[int]]:
     """Greedy continuation of each prompt: its token ids up to and including the token that stopped it; `options`
-    go to `generate` (with stop strings, a row that stopped at one ends in padding)."""
-    generate = model_generate(model, tokenizer, **GREEDY, **(options or {}))
+    go to `generate` and may replace greedy decoding (with stop strings, a row that stopped at one ends in padding)."""
+    generate = model_generate(model, tokenizer, **(GREEDY | (options or {})))
     return [
         ids
         for start in range(0, len(prompts), batch_size)
@@ -346,18 +354,27 @@ def few_shot_samples(model, tokenizer, config: EvalConfig) -> list[dict]:
 
 
 def continuations(model, tokenizer, texts: list[str], config: EvalConfig) -> list[dict]:
-    """A base model's greedy continuation of the first 32 tokens of a few held-out documents."""
-    starts = [ids[:32] for ids in encode_text(tokenizer, texts[: config.samples])]
+    """A base model's sampled continuation of the first 32 tokens of a few held-out documents, and of as many held-out
+    chunks of `text_files`. Sampled, as nanoGPT shows its Shakespeare: greedy decoding of a small model repeats one
+    likely phrase forever, and hides whether it learned the shape of a document (speaker names, verse lines)."""
+    chunks = [
+        doc["text"] for doc in iter_documents([], config.text_files) if is_heldout(doc["id"], config.heldout_fraction)
+    ]
+    sources = {"documents": texts[: config.samples], "text_files": chunks[: config.samples]}
+    tasks = [f"continuation ({source})" for source, starts in sources.items() for _ in starts]
+    starts = [ids[:32] for ids in encode_text(tokenizer, sources["documents"] + sources["text_files"])]
+    torch.manual_seed(0)  # the same samples on a rerun
     ids = reply_ids_with_stop(
         model,
         tokenizer,
         [[tokenizer.bos_token_id, *start] for start in starts],
         config.max_new_tokens,
         config.batch_size,
+        CONTINUATION,
     )
     return [
-        {"task": "continuation", "prompt": tokenizer.decode(start), "reply": tokenizer.decode(reply)}
-        for start, reply in zip(starts, ids)
+        {"task": task, "prompt": tokenizer.decode(start), "reply": tokenizer.decode(reply)}
+        for task, start, reply in zip(tasks, starts, ids)
     ]
 
 

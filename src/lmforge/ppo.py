@@ -68,11 +68,31 @@ class PPOScriptArguments:
 CONFIGS = (PPOScriptArguments, PPOConfig, WatchConfig, HeldoutConfig)
 
 
+class TrainingStopped(Exception):
+    """Raised by StopWhenTold to leave PPOTrainer's loop."""
+
+
+class StopWhenTold(TrainerCallback):
+    """TRL 1.12's PPOTrainer never reads `control.should_training_stop`: end its loop at the step where a callback
+    before this one (the watch) sets it. The step's checkpoint is not saved: the watch keeps the last healthy one."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_training_stop:
+            raise TrainingStopped
+
+
 class CheckpointedPPOTrainer(PPOTrainer):
-    """PPOTrainer whose checkpoints also hold the value model, so that a resumed run keeps its critic."""
+    """PPOTrainer whose checkpoints also hold the value model, so that a resumed run keeps its critic, and whose
+    training ends when a callback says so (StopWhenTold)."""
 
     # Read by Trainer._save on the processes that do not write; PPOTrainer skips the Trainer.__init__ that sets it.
     is_distributed_loading_by_transformers = False
+
+    def train(self):
+        try:
+            super().train()
+        except TrainingStopped:  # every process stops at the same step: the watch's decision is broadcast
+            self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -175,7 +195,7 @@ def main(
         value_model=value_model,
         train_dataset=prompt_ids(train, tokenizer),
         eval_dataset=prompt_ids(heldout, tokenizer),
-        callbacks=[watch] + ([ContinueCount(done, done * batch)] if last else []),
+        callbacks=[watch, StopWhenTold()] + ([ContinueCount(done, done * batch)] if last else []),
     )
     trainer.train()
 

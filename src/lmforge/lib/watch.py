@@ -107,6 +107,7 @@ class WatchCallback(TrainerCallback):
             with open(previous) as f:
                 state = json.load(f)
             self.checks, self.alarms, self.last_healthy = state["checks"], state["alarms"], state["last_healthy"]
+            self.stopped = state["stopped"]
 
     @property
     def healthy(self) -> bool:
@@ -115,6 +116,8 @@ class WatchCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.last_healthy:  # the rotation of old checkpoints spares the "best" one
             state.best_model_checkpoint = self.last_healthy
+        if self.stopped:  # a run killed after the watch stopped it does not train on when resumed
+            control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         kl = next((logs[key] for key in KL if key in (logs or {})), None)
