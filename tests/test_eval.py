@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM, LlamaForSequenc
 
 from lmforge import LmforgeError
 from lmforge import eval as lmforge_eval
-from lmforge.lib import fewshot
+from lmforge.lib import chat_format, fewshot
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import arithmetic
 from lmforge.lib.documents import is_heldout, iter_documents
@@ -314,12 +314,12 @@ def test_compliance_metric_on_planted_replies():
 def test_reward_model_pairwise_accuracy(results, root, inputs, reward_model, tokenizer):
     metrics = results["models"]["reward"]["metrics"]
     assert metrics["pairwise_accuracy"] == 1.0 and metrics["pairs"] == 6
-    # The margin recomputed one text at a time, without batching or padding.
+    # The margin recomputed one text at a time, without batching or padding, where PPO reads it.
     model = LlamaForSequenceClassification.from_pretrained(reward_model).eval()
     pairs = DatasetDict.load_from_disk(root / "right")["test"]
 
     def score(prompt, reply):
-        ids = tokenizer.apply_chat_template(prompt + reply, return_dict=True, return_tensors="pt")["input_ids"]
+        ids = torch.tensor([chat_format.scored_ids(tokenizer, prompt + reply)])  # read at the reply's end of turn
         with torch.no_grad():
             return model(ids).logits[0, 0].item()
 

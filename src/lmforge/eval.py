@@ -121,6 +121,9 @@ class EvalConfig:
     judge: str = field(default="overlap", metadata={"help": f"How known answers are judged: {list(MATCHERS)}."})
     system_prompt: str | None = field(default=None, metadata={"help": "System message of every chat prompt."})
     max_new_tokens: int = field(default=96, metadata={"help": "Longest reply; a reply cut here did not end its turn."})
+    continuation_tokens: int = field(
+        default=128, metadata={"help": "Length of a base model's sampled continuations (long enough for a scene)."}
+    )
     reward_model: str | None = field(
         default=None, metadata={"help": "Reward model that scores the assistants' replies (None: no score)."}
     )
@@ -368,7 +371,7 @@ def continuations(model, tokenizer, texts: list[str], config: EvalConfig) -> lis
         model,
         tokenizer,
         [[tokenizer.bos_token_id, *start] for start in starts],
-        config.max_new_tokens,
+        config.continuation_tokens,
         config.batch_size,
         CONTINUATION,
     )
