@@ -179,6 +179,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def signal_handled(pid: int, signum: int) -> bool:
+    """Whether the process has installed a handler for `signum` (its SigCgt mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
 def alive(pid: int) -> bool:
     """Running or sleeping; a zombie (dead, waiting to be reaped by whoever inherited it) is not alive."""
     try:
@@ -215,9 +223,15 @@ def test_second_runner_on_the_same_folder_stops_naming_the_holder(blocked_runner
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=lambda signum: signum.name)
 def test_the_stage_dies_with_its_runner(blocked_runner, tmp_path, signum):
     runner, stage = blocked_runner
+    # A worker in the stage's process group, as datatrove's are: it must not outlive the stage either.
+    worker = subprocess.Popen(["sleep", "600"], process_group=stage)
+    deadline = time.monotonic() + 20  # the stage is past its start-up once it handles SIGTERM (or blocked by then)
+    while not signal_handled(stage, signal.SIGTERM) and time.monotonic() < deadline:
+        time.sleep(0.1)
     os.kill(runner.pid, signum)
     runner.wait(timeout=30)
     wait_for(lambda: not alive(stage), "end of the stage process", seconds=10)
+    wait_for(lambda: worker.poll() is not None, "end of the stage's worker", seconds=10)
     with open(tmp_path / "run/.lock", "a") as lock:  # the kernel released the dead runner's lock
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert not (tmp_path / "run/.done/tokenizer.json").exists()  # a killed stage has no done marker, and the

@@ -5,6 +5,8 @@ so `lmforge data ...` and `python -m lmforge.data ...` do the same thing.
 """
 
 import importlib
+import os
+import signal
 import sys
 
 from lmforge import LmforgeError
@@ -17,8 +19,20 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+STAGE_GROUP = "LMFORGE_STAGE_GROUP"  # set by `lmforge run` for a stage it starts as the leader of a process group
+
+
+def stop_group_on_sigterm() -> None:
+    """A stage started by `lmforge run` hears of the runner's death as SIGTERM (run.die_with): it then takes down its
+    whole process group, so that workers it started (datatrove's) do not outlive it. Only there: a stage started by
+    hand may share its group with the shell's other commands."""
+    if os.environ.pop(STAGE_GROUP, None) and os.getpgid(0) == os.getpid():
+        signal.signal(signal.SIGTERM, lambda signum, frame: os.killpg(0, signal.SIGKILL))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    stop_group_on_sigterm()
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return

@@ -50,6 +50,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
+from lmforge.cli import STAGE_GROUP
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.hub import lineage_path, push_stage
 from lmforge.lib.stages import PIPELINE, STAGES
@@ -118,11 +119,12 @@ def set_aside(output_dir: Path, run_dir: Path) -> Path | None:
 
 
 def die_with(parent: int):
-    """A preexec_fn for the stage process: the kernel kills it when the runner dies, even by SIGKILL (Linux)."""
+    """A preexec_fn for the stage process: the kernel sends it SIGTERM when the runner dies, even by SIGKILL (Linux),
+    and the stage then kills its process group, the workers it started included (cli.stop_group_on_sigterm)."""
     libc = ctypes.CDLL(None, use_errno=True)  # loaded here, before the fork
 
     def set_parent_death_signal():
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:  # the runner died before the signal was set
             os._exit(1)
 
@@ -134,7 +136,7 @@ def run_stage(stage: str, recipe: Path) -> float:
     start = time.perf_counter()
     command = [sys.executable, "-m", "lmforge.cli", STAGES[stage].command or stage, "--config", str(recipe)]
     preexec_fn = die_with(os.getpid()) if sys.platform == "linux" else None
-    child = subprocess.Popen(command, process_group=0, preexec_fn=preexec_fn)
+    child = subprocess.Popen(command, process_group=0, preexec_fn=preexec_fn, env={**os.environ, STAGE_GROUP: "1"})
     try:
         returncode = child.wait()
     finally:
