@@ -74,10 +74,11 @@ class TrainingStopped(Exception):
 
 class StopWhenTold(TrainerCallback):
     """TRL 1.12's PPOTrainer never reads `control.should_training_stop`: end its loop at the step where a callback
-    before this one (the watch) sets it. The step's checkpoint is not saved: the watch keeps the last healthy one."""
+    before this one (the watch) sets it. The step's checkpoint is not saved: the watch keeps the last healthy one.
+    At the last step the flow callback sets it too, and the loop ends by itself after saving."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        if control.should_training_stop:
+        if control.should_training_stop and state.global_step < state.max_steps:
             raise TrainingStopped
 
 
