@@ -26,8 +26,18 @@ def stop_group_on_sigterm() -> None:
     """A stage started by `lmforge run` hears of the runner's death as SIGTERM (run.die_with): it then takes down its
     whole process group, so that workers it started (datatrove's) do not outlive it. Only there: a stage started by
     hand may share its group with the shell's other commands."""
-    if os.environ.pop(STAGE_GROUP, None) and os.getpgid(0) == os.getpid():
-        signal.signal(signal.SIGTERM, lambda signum, frame: os.killpg(0, signal.SIGKILL))
+    if not (os.environ.pop(STAGE_GROUP, None) and os.getpgid(0) == os.getpid()):
+        return
+    leader = os.getpid()
+
+    def stop(signum, frame):
+        if os.getpid() == leader:
+            os.killpg(0, signal.SIGKILL)
+        # A forked worker inherits this handler, and its pool ends it with SIGTERM: it ends as it would without it.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv: list[str] | None = None) -> None:
