@@ -597,6 +597,7 @@ trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=a
 trainer.train()
 print(f"rank {PartialState().process_index}: stopped={watch.stopped} at step {trainer.state.global_step}, "
       f"last healthy {watch.last_healthy}", flush=True)
+PartialState().destroy_process_group()  # leaving it to interpreter exit sometimes aborts a rank in gloo's threads
 """
 
 
