@@ -25,12 +25,11 @@ from datasets import load_dataset, load_from_disk
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
-from trl.data_utils import is_conversational
 
 from lmforge import LmforgeError
-from lmforge.lib.chat_format import scored_ids
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
+from lmforge.lib.rewards import reward_ids
 
 
 @dataclass
@@ -70,16 +69,13 @@ def load_pairs(script_args: RewardScriptArguments):
 
 
 def tokenize(pairs, tokenizer):
-    """`chosen_ids` and `rejected_ids`, which RewardTrainer takes as they are: conversations end at the reply's end
-    of turn (chat_format.scored_ids), where PPO reads the score; plain-text pairs end with the eos, as TRL ends them."""
-
-    def ids(row, side):
-        if is_conversational(row):
-            return scored_ids(tokenizer, (row.get("prompt") or []) + row[side])
-        text = (row.get("prompt") or "") + row[side]
-        return tokenizer(text if text.endswith(tokenizer.eos_token) else text + tokenizer.eos_token)["input_ids"]
-
-    return pairs.map(lambda row: {"chosen_ids": ids(row, "chosen"), "rejected_ids": ids(row, "rejected")})
+    """`chosen_ids` and `rejected_ids`, which RewardTrainer takes as they are, tokenized as every scorer of the model
+    tokenizes (rewards.reward_ids: read at the reply's end of turn, where PPO reads the score)."""
+    return pairs.map(
+        lambda row: {
+            f"{side}_ids": reward_ids(tokenizer, row.get("prompt") or "", row[side]) for side in ("chosen", "rejected")
+        }
+    )
 
 
 # Not RewardTrainer's own `evaluate()` (eval_accuracy, eval_margin): it averages per-batch means, so a short last batch

@@ -180,20 +180,25 @@ def load_scorer(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return model, tokenizer
 
 
+def reward_ids(tokenizer: PreTrainedTokenizerBase, prompt: str | list, completion: str | list) -> list[int]:
+    """What a reward model scores, in training and wherever it is used: a conversation through its reply's end of
+    turn (chat_format.scored_ids, where PPO reads the score); plain text ended with the eos, as TRL's RewardTrainer
+    ends a plain-text pair."""
+    if isinstance(completion, str) and isinstance(prompt, str):
+        text = prompt + completion
+        return tokenizer(text if text.endswith(tokenizer.eos_token) else text + tokenizer.eos_token)["input_ids"]
+    messages = (prompt if isinstance(prompt, list) else []) + (
+        completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    )
+    return scored_ids(tokenizer, messages)
+
+
 def reward_model(
     completions: list, prompts: list | None = None, path: str = "runs/demo/reward", batch_size: int = 16, **kwargs: Any
 ) -> list[float]:
     """The reward model's score of each prompt + completion, rendered with its chat template when conversational."""
     model, tokenizer = load_scorer(path)
-    ids = []
-    for prompt, completion in zip(prompts or [""] * len(completions), completions):
-        if isinstance(completion, str) and isinstance(prompt, str):
-            ids.append(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
-        else:
-            messages = (prompt if isinstance(prompt, list) else []) + (
-                completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
-            )
-            ids.append(scored_ids(tokenizer, messages))  # read at the end of turn, as trained and as PPO reads it
+    ids = [reward_ids(tokenizer, p, c) for p, c in zip(prompts or [""] * len(completions), completions)]
     scores = []
     for start in range(0, len(ids), batch_size):
         batch = tokenizer.pad(
