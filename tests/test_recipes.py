@@ -26,6 +26,8 @@ def test_recipe_parses(path):
     module = importlib.import_module(f"lmforge.{path.stem.split('_')[0]}")
     configs = parse(module.CONFIGS, ["--config", str(path)])
     assert len(configs) == len(module.CONFIGS)
+    # DDP does not search the graph for unused parameters (a stage's model uses them all) unless a recipe asks.
+    assert all(getattr(config, "ddp_find_unused_parameters", False) is False for config in configs)
 
 
 def test_command_line_overrides_recipe(tmp_path):

@@ -110,8 +110,9 @@ def test_judged_pairs_have_the_expected_shape(preferences):
 
 @pytest.mark.slow
 def test_reward_model_ranks_heldout_pairs_and_resumes(base_model, preferences, tmp_path):
-    results = run_reward(base_model, preferences, tmp_path)
+    results = run_reward(base_model, preferences, tmp_path, "--attn_implementation", "eager")
     assert results["heldout_accuracy"] >= 0.9 > results["heldout_accuracy_before"] + 0.2
+    assert results["attn_implementation"] == "eager"  # the recipe's kernel reached the model
     assert results["pair_sources"] == ["judge"]
     saved = json.loads((tmp_path / "rewards.json").read_text())
     assert len(saved["heldout_rewards"]["chosen"]) == results["test_pairs"] == 54

@@ -114,11 +114,14 @@ def test_grpo_raises_an_easy_reward(sft_model, tmp_path):
         "8",
         "--watch_max_kl",
         "100",
+        "--attn_implementation",
+        "eager",
         *HELDOUT,
         *TRAINER,
     ]
     results = grpo.main(*parse(grpo.CONFIGS, argv))
     assert results["reward_last"] > results["reward_first"] + 0.2, results
+    assert results["attn_implementation"] == "eager"  # the recipe's kernel reached the policy
     assert results["kl_last"] is not None and results["kl_last"] < 10
     assert results["watch"]["checks"] and not results["watch"]["stopped"]
     saved = read_results(tmp_path, "grpo_results.json")
@@ -255,11 +258,14 @@ def test_dpo_widens_the_margin_between_chosen_and_rejected(sft_model, reward_mod
         "6",
         "--heldout_reward_model",
         str(reward_model),
+        "--attn_implementation",
+        "eager",
         *HELDOUT,
         *TRAINER,
     ]
     results = dpo.main(*parse(dpo.CONFIGS, argv))
     assert results["margin_last"] > results["margin_first"] + 1.0, results
+    assert results["attn_implementation"] == "eager"  # the recipe's kernel reached the policy
     assert results["test_margin"] > 0 and results["test_accuracy"] > 0.5
     assert results["train_pairs"] == 32 and results["test_pairs"] == 8
     assert results["eval"]["after"]["kl"] != 0 and results["watch"]["checks"]
@@ -318,11 +324,14 @@ def test_ppo_raises_the_reward_models_score(sft_model, reward_model, tmp_path):
         "6",
         "--watch_max_kl",
         "1000",
+        "--attn_implementation",
+        "eager",
         *HELDOUT,
         *TRAINER,
     ]
     results = ppo.main(*parse(ppo.CONFIGS, argv))
     assert results["score_last"] > results["score_first"] + 0.15, results
+    assert results["attn_implementation"] == "eager"  # the recipe's kernel reached the policy
     assert all(map(math.isfinite, (results["kl_first"], results["kl_last"], results["entropy_last"])))
     # The held-out table scores greedy replies, which loop on a random tiny policy: check it is there, not its trend.
     assert set(results["eval"]["after"]) == set(results["eval"]["before"]) and results["eval"]["after"]["kl"] > 0

@@ -3,6 +3,7 @@ the loss, tool-use conversations are right, and the generation loop runs calls (
 
 import json
 import time
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ from lmforge.lib.tools import ToolError, format_call, format_result, load_tools,
 from lmforge.lib.tools.generation import (
     compare_tools,
     end_of_turn_ids,
+    engine_generate,
     generate_with_tools,
     heldout_problems,
     tool_accuracy,
@@ -320,6 +322,34 @@ def test_tool_results_are_masked_and_rows_of_a_batch_stop_on_their_own(tokenizer
         "<|/tool_result|>"
     )
     assert tokenizer.decode([t for t, written in zip(tooled.ids, tooled.mask) if written]).count("<|tool_call|>") == 1
+
+
+class ScriptedEngine:
+    """What GRPO's tool loop sees of vLLM's `LLM.generate` (token-id prompts in; per prompt a RequestOutput whose
+    outputs[0].token_ids end with the stop token hit, vLLM 0.27.1), written by `oracle`: vLLM is GPU-only."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, []
+
+    def generate(self, prompts, sampling_params, use_tqdm):
+        self.calls.append((len(prompts), sampling_params))
+        rows = scripted(self.tokenizer, oracle)([p["prompt_token_ids"] for p in prompts], [], 10**6)
+        return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=tuple(row))]) for row in rows]
+
+
+def test_the_tool_loop_samples_each_round_on_a_vllm_engine(tokenizer):
+    """GRPO with vLLM (`tool_rollouts` on trainer.vllm_generation): every round is one engine call of the rows still
+    going, with the round's token budget and the stops as vLLM's sampling parameters, and the calls run."""
+    engine = ScriptedEngine(tokenizer)
+    stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    problems = heldout_problems(size=4, seed=1000)
+    generate = engine_generate(engine, lambda **params: {"temperature": 1.0, **params})
+    scores = tool_accuracy(generate, tokenizer, problems, stop, {"python": PYTHON}, max_new_tokens=64)
+    assert scores["accuracy"] == 1.0 and scores["mean_tool_calls"] == 1.0
+    end_call = tokenizer.convert_tokens_to_ids("<|/tool_call|>")
+    first, second = engine.calls  # the call, then the answer after its result
+    assert first == (4, {"temperature": 1.0, "max_tokens": 64, "stop_token_ids": [*stop, end_call]})
+    assert second[0] == 4 and second[1]["max_tokens"] < 64  # what the model wrote in round one is spent
 
 
 @pytest.fixture(scope="module")

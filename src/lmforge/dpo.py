@@ -52,6 +52,13 @@ class DPOScriptArguments:
         default="runs/demo/labels/preferences",
         metadata={"help": "Preference pairs: a directory saved by `lmforge label --export`, or a Hub dataset id."},
     )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel of the models trained and the reference: sdpa, eager, flash_attention_2 "
+            "(needs the flash-attn package); None: transformers' default (sdpa)."
+        },
+    )
 
 
 CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, HeldoutConfig)
@@ -86,6 +93,10 @@ def main(
     heldout = heldout_prompts(heldout_config)
 
     before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, heldout_config, output_dir)
+    training_args.model_init_kwargs = {  # TRL loads the policy and the reference with these
+        **(training_args.model_init_kwargs or {}),
+        "attn_implementation": script_args.attn_implementation,
+    }
     watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
     trainer = DPOTrainer(
         model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
@@ -115,6 +126,7 @@ def main(
         "test_margin": test.get(f"eval_{DPO_MARGIN}"),
         "test_accuracy": test.get(f"eval_{DPO_ACCURACY}"),
         "resumed_from": last,
+        "attn_implementation": trainer.model.config._attn_implementation,
         "eval": {"before": before, "after": after},
         "watch": watch.report(),
         "final_model": final_model,

@@ -21,11 +21,13 @@ Outputs under `output_dir`: the policy and tokenizer, `checkpoint-*/`, `watch.js
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
+from lmforge import LmforgeError
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
@@ -40,7 +42,7 @@ from lmforge.lib.rl_eval import (
     write_results,
 )
 from lmforge.lib.tools import load_tools
-from lmforge.lib.tools.generation import generate_with_tools, model_generate, prompt_tools
+from lmforge.lib.tools.generation import Generate, engine_generate, generate_with_tools, model_generate, prompt_tools
 from lmforge.lib.trl_logs import GRPO_KL, GRPO_REWARD, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
@@ -70,6 +72,13 @@ class GRPOScriptArguments:
         },
     )
     max_tool_calls: int = field(default=4, metadata={"help": "Tool calls allowed in one completion."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel of the models trained and the reference: sdpa, eager, flash_attention_2 "
+            "(needs the flash-attn package); None: transformers' default (sdpa)."
+        },
+    )
 
     def __post_init__(self):
         self.tasks = from_json(self.tasks, "tasks") or {"arithmetic": 512}
@@ -99,23 +108,21 @@ def tool_rollouts(tools: dict, max_calls: int):
             ]
             for prompt in prompts
         ]  # one per completion: the trainer has repeated each prompt already
-        sampling = {
-            key: value
-            for key, value in trainer.generation_kwargs.items()
-            if key not in ("max_new_tokens", "eos_token_id", "pad_token_id")
-        }
-        with unwrap_model_for_generation(
-            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
-        ) as model:
-            turns = generate_with_tools(
-                model_generate(model, tokenizer, **sampling),
-                tokenizer,
-                prompt_ids,
-                tools,
-                [tokenizer.eos_token_id],
-                trainer.max_completion_length,
-                max_calls,
-            )
+        loop = (tokenizer, prompt_ids, tools, [tokenizer.eos_token_id], trainer.max_completion_length, max_calls)
+        if trainer.use_vllm:  # TRL synced the engine's weights to the policy's before calling this
+            turns = generate_with_tools(vllm_generate(trainer.vllm_generation), *loop)
+        else:
+            sampling = {
+                key: value
+                for key, value in trainer.generation_kwargs.items()
+                if key not in ("max_new_tokens", "eos_token_id", "pad_token_id")
+            }
+            with unwrap_model_for_generation(
+                trainer.model_wrapped,
+                trainer.accelerator,
+                gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+            ) as model:
+                turns = generate_with_tools(model_generate(model, tokenizer, **sampling), *loop)
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": [turn.ids for turn in turns],
@@ -125,6 +132,38 @@ def tool_rollouts(tools: dict, max_calls: int):
         }
 
     return rollout
+
+
+def vllm_generate(engine) -> Generate:
+    """TRL's colocated vLLM engine (`trainer.vllm_generation`) as the tool loop's generate, with the sampling settings
+    TRL itself passes it (trainer.generation_kwargs is set only without vLLM)."""
+    from vllm import SamplingParams  # the `vllm` extra, on GPU machines only
+
+    sampling = {
+        "n": 1,
+        "temperature": engine.temperature,
+        "top_p": engine.top_p,
+        "top_k": engine.top_k,
+        "min_p": engine.min_p or 0.0,
+        "repetition_penalty": engine.repetition_penalty,
+        **engine.generation_kwargs,
+    }
+    return engine_generate(engine.llm, partial(SamplingParams, **sampling))
+
+
+def check_tool_engine(training_args: GRPOConfig) -> None:
+    """The tool loop samples each round on this process's own engine. A vLLM server serves all processes in one call
+    (TRL gathers the prompts), tensor parallelism splits one engine over several, and a sleeping engine has dropped
+    its weights: rounds that differ between processes cannot go through those."""
+    if training_args.use_vllm and (
+        training_args.vllm_mode != "colocate"
+        or training_args.vllm_tensor_parallel_size > 1
+        or training_args.vllm_enable_sleep_mode
+    ):
+        raise LmforgeError(
+            "tools: with use_vllm the tool loop needs vllm_mode: colocate, vllm_tensor_parallel_size: 1 and "
+            "vllm_enable_sleep_mode: false"
+        )
 
 
 def main(
@@ -138,8 +177,14 @@ def main(
     heldout = heldout_prompts(heldout_config)
     train = without_heldout(verifiable_prompts(script_args.tasks, training_args.seed), heldout)
     functions, processing_classes, training_args.reward_weights = reward_functions(script_args.rewards)
+    if script_args.tools:
+        check_tool_engine(training_args)
 
     before = evaluate_sft(script_args.model_name_or_path, tokenizer, heldout, heldout_config, output_dir)
+    training_args.model_init_kwargs = {  # TRL loads the policy and the reference with these
+        **(training_args.model_init_kwargs or {}),
+        "attn_implementation": script_args.attn_implementation,
+    }
     watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
     trainer = GRPOTrainer(
         model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
@@ -172,6 +217,7 @@ def main(
         "reward_last": reward_last,
         "kl_last": logged(trainer.state.log_history, GRPO_KL)[1],
         "resumed_from": last,
+        "attn_implementation": trainer.model.config._attn_implementation,
         "eval": {"before": before, "after": after},
         "watch": watch.report(),
         "final_model": final_model,

@@ -60,6 +60,13 @@ class PPOScriptArguments:
     value_model_path: str | None = field(
         default=None, metadata={"help": "Initial value model; None: the reward model (reward_model_path)."}
     )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Attention kernel of the models trained and the reference: sdpa, eager, flash_attention_2 "
+            "(needs the flash-attn package); None: transformers' default (sdpa)."
+        },
+    )
 
     def __post_init__(self):
         self.tasks = from_json(self.tasks, "tasks") or {"arithmetic": 512}
@@ -170,12 +177,15 @@ def main(
     if last:  # resume: the saved policy and critic, for the episodes still to run
         # PPO's state has an `episode` count that TrainerState.load_from_json would refuse.
         done = OnlineTrainerState.load_from_json(os.path.join(last, TRAINER_STATE_NAME)).global_step
-    policy = AutoModelForCausalLM.from_pretrained(last or sft_path)
+    attention = {"attn_implementation": script_args.attn_implementation}  # of all four models
+    policy = AutoModelForCausalLM.from_pretrained(last or sft_path, **attention)
     value_path = os.path.join(last, "value_model") if last else script_args.value_model_path
     value_model = AutoModelForSequenceClassification.from_pretrained(
-        value_path or training_args.reward_model_path, num_labels=1
+        value_path or training_args.reward_model_path, num_labels=1, **attention
     )
-    reward_model = AutoModelForSequenceClassification.from_pretrained(training_args.reward_model_path, num_labels=1)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(
+        training_args.reward_model_path, num_labels=1, **attention
+    )
     for model in (value_model, reward_model):
         model.config.pad_token_id = tokenizer.pad_token_id  # scores are read at the last token before padding
     batch = (
@@ -191,7 +201,7 @@ def main(
         args=training_args,
         processing_class=tokenizer,
         model=policy,
-        ref_model=AutoModelForCausalLM.from_pretrained(sft_path),
+        ref_model=AutoModelForCausalLM.from_pretrained(sft_path, **attention),
         reward_model=reward_model,
         value_model=value_model,
         train_dataset=prompt_ids(train, tokenizer),
@@ -218,6 +228,7 @@ def main(
         "kl_last": kl_last,
         "entropy_last": logged(history, PPO_ENTROPY)[1],
         "resumed_from": last,
+        "attn_implementation": policy.config._attn_implementation,
         "eval": {"before": before, "after": after},
         "watch": watch.report(),
         "final_model": final_model,

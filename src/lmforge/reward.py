@@ -126,7 +126,10 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
     # The score head starts random: seed it, so that the same recipe gives the same head on any number of processes.
     set_seed(training_args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
-        script_args.model_name_or_path, num_labels=1, dtype=script_args.dtype
+        script_args.model_name_or_path,
+        num_labels=1,
+        dtype=script_args.dtype,
+        attn_implementation=script_args.attn_implementation,
     )
     # The head reads the last token that is not padding: the model must know which id pads.
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -163,6 +166,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
         "train_loss": train.training_loss,
         "resumed_from": last,
         "lora": script_args.use_peft,
+        "attn_implementation": model.config._attn_implementation,
     }
     if trainer.is_world_process_zero():
         write_json(os.path.join(training_args.output_dir, "rewards.json"), {**results, "heldout_rewards": after})

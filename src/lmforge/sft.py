@@ -132,7 +132,9 @@ class AssistantTrainer(SFTTrainer):
 def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     source = script_args.model_name_or_path
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=script_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=script_args.dtype, attn_implementation=script_args.attn_implementation
+    )
     context = getattr(model.config, "max_position_embeddings", None)
     if training_args.max_length and context and training_args.max_length > context:
         raise LmforgeError(f"max_length {training_args.max_length} is longer than the model's context {context}")
@@ -210,6 +212,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
         "train_loss": train.training_loss,
         "resumed_from": last,
         "lora": script_args.use_peft,
+        "attn_implementation": model.config._attn_implementation,
         "chat_template": {
             "source": template_source,
             "end_of_turn": convention.end_of_turn,

@@ -65,6 +65,10 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
         )
     for config in configs:
         check_reporters(getattr(config, "report_to", None))
+        # Every trainable parameter of a stage's model takes part in each step: DDP's search for unused ones
+        # (transformers' default without activation checkpointing) walks the autograd graph every step for nothing.
+        if getattr(config, "ddp_find_unused_parameters", False) is None:
+            config.ddp_find_unused_parameters = False
     return tuple(configs)
 
 

@@ -7,7 +7,7 @@ result) and go on in the next round, together, until every turn has ended. Each 
 which tokens the model wrote (1) and which a tool did (0): RL must not learn from, or be scored on,
 tokens the model never chose. The model is reached through a
 `generate(batch, stop_ids, max_new_tokens) -> new ids per row` function: `model_generate` makes one from
-a transformers model; the tests script one.
+a transformers model, `engine_generate` from a vLLM engine (GRPO's colocated one, each round); the tests script one.
 
 A Hub model without lmforge's tool tokens calls tools through its own chat template (lmforge.lib.tools.template):
 its prompt shows the tools' schemas (`prompt_tools`), a turn that ends with a call in the model's format gets the
@@ -71,6 +71,21 @@ def model_generate(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase
             )
         rows = output[:, inputs["input_ids"].shape[1] :].tolist()
         return [row[: next((i + 1 for i, token in enumerate(row) if token in stop_ids), len(row))] for row in rows]
+
+    return generate
+
+
+def engine_generate(llm: Any, sampling_params: Callable[..., Any]) -> Generate:
+    """A batched `generate` over a vLLM engine (`vllm.LLM`, as TRL's colocated GRPO holds it): each round is one
+    `llm.generate` of every active row. `sampling_params(max_tokens=, stop_token_ids=)` makes the round's
+    `vllm.SamplingParams` (the caller binds temperature, top_p... to it)."""
+
+    def generate(batch: list[list[int]], stop_ids: list[int], max_new_tokens: int) -> list[list[int]]:
+        params = sampling_params(max_tokens=max_new_tokens, stop_token_ids=stop_ids)
+        outputs = llm.generate([{"prompt_token_ids": ids} for ids in batch], sampling_params=params, use_tqdm=False)
+        # A row that hit a stop token ends with it, as the loop needs: vLLM appends each token before it checks
+        # the stops (vllm/v1/core/sched/utils.py, check_stop, in 0.27.1).
+        return [list(output.outputs[0].token_ids) for output in outputs]
 
     return generate
 
