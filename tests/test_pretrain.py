@@ -2,6 +2,7 @@
 model answering a question through the few-shot prompt."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,15 +14,24 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import load_from_disk
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    EvalPrediction,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 
 from lmforge import LmforgeError
 from lmforge.generate import GenerateConfig, prompt_ids
 from lmforge.generate import main as generate
+from lmforge.lib.encoding import bits_per_byte
 from lmforge.lib.fewshot import few_shot_ids, few_shot_prompt
+from lmforge.lib.metrics import load_metric
 from lmforge.pack import PackConfig
 from lmforge.pack import main as pack
-from lmforge.pretrain import PretrainArguments
+from lmforge.pretrain import GPU_BF16_PEAK, BlockCollator, PretrainArguments, Throughput, peak_flops
 from lmforge.pretrain import main as pretrain
 from lmforge.tokenizer import train_tokenizer
 from tiny import memorize
@@ -244,3 +254,62 @@ def test_generate_few_shot_chat_replies_up_to_the_next_user_turn(packed, capsys)
     assert "Shakespeare did.\nUser:" in streamed and "Hamlet" not in streamed
     with pytest.raises(LmforgeError, match="chat and few_shot_chat: choose one"):
         generate(GenerateConfig(**options, chat=True))
+
+
+def test_the_block_collator_leaves_sdpa_causal_unless_there_is_padding(packed):
+    """Packed blocks have no padding: no attention mask, so SDPA may run causal on its flash kernel (under
+    torch.compile transformers would otherwise keep even an all-ones mask). A padded batch keeps its mask."""
+    tokenizer = AutoTokenizer.from_pretrained(packed / "tokenizer")
+    collate = BlockCollator(tokenizer)
+    blocks = collate([{"input_ids": [5, 6, 7, 8]}, {"input_ids": [9, 10, 11, 12]}])
+    assert "attention_mask" not in blocks and blocks["labels"].tolist() == blocks["input_ids"].tolist()
+    padded = collate([{"input_ids": [5, 6, 7, 8]}, {"input_ids": [9, 10]}])
+    assert padded["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+
+
+def test_throughput_leaves_out_the_warm_up_steps():
+    """A slow first step (a compilation) does not reach the logged tokens/s; the steps after it do."""
+    meter = Throughput(tokens_per_step=1000, flops_per_token=1.0, skip=1)
+    args, state, control = TrainingArguments(output_dir="unused", use_cpu=True), TrainerState(), TrainerControl()
+    for seconds in (0.3, 0.01, 0.01):
+        meter.on_step_begin(args, state, control)
+        time.sleep(seconds)
+        meter.on_step_end(args, state, control)
+    state.log_history.append(logs := {"loss": 1.0})
+    meter.on_log(args, state, control, logs=logs)
+    assert 30_000 < logs["tokens_per_second"] < 100_000  # 2 steps of ~0.01 s: not 2,000 tokens over 0.32 s
+
+
+def test_every_gpu_of_the_peak_table_is_reachable():
+    """Device names as torch reports them get their own datasheet peak (a shorter fragment listed first would
+    take a longer name's: "H100" before "H100 NVL", "L4" before "L40S")."""
+    names = {
+        "NVIDIA H100 80GB HBM3": 989e12,
+        "NVIDIA H100 NVL": 835e12,
+        "NVIDIA H100 PCIe": 756e12,
+        "NVIDIA H200": 989e12,
+        "NVIDIA H200 NVL": 835e12,
+        "NVIDIA GH200 480GB": 989e12,
+        "NVIDIA B200": 2250e12,
+        "NVIDIA GB200": 2500e12,
+        "NVIDIA A100-SXM4-80GB": 312e12,
+        "NVIDIA L40S": 362e12,
+        "NVIDIA L4": 121e12,
+        "NVIDIA GeForce RTX 4090": 165e12,
+        "AMD Instinct MI300X": 1307e12,
+    }
+    assert {name: peak_flops(name) for name in names} == names
+    # Each fragment, as a device name, finds its own entry: none is shadowed by one listed before it.
+    assert all(peak_flops(f"NVIDIA {fragment}") == peak for fragment, peak in GPU_BF16_PEAK)
+    assert peak_flops("Some Future Accelerator") is None
+
+
+def test_bits_per_byte_sums_rows_as_the_per_token_definition_does():
+    rows = torch.rand(3, 7, generator=torch.Generator().manual_seed(0)) * 4
+    labels = torch.tensor([[1, 2, 3, 0, 4, -100, 2, 1]] * 3)  # token 0 is special (0 bytes), -100 is masked
+    token_bytes = torch.tensor([0, 1, 2, 3, 4])
+    sizes = token_bytes[labels[:, 1:].clamp(min=0)] * (labels[:, 1:] >= 0)
+    by_token = (rows * (sizes > 0)).sum().item() / (math.log(2) * sizes.sum().item())
+    prediction = EvalPrediction(predictions=rows.numpy(), label_ids=labels.numpy())
+    result = bits_per_byte(prediction, load_metric("bits_per_byte"), token_bytes)["bits_per_byte"]
+    assert result == pytest.approx(by_token, rel=1e-6)

@@ -47,14 +47,31 @@ from lmforge.lib.metrics import load_metric
 from lmforge.lib.models import last_checkpoint, load_tokenizer, process_state
 
 
-# Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, most specific first ("L4" is in "L40S").
+# Dense (not 2:4 sparse) bf16 tensor-core peaks with fp32 accumulation, FLOP/s, from the vendors' datasheets, by a
+# fragment of torch.cuda.get_device_name(); the first fragment found wins, so a name that contains another comes first
+# ("GB200" holds "B200", "H200" holds "H20", "A100" holds "A10", "L40S" holds "L4").
 GPU_BF16_PEAK = [
+    ("GB200", 2500e12),
+    ("B200", 2250e12),
+    ("B100", 1750e12),
+    ("H100 NVL", 835e12),
+    ("H200 NVL", 835e12),
     ("H100 PCIe", 756e12),
-    ("H100", 989e12),
-    ("H200", 989e12),
+    ("H100", 989e12),  # SXM: "NVIDIA H100 80GB HBM3"
+    ("H200", 989e12),  # SXM, and GH200's
+    ("H800", 989e12),
+    ("H20", 148e12),
     ("A100", 312e12),
+    ("A800", 312e12),
     ("L40S", 362e12),
+    ("L40", 181e12),
     ("L4", 121e12),
+    ("RTX 6000 Ada", 364e12),
+    ("RTX A6000", 155e12),
+    ("RTX 4090", 165e12),  # GeForce: 330 with fp16 accumulation, which PyTorch does not use
+    ("RTX 3090", 71e12),
+    ("MI300X", 1307e12),
+    ("MI250X", 383e12),
 ]
 
 
@@ -131,26 +148,41 @@ def flops_per_token(model, seq_len: int) -> float:
     return 6 * matmul_params + 12 * config.num_hidden_layers * config.hidden_size * seq_len
 
 
-def peak_flops() -> float | None:
-    if not torch.cuda.is_available():
+def peak_flops(name: str | None = None) -> float | None:
+    """The bf16 peak of the GPU called `name` (default: this process's GPU), None for a CPU or an unknown GPU."""
+    if name is None and not torch.cuda.is_available():
         return None
-    name = torch.cuda.get_device_name()
+    name = name or torch.cuda.get_device_name()
     return next((peak for fragment, peak in GPU_BF16_PEAK if fragment in name), None)
 
 
-class Throughput(TrainerCallback):
-    """Adds tokens/s (and MFU where the GPU's peak is known) to each training log, timing only the steps."""
+def synchronize() -> None:
+    """Wait for the accelerator's queued work: a GPU runs asynchronously, and a timer read without this measures
+    how fast the kernels were launched."""
+    if torch.accelerator.is_available():
+        torch.accelerator.synchronize()
 
-    def __init__(self, tokens_per_step: int, flops_per_token: float):
+
+class Throughput(TrainerCallback):
+    """Adds tokens/s (and MFU where the GPU's peak is known) to each training log, timing only the steps, between
+    synchronisations. The first `skip` steps of a run are not counted: they hold torch.compile's compilation and the
+    allocator's warm-up, which would drag the first logged figures down."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, skip: int = 1):
         self.tokens_per_step, self.flops_per_token, self.peak = tokens_per_step, flops_per_token, peak_flops()
+        self.skip, self.seen = skip, 0
         self.busy, self.steps = 0.0, 0
 
     def on_step_begin(self, args, state, control, **kwargs):
+        synchronize()
         self.start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.busy += time.perf_counter() - self.start
-        self.steps += 1
+        synchronize()
+        self.seen += 1
+        if self.seen > self.skip:
+            self.busy += time.perf_counter() - self.start
+            self.steps += 1
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs or not self.steps:
@@ -162,6 +194,21 @@ class Throughput(TrainerCallback):
         logs.update(extra)
         state.log_history[-1].update(extra)
         self.busy, self.steps = 0.0, 0
+
+
+class BlockCollator(DataCollatorForLanguageModeling):
+    """Causal-LM batches of packed blocks, without an attention mask when no position is padding. With one, even all
+    ones, SDPA gets a dense mask and cannot use its flash kernel whenever transformers cannot drop it, as under
+    torch.compile before torch 2.14 (masking_utils._ignore_causal_mask_sdpa); without one it runs causal."""
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer, mlm=False)
+
+    def torch_call(self, examples):
+        batch = super().torch_call(examples)
+        if batch["attention_mask"].all():
+            del batch["attention_mask"]
+        return batch
 
 
 class MuonWithAdamW(torch.optim.Optimizer):
@@ -335,13 +382,16 @@ def main(args: PretrainArguments, training_args: TrainingArguments, callbacks: t
         args=training_args,
         train_dataset=blocks["train"],
         eval_dataset=blocks["validation"],
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        data_collator=BlockCollator(tokenizer),
         processing_class=tokenizer,
         preprocess_logits_for_metrics=token_losses,
         compute_metrics=partial(
             bits_per_byte, metric=load_metric("bits_per_byte"), token_bytes=utf8_lengths(tokenizer)
         ),
-        callbacks=[Throughput(batch.tokens, flops_per_token(model, seq_len)), *callbacks],
+        callbacks=[
+            Throughput(batch.tokens, flops_per_token(model, seq_len), skip=3 if training_args.torch_compile else 1),
+            *callbacks,
+        ],
     )
     pack = json.loads((Path(args.dataset) / "pack.json").read_text())["settings"]
     trainer.card_text = (

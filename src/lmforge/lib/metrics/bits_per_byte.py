@@ -6,13 +6,15 @@ Loaded by path (the Hub's metric scripts are out of reach offline):
     metric.compute(losses=[[2.1, 0.3]], target_bytes=[[4, 1]])
 
 `losses` are the per-token cross-entropies in nats, `target_bytes` the UTF-8 length of each predicted
-token; special tokens have length 0 and are left out of both sums, since they stand for no text.
+token; special tokens have length 0 and are left out of both sums, since they stand for no text. An entry may also
+be the sums over a span of tokens (lmforge.lib.encoding.bits_per_byte passes one per row, summed as tensors).
 """
 
 import math
 
 import datasets
 import evaluate
+import numpy as np
 
 
 class BitsPerByte(evaluate.Metric):
@@ -30,8 +32,12 @@ class BitsPerByte(evaluate.Metric):
         )
 
     def _compute(self, losses, target_bytes):
-        nats = sum(loss for row, sizes in zip(losses, target_bytes) for loss, size in zip(row, sizes) if size > 0)
-        total_bytes = sum(size for sizes in target_bytes for size in sizes)
+        losses, sizes = (
+            np.concatenate([*map(np.asarray, losses), []]),
+            np.concatenate([*map(np.asarray, target_bytes), []]),
+        )
+        nats = losses[sizes > 0].sum(dtype=np.float64)
+        total_bytes = sizes.sum()
         if total_bytes == 0:
             raise ValueError("bits_per_byte: no target token stands for any text")
         return {"bits_per_byte": nats / (math.log(2) * total_bytes)}
