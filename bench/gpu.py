@@ -2,10 +2,18 @@
 
     python bench/gpu.py                    # one GPU: SmolLM-135M shape, bf16, SDPA, torch.compile, fused AdamW
     python bench/gpu.py --shape tiny       # anywhere, CPU included (what CI runs): the same code on a tiny shape
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml bench/gpu.py \
+        --recipe recipes/smollm-135m/pretrain.yaml         # N GPUs: the recipe's own step, tokens/s and MFU
+
+With `--recipe` (a pretrain recipe) the benchmark is the pretrain stage itself (lmforge.pretrain.main: the recipe's
+model, global batch, optimizer, precision and torch.compile, on every process `accelerate launch` starts) on
+synthetic blocks of the recipe's length and vocabulary, for `warmup + steps` steps; the figures are the stage's own
+throughput log (synchronised, warm-up steps left out), over all processes, MFU per GPU.
 
 Needs nothing but the package: the tokenizer is trained on the demo books in seconds and the data is synthetic
 (throughput does not depend on what the tokens say). Measures, after warm-up steps:
-- pretraining: lmforge's Trainer step against a plain PyTorch loop (bench/train_step.py), tokens/s and MFU;
+- pretraining: lmforge's Trainer step against a plain PyTorch loop (bench/train_step.py), tokens/s and MFU, both
+  without an attention mask (causal SDPA) and with the batch on the device before their timers start;
 - SFT: TRL's SFTTrainer on conversations truncated to max_length, tokens/s;
 - GRPO: TRL's GRPOTrainer, completion tokens per second of step (generation dominates the step);
 and the peak GPU memory of each. Prints one table and appends it to BENCHMARKS.md with the device's name.
@@ -14,6 +22,8 @@ and the peak GPU memory of each. Prints one table and appends it to BENCHMARKS.m
 import contextlib
 import gc
 import gzip
+import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,10 +31,13 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from datasets import Dataset
+import yaml
+from datasets import Dataset, DatasetDict
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
+from lmforge import pretrain
 from lmforge.lib.configs import parse
+from lmforge.lib.models import process_state
 from lmforge.pretrain import flops_per_token, peak_flops
 from lmforge.tokenizer import train_tokenizer
 from train_step import BenchConfig, StepTimer, fresh_model, plain_step_times, trainer_step_times
@@ -69,6 +82,8 @@ class GpuBenchConfig:
     bf16: bool | None = None  # None: on a GPU
     torch_compile: bool | None = None  # None: on a GPU (the cold compile alone is minutes on a CPU)
     append_to: str = "BENCHMARKS.md"  # "" to print only
+    recipe: str = ""  # a pretrain recipe: time its own step on every process accelerate launch started
+    work_dir: str = "runs/bench/gpu"  # where --recipe writes its synthetic data and run (the same on every process)
 
     def __post_init__(self):
         self.bf16 = torch.cuda.is_available() if self.bf16 is None else self.bf16
@@ -227,7 +242,78 @@ def table(rows: list[dict], config: GpuBenchConfig, shape_name: str) -> str:
     return "\n".join(lines)
 
 
+def recipe_value(recipe: Path, sibling: str, key: str, default):
+    """`key` of the recipe folder's `sibling` recipe (tokenizer.yaml, pack.yaml), or `default` without one."""
+    path = recipe.with_name(sibling)
+    return yaml.safe_load(path.read_text())[key] if path.is_file() else default
+
+
+def synthetic_pack(path: Path, vocab_size: int, seq_len: int, blocks: int) -> None:
+    """What `lmforge tokenizer` and `lmforge pack` would write, synthetic: the demo books' BPE padded with unused
+    tokens to `vocab_size`, and `blocks` random blocks of `seq_len` tokens (throughput does not depend on them)."""
+    tokenizer = demo_tokenizer(vocab_size)
+    tokenizer.add_tokens([f"<|unused_{i}|>" for i in range(vocab_size - len(tokenizer))])
+    tokenizer.save_pretrained(path / "tokenizer")
+    generator = torch.Generator().manual_seed(0)
+    splits = {"train": blocks, "validation": 2}
+    ids = {
+        split: torch.randint(len(tokenizer), (count, seq_len), generator=generator) for split, count in splits.items()
+    }
+    DatasetDict({split: Dataset.from_dict({"input_ids": rows.tolist()}) for split, rows in ids.items()}).save_to_disk(
+        path / "pack"
+    )
+    settings = {"tokenizer": str(path / "tokenizer"), "documents": [], "text_files": ["synthetic blocks"]}
+    (path / "pack" / "pack.json").write_text(json.dumps({"vocab_size": len(tokenizer), "settings": settings}))
+
+
+def recipe_row(config: GpuBenchConfig) -> str:
+    """The pretrain stage run by its recipe on synthetic data for `warmup + steps` steps, and its throughput log
+    (main process; the others return "")."""
+    recipe, work, state = Path(config.recipe), Path(config.work_dir), process_state()
+    steps = config.warmup + config.steps
+    argv = ["--config", str(recipe), "--output_dir", str(work / "run"), "--max_steps", str(steps)]
+    argv += ["--logging_steps", str(steps), "--save_strategy", "no", "--eval_strategy", "no"]
+    argv += ["--memorization_probes", "0", "--report_to", "none"]
+    args, training_args = parse(pretrain.CONFIGS, argv)
+    seq_len = recipe_value(recipe, "pack.yaml", "seq_len", args.context_length)
+    per_step = (
+        training_args.per_device_train_batch_size * state.num_processes * training_args.gradient_accumulation_steps
+    )
+    blocks_per_step = -(-args.global_batch_tokens // seq_len) if args.global_batch_tokens else per_step
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(work, ignore_errors=True)
+            vocab_size = recipe_value(recipe, "tokenizer.yaml", "vocab_size", 8192)
+            synthetic_pack(work, vocab_size, seq_len, steps * blocks_per_step)
+    args.dataset, args.tokenizer = str(work / "pack"), str(work / "tokenizer")
+    pretrain.main(args, training_args)
+    if not state.is_main_process:
+        return ""
+    history = json.loads((work / "run" / "trainer_state.json").read_text())["log_history"]
+    log = next(entry for entry in history if "tokens_per_second" in entry)
+    mfu = f"{log['mfu']:.1%}" if "mfu" in log else "-"
+    return "\n".join(
+        [
+            f"Device: {state.num_processes} x {device_name()}; the recipe's own step (lmforge.pretrain: its model, "
+            f"global batch, optimizer, precision, torch.compile) on synthetic blocks, {steps} steps, the stage's "
+            f"warm-up steps left out of its timing; {date.today()}.",
+            "",
+            "| recipe | processes | tokens/s (all processes) | MFU (per GPU) |",
+            "|---|---:|---:|---:|",
+            f"| {recipe} | {state.num_processes} | {log['tokens_per_second']:,.0f} | {mfu} |",
+        ]
+    )
+
+
 def main(config: GpuBenchConfig) -> str:
+    if config.recipe:
+        report = recipe_row(config)
+        if report:
+            print(report)
+            if config.append_to:
+                with open(config.append_to, "a") as f:
+                    f.write(f"\n### `accelerate launch bench/gpu.py --recipe {config.recipe}`\n\n{report}\n")
+        return report
     shape = SHAPES[config.shape]
     start = time.perf_counter()
     tokenizer = demo_tokenizer(shape["vocab_size"])

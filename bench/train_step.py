@@ -5,8 +5,11 @@
 
 Both sides train the same freshly initialised model (same seed) on the same blocks of the packed
 demo dataset (run `lmforge tokenizer` and `lmforge pack` first), with the same precision, fused AdamW
-and gradient clipping at 1.0 (Trainer's default). Only steps after `warmup` are timed. Prints
-tokens/s for each, their ratio, and MFU where the GPU's bf16 peak is known.
+and gradient clipping at 1.0 (Trainer's default), on the same attention path (no attention mask: the
+pretrain stage's BlockCollator drops the all-ones one, so SDPA runs causal on both sides) and with the
+batch on the device before the timer starts on both sides (Trainer's data loader places it before
+`on_step_begin`). Only steps after `warmup` are timed, between synchronisations. Prints tokens/s for
+each, their ratio, and MFU where the GPU's bf16 peak is known.
 """
 
 import tempfile
@@ -15,18 +18,10 @@ from dataclasses import dataclass
 
 import torch
 from datasets import load_from_disk
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    DataCollatorForLanguageModeling,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from lmforge.lib.configs import parse
-from lmforge.pretrain import flops_per_token, model_config, peak_flops
+from lmforge.pretrain import BlockCollator, flops_per_token, model_config, peak_flops, synchronize
 
 
 @dataclass
@@ -47,11 +42,6 @@ class BenchConfig:
     learning_rate: float = 1e-3
     bf16: bool = False
     torch_compile: bool = False  # both sides; the warm-up steps absorb the compile
-
-
-def synchronize():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 class StepTimer(TrainerCallback):
@@ -105,7 +95,7 @@ def trainer_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
             model=fresh_model(config, tokenizer),
             args=args,
             train_dataset=blocks,
-            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+            data_collator=BlockCollator(tokenizer),
             callbacks=[timer],
         ).train()
     return timer.times[config.warmup :]
@@ -120,9 +110,9 @@ def plain_step_times(config: BenchConfig, tokenizer, blocks) -> list[float]:
     batches = blocks.shuffle(seed=0).with_format("torch")["input_ids"]
     times = []
     for step in range(config.warmup + config.steps):
+        ids = batches[step * config.batch_size : (step + 1) * config.batch_size].to(model.device)
         synchronize()
         start = time.perf_counter()
-        ids = batches[step * config.batch_size : (step + 1) * config.batch_size].to(model.device)
         with torch.autocast(model.device.type, dtype=dtype, enabled=config.bf16):
             loss = forward(input_ids=ids, labels=ids).loss
         loss.backward()

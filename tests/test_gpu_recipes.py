@@ -347,3 +347,37 @@ def test_gpu_benchmark_runs_on_cpu_with_a_tiny_shape(tmp_path):
     for step in ("pretrain, Trainer", "pretrain, plain loop", "SFT", "GRPO (generation-bound)"):
         assert re.search(rf"^\| {re.escape(step)} \| [\d,]+ \| - \| - \|$", written, re.MULTILINE), step
     assert "Device: CPU" in written and "Trainer / plain loop:" in written
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_times_a_recipe_step_on_two_processes(tmp_path):
+    """The multi-GPU mode, on two CPU processes: the pretrain stage itself under accelerate launch, its throughput
+    over both processes reported once."""
+    out = tmp_path / "BENCHMARKS.md"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "accelerate"),
+            "launch",
+            "--config_file",
+            str(ROOT / "accelerate_configs/cpu_ddp.yaml"),
+            "--num_processes",
+            "2",
+            str(ROOT / "bench/gpu.py"),
+            "--recipe",
+            str(ROOT / "recipes/demo/pretrain.yaml"),
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--append_to",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    written = out.read_text()
+    assert written.count("| recipe | processes |") == 1 and "Device: 2 x CPU" in written
+    assert re.search(r"^\| \S+recipes/demo/pretrain\.yaml \| 2 \| [\d,]+ \| - \|$", written, re.MULTILINE), written
