@@ -176,3 +176,17 @@ def test_reward_is_read_where_ppo_reads_it(base_model, tmp_path):
     assert reward.tokenize(pairs, tokenizer)["test"][0]["chosen_ids"] == query + response
     (score,) = rewards.reward_model([reply], [prompt], str(tmp_path))
     assert score == pytest.approx(ppo_score.item(), abs=1e-5)
+
+
+def test_held_out_pairs_score_the_same_batched_as_one_by_one(base_model, preferences):
+    """score_pairs pads responses of different lengths into batches; each score is the one the response gets alone."""
+    tokenizer = reward.AutoTokenizer.from_pretrained(base_model)
+    torch.manual_seed(0)
+    model = reward.AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    pairs = reward.tokenize(load_from_disk(str(preferences)), tokenizer)["test"].select(range(12))
+    assert len(set(map(len, pairs["chosen_ids"]))) > 1  # the batches are padded
+    batched, alone = reward.score_pairs(model, tokenizer, pairs), reward.score_pairs(model, tokenizer, pairs, 1)
+    for side in ("chosen", "rejected"):
+        assert batched[side] == pytest.approx(alone[side], abs=1e-4)
+    assert batched["accuracy"] == alone["accuracy"]

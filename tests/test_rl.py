@@ -12,6 +12,7 @@ from transformers import LlamaForCausalLM
 from lmforge import dpo, grpo, ppo, sft
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS, arithmetic
+from lmforge.lib.rl_eval import sequence_logprobs
 from lmforge.tokenizer import train_tokenizer
 from tiny import save_liking_reward_model, tiny_llama_config
 
@@ -384,3 +385,19 @@ def test_the_hacking_recipe_trips_the_watch_which_keeps_the_last_healthy_checkpo
     stop = watch["alarms"][0]["step"]
     assert {alarm["step"] for alarm in watch["alarms"]} == {stop} and max(c["step"] for c in watch["checks"]) <= stop
     assert results["final_model"] == watch["last_healthy"] and watch["last_healthy"].startswith(str(tmp_path))
+
+
+def test_kl_log_probabilities_are_the_same_batched_as_one_by_one():
+    """rl_eval's KL sums log p(reply | prompt) for pairs of different lengths in one padded forward pass: each sum
+    is the one a forward pass of that pair alone gives."""
+    tokenizer = train_tokenizer(["a few words to learn a vocabulary from, and some more of them"], vocab_size=300)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer)).eval()
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(300, (n,), generator=generator).tolist() for n in (3, 9, 5, 1)]
+    replies = [torch.randint(300, (n,), generator=generator).tolist() for n in (6, 2, 8, 4)]
+    alone = sequence_logprobs(model, prompts, replies, batch_size=1)
+    assert sequence_logprobs(model, prompts, replies, batch_size=3) == pytest.approx(alone, abs=1e-4)
+    ids = torch.tensor([prompts[1] + replies[1]])  # and one sum by hand
+    by_hand = model(ids).logits[0, 8:10].log_softmax(-1).gather(-1, ids[0, 9:, None]).sum().item()
+    assert alone[1] == pytest.approx(by_hand, abs=1e-5)

@@ -11,7 +11,7 @@ from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainerCont
 
 from lmforge.lib.conversations import GENERATORS
 from lmforge.lib.rewards import verifiable_prompts
-from lmforge.lib.watch import WatchCallback, WatchConfig, counts_as_degenerate, reply_stats
+from lmforge.lib.watch import WatchCallback, WatchConfig, counts_as_degenerate, own_rng, reply_stats
 from lmforge.tokenizer import train_tokenizer
 from tiny import tiny_llama_config
 
@@ -140,3 +140,15 @@ def test_restoring_a_sharded_checkpoint_copies_every_shard(tokenizer, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("model*.safetensors")) == shards
     restored = LlamaForCausalLM.from_pretrained(tmp_path).state_dict()
     assert all(torch.equal(restored[k], v) for k, v in healthy.state_dict().items())
+
+
+def test_the_watch_forks_the_random_stream_of_its_own_device_only():
+    """own_rng restores the CPU stream (the training run's); on a GPU it also forks that process's GPU alone (torch's
+    fork_rng(devices=[index]); not checkable on this CPU machine)."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    with own_rng(torch.device("cpu")):
+        torch.manual_seed(123)
+        torch.rand(5)
+    assert torch.equal(torch.rand(3), expected)

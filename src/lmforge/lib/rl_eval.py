@@ -94,11 +94,23 @@ def without_heldout(train: Dataset, heldout: Dataset) -> Dataset:
     return train.filter(lambda row: row["prompt"][-1]["content"] not in held)
 
 
-def sequence_logprob(model: PreTrainedModel, prompt: list[int], reply: list[int]) -> float:
-    ids = torch.tensor([prompt + reply], device=model.device)
-    with torch.no_grad():
-        logits = model(ids).logits[0, len(prompt) - 1 : -1].float()
-    return logits.log_softmax(-1).gather(-1, ids[0, len(prompt) :, None]).sum().item()
+def sequence_logprobs(
+    model: PreTrainedModel, prompts: list[list[int]], replies: list[list[int]], batch_size: int = 8
+) -> list[float]:
+    """log p(reply | prompt) of each pair, summed over the reply's tokens, `batch_size` pairs per forward pass
+    (right-padded: the padding comes after every token that is scored, so it changes none of them)."""
+    sums = []
+    for start in range(0, len(prompts), batch_size):
+        rows = [p + r for p, r in zip(prompts[start : start + batch_size], replies[start : start + batch_size])]
+        width = max(map(len, rows))
+        ids = torch.tensor([row + [0] * (width - len(row)) for row in rows], device=model.device)
+        mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], device=model.device)
+        with torch.no_grad():
+            logprobs = model(ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
+        taken = logprobs.gather(-1, ids[:, 1:, None])[..., 0]
+        for row, prompt, reply in zip(taken, prompts[start:], replies[start:]):
+            sums.append(row[len(prompt) - 1 : len(prompt) + len(reply) - 1].sum().item())
+    return sums
 
 
 def greedy_replies(
@@ -152,7 +164,10 @@ def evaluate_policy(
     if reference is not None:
         torch.manual_seed(0)
         sampled = sampled_ids_without_stop(model, tokenizer, ids, config.heldout_max_new_tokens)
-        gaps = [sequence_logprob(model, p, r) - sequence_logprob(reference, p, r) for p, r in zip(ids, sampled)]
+        gaps = [
+            policy - sft
+            for policy, sft in zip(sequence_logprobs(model, ids, sampled), sequence_logprobs(reference, ids, sampled))
+        ]
         results["kl"] = sum(gaps) / len(gaps)
     return results
 

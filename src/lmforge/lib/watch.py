@@ -83,6 +83,14 @@ def sampled_ids_without_stop(
     return [row[:-1] if row and row[-1] in stops else row for row in generate(prompts, stops, max_new_tokens)]
 
 
+def own_rng(device: torch.device):
+    """torch.random.fork_rng of the CPU and of this process's own accelerator. Without `devices` it forks every GPU
+    of the machine, from every process: each process would make a context (and take memory) on each GPU."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=[device.index or 0], device_type=device.type)
+
+
 def reply_stats(replies: list[list[int]]) -> dict:
     return {
         "mean_length": sum(map(len, replies)) / len(replies),
@@ -136,7 +144,7 @@ class WatchCallback(TrainerCallback):
         """Sample the held-out prompts, record the figures and raise alarms for those out of bounds."""
         was_training = model.training
         model.eval()
-        with torch.random.fork_rng():  # sampling here must not change the training run's random stream
+        with own_rng(process_state().device):  # sampling here must not change the training run's random stream
             torch.manual_seed(state.global_step)
             replies = sampled_ids_without_stop(
                 model, self.tokenizer, self.prompt_ids, self.config.watch_max_new_tokens
