@@ -89,6 +89,19 @@ def test_rollouts_are_reproducible_and_resume_after_a_kill(chat_model, tmp_path)
     assert other_seed["responses"] != whole["responses"]
 
 
+def test_batched_prompts_resume_a_batch_cut_short_to_the_same_responses(chat_model, tmp_path):
+    """Four prompts' responses sampled together; a kill after two of a batch's four rows were written leaves a
+    restart that samples the batch again (same prompts, same seed) and writes the other two, as they were."""
+    whole = run(chat_model, tmp_path / "whole", "--prompts_per_batch", "4")
+    assert whole["seed"] == [0] * 4 + [4] * 4 + [8] * (len(whole) - 8)  # seed + the batch's first prompt id
+    progress = tmp_path / "whole" / "rollouts.jsonl"
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "settings.json").write_text((tmp_path / "whole" / "settings.json").read_text())
+    (cut / "rollouts.jsonl").write_text("".join(progress.read_text().splitlines(keepends=True)[:6]))
+    assert run(chat_model, cut, "--prompts_per_batch", "4").to_list() == whole.to_list()
+
+
 def test_a_restart_with_other_settings_is_refused(chat_model, tmp_path):
     run(chat_model, tmp_path)
     with pytest.raises(LmforgeError, match="other settings"):

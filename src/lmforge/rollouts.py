@@ -11,9 +11,11 @@ turn is dropped and kept as the `reference` answer. Each prompt goes through the
 with the generation prompt, and K responses are sampled with the recipe's settings; with `tools`, the calls a
 response makes run as it is sampled and their results become part of it.
 
-Prompt i is sampled with seed `seed + i`, so a prompt's responses do not depend on which prompts were
-sampled before it: a resumed run gives what an uninterrupted one would have. Each finished prompt is
-appended to `rollouts.jsonl` (flushed and synced) and a restarted run skips the prompts found there.
+Prompts are sampled `prompts_per_batch` at a time (all their K responses in one batch), the batch of prompts
+i, i+1, ... with seed `seed + i`, so a prompt's responses do not depend on which batches were sampled before
+it: a resumed run gives what an uninterrupted one would have. Each finished prompt is appended to
+`rollouts.jsonl` (flushed and synced) and a restarted run skips the prompts found there; a batch cut short is
+sampled again whole (the same prompts and seed, so the same responses) and only its missing prompts written.
 
 Outputs under `output_dir`: `settings.json` (model, sampling settings, prompt sources; a restart with
 other settings is refused), `rollouts.jsonl` (progress), and `dataset/`, written last and atomically,
@@ -51,7 +53,10 @@ class RolloutsConfig:
     temperature: float = sampling_field("temperature", 1.0, "Above 0: rollouts must differ to be ranked.")
     top_k: int = sampling_field("top_k", 0)
     top_p: float = sampling_field("top_p", 1.0)
-    seed: int = field(default=0, metadata={"help": "Prompt i is sampled with seed + i."})
+    seed: int = field(default=0, metadata={"help": "The batch of prompts from i on is sampled with seed + i."})
+    prompts_per_batch: int = field(
+        default=1, metadata={"help": "Prompts whose K responses are sampled together (K x this many rows)."}
+    )
     tools: list[str] = field(
         default_factory=list, metadata={"help": "Tools whose calls run while sampling: python, search."}
     )
@@ -128,19 +133,22 @@ def check_prompt(prompt) -> str | None:
 
 
 def sample_responses(
-    model, tokenizer, prompt: list, config: RolloutsConfig, seed: int, tools: dict | None = None
-) -> tuple[list, list]:
-    """K responses to one prompt, and whether each ended its turn (rather than running out of tokens). With `tools`,
-    calls run as they are written and a response holds the calls and their results (lmforge.lib.tools.generation)."""
-    ids = tokenizer.apply_chat_template(
-        prompt, add_generation_prompt=True, sanitize_control_tokens=True, tools=prompt_tools(tokenizer, tools)
-    )["input_ids"]
+    model, tokenizer, prompts: list[list], config: RolloutsConfig, seed: int, tools: dict | None = None
+) -> list[tuple[list, list]]:
+    """K responses to each prompt, sampled in one batch, and whether each ended its turn (rather than running out of
+    tokens). With `tools`, calls run as they are written and a response holds the calls and their results
+    (lmforge.lib.tools.generation)."""
+    ids = [
+        tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, sanitize_control_tokens=True, tools=prompt_tools(tokenizer, tools)
+        )["input_ids"]
+        for prompt in prompts
+    ]
     stops = end_of_turn_ids(model, tokenizer)
     generate = model_generate(model, tokenizer, **sampling_options(config))
     set_seed(seed)
-    turns = generate_with_tools(
-        generate, tokenizer, [ids] * config.num_responses, tools, stops, config.max_new_tokens, config.max_tool_calls
-    )
+    rows = [prompt_ids for prompt_ids in ids for _ in range(config.num_responses)]
+    turns = generate_with_tools(generate, tokenizer, rows, tools, stops, config.max_new_tokens, config.max_tool_calls)
     responses, finished = [], []
     for row in (turn.ids for turn in turns):
         # The turn ends at its last token (a Hub model's tool calls end turns inside it, the template's way).
@@ -148,7 +156,8 @@ def sample_responses(
         # Special tokens stay in the text: a response that opens a new turn (<|im_start|>user) must show it.
         responses.append(tokenizer.decode(row[:end]))
         finished.append(end is not None)
-    return responses, finished
+    k = config.num_responses
+    return [(responses[i : i + k], finished[i : i + k]) for i in range(0, len(responses), k)]
 
 
 def read_done(path: Path) -> dict[int, dict]:
@@ -199,22 +208,26 @@ def main(config: RolloutsConfig) -> Path:
     done = read_done(progress)
     start = time.time()
     with progress.open("a") as f:
-        for prompt_id, row in enumerate(prompts):
-            if prompt_id in done:
+        for first in range(0, len(prompts), config.prompts_per_batch):
+            batch = range(first, min(first + config.prompts_per_batch, len(prompts)))
+            if all(prompt_id in done for prompt_id in batch):
                 continue
-            seed = config.seed + prompt_id
-            responses, finished = sample_responses(model, tokenizer, row["prompt"], config, seed, tools)
-            done[prompt_id] = {
-                "prompt_id": prompt_id,
-                **row,
-                "responses": responses,
-                "finished": finished,
-                "seed": seed,
-                "model": config.model,
-            }
-            f.write(json.dumps(done[prompt_id], ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())  # the line survives a kill or power loss: a restart will not sample it again
+            seed = config.seed + first
+            sampled = sample_responses(model, tokenizer, [prompts[i]["prompt"] for i in batch], config, seed, tools)
+            for prompt_id, (responses, finished) in zip(batch, sampled):
+                if prompt_id in done:  # written before a kill cut this batch short
+                    continue
+                done[prompt_id] = {
+                    "prompt_id": prompt_id,
+                    **prompts[prompt_id],
+                    "responses": responses,
+                    "finished": finished,
+                    "seed": seed,
+                    "model": config.model,
+                }
+                f.write(json.dumps(done[prompt_id], ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())  # the line survives a kill or power loss: a restart will not sample it again
     write_dataset([done[i] for i in range(len(prompts))], output_dir / "dataset")
     print(
         f"rollouts: {len(prompts)} prompts x {config.num_responses} responses in {time.time() - start:.0f} s "
