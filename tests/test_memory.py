@@ -99,7 +99,7 @@ def test_the_estimate_is_near_a_measured_training_step_on_cpu(model_dir, tmp_pat
 
 def test_a_gpu_recipe_is_followed_to_its_model_and_fits_its_gpu(capsys):
     """recipes/smollm-135m/grpo.yaml starts from the SFT output, which starts from the pretrain recipe's shape."""
-    result = memory.cli(["recipes/smollm-135m/grpo.yaml", "--gpu_gib", "80"])
+    result = memory.cli([str(ROOT / "recipes/smollm-135m/grpo.yaml"), "--gpu_gib", "80"])
     assert result["parameters"] == 134515008  # SmolLM-135M's 134.5M with the 49,152-token vocabulary
     assert "fits a 80 GiB GPU" in capsys.readouterr().out
 

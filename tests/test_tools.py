@@ -11,8 +11,9 @@ import pytest
 import torch
 from datasets import load_from_disk
 from transformers import LlamaForCausalLM
+from trl import GRPOConfig
 
-from lmforge import LmforgeError, chat, generate, rollouts
+from lmforge import LmforgeError, chat, generate, grpo, rollouts
 from lmforge.lib.conversations import GENERATORS, check_conversation
 from lmforge.lib.tools import ToolError, format_call, format_result, load_tools, parse_call, run_call
 from lmforge.lib.tools.generation import (
@@ -434,3 +435,15 @@ def test_rollouts_run_the_calls_of_every_response(calling_model, tmp_path):
     )
     responses = load_from_disk(str(rollouts.main(config)))[0]["responses"]
     assert len(responses) == 3 and all(r.startswith(CALL + "<|tool_result|>42<|/tool_result|>") for r in responses)
+
+
+def test_grpo_with_tools_refuses_a_vllm_engine_the_tool_loop_cannot_drive(tmp_path):
+    """The loop's rounds differ between processes: each needs its own awake, unsplit engine (vllm_mode colocate)."""
+
+    def args(**vllm):
+        return GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, use_vllm=True, **vllm)
+
+    grpo.check_tool_engine(args(vllm_mode="colocate"))
+    for bad in ({"vllm_mode": "server"}, {"vllm_tensor_parallel_size": 2}, {"vllm_enable_sleep_mode": True}):
+        with pytest.raises(LmforgeError, match="vllm_mode: colocate"):
+            grpo.check_tool_engine(args(**bad))
