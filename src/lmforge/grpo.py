@@ -11,6 +11,8 @@ it near the SFT model with a KL penalty (the reference is reloaded from `model_n
 directory or Hub id). With `tools` (recipes/demo/grpo_tools.yaml) the policy's tool calls run while it samples, the
 results are kept out of the loss, and `accuracy` with `tool_cost` makes a call worth it only where it gets the answer
 right: RL learns when a call pays off.
+With `use_vllm: true, vllm_mode: colocate` (the GPU recipes; the `vllm` extra) TRL samples with a vLLM engine inside
+each training process, and the tool loop runs each of its rounds on that engine too.
 The watch (lmforge.lib.watch) samples held-out prompts during training and stops a run that degenerates; held-out
 accuracy, reward-model score, KL to the SFT model and repetition are measured before and after (lmforge.lib.rl_eval).
 Killed, the stage resumes from the last checkpoint.
