@@ -9,6 +9,9 @@ TORCH  := $(shell grep -o 'torch==[0-9.]*' setup.cfg)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_EVALUATE_OFFLINE=1 \
            TRL_EXPERIMENTAL_SILENCE=1 TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
 
+# Both cores: each test file runs whole in one worker, so its module fixtures are built once.
+PARALLEL := -n 2 --dist loadfile
+
 .PHONY: install browser sandbox demo test test-fast lint bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -44,10 +47,10 @@ demo: install
 		--do_sample false --repetition_penalty 1.0 --max_new_tokens 48 < data/demo/chat_input.txt
 
 test: install browser sandbox
-	$(OFFLINE) $(BIN)/pytest -q
+	$(OFFLINE) $(BIN)/pytest -q $(PARALLEL)
 
 test-fast: install sandbox
-	$(OFFLINE) $(BIN)/pytest -q -m "not slow"
+	$(OFFLINE) $(BIN)/pytest -q $(PARALLEL) -m "not slow"
 
 # ruff (lint and format, configured in ruff.toml as TRL configures it) and the import contracts of setup.cfg.
 # .ci/run runs it before the tests; `pre-commit install` runs the same on each commit (.pre-commit-config.yaml).

@@ -18,6 +18,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     EvalPrediction,
+    LlamaForCausalLM,
     TrainerControl,
     TrainerState,
     TrainingArguments,
@@ -34,7 +35,7 @@ from lmforge.pack import main as pack
 from lmforge.pretrain import GPU_BF16_PEAK, BlockCollator, PretrainArguments, Throughput, peak_flops
 from lmforge.pretrain import main as pretrain
 from lmforge.tokenizer import train_tokenizer
-from tiny import memorize
+from tiny import memorize, tiny_llama_config
 
 
 SEQ_LEN = 64
@@ -205,8 +206,14 @@ def test_bad_inputs_are_named(packed, tmp_path):
         pack(PackConfig(output_dir=str(tmp_path / "p"), tokenizer=str(packed / "tokenizer"), documents=[str(empty)]))
 
 
-def test_generate_is_seeded_and_stops_at_eos(packed, capsys):
-    model = str(packed / "run")
+def test_generate_is_seeded_and_stops_at_eos(packed, tmp_path, capsys):
+    # A random model on the pack's tokenizer, of its own: sampling and stopping do not need a trained one, and the
+    # test must not wait for (or depend on the order of) the slow test that trains into the fixture's folder.
+    tokenizer = AutoTokenizer.from_pretrained(packed / "tokenizer")
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama_config(tokenizer)).save_pretrained(tmp_path / "random")
+    tokenizer.save_pretrained(tmp_path / "random")
+    model = str(tmp_path / "random")
     options = dict(model=model, prompt="the cat", max_new_tokens=24, temperature=1.0, top_k=50, top_p=0.95)
     first = generate(GenerateConfig(**options, seed=1, num_samples=2))
     assert first == generate(GenerateConfig(**options, seed=1, num_samples=2, stream=False))
@@ -224,10 +231,10 @@ def test_generate_is_seeded_and_stops_at_eos(packed, capsys):
     ].tolist()
     stop = next(i for i in range(3, len(ids)) if ids[i] not in ids[:i])
     weights.generation_config.eos_token_id = ids[stop]
-    weights.save_pretrained(packed / "stopping")
-    tokenizer.save_pretrained(packed / "stopping")
-    out_file = packed / "samples.json"
-    samples = generate(GenerateConfig(**{**greedy, "model": str(packed / "stopping")}, output_file=str(out_file)))
+    weights.save_pretrained(tmp_path / "stopping")
+    tokenizer.save_pretrained(tmp_path / "stopping")
+    out_file = tmp_path / "samples.json"
+    samples = generate(GenerateConfig(**{**greedy, "model": str(tmp_path / "stopping")}, output_file=str(out_file)))
     assert samples == [tokenizer.decode(ids[: stop + 1], skip_special_tokens=True)]
     assert json.loads(out_file.read_text())["samples"] == samples
 
