@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 
 from lmforge.lib.hub import PARENTS
 from lmforge.lib.stages import PIPELINE, STAGES
+from lmforge.run import plan
 
 
 BOOK = str(Path(__file__).parent.parent / "data/demo/books/macbeth.txt.gz")
@@ -236,3 +237,47 @@ def test_the_stage_dies_with_its_runner(blocked_runner, tmp_path, signum):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert not (tmp_path / "run/.done/tokenizer.json").exists()  # a killed stage has no done marker, and the
     assert (tmp_path / "run/.started/tokenizer.json").exists()  # record of its start makes the next run resume it
+
+
+def test_the_terminal_shows_a_line_per_stage_and_the_log_keeps_its_output(finished):
+    folder, output = finished
+    for stage in ("tokenizer", "pack"):
+        assert re.search(rf"\[{stage}\] done in \d+ s: out/{stage} \(\d+ files, [\d.,]+ MB\)", output), output
+        log = (folder / f"run/logs/{stage}.log").read_text()
+        assert log.strip() and log not in output  # the stage's own output went to its log, not the terminal
+
+
+def test_a_failed_stage_names_its_log_and_shows_its_last_lines(tmp_path):
+    write_recipes(tmp_path, vocab_size=300)
+    (tmp_path / "recipes/pack.yaml").write_text(yaml.safe_dump({"tokenizer": "no/such/tokenizer", "output_dir": "p"}))
+    command = [sys.executable, "-m", "lmforge.cli", "run", "recipes", "--run_dir", "run", "--only", "pack"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    log = tmp_path / "run/logs/pack.log"
+    assert f"{log.relative_to(tmp_path)}, its last lines:" in result.stderr
+    last = [line for line in log.read_text().splitlines() if line.strip()][-1]
+    assert "lmforge pack: error:" in last and last in result.stderr  # the stage's one-line error, shown
+    assert result.stderr.rstrip().endswith("fix it and rerun: up-to-date stages are skipped")
+
+
+@pytest.mark.parametrize("folder", ["no_such_folder", "empty"])
+def test_a_folder_without_recipes_is_one_line(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    command = [sys.executable, "-m", "lmforge.cli", "run", folder]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"lmforge run: {folder}")
+
+
+def test_variants_run_in_place_of_their_stage_and_what_the_run_reads_runs_too():
+    """A folder without sft.yaml runs its SFT variants; merge runs because dpo and grpo read its output; beside a
+    <stage>.yaml a variant is run by hand (the demo's sft_lora, ppo_hacking, grpo_tools, label_page)."""
+    root = Path(__file__).parent.parent / "recipes"
+    hub = plan(root / "smollm2-360m-instruct")
+    assert [step.name for step in hub][:3] == ["sft_full", "sft_lora", "merge"]
+    assert {"dpo", "grpo"} <= {step.name for step in hub}
+    steps = {step.name: step for step in hub}
+    assert steps["merge"].stage == "merge" and steps["merge"].reads == ("sft_lora",)
+    assert {"sft_lora", "merge"} <= set(steps["dpo"].reads)
+    demo = [step.name for step in plan(root / "demo")]
+    assert demo == [name for name in PIPELINE if (root / f"demo/{name}.yaml").is_file()]

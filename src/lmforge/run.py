@@ -4,9 +4,15 @@
     lmforge run recipes/demo --from sft         # redo sft and every stage after it
     lmforge run recipes/demo --only tokenizer   # redo one stage; the stages that read it are then stale
 
-A stage runs when the folder has its recipe, `<stage>.yaml`; variants such as `sft_lora.yaml` are run
-by hand. Each stage reads earlier stages' outputs through its recipe's paths; which stages each one
-reads is declared in lmforge.lib.stages. The runner decides as a build system does, and prints why for every stage:
+Which recipes of the folder run, by file name (a recipe's stage is its name up to the first underscore):
+    <stage>.yaml           a pipeline stage's recipe runs (`sft_refusals.yaml` is a stage of its own);
+    <stage>_<variant>.yaml runs in that stage's place when the folder has no <stage>.yaml (recipes/smollm2-360m-instruct:
+                           sft_full and sft_lora); beside a <stage>.yaml it is run by hand (recipes/demo: sft_lora,
+                           ppo_hacking, grpo_tools, label_page);
+    any other recipe       runs when a recipe that runs reads its output_dir (merge.yaml, between sft_lora and dpo).
+They run in the registry's order (lmforge.lib.stages). Each stage reads earlier stages' outputs through its recipe's
+paths; which stages each one reads is declared in the registry, and a recipe outside it reads those whose output_dir
+its values name. The runner decides as a build system does, and prints why for every stage:
     no marker              it never ran in this run folder: it runs
     unfinished, resuming   it started with this recipe and did not finish: it runs and resumes from its checkpoints
     recipe changed         the recipe's bytes differ from the sha256 its marker recorded: it is redone
@@ -43,7 +49,8 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,15 +66,96 @@ from lmforge.lib.stages import PIPELINE, STAGES
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def stages_to_run(recipe_dir: Path, start: str | None, only: str | None) -> tuple[list[str], list[str]]:
-    """The stages whose recipe is in the folder, and those of them this invocation may run."""
-    present = [stage for stage in PIPELINE if (recipe_dir / f"{stage}.yaml").is_file()]
+@dataclass(frozen=True)
+class Step:
+    """One recipe of the folder that the runner runs: its markers and log are named after the recipe's file name."""
+
+    name: str  # the recipe's file name without .yaml
+    stage: str  # the registered stage whose command runs it
+    recipe: Path
+    reads: tuple[str, ...]  # the steps whose output it reads: when one of them reruns, this one is stale
+
+
+def stage_of(name: str) -> str:
+    return name if name in STAGES else name.split("_", 1)[0]
+
+
+def recipe_values(recipe: Path) -> dict:
+    try:
+        values = yaml.safe_load(recipe.read_text())
+    except yaml.YAMLError as error:
+        sys.exit(f"lmforge run: {recipe}: not YAML ({str(error).splitlines()[0]})")
+    return values if isinstance(values, dict) else {}
+
+
+def strings_of(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    return [text for item in value for text in strings_of(item)] if isinstance(value, list) else []
+
+
+def plan(recipe_dir: Path) -> list[Step]:
+    """The folder's recipes that run, in pipeline order (see the module docstring for which ones)."""
+    if not recipe_dir.is_dir():
+        sys.exit(f"lmforge run: {recipe_dir}: no such folder (a folder of stage recipes, e.g. recipes/demo)")
+    files = {path.stem: path for path in sorted(recipe_dir.glob("*.yaml")) if stage_of(path.stem) in STAGES}
+    values = {name: recipe_values(path) for name, path in files.items()}
+    outputs = {name: Path(v["output_dir"]) for name, v in values.items() if isinstance(v.get("output_dir"), str)}
+
+    # A folder that another recipe also writes, or one that holds other outputs (report's run folder), names no one
+    # recipe's output: reading a path in it is no dependency.
+    own = {
+        name: folder
+        for name, folder in outputs.items()
+        if not any(folder == other or folder in other.parents for key, other in outputs.items() if key != name)
+    }
+
+    def reads_output_of(reader: str, name: str) -> bool:
+        texts = strings_of(values[reader])
+        return name != reader and name in own and any(own[name] in (Path(t), *Path(t).parents) for t in texts)
+
+    chosen = {
+        name
+        for name in files
+        if stage_of(name) in PIPELINE and (name == stage_of(name) or stage_of(name) not in files)
+    }
+    needed = True
+    while needed:  # a recipe outside the pipeline runs when one that runs reads its output (merge before dpo)
+        needed = {name for name in files if name not in chosen and any(reads_output_of(r, name) for r in chosen)}
+        chosen |= needed
+    if not chosen:
+        stages = ", ".join(f"{stage}.yaml" for stage in PIPELINE)
+        sys.exit(f"lmforge run: {recipe_dir} has no stage recipe to run (recipes named after a stage: {stages})")
+    order = list(STAGES)
+    names = sorted(chosen, key=lambda name: (order.index(stage_of(name)), name))
+    return [
+        Step(
+            name,
+            stage_of(name),
+            files[name],
+            tuple(
+                other
+                for other in names
+                if other != name and (stage_of(other) in STAGES[stage_of(name)].reads or reads_output_of(name, other))
+            ),
+        )
+        for name in names
+    ]
+
+
+def steps_to_run(steps: list[Step], recipe_dir: Path, start: str | None, only: str | None) -> list[str]:
+    """The names of the steps this invocation may run."""
+    present = [step.name for step in steps]
     for name, value in (("--from", start), ("--only", only)):
         if value and value not in present:
-            sys.exit(f"lmforge run: {name} {value}: {recipe_dir} has no {value}.yaml (stages: {', '.join(present)})")
+            sys.exit(
+                f"lmforge run: {name} {value}: {recipe_dir} has no {value}.yaml to run (runs: {', '.join(present)})"
+            )
     if only:
-        return present, [only]
-    return present, present[present.index(start) :] if start else present
+        return [only]
+    return present[present.index(start) :] if start else present
 
 
 def read_marker(run_dir: Path, kind: str, stage: str) -> dict | None:
@@ -79,17 +167,17 @@ def recipe_sha256(recipe: Path) -> str:
     return hashlib.sha256(recipe.read_bytes()).hexdigest()
 
 
-def decide(stage: str, recipe: Path, run_dir: Path, reran: set[str], stale: set[str]) -> tuple[str, str]:
-    """What to do with a stage ("skip", "run" or "redo": run from an empty output_dir) and why. `reran`: the stages
+def decide(step: Step, run_dir: Path, reran: set[str], stale: set[str]) -> tuple[str, str]:
+    """What to do with a step ("skip", "run" or "redo": run from an empty output_dir) and why. `reran`: the steps
     that ran in this invocation; `stale`: those found stale but left for a later one (with --from or --only)."""
-    done = read_marker(run_dir, ".done", stage)
-    record = done or read_marker(run_dir, ".started", stage)
+    done = read_marker(run_dir, ".done", step.name)
+    record = done or read_marker(run_dir, ".started", step.name)
     if record is None:
         return "run", "no marker"
-    if record["recipe_sha256"] != recipe_sha256(recipe):
+    if record["recipe_sha256"] != recipe_sha256(step.recipe):
         return "redo", "recipe changed"
     since = datetime.fromisoformat(record.get("started") or record["finished"])  # markers of old runners: finished
-    for parent in STAGES[stage].reads:
+    for parent in step.reads:
         if parent in stale:
             return "redo", f"upstream {parent} is stale"
         parent_done = read_marker(run_dir, ".done", parent)
@@ -131,23 +219,41 @@ def die_with(parent: int):
     return set_parent_death_signal
 
 
-def run_stage(stage: str, recipe: Path) -> float:
-    """Run one stage in a fresh process (memory is given back, a crash stays contained); return its wall time."""
+def run_stage(step: Step, log: Path | None) -> float:
+    """Run one step in a fresh process (memory is given back, a crash stays contained); return its wall time. Its
+    output goes to `log` (None: to the terminal, as with --verbose)."""
     start = time.perf_counter()
-    command = [sys.executable, "-m", "lmforge.cli", STAGES[stage].command or stage, "--config", str(recipe)]
+    command = [sys.executable, "-m", "lmforge.cli", STAGES[step.stage].command or step.stage]
     preexec_fn = die_with(os.getpid()) if sys.platform == "linux" else None
-    child = subprocess.Popen(command, process_group=0, preexec_fn=preexec_fn, env={**os.environ, STAGE_GROUP: "1"})
-    try:
-        returncode = child.wait()
-    finally:
-        if child.poll() is None:  # the runner is stopping: the stage and the workers it started stop with it
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+    env = {**os.environ, STAGE_GROUP: "1"}
+    with open(log, "w") if log else nullcontext() as out:
+        child = subprocess.Popen(
+            [*command, "--config", str(step.recipe)],
+            process_group=0,
+            preexec_fn=preexec_fn,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+        )
+        try:
+            returncode = child.wait()
+        finally:
+            if child.poll() is None:  # the runner is stopping: the stage and the workers it started stop with it
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
     if returncode != 0:
+        tail = f"\n{log}, its last lines:\n" + "\n".join(last_lines(log, 15)) + "\n" if log else ""
         sys.exit(
-            f"lmforge run: stage {stage} failed (exit {returncode}); fix it and rerun: up-to-date stages are skipped"
+            f"{tail}lmforge run: stage {step.name} failed (exit {returncode}); fix it and rerun: up-to-date stages are "
+            "skipped"
         )
     return time.perf_counter() - start
+
+
+def last_lines(log: Path, count: int) -> list[str]:
+    """The last lines of a log, progress bars' carriage-return redraws reduced to their final state."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [line.rsplit("\r", 1)[-1] for line in lines if line.strip()][-count:]
 
 
 @contextmanager
@@ -183,66 +289,83 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run_dir", type=Path, help="where markers and the lock go (default: runs/<folder name>)")
     parser.add_argument("--push_to_hub", action="store_true", help="push each stage's artifact to the Hub")
     parser.add_argument("--hub_namespace", help="user or organisation that owns the pushed repos")
+    parser.add_argument(
+        "--verbose", action="store_true", help="stream each stage's output here (default: <run_dir>/logs/STAGE.log)"
+    )
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_namespace:
         parser.error("--push_to_hub needs --hub_namespace")
     run_dir = args.run_dir or Path("runs") / args.recipe_dir.name
-    present, selected = stages_to_run(args.recipe_dir, args.start, args.only)
+    steps = plan(args.recipe_dir)
+    selected = steps_to_run(steps, args.recipe_dir, args.start, args.only)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(signum, stop)
     with locked(run_dir):
-        run_stages(args, run_dir, present, selected)
+        run_steps(args, run_dir, steps, selected)
 
 
-def run_stages(args: argparse.Namespace, run_dir: Path, present: list[str], selected: list[str]) -> None:
-    """Decide, in pipeline order, for every stage of the folder; run the selected ones that need it."""
+def run_steps(args: argparse.Namespace, run_dir: Path, steps: list[Step], selected: list[str]) -> None:
+    """Decide, in pipeline order, for every step of the folder; run the selected ones that need it."""
     forced = f"--only {args.only}" if args.only else f"--from {args.start}" if args.start else None
     reran, stale = set(), set()
-    bar = tqdm(present, desc="pipeline", unit="stage")
-    for stage in bar:
-        recipe = args.recipe_dir / f"{stage}.yaml"
-        if forced and stage in selected:
+    bar = tqdm(steps, desc="pipeline", unit="stage")
+    for step in bar:
+        name = step.name
+        if forced and name in selected:
             action, reason = "redo", f"asked for by {forced}"
         else:
-            action, reason = decide(stage, recipe, run_dir, reran, stale)
+            action, reason = decide(step, run_dir, reran, stale)
         if action == "skip":
-            seconds = read_marker(run_dir, ".done", stage)["seconds"]
-            bar.write(f"[{stage}] done in an earlier run ({seconds:.0f} s) and {reason}: skipped")
-        elif stage not in selected:
-            stale.add(stage)
-            bar.write(f"[{stage}] {reason}: not run with {forced}; the next `lmforge run {args.recipe_dir}` runs it")
+            seconds = read_marker(run_dir, ".done", name)["seconds"]
+            bar.write(f"[{name}] done in an earlier run ({seconds:.0f} s) and {reason}: skipped")
+        elif name not in selected:
+            stale.add(name)
+            bar.write(f"[{name}] {reason}: not run with {forced}; the next `lmforge run {args.recipe_dir}` runs it")
         else:
-            bar.set_postfix_str(stage)
-            bar.write(f"[{stage}] {reason}: {'redone from scratch' if action == 'redo' else 'runs'}")
-            aside = action == "redo" and STAGES[stage].keeps_output and set_aside(output_dir_of(recipe), run_dir)
-            if aside:
-                bar.write(f"[{stage}] its old output is now {aside}")
-            run_recorded(stage, recipe, run_dir, bar)
-            reran.add(stage)
-        if args.push_to_hub and stage in selected and (stage in reran or not pushed(run_dir, stage)):
-            pushed_to = push_stage(stage, output_dir_of(recipe), args.hub_namespace, run_dir)
+            bar.set_postfix_str(name)
+            aside = (
+                action == "redo" and STAGES[step.stage].keeps_output and set_aside(output_dir_of(step.recipe), run_dir)
+            )
+            moved = f"; its old output is now {aside}" if aside else ""
+            bar.write(f"[{name}] {reason}: {'redone from scratch' if action == 'redo' else 'runs'}{moved}")
+            run_recorded(step, run_dir, bar, verbose=args.verbose)
+            reran.add(name)
+        if args.push_to_hub and name in selected and (name in reran or not pushed(run_dir, name)):
+            pushed_to = push_stage(name, output_dir_of(step.recipe), args.hub_namespace, run_dir)
             if pushed_to:
-                bar.write(f"[{stage}] pushed to {pushed_to['url']} at {pushed_to['revision'][:10]}")
+                bar.write(f"[{name}] pushed to {pushed_to['url']} at {pushed_to['revision'][:10]}")
     bar.close()
 
 
-def run_recorded(stage: str, recipe: Path, run_dir: Path, bar: tqdm) -> None:
-    """Run a stage between its start record and its done marker (the done marker only if it succeeded)."""
+def run_recorded(step: Step, run_dir: Path, bar: tqdm, verbose: bool) -> None:
+    """Run a step between its start record and its done marker (the done marker only if it succeeded)."""
     started = {
-        "stage": stage,
-        "recipe": str(recipe),
-        "recipe_sha256": recipe_sha256(recipe),
+        "stage": step.name,
+        "recipe": str(step.recipe),
+        "recipe_sha256": recipe_sha256(step.recipe),
         "started": datetime.now(UTC).isoformat(),
     }
-    (run_dir / ".done" / f"{stage}.json").unlink(missing_ok=True)  # its output is about to change
-    write_json(run_dir / ".started" / f"{stage}.json", started)
-    bar.write(f"[{stage}] lmforge {stage} --config {recipe}")
-    seconds = run_stage(stage, recipe)
+    (run_dir / ".done" / f"{step.name}.json").unlink(missing_ok=True)  # its output is about to change
+    write_json(run_dir / ".started" / f"{step.name}.json", started)
+    log = None if verbose else run_dir / "logs" / f"{step.name}.log"
+    if log:
+        log.parent.mkdir(exist_ok=True)
+    command = f"lmforge {STAGES[step.stage].command or step.stage} --config {step.recipe}"
+    bar.write(f"[{step.name}] {command}" + (f" > {log}" if log else ""))
+    seconds = run_stage(step, log)
     write_json(
-        run_dir / ".done" / f"{stage}.json",
+        run_dir / ".done" / f"{step.name}.json",
         started | {"seconds": round(seconds, 1), "finished": datetime.now(UTC).isoformat()},
     )
-    (run_dir / ".started" / f"{stage}.json").unlink()
+    (run_dir / ".started" / f"{step.name}.json").unlink()
+    bar.write(f"[{step.name}] done in {seconds:.0f} s: {made_by(step)}")
+
+
+def made_by(step: Step) -> str:
+    """What a finished step made: its output_dir, with the size of what it holds."""
+    output = output_dir_of(step.recipe)
+    files = [path for path in output.rglob("*") if path.is_file()] if output.is_dir() else []
+    return f"{output} ({len(files)} files, {sum(path.stat().st_size for path in files) / 1e6:,.1f} MB)"
 
 
 def pushed(run_dir: Path, stage: str) -> bool:
