@@ -268,25 +268,26 @@ def test_writing_page_in_a_browser_keeps_what_was_typed_across_a_restart(chat_mo
         assert "Says when it does not know" in page.locator("#instructions").inner_text()
         assert version in page.locator("#instructions-version").inner_text()
         first = shown(page)
-        assert first["reply"] == first["draft"]  # the draft is there to edit
+        assert first["draft"] and first["reply"] == first["draft"]  # the draft is there to edit
         edited = f"{first['draft']} Checked by a person: fine."
         page.locator("#reply textarea").fill(edited)
         press(page, "submit")
         second = shown(page)
         press(page, "skip")
+        third = shown(page)
+        press(page, "flag")
+        assert "No prompts left" in page.locator("#status").inner_text()
         browser.close()
 
     with serving("lmforge.label", args, port, timeout=180), sync_playwright() as playwright:
         browser = launch_chromium(playwright)
-        page = open_as(browser, port, "bob")  # gets what alice skipped, then the prompt nobody has seen
+        page = open_as(browser, port, "bob")  # gets only what alice skipped: the others are answered or flagged
         assert shown(page)["prompt"] == second["prompt"]
         page.locator("#clear").click()
         page.wait_for_function("document.querySelector('#reply textarea').value === ''", timeout=20000)
         written = "Blue, the colour of a clear sky.\nAny colour you can name is an answer."
         page.locator("#reply textarea").fill(written)
         press(page, "submit")
-        third = shown(page)
-        press(page, "flag")
         assert "No prompts left" in page.locator("#status").inner_text()
         browser.close()
 
@@ -313,6 +314,6 @@ def test_writing_page_in_a_browser_keeps_what_was_typed_across_a_restart(chat_mo
         "flags": 1,
         "pairs": 2,
     }
-    assert third["prompt"] not in (first["prompt"], second["prompt"])
+    assert len({first["prompt"], second["prompt"], third["prompt"]}) == 3
     with closing(sqlite3.connect(tmp_path / "replies.sqlite")) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
