@@ -221,7 +221,9 @@ def ranking_from_page(ranks: list, flags: list, order: list[int]) -> tuple[list[
     return [order[letter] for letter in by_rank], [order[LETTERS.index(f)] for f in flags]
 
 
-def build_page(database: Path, instructions: labeling.Instructions, rankings_per_prompt: int, k: int, hold_seconds):
+def build_page(
+    database: Path, instructions: labeling.Instructions, rankings_per_prompt: int, k: int, hold_seconds: float
+):
     import gradio as gr  # only the page needs it: judging and export run without a web stack
 
     letters = list(LETTERS[:k])
@@ -241,7 +243,7 @@ def build_page(database: Path, instructions: labeling.Instructions, rankings_per
         responses, order = json.loads(responses), shown_order(labeler, prompt_id, k)
         state = {"labeler": labeler, "prompt_id": prompt_id, "order": order}
         status = f"{message} Labeler **{labeler}**, prompt {prompt_id}.".strip()
-        return [state, status, writing.render_prompt(json.loads(prompt)), *[responses[i] for i in order], *clear]
+        return [state, status, labeling.render_prompt(json.loads(prompt)), *[responses[i] for i in order], *clear]
 
     def start(labeler):
         labeler = (labeler or "").strip()
@@ -260,7 +262,13 @@ def build_page(database: Path, instructions: labeling.Instructions, rankings_per
         # would mix two labelers' transactions.
         with closing(connect(database)) as connection:
             save_ranking(
-                connection, state["prompt_id"], state["labeler"], "human", ranking, flagged, None, instructions.version
+                connection,
+                state["prompt_id"],
+                state["labeler"],
+                "human",
+                ranking,
+                flagged,
+                instructions=instructions.version,
             )
         return show(state["labeler"], "Saved.")
 
@@ -269,7 +277,7 @@ def build_page(database: Path, instructions: labeling.Instructions, rankings_per
             raise gr.Error("Enter your labeler id and press Start first.")
         with closing(connect(database)) as connection:
             save_ranking(
-                connection, state["prompt_id"], state["labeler"], "human", None, [], None, instructions.version
+                connection, state["prompt_id"], state["labeler"], "human", None, [], instructions=instructions.version
             )
         return show(state["labeler"], "Skipped.")
 

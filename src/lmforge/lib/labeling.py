@@ -103,6 +103,11 @@ def release(connection: sqlite3.Connection, labeler: str, prompt_id: int) -> Non
     connection.execute("DELETE FROM reservations WHERE labeler = ? AND prompt_id = ?", (labeler, prompt_id))
 
 
+def render_prompt(messages: list) -> str:
+    """A prompt's messages as the pages show them: each turn under its role."""
+    return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in messages)
+
+
 # Instructions ----------------------------------------------------------------------------------------------------
 
 

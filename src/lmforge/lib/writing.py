@@ -34,6 +34,7 @@ from lmforge.lib.labeling import (
     connect,
     instructions_panel,
     release,
+    render_prompt,
     reserve,
     save_pairs,
     timestamp,
@@ -152,10 +153,6 @@ def next_prompt(connection, labeler: str, wanted: int, hold_seconds: float = 600
 
 
 # The page --------------------------------------------------------------------------------------------------------
-
-
-def render_prompt(messages: list) -> str:
-    return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in messages)
 
 
 def build_page(path: Path, instructions, wanted: int, hold_seconds: float):
