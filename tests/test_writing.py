@@ -14,10 +14,10 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 
 from browser import free_port, launch_chromium, needs_chromium, serving
-from lmforge import label, reward, sft
+from lmforge import LmforgeError, label, reward, sft
 from lmforge.cli import main as lmforge
 from lmforge.lib import labeling, writing
 from lmforge.lib.assistant import ChatConfig, generate_reply
@@ -80,6 +80,20 @@ def test_edit_distance_counts_words_changed():
         writing.edit_distance("Step 1: 3 + 4 = 7.\nFinal answer: 7", "Final answer: 7") == 7
     )  # the first line, 7 words
     assert writing.edit_distance("", "I do not know.") == 4
+
+
+def test_prompts_come_from_sft_sources_or_the_rollouts(tmp_path):
+    sources = prompts_file(tmp_path / "prompts.jsonl", [*QUESTIONS, QUESTIONS[0]])  # a repeat is asked once
+    assert [row["prompt"] for row in writing.load_prompts(sources, "unused", 0)] == [
+        [{"role": "user", "content": q}] for q in QUESTIONS
+    ]
+    rollouts = [{"prompt": [{"role": "user", "content": q}], "responses": ["a", "b"]} for q in QUESTIONS]
+    Dataset.from_list(rollouts).save_to_disk(tmp_path / "rollouts")
+    rows = writing.load_prompts(None, str(tmp_path / "rollouts"), 0)
+    assert [row["prompt"] for row in rows] == [r["prompt"] for r in rollouts] and rows[0]["task"] == "rollouts"
+    Dataset.from_list([{"prompt": [{"role": "assistant", "content": "hi"}]}]).save_to_disk(tmp_path / "bad")
+    with pytest.raises(LmforgeError, match="row 0: message 0 is .assistant. where .user. was expected"):
+        writing.load_prompts(None, str(tmp_path / "bad"), 0)
 
 
 def test_several_labelers_at_once_share_the_prompts_out(chat_model, tmp_path):
