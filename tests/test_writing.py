@@ -240,6 +240,8 @@ def test_bad_input_is_one_line(chat_model, tmp_path):
     assert f"instructions: {missing} cannot be read" in one_line(
         *page_args(chat_model, prompts, tmp_path / "b", "--instructions", missing)
     )
+    ranking_page = ["--config", "recipes/demo/label_page.yaml", "--output_dir", tmp_path / "d"]
+    assert f"instructions: {missing} cannot be read" in one_line(*ranking_page, "--instructions", missing)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
     assert f"{tmp_path / 'broken'} could not be loaded" in one_line(*page_args(tmp_path / "broken", prompts, tmp_path))
