@@ -70,23 +70,25 @@ def database(output_dir: Path) -> Path:
 def load_prompts(sources: dict | None, rollouts: str, seed: int) -> list[dict]:
     """Unique prompts ({prompt: messages, task}) of the SFT-style `sources`, or of the rollouts without them."""
     if sources:
-        named = [(name, conversation) for name, spec in sources.items() for conversation in source(name, spec, seed)]
+        named = [(name, source(name, spec, seed)) for name, spec in sources.items()]
     else:
         if not Path(rollouts).exists():
             raise LmforgeError(f"rollouts: {rollouts} does not exist (run `lmforge rollouts` or give `prompts`)")
-        named = [("rollouts", prompt) for prompt in load_from_disk(rollouts)["prompt"]]
+        named = [("rollouts", load_from_disk(rollouts)["prompt"])]
     rows, seen = [], set()
-    for index, (name, messages) in enumerate(named):
-        messages = normalise(messages)
-        if isinstance(messages, list) and messages and messages[-1].get("role") == "assistant":
-            messages = messages[:-1]  # a conversation's reply: the labeler writes their own
-        # check_conversation wants a final assistant turn: give it a placeholder.
-        problem = check_conversation(messages + [{"role": "assistant", "content": "-"}])
-        if problem:
-            raise LmforgeError(f"prompts {name!r} row {index}: {problem}")
-        if json.dumps(messages) not in seen:
-            seen.add(json.dumps(messages))
-            rows.append({"prompt": messages, "task": name})
+    for name, conversations in named:
+        for index, messages in enumerate(conversations):
+            messages = normalise(messages)
+            if not isinstance(messages, list):
+                raise LmforgeError(f"prompts {name!r} row {index}: not a list of messages")
+            if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+                messages = messages[:-1]  # a conversation's reply: the labeler writes their own
+            # check_conversation wants a final assistant turn: give it a placeholder.
+            if problem := check_conversation(messages + [{"role": "assistant", "content": "-"}]):
+                raise LmforgeError(f"prompts {name!r} row {index}: {problem}")
+            if json.dumps(messages) not in seen:
+                seen.add(json.dumps(messages))
+                rows.append({"prompt": messages, "task": name})
     if not rows:
         raise LmforgeError(f"prompts: {', '.join(sources) if sources else rollouts} gave no prompts")
     return rows
