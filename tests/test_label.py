@@ -12,7 +12,7 @@ from datasets import Dataset, load_from_disk
 
 from browser import free_port, launch_chromium, needs_chromium, serving
 from lmforge import label
-from lmforge.lib import judges
+from lmforge.lib import judges, labeling
 from lmforge.lib.configs import parse
 
 
@@ -192,7 +192,16 @@ def test_labelers_writing_at_once_lose_nothing(rollouts, tmp_path):
 def ranking_page(rollouts: Path, output_dir: Path, port: int):
     return serving(
         "lmforge.label",
-        ["--rollouts", str(rollouts), "--output_dir", str(output_dir), "--rankings_per_prompt", "1"],
+        [
+            "--rollouts",
+            str(rollouts),
+            "--output_dir",
+            str(output_dir),
+            "--rankings_per_prompt",
+            "1",
+            "--instructions",
+            "recipes/demo/labeling_instructions.md",
+        ],
         port,
     )
 
@@ -232,6 +241,7 @@ def test_ranking_page_in_a_browser_saves_at_once_and_resumes_after_a_restart(rol
     with ranking_page(rollouts, tmp_path, port), sync_playwright() as playwright:
         browser = launch_chromium(playwright)
         page = open_as(browser, port, "alice")
+        assert "Labeling instructions" in page.locator("#instructions").inner_text()
         first = shown(page)
         answer(page, "submit", {"A": 2, "B": 1, "C": 3}, harmful="C")
         second = shown(page)
@@ -242,6 +252,8 @@ def test_ranking_page_in_a_browser_saves_at_once_and_resumes_after_a_restart(rol
         saved = connection.execute(
             "SELECT prompt_id, labeler, source, status, ranking, flagged FROM rankings ORDER BY id"
         ).fetchall()
+        versions = {row[0] for row in connection.execute("SELECT instructions FROM rankings")}
+    assert versions == {labeling.load_instructions("recipes/demo/labeling_instructions.md").version}
     (first_id, *_), (second_id, *_) = saved
     assert [row[1:4] for row in saved] == [("alice", "human", "ranked"), ("alice", "human", "skipped")]
     assert first["prompt"].endswith(rows[first_id]["prompt"][0]["content"])

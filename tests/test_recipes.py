@@ -1,10 +1,12 @@
 """Every recipe parses against the pinned libraries: a recipe that drifts from the code fails here.
 
-A recipe's stage is its file name up to the first underscore (`sft_lora.yaml` -> `lmforge.sft`), and
-the stage module's CONFIGS are the dataclasses it is parsed into, exactly as `lmforge STAGE` does.
+A recipe's stage is the one its usage comment runs it with (`lmforge label --config recipes/demo/write_page.yaml`),
+else its file name up to the first underscore (`sft_lora.yaml` -> `lmforge.sft`), and the stage module's CONFIGS
+are the dataclasses it is parsed into, exactly as `lmforge STAGE` does.
 """
 
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,8 @@ def test_there_are_recipes():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parents[2])))
 def test_recipe_parses(path):
-    module = importlib.import_module(f"lmforge.{path.stem.split('_')[0]}")
+    usage = re.search(rf"lmforge (\w+) --config \S*/{re.escape(path.name)}\b", path.read_text())
+    module = importlib.import_module(f"lmforge.{usage[1] if usage else path.stem.split('_')[0]}")
     configs = parse(module.CONFIGS, ["--config", str(path)])
     assert len(configs) == len(module.CONFIGS)
     # DDP does not search the graph for unused parameters (a stage's model uses them all) unless a recipe asks.

@@ -1,8 +1,14 @@
-"""Labels: rank rollouts, by people on a local page or by automatic judges, and export preference pairs.
+"""Labels: people rank rollouts or write replies on a local page, or automatic judges rank; then export.
 
     lmforge label --config recipes/demo/label_page.yaml            # the ranking page on http://127.0.0.1:7860
     lmforge label --config recipes/demo/label_page.yaml --export   # people's rankings -> preference pairs
     lmforge label --config recipes/demo/label.yaml                 # the demo: judges rank, then export
+    lmforge label --config recipes/demo/write_page.yaml            # the writing page (page: write)
+    lmforge label --config recipes/demo/write_page.yaml --export   # replies -> SFT conversations and pairs
+
+Both pages show the labeling instructions (`instructions`, a Markdown file) in a side panel, and every answer records
+their version (lmforge.lib.labeling). The writing page, where people edit the model's drafts or write their own
+replies, and its export are lmforge.lib.writing; the rest of this docstring is the ranking page's.
 
 The page (Gradio) asks for a labeler id, then shows a prompt and its K responses in a random order of
 that labeler's own (A, B, ...). The labeler gives each response a rank (1 = best) and may tick responses
@@ -18,7 +24,7 @@ Export turns each ranking into pairs (chosen ranked above rejected): all K(K-1)/
 that a response flagged harmful ranks below every unflagged one whatever its given rank, and no pair is
 made between two flagged responses, two identical texts, or two responses a judge scored equal. A skip
 gives no pairs. Pairs are in TRL's conversational preference format (prompt = messages, chosen/rejected
-= [assistant message]) with `source` (human or judge), `labeler`, `prompt_id` and `rank_gap` columns,
+= [assistant message]) with `source` (human or judge), `labeler`, `prompt_id`, `rank_gap` and `instructions` columns,
 split into train/test by prompt, so test prompts are unseen in training.
 
 Outputs under `output_dir`: `rankings.sqlite`, `preferences/` (a DatasetDict, written atomically),
@@ -27,20 +33,23 @@ Outputs under `output_dir`: `rankings.sqlite`, `preferences/` (a DatasetDict, wr
 
 import json
 import random
-import sqlite3
-import time
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 from itertools import combinations
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import Dataset, load_from_disk
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import LmforgeError
-from lmforge.lib import judges
+from lmforge.lib import judges, labeling, writing
+from lmforge.lib.assistant import ChatConfig, generate_reply
 from lmforge.lib.configs import from_json, parse
-from lmforge.lib.files import recover_dir, staged_dir, write_json
+from lmforge.lib.files import recover_dir, write_json
+from lmforge.lib.labeling import load_instructions, release, reserve, save_pairs, timestamp, transaction
+from lmforge.lib.models import device, load
+from lmforge.lib.sampling import sampling_field
 
 
 SCHEMA = """
@@ -57,17 +66,22 @@ CREATE TABLE IF NOT EXISTS rankings (
     flagged TEXT NOT NULL,  -- JSON: indices of responses flagged as harmful
     scores TEXT,            -- JSON: a judge's score per response
     created_at TEXT NOT NULL,
+    instructions TEXT,      -- the version of the labeling instructions the page showed (NULL for a judge)
     UNIQUE (prompt_id, labeler));
-CREATE TABLE IF NOT EXISTS reservations (  -- the prompt each labeler's page shows, held for them until expires_at
-    labeler TEXT PRIMARY KEY,
-    prompt_id INTEGER NOT NULL REFERENCES prompts(prompt_id),
-    expires_at REAL NOT NULL);  -- Unix time
 """
+RANKED = "r.status = 'ranked' AND r.source = 'human'"  # what counts towards rankings_per_prompt
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 @dataclass
 class LabelConfig:
+    page: str = field(
+        default="rank",
+        metadata={"help": "rank: people rank rollouts; write: people edit the model's drafts or write replies."},
+    )
+    instructions: str | None = field(
+        default=None, metadata={"help": "Markdown file of labeling instructions, shown on the page."}
+    )
     rollouts: str = field(default="runs/demo/rollouts/dataset", metadata={"help": "The rollouts stage's dataset."})
     output_dir: str = "runs/demo/labels"
     rankings_per_prompt: int = field(default=1, metadata={"help": "People's rankings wanted per prompt."})
@@ -82,15 +96,29 @@ class LabelConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the train/test split of prompts."})
     host: str = field(default="127.0.0.1", metadata={"help": "The page listens here (loopback: this machine only)."})
     port: int = 7860
+    # The writing page (page: write)
+    prompts: dict | str | None = field(
+        default=None,
+        metadata={"help": "Name -> source, as SFT's datasets (last assistant turn dropped); none: the rollouts."},
+    )
+    model: str = field(default="runs/demo/sft", metadata={"help": "The model whose drafts the labelers edit."})
+    max_new_tokens: int = sampling_field("max_new_tokens", 128)
+    replies_per_prompt: int = field(default=1, metadata={"help": "People's replies wanted per prompt."})
+    min_pair_edit_words: int = field(
+        default=2, metadata={"help": "A reply edited by at least this many words makes a pair: reply over draft."}
+    )
 
     def __post_init__(self):
+        if self.page not in ("rank", "write"):
+            raise LmforgeError(f"page: {self.page!r} is not one of ['rank', 'write']")
+        self.prompts = from_json(self.prompts, "prompts")
         self.judges = from_json(self.judges, "judges")
         if self.judges is not None:
             self.judges = judges.check_weights(self.judges)
-        if self.rankings_per_prompt < 1 or not 0 <= self.test_fraction < 1 or not self.reservation_minutes > 0:
-            raise LmforgeError(
-                "rankings_per_prompt >= 1, 0 <= test_fraction < 1 and reservation_minutes > 0 are required"
-            )
+        if min(self.rankings_per_prompt, self.replies_per_prompt, self.min_pair_edit_words) < 1:
+            raise LmforgeError("rankings_per_prompt, replies_per_prompt and min_pair_edit_words must be at least 1")
+        if not 0 <= self.test_fraction < 1 or not self.reservation_minutes > 0:
+            raise LmforgeError("0 <= test_fraction < 1 and reservation_minutes > 0 are required")
 
 
 CONFIGS = (LabelConfig,)
@@ -99,16 +127,14 @@ CONFIGS = (LabelConfig,)
 # Storage -------------------------------------------------------------------------------------------------
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode: every write below is one explicit transaction."""
-    connection = sqlite3.connect(path, timeout=30, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; labelers write concurrently
-    connection.execute("PRAGMA synchronous=FULL")  # a committed ranking survives a crash or power loss
-    connection.executescript(SCHEMA)
+def connect(path: Path):
+    """The rankings' store (lmforge.lib.labeling), with the instructions column that earlier databases lack."""
+    connection = labeling.connect(path, SCHEMA)
+    labeling.add_column(connection, "rankings", "instructions", "TEXT")
     return connection
 
 
-def store_prompts(connection: sqlite3.Connection, rollouts: Dataset, path: Path) -> None:
+def store_prompts(connection, rollouts: Dataset, path: Path) -> None:
     """Copy the rollouts into the database, so rankings always refer to the responses that were shown."""
     rows = [
         (
@@ -128,19 +154,6 @@ def store_prompts(connection: sqlite3.Connection, rollouts: Dataset, path: Path)
         raise LmforgeError(f"{path}: this database was filled from other rollouts; use another output_dir")
 
 
-class transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): takes the write lock at once, waiting for other writers."""
-
-    def __init__(self, connection):
-        self.connection = connection
-
-    def __enter__(self):
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, error, traceback):
-        self.connection.execute("ROLLBACK" if kind else "COMMIT")
-
-
 def save_ranking(
     connection,
     prompt_id: int,
@@ -149,13 +162,14 @@ def save_ranking(
     ranking: list | None,
     flagged: list,
     scores: list | None = None,
+    instructions: str | None = None,
 ) -> bool:
-    """Store one ranking (None: a skip). False when this labeler had already answered this prompt."""
-    now = datetime.now(UTC).isoformat(timespec="seconds")
+    """Store one ranking (None: a skip), given under the `instructions` version. False when this labeler had
+    already answered this prompt."""
     with transaction(connection):
         cursor = connection.execute(
-            "INSERT INTO rankings (prompt_id, labeler, source, status, ranking, flagged, scores, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prompt_id, labeler) DO NOTHING",
+            "INSERT INTO rankings (prompt_id, labeler, source, status, ranking, flagged, scores, created_at, "
+            "instructions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prompt_id, labeler) DO NOTHING",
             (
                 prompt_id,
                 labeler,
@@ -164,38 +178,19 @@ def save_ranking(
                 None if ranking is None else json.dumps(ranking),
                 json.dumps(sorted(flagged)),
                 None if scores is None else json.dumps(scores),
-                now,
+                timestamp(),
+                instructions,
             ),
         )
-        connection.execute("DELETE FROM reservations WHERE labeler = ? AND prompt_id = ?", (labeler, prompt_id))
+        release(connection, labeler, prompt_id)
     return cursor.rowcount == 1
 
 
 def next_prompt(
     connection, labeler: str, rankings_per_prompt: int, hold_seconds: float = 600, now: float | None = None
 ) -> int | None:
-    """Reserve for `labeler` a prompt they have not answered that still needs rankings, the least-ranked first,
-    and return it (None: nothing left). Prompts held by other labelers count as ranked until their reservation
-    expires, so two pages never show the same prompt beyond `rankings_per_prompt`; a labeler who reloads the page
-    keeps their prompt. Choosing and reserving are one transaction: two labelers cannot take the same place."""
-    now = time.time() if now is None else now
-    with transaction(connection):
-        connection.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
-        row = connection.execute(
-            "SELECT p.prompt_id, "
-            "  (SELECT COUNT(*) FROM rankings r WHERE r.prompt_id = p.prompt_id "
-            "   AND r.status = 'ranked' AND r.source = 'human') "
-            "  + (SELECT COUNT(*) FROM reservations s WHERE s.prompt_id = p.prompt_id AND s.labeler != ?) AS taken, "
-            "  EXISTS (SELECT 1 FROM reservations s WHERE s.prompt_id = p.prompt_id AND s.labeler = ?) AS held "
-            "FROM prompts p WHERE taken < ? AND NOT EXISTS "
-            "(SELECT 1 FROM rankings r WHERE r.prompt_id = p.prompt_id AND r.labeler = ?) "
-            "ORDER BY held DESC, taken, p.prompt_id LIMIT 1",
-            (labeler, labeler, rankings_per_prompt, labeler),
-        ).fetchone()
-        connection.execute("DELETE FROM reservations WHERE labeler = ?", (labeler,))
-        if row is not None:
-            connection.execute("INSERT INTO reservations VALUES (?, ?, ?)", (labeler, row[0], now + hold_seconds))
-    return None if row is None else row[0]
+    """Reserve for `labeler` the next prompt that still needs people's rankings (lmforge.lib.labeling.reserve)."""
+    return reserve(connection, "rankings", RANKED, labeler, rankings_per_prompt, hold_seconds, now)
 
 
 def judge_all(connection, rollouts: Dataset, weights: dict) -> int:
@@ -226,11 +221,9 @@ def ranking_from_page(ranks: list, flags: list, order: list[int]) -> tuple[list[
     return [order[letter] for letter in by_rank], [order[LETTERS.index(f)] for f in flags]
 
 
-def render_prompt(messages: list) -> str:
-    return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in messages)
-
-
-def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: float):
+def build_page(
+    database: Path, instructions: labeling.Instructions, rankings_per_prompt: int, k: int, hold_seconds: float
+):
     import gradio as gr  # only the page needs it: judging and export run without a web stack
 
     letters = list(LETTERS[:k])
@@ -250,7 +243,7 @@ def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: f
         responses, order = json.loads(responses), shown_order(labeler, prompt_id, k)
         state = {"labeler": labeler, "prompt_id": prompt_id, "order": order}
         status = f"{message} Labeler **{labeler}**, prompt {prompt_id}.".strip()
-        return [state, status, render_prompt(json.loads(prompt)), *[responses[i] for i in order], *clear]
+        return [state, status, labeling.render_prompt(json.loads(prompt)), *[responses[i] for i in order], *clear]
 
     def start(labeler):
         labeler = (labeler or "").strip()
@@ -268,17 +261,28 @@ def build_page(database: Path, rankings_per_prompt: int, k: int, hold_seconds: f
         # Each request has its own connection: Gradio runs handlers in threads, and a shared connection
         # would mix two labelers' transactions.
         with closing(connect(database)) as connection:
-            save_ranking(connection, state["prompt_id"], state["labeler"], "human", ranking, flagged)
+            save_ranking(
+                connection,
+                state["prompt_id"],
+                state["labeler"],
+                "human",
+                ranking,
+                flagged,
+                instructions=instructions.version,
+            )
         return show(state["labeler"], "Saved.")
 
     def skip(state):
         if "prompt_id" not in state:
             raise gr.Error("Enter your labeler id and press Start first.")
         with closing(connect(database)) as connection:
-            save_ranking(connection, state["prompt_id"], state["labeler"], "human", None, [])
+            save_ranking(
+                connection, state["prompt_id"], state["labeler"], "human", None, [], instructions=instructions.version
+            )
         return show(state["labeler"], "Skipped.")
 
     with gr.Blocks(title="lmforge: rank responses", analytics_enabled=False) as page:
+        labeling.instructions_panel(gr, instructions)
         gr.Markdown(
             "## Rank the responses\nGive each response a rank, 1 = best. Tick a response as harmful if "
             "it is; it will count below every other. Skip a prompt you cannot judge."
@@ -351,11 +355,11 @@ def agreement(preferences: dict) -> dict:
 
 def export(connection, output_dir: Path, test_fraction: float, seed: int) -> dict:
     rows = connection.execute(
-        "SELECT r.id, r.prompt_id, r.labeler, r.source, r.ranking, r.flagged, r.scores, p.prompt, p.responses "
-        "FROM rankings r JOIN prompts p USING (prompt_id) WHERE r.status = 'ranked' ORDER BY r.id"
+        "SELECT r.id, r.prompt_id, r.labeler, r.source, r.ranking, r.flagged, r.scores, r.instructions, p.prompt, "
+        "p.responses FROM rankings r JOIN prompts p USING (prompt_id) WHERE r.status = 'ranked' ORDER BY r.id"
     ).fetchall()
     pairs, preferences = [], {}
-    for ranking_id, prompt_id, labeler, source, ranking, flagged, scores, prompt, responses in rows:
+    for ranking_id, prompt_id, labeler, source, ranking, flagged, scores, instructions, prompt, responses in rows:
         responses, prompt = json.loads(responses), json.loads(prompt)
         kept = ranking_pairs(json.loads(ranking), json.loads(flagged), scores and json.loads(scores), responses)
         preferences.setdefault(prompt_id, []).append({(min(c, r), max(c, r)): c < r for c, r, _ in kept})
@@ -369,24 +373,14 @@ def export(connection, output_dir: Path, test_fraction: float, seed: int) -> dic
                 "prompt_id": prompt_id,
                 "ranking_id": ranking_id,
                 "rank_gap": gap,
+                "instructions": instructions,
             }
             for c, r, gap in kept
         ]
     if not pairs:
         raise LmforgeError(f"{output_dir / 'rankings.sqlite'}: no rankings with a preference to export yet")
 
-    prompt_ids = sorted({pair["prompt_id"] for pair in pairs})
-    random.Random(seed).shuffle(prompt_ids)
-    test_ids = set(prompt_ids[: round(len(prompt_ids) * test_fraction)])
-    dataset = Dataset.from_list(pairs)
-    splits = DatasetDict(
-        {
-            "train": dataset.filter(lambda p: p["prompt_id"] not in test_ids),
-            "test": dataset.filter(lambda p: p["prompt_id"] in test_ids),
-        }
-    )
-    with staged_dir(output_dir / "preferences") as staging:
-        splits.save_to_disk(staging)
+    splits = save_pairs(pairs, output_dir, test_fraction, seed)
 
     report = agreement(preferences)
     write_json(output_dir / "agreement.json", report)
@@ -395,7 +389,7 @@ def export(connection, output_dir: Path, test_fraction: float, seed: int) -> dic
         "pairs": len(pairs),
         "train_pairs": len(splits["train"]),
         "test_pairs": len(splits["test"]),
-        "test_prompts": len(test_ids),
+        "test_prompts": len(set(splits["test"]["prompt_id"])),
         "by_source": {s: sum(p["source"] == s for p in pairs) for s in sorted({p["source"] for p in pairs})},
         "skipped": connection.execute("SELECT COUNT(*) FROM rankings WHERE status = 'skipped'").fetchone()[0],
     }
@@ -411,6 +405,10 @@ def main(config: LabelConfig) -> None:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     recover_dir(output_dir / "preferences")  # a previous export killed while it swapped the pairs in
+    if config.page == "write":
+        return write_page(config, output_dir)
+    page = not config.judges and not config.export
+    instructions = load_instructions(config.instructions) if page else None
     database = output_dir / "rankings.sqlite"
     if not Path(config.rollouts).exists():
         raise LmforgeError(f"rollouts: {config.rollouts} does not exist (run `lmforge rollouts` first)")
@@ -421,11 +419,34 @@ def main(config: LabelConfig) -> None:
             print(f"label: the judges ranked {judge_all(connection, rollouts, config.judges)} prompts")
         if config.export:
             export(connection, output_dir, config.test_fraction, config.seed)
-    if not config.judges and not config.export:
+    if page:
         k = len(rollouts[0]["responses"])
-        build_page(database, config.rankings_per_prompt, k, config.reservation_minutes * 60).launch(
+        build_page(database, instructions, config.rankings_per_prompt, k, config.reservation_minutes * 60).launch(
             server_name=config.host, server_port=config.port, share=False, inbrowser=False
         )
+
+
+def write_page(config: LabelConfig, output_dir: Path) -> None:
+    """The writing page (lmforge.lib.writing): drafts for the prompts that lack one, then the page; or the export."""
+    database = writing.database(output_dir)
+    with closing(labeling.connect(database, writing.SCHEMA)) as connection:
+        if config.export:
+            writing.export(connection, output_dir, config.min_pair_edit_words, config.test_fraction, config.seed)
+            return
+        instructions = load_instructions(config.instructions)
+        prompts = writing.load_prompts(config.prompts, config.rollouts, config.seed)
+        todo = writing.missing_drafts(connection, prompts, database)
+        if todo:  # the model loads only when drafts are missing: a restarted page starts at once
+            tokenizer = load(AutoTokenizer, config.model)
+            if not tokenizer.chat_template:
+                raise LmforgeError(f"model {config.model}: its tokenizer has no chat template to draft replies with")
+            model = load(AutoModelForCausalLM, config.model).to(device()).eval()
+            greedy = ChatConfig(model_name_or_path=config.model, max_new_tokens=config.max_new_tokens, do_sample=False)
+            writing.store_drafts(
+                connection, prompts, todo, partial(generate_reply, model, tokenizer, config=greedy), config.model
+            )
+    page = writing.build_page(database, instructions, config.replies_per_prompt, config.reservation_minutes * 60)
+    page.launch(server_name=config.host, server_port=config.port, share=False, inbrowser=False)
 
 
 def cli(argv=None):
