@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 # torch is installed alone, first, at the version setup.cfg pins: pulled in by another package,
 # pip would resolve a multi-GB CUDA build instead of the CPU wheel.
-TORCH  := $(shell grep -o 'torch==[0-9.]*' setup.cfg)
+TORCH  := $(shell grep -o -m1 '^ *torch==[0-9.]*' setup.cfg)
 # Nothing the demo or the tests run may reach the network.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_EVALUATE_OFFLINE=1 \
            TRL_EXPERIMENTAL_SILENCE=1 TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
