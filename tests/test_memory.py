@@ -28,21 +28,29 @@ SHAPE = LlamaConfig(
     max_position_embeddings=512,
     tie_word_embeddings=False,
 )
-# One training step of SHAPE in fp32 on CPU, in a fresh process: the growth of its peak resident memory from
-# just before the model is built to after two optimizer steps (ru_maxrss counts what was touched, at its highest).
+# One training step of SHAPE in fp32 on CPU, in a fresh process: its peak resident memory (VmHWM, reset just before
+# the model is built by writing 5 to clear_refs) above what the process held then. ru_maxrss cannot be reset: a
+# transient peak while importing could hide the step's own (a delta of 0 was seen under load).
 STEP = """
-import json, resource, sys, torch
+import json, sys, torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+def status(field):
+    line = next(line for line in open("/proc/self/status") if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
 config = LlamaConfig.from_pretrained(sys.argv[1])
 ids = torch.randint(config.vocab_size, (8, 512))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")
 model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
 optimizer = torch.optim.AdamW(model.parameters())
 for _ in range(2):
     model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-print(json.dumps({"peak": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024}))
+print(json.dumps({"peak": status("VmHWM") - base}))
 """
 
 
