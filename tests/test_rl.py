@@ -9,14 +9,17 @@ import torch
 from datasets import Dataset, DatasetDict
 from transformers import LlamaForCausalLM
 
-from lmforge import dpo, grpo, ppo, sft
+from lmforge import LmforgeError, dpo, grpo, ppo, sft
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS, arithmetic
+from lmforge.lib.rewards import accuracy, verifiable_prompts
 from lmforge.lib.rl_eval import sequence_logprobs
 from lmforge.tokenizer import train_tokenizer
 from tiny import save_liking_reward_model, tiny_llama_config
 
 
+# The real GSM8K training problems, beside the repository as in recipes/smollm2-360m-instruct/grpo_gsm8k.yaml.
+GSM8K = "../shared/benchmarks/gsm8k/train.jsonl"
 TRAINER = [
     "--use_cpu",
     "true",
@@ -286,8 +289,50 @@ def test_dpo_names_missing_preferences(sft_model, tmp_path):
         str(tmp_path),
         *TRAINER,
     ]
-    with pytest.raises(dpo.LmforgeError, match="nope does not exist"):
+    with pytest.raises(LmforgeError, match="nope does not exist"):
         dpo.main(*parse(dpo.CONFIGS, argv))
+
+
+def test_dpo_trains_on_a_users_folder_of_jsonl_pairs(sft_model, reward_model, tmp_path):
+    """`lmforge dpo --preferences mypairs`, where mypairs/train.jsonl holds TRL's standard preference rows (text, not
+    messages): read as they are, no conversion (it stopped with datasets' "neither a Dataset directory nor a
+    DatasetDict directory")."""
+    (tmp_path / "mypairs").mkdir()
+    rows = [{"prompt": p["question"], "chosen": p["solution"], "rejected": "No."} for p in arithmetic.problems(12, 5)]
+    (tmp_path / "mypairs/train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    argv = ["--config", "recipes/demo/dpo.yaml", "--model_name_or_path", str(sft_model)]
+    argv += ["--preferences", str(tmp_path / "mypairs"), "--output_dir", str(tmp_path / "out"), "--max_steps", "2"]
+    argv += ["--per_device_train_batch_size", "4", "--max_length", "96", "--watch_every", "100", *HELDOUT, *TRAINER]
+    argv += ["--heldout_reward_model", str(reward_model)]
+    results = dpo.main(*parse(dpo.CONFIGS, argv))
+    assert results["train_pairs"] == 12 and (tmp_path / "out/checkpoint-2").is_dir()
+
+
+def test_a_users_questions_with_answers_are_split_for_good_and_graded():
+    """GSM8K's format (`answer` ending in `#### N`) from the real training problems beside the repository: the held-out
+    side shares no question with the training side whatever the sizes and seeds, and `accuracy` grades the number."""
+    source = {"path": GSM8K}
+    train = verifiable_prompts({"gsm8k": source}, seed=0)
+    heldout = verifiable_prompts({"gsm8k": {**source, "heldout": True}}, seed=1000)
+    assert len(train) + len(heldout) == 7473 and 250 < len(heldout) < 500  # 5% held out
+    questions = {prompt[-1]["content"] for prompt in train["prompt"]}
+    assert not questions & {prompt[-1]["content"] for prompt in heldout["prompt"]}
+    row = next(r for r in train if r["prompt"][0]["content"].startswith("Natalia sold clips"))  # answer: #### 72
+    assert row["answer"] == "72"
+    replies = ["48 + 24 = 72. Final answer: 72", "Final answer: 72.0", "Final answer: $72", "Final answer: 70", "72"]
+    assert accuracy(replies, task=["gsm8k"] * 5, answer=["72"] * 5, entry=[""] * 5) == [1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_the_gsm8k_recipe_trains_on_its_training_side_and_evaluates_on_the_held_out(sft_model, tmp_path):
+    argv = ["--config", "recipes/smollm2-360m-instruct/grpo_gsm8k.yaml", "--model_name_or_path", str(sft_model)]
+    argv += ["--output_dir", str(tmp_path), "--use_vllm", "false", "--max_steps", "2", "--num_generations", "4"]
+    argv += ["--per_device_train_batch_size", "4", "--max_completion_length", "8", "--heldout_max_new_tokens", "8"]
+    argv += ["--watch_every", "100", "--watch_prompts", "2", "--watch_max_new_tokens", "8", *TRAINER]
+    argv += ["--heldout_tasks", json.dumps({"gsm8k": {"path": GSM8K, "size": 4, "heldout": True}})]
+    results = grpo.main(*parse(grpo.CONFIGS, argv))
+    assert results["train_prompts"] == 4800 and results["tasks"]["gsm8k"]["path"] == GSM8K
+    assert results["eval"]["before"]["accuracy"] is not None and (tmp_path / "checkpoint-2").is_dir()
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@
 
 The pairs are the ones the reward model learns from: `lmforge label --export` writes them to
 runs/demo/labels/preferences (a DatasetDict, train and test split by prompt) in TRL's conversational preference
-format (prompt = messages, chosen/rejected = [assistant message]); a Hub dataset in that format works too.
+format (prompt = messages, chosen/rejected = [assistant message]). A user's own pairs work too: a Hub id, JSONL,
+CSV or Parquet files or a folder of them, explicit or implicit prompt, standard or conversational (lib.sources).
 DPO raises the policy's log-probability of chosen over rejected replies relative to a frozen reference, the SFT
 model, which TRL reloads from `model_name_or_path` (so that must be a saved directory or Hub id); `beta` sets how
 far the policy may move. The watch samples held-out prompts during training and stops a run that degenerates;
@@ -20,14 +21,10 @@ and on the test pairs after training, the before/after table, the watch's report
 import os
 from dataclasses import dataclass, field
 
-from datasets import DatasetDict, load_dataset, load_from_disk
 from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
-from trl.data_utils import maybe_extract_prompt
 
-from lmforge import LmforgeError
 from lmforge.lib.configs import parse
-from lmforge.lib.models import is_local
 from lmforge.lib.rl_eval import (
     HeldoutConfig,
     chat_tokenizer,
@@ -38,19 +35,23 @@ from lmforge.lib.rl_eval import (
     restore_sft_settings,
     write_results,
 )
+from lmforge.lib.sources import load_pairs
 from lmforge.lib.trl_logs import DPO_ACCURACY, DPO_MARGIN, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
-
-
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 @dataclass
 class DPOScriptArguments:
     model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "The SFT model: policy and reference."})
-    preferences: str = field(
+    preferences: dict | str | None = field(
         default="runs/demo/labels/preferences",
-        metadata={"help": "Preference pairs: a directory saved by `lmforge label --export`, or a Hub dataset id."},
+        metadata={
+            "help": "Preference pairs (lmforge.lib.sources): a folder saved by `lmforge label --export`, files "
+            "(JSONL, CSV, Parquet...), a folder of them or a Hub id; {path, split, columns, ...} as a mapping."
+        },
+    )
+    invalid_rows: str = field(
+        default="stop", metadata={"help": "A pair of the wrong shape: stop (naming its row) or drop (counted)."}
     )
     attn_implementation: str | None = field(
         default=None,
@@ -64,30 +65,13 @@ class DPOScriptArguments:
 CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, HeldoutConfig)
 
 
-def load_pairs(source: str) -> DatasetDict:
-    """Train (and test, when there is one) preference pairs with only the columns DPO reads."""
-    if os.path.isdir(source):
-        pairs = load_from_disk(source)
-    elif is_local(source):
-        raise LmforgeError(f"preferences: {source} does not exist (run `lmforge label --export` first)")
-    else:
-        # Hub pairs often keep the prompt inside chosen/rejected (trl-lib/ultrafeedback_binarized): split it out.
-        pairs = load_dataset(source).map(maybe_extract_prompt)
-    if not isinstance(pairs, DatasetDict) or "train" not in pairs:
-        raise LmforgeError(f"preferences: {source} has no train split")
-    for split, dataset in pairs.items():
-        missing = [c for c in PAIR_COLUMNS if c not in dataset.column_names]
-        if missing:
-            raise LmforgeError(f"preferences: {source} split {split} lacks columns {missing}")
-    return DatasetDict({s: d.select_columns(list(PAIR_COLUMNS)) for s, d in pairs.items() if len(d)})
-
-
 def main(
     script_args: DPOScriptArguments, training_args: DPOConfig, watch_config: WatchConfig, heldout_config: HeldoutConfig
 ) -> dict:
     output_dir = training_args.output_dir
     tokenizer = chat_tokenizer(script_args.model_name_or_path)
-    pairs = load_pairs(script_args.preferences)
+    pairs = load_pairs(script_args.preferences, invalid_rows=script_args.invalid_rows)
+    pairs = pairs.select_columns(["prompt", "chosen", "rejected"])  # DPOTrainer reads these, and trips on others
     if "test" not in pairs:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
     heldout = heldout_prompts(heldout_config)

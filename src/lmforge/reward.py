@@ -21,12 +21,12 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from datasets import load_dataset, load_from_disk
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 
 from lmforge import LmforgeError
+from lmforge.lib import sources
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
 from lmforge.lib.rewards import reward_ids
@@ -39,9 +39,18 @@ class RewardScriptArguments(ModelConfig):
     model_name_or_path: str = field(
         default="runs/demo/sft", metadata={"help": "The model to start from: the SFT stage's output or a Hub id."}
     )
-    preferences: str = field(
+    preferences: dict | str | None = field(
         default="runs/demo/labels/preferences",
-        metadata={"help": "Pairs with train and test splits: a saved DatasetDict (lmforge label) or a Hub name."},
+        metadata={
+            "help": "Preference pairs (lmforge.lib.sources): a folder saved by `lmforge label --export`, files "
+            "(JSONL, CSV, Parquet...), a folder of them or a Hub id; {path, split, columns, ...} as a mapping."
+        },
+    )
+    heldout_fraction: float = field(
+        default=0.1, metadata={"help": "Pairs held out for accuracy when the source has no test split."}
+    )
+    invalid_rows: str = field(
+        default="stop", metadata={"help": "A pair of the wrong shape: stop (naming its row) or drop (counted)."}
     )
     margin_scale: float = field(
         default=0.0, metadata={"help": "Above 0: required reward gap = margin_scale * rank_gap (TRL's margin)."}
@@ -55,15 +64,15 @@ CONFIGS = (RewardScriptArguments, RewardConfig)
 
 
 def load_pairs(script_args: RewardScriptArguments):
-    path = script_args.preferences
-    pairs = load_from_disk(path) if os.path.isdir(path) else load_dataset(path)
-    missing = {"train", "test"} - set(pairs)
-    if missing:
-        raise LmforgeError(f"preferences: {path} has no {sorted(missing)} split (splits: {sorted(pairs)})")
-    for name in ("chosen", "rejected"):
-        if name not in pairs["train"].column_names:
-            raise LmforgeError(f"preferences: {path} has no {name!r} column (columns: {pairs['train'].column_names})")
+    """Train and test pairs (a source without a test split gets one, by a hash of the row), with TRL's margin when
+    asked for."""
+    source = script_args.preferences
+    pairs = sources.load_pairs(
+        source, heldout_fraction=script_args.heldout_fraction, invalid_rows=script_args.invalid_rows
+    )
     if script_args.margin_scale > 0:
+        if "rank_gap" not in pairs["train"].column_names:
+            raise LmforgeError("margin_scale: the pairs have no rank_gap column (lmforge label writes one)")
         pairs = pairs.map(lambda row: {"margin": script_args.margin_scale * row["rank_gap"]})
     return pairs
 

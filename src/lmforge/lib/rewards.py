@@ -14,7 +14,14 @@ come as keyword arguments; it returns one float per completion, or None where th
 
 Verifiable prompts come from lmforge's own arithmetic and letter-counting problems (`arithmetic`, `counting`) and
 from reasoning-gym's seeded task generators (any other task name, e.g. `basic_arithmetic`, `gsm_symbolic`):
-`verifiable_prompts({name: size}, seed)`.
+`verifiable_prompts({name: size}, seed)`. A user's own questions with answers are a task too, given as a source
+(lmforge.lib.sources) instead of a size, GSM8K's format included (`answer` ending in `#### N`):
+
+    tasks:         {gsm8k: {path: ../shared/benchmarks/gsm8k/train.jsonl, size: 2000}}
+    heldout_tasks: {gsm8k: {path: ../shared/benchmarks/gsm8k/train.jsonl, size: 100, heldout: true}}
+
+A hash of the question puts each row on one side for good (`heldout_fraction` of them held out, 0.05 unless given):
+`heldout: true` reads that side, training the other, so no held-out question is ever trained on.
 """
 
 import functools
@@ -32,6 +39,7 @@ from math_verify import verify as verify_math
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmforge import LmforgeError
+from lmforge.lib import sources
 from lmforge.lib.chat_format import scored_ids
 from lmforge.lib.conversations import arithmetic, spelling, sums
 from lmforge.lib.models import device
@@ -64,6 +72,9 @@ def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:
     """
     rows = []
     for task, size in tasks.items():
+        if isinstance(size, dict):
+            rows += own_problems(task, size, seed)
+            continue
         if task in LMFORGE_TASKS:
             rows += [
                 {"question": p["question"], "task": task, "answer": str(p["answer"]), "entry": ""}
@@ -85,7 +96,66 @@ def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:
             }
             for e in dataset
         ]
-    return Dataset.from_list([{"prompt": [{"role": "user", "content": r.pop("question")}], **r} for r in rows])
+    return Dataset.from_list([{"prompt": as_messages(r.pop("question")), **r} for r in rows])
+
+
+def as_messages(question: str | list) -> list:
+    return [{"role": "user", "content": question}] if isinstance(question, str) else question
+
+
+QUESTION_COLUMNS = ("prompt", "question", "problem")
+ANSWER_COLUMNS = ("answer", "solution")
+
+
+def own_problems(task: str, spec: dict, seed: int) -> list[dict]:
+    """A user's questions with answers: `size` rows (all when not given) of one side of the held-out split, shuffled
+    with `seed`. A GSM8K answer keeps only what follows `####`."""
+    spec = dict(spec)
+    size, heldout, fraction = spec.pop("size", None), spec.pop("heldout", False), spec.pop("heldout_fraction", 0.05)
+    rows = sources.load_rows(spec)["train"]
+    where = f"tasks {task!r} ({spec['path']})"
+    question = next((c for c in QUESTION_COLUMNS if c in rows.column_names), None)
+    answer = next((c for c in ANSWER_COLUMNS if c in rows.column_names), None)
+    if question is None or answer is None:
+        raise LmforgeError(
+            f"{where}: a question column ({', '.join(QUESTION_COLUMNS)}) and an answer column "
+            f"({', '.join(ANSWER_COLUMNS)}) expected (columns: {', '.join(rows.column_names)}; `columns:` renames)"
+        )
+    rows = sources.check_values(rows, (question,), where)
+    side = [
+        {"question": row[question], "answer": gold_answer(row[answer], where, index)}
+        for index, row in enumerate(rows)
+        if sources.in_heldout({"question": row[question]}, fraction) == bool(heldout)
+    ]
+    side = Dataset.from_list(side).shuffle(seed=seed) if side else []
+    taken = side.select(range(min(size, len(side)))) if size and side else side
+    return [
+        {
+            "question": row["question"] + ANSWER_INSTRUCTION if isinstance(row["question"], str) else row["question"],
+            "task": task,
+            "answer": row["answer"],
+            "entry": "",
+        }
+        for row in taken
+    ]
+
+
+def gold_answer(value: object, where: str, index: int) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise LmforgeError(f"{where} row {index}: the answer is {type(value).__name__}, text or a number expected")
+    text = str(value)
+    return text.rsplit("####", 1)[1].strip() if "####" in text else text.strip()
+
+
+def same_answer(predicted: str | None, gold: str) -> float:
+    """1.0 when the final answer is the gold one: as numbers where both are (1,000 = 1000.0), else as text."""
+    if predicted is None:
+        return 0.0
+    predicted, gold = (text.replace(",", "").replace("$", "").strip().rstrip(".") for text in (predicted, gold))
+    try:
+        return float(float(predicted) == float(gold))
+    except ValueError:
+        return float(predicted.lower() == gold.lower())
 
 
 def completion_text(completion: str | list[dict]) -> str:
@@ -124,6 +194,8 @@ def accuracy(
             rewards.append(arithmetic.check(text, {"answer": int(answer[i])}))
         elif name and entry and entry[i]:
             rewards.append(float(reasoning_gym_scorer(name)(final_answer_text(text), json.loads(entry[i]))))
+        elif name and answer and answer[i]:  # a user's own question (own_problems)
+            rewards.append(same_answer(final_answer_text(text), answer[i]))
         else:
             rewards.append(None)
     return rewards
