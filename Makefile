@@ -61,6 +61,7 @@ lint: install
 
 bench: install
 	$(OFFLINE) $(BIN)/python bench/data_pipeline.py
+	$(OFFLINE) $(BIN)/python bench/tokenizer_pack.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -63,11 +63,12 @@ PYDOC_PAGES = [
 ]
 
 
-def unpack(debs: Path | None, into: Path) -> Path:
+def unpack(debs: Path | None, into: Path, packages: list[str] = PACKAGES) -> Path:
+    """Unpack the .deb files in `debs` (default: `apt-get download` the packages) into `into`/root."""
     if debs is None:
         debs = into / "debs"
         debs.mkdir()
-        subprocess.run(["apt-get", "download", *PACKAGES], cwd=debs, check=True)
+        subprocess.run(["apt-get", "download", *packages], cwd=debs, check=True)
     for deb in sorted(debs.glob("*.deb")):
         subprocess.run(["dpkg", "-x", str(deb), str(into / "root")], check=True)
     return into / "root"
