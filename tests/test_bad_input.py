@@ -96,6 +96,40 @@ def test_corrupt_weights_are_named(chat_model, tmp_path):
     assert f"model folder {broken} could not be loaded: {broken / 'model.safetensors'} is unreadable" in message
 
 
+@pytest.mark.parametrize("keep", ["config.json", "model.safetensors"])
+def test_a_model_folder_without_weights_or_tokenizer_is_named(chat_model, tmp_path, keep):
+    """A folder with a config alone (or weights without their tokenizer): transformers asked for sentencepiece."""
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in {"config.json", keep}:
+        (partial / name).write_bytes((chat_model / name).read_bytes())
+    message = one_line("sft", "--config", "recipes/demo/sft.yaml", "--model_name_or_path", partial)
+    missing = "no model weights" if keep == "config.json" else "no tokenizer (none of tokenizer.json"
+    assert f"model_name_or_path: {partial} holds {missing}" in message
+
+
+@pytest.mark.parametrize("stage", ["data", "tokenizer"])
+def test_an_output_dir_that_is_a_file_is_named(tmp_path, stage):
+    (tmp_path / "afile").write_text("")
+    for output_dir in (tmp_path / "afile", tmp_path / "afile/inside"):
+        message = one_line(stage, "--config", f"recipes/demo/{stage}.yaml", "--output_dir", output_dir)
+        assert f"output_dir: {tmp_path / 'afile'} is a file, not a folder" in message
+
+
+def test_lora_targets_the_model_lacks_are_named_with_the_ones_it_has(corpus, tmp_path):
+    """recipes/demo/sft_lora.yaml's Llama names on GPT-2 (c_attn, c_proj, c_fc): PEFT's NoMatchingPeftModuleError."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(corpus / "tokenizer")
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=256)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    argv = ["--config", "recipes/demo/sft_lora.yaml", "--model_name_or_path", tmp_path / "gpt2"]
+    argv += ["--chat_template_path", "chatml", "--output_dir", tmp_path / "out", "--max_steps", "1"]
+    message = one_line("sft", *argv, "--lora_target_modules", "q_proj", "v_proj")
+    assert "lora_target_modules: gpt2 has no q_proj, v_proj; its linear modules are c_attn, c_fc, c_proj" in message
+
+
 def test_hub_id_starting_with_runs_is_not_a_local_path():
     assert not is_local("runsomeone/prefs") and not is_local("someone/model")
     assert is_local("runs/demo/sft") and is_local("./model") and is_local("/abs/model")

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
+from trl import ModelConfig, RewardConfig, RewardTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib import sources
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
+from lmforge.lib.models import peft_config
 from lmforge.lib.rewards import reward_ids
 
 
@@ -152,7 +153,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
         train_dataset=pairs["train"],
         eval_dataset=pairs["test"] if len(pairs["test"]) else None,
         processing_class=tokenizer,
-        peft_config=get_peft_config(script_args),
+        peft_config=peft_config(script_args, model),
     )
 
     last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None

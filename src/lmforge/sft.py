@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import IntervalStrategy
-from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config
+from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
@@ -43,7 +43,7 @@ from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_templ
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import load_conversations
 from lmforge.lib.files import write_json
-from lmforge.lib.models import last_checkpoint
+from lmforge.lib.models import last_checkpoint, peft_config
 
 
 @dataclass
@@ -181,7 +181,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
         train_dataset=splits["train"],
         eval_dataset=splits["test"],
         processing_class=tokenizer,
-        peft_config=get_peft_config(script_args),
+        peft_config=peft_config(script_args, model),
         base_model=source,
         base_model_id=script_args.base_model_id or hub_id_of(source),
     )

@@ -23,6 +23,7 @@ from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from trl import TrlParser
 
 from lmforge import LmforgeError
+from lmforge.lib.models import check_model_folder
 
 
 # What to install for each `report_to` logger the README names, when it is missing.
@@ -65,11 +66,26 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
         )
     for config in configs:
         check_reporters(getattr(config, "report_to", None))
+        check_output_dir(getattr(config, "output_dir", None))
+        if isinstance(getattr(config, "model_name_or_path", None), str):
+            check_model_folder(config.model_name_or_path)
         # Every trainable parameter of a stage's model takes part in each step: DDP's search for unused ones
         # (transformers' default without activation checkpointing) walks the autograd graph every step for nothing.
         if getattr(config, "ddp_find_unused_parameters", False) is None:
             config.ddp_find_unused_parameters = False
     return tuple(configs)
+
+
+def check_output_dir(output_dir: str | None) -> None:
+    """A stage's outputs go in a folder: an existing file there would stop it deep in a library (NotADirectoryError),
+    and so would a file among the folders above it."""
+    if not isinstance(output_dir, str):
+        return
+    for folder in (Path(output_dir), *Path(output_dir).parents):
+        if folder.exists() and not folder.is_dir():
+            raise LmforgeError(
+                f"output_dir: {folder} is a file, not a folder; give the stage a folder for its outputs"
+            )
 
 
 def from_json(value: typing.Any, name: str) -> typing.Any:

@@ -40,6 +40,47 @@ def check_source(name_or_path: str, what: str = "model") -> None:
         raise LmforgeError(f"{what} {name_or_path} does not exist (and is not a Hub repo id)")
 
 
+# What a loadable model folder holds: its weights (whole, sharded or a PEFT adapter) and its tokenizer's files.
+WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "adapter_config.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def check_model_folder(name_or_path: str, what: str = "model_name_or_path") -> None:
+    """One line when an existing local folder cannot be a model: no weights (a config alone, a run that never saved),
+    or no tokenizer (transformers would try to convert one and fail asking for sentencepiece or tiktoken)."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        return
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHTS):
+        raise LmforgeError(f"{what}: {folder} holds no model weights (no .safetensors, .bin or LoRA adapter)")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise LmforgeError(f"{what}: {folder} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
+
+
+def peft_config(model_args: Any, model: torch.nn.Module) -> Any:
+    """TRL's LoRA config of a recipe (None without use_peft), its target modules checked against the model: PEFT
+    stops with NoMatchingPeftModuleError where none matches, and quietly adapts fewer layers where some do."""
+    from trl import get_peft_config
+
+    targets = model_args.lora_target_modules  # TRL unwraps a list of one: [all-linear] -> "all-linear"
+    targets = [targets] if isinstance(targets, str) and targets != "all-linear" else targets
+    if model_args.use_peft and isinstance(targets, list | tuple):
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if is_linear(module) and "." in name}
+        )
+        missing = [target for target in targets if target not in linear]
+        if missing:
+            raise LmforgeError(
+                f"lora_target_modules: {model.config.model_type} has no {', '.join(missing)}; its linear modules are "
+                f"{', '.join(linear)} (or say all-linear)"
+            )
+    return get_peft_config(model_args)
+
+
+def is_linear(module: torch.nn.Module) -> bool:
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's projections
+
+
 def load(loader: type, name_or_path: str, what: str = "model", **kwargs: Any) -> Any:
     """`loader.from_pretrained(name_or_path, **kwargs)`, its failures turned into one line naming the source."""
     check_source(name_or_path, what)
