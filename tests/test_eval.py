@@ -90,6 +90,8 @@ def inputs(root):
         "",
         "--sums_problems",
         "0",
+        "--benchmarks",
+        "{}",  # the recipe's IFEval: tests/test_benchmarks.py
     ]
 
 
