@@ -16,9 +16,8 @@ lmforge/metrics/ (`evaluate.Metric`s loaded by path, since the Hub's metric scri
                arithmetic and counting problems with `tools` off and on, and tool calls per reply
                (tool_accuracy_off, tool_accuracy_on, tool_calls_per_reply: lmforge.lib.tools.generation.compare_tools)
     reward     pairwise accuracy on the held-out split of `lmforge label`'s preference pairs (pairwise_accuracy)
-A model whose path does not exist (its stage was not run) is skipped with a note. Base models and assistants are
-also scored on the recipe's `benchmarks` (HellaSwag, ARC, MMLU, GSM8K, IFEval, ...: lmforge.lib.benchmarks, with
-lm-eval); a model with `from: OTHER` gets before/after rows against the model it was trained from.
+A model whose path does not exist (its stage was not run) is skipped with a note. Base models and assistants also
+get the recipe's `benchmarks` (lmforge.lib.benchmarks: lm-eval), with before/after rows for a model `from` another.
 
 Outputs under `output_dir`: `<model>.json` per model (metrics, sample replies and an assistant's whole tools
 comparison; reused on a rerun while the model's files and the settings are unchanged, so a killed run goes on with
@@ -29,7 +28,6 @@ column per model).
 
 import hashlib
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -42,7 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 
 from lmforge import LmforgeError
 from lmforge.lib import benchmarks
-from lmforge.lib.answers import MATCHERS
+from lmforge.lib.answers import MATCHERS, taught_accuracy
 from lmforge.lib.chat_format import chat_format
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import arithmetic, identity, sums
@@ -67,11 +65,7 @@ CONTINUATION = {"do_sample": True, "temperature": 0.8, "top_k": 40}  # how a bas
 @dataclass
 class EvalConfig:
     models: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": f"Name -> {{path, kind, from}}, kind one of {list(KINDS)}; one column each. `from`: the model "
-            "it was trained from, for before/after rows."
-        },
+        default=None, metadata={"help": f"Name -> {{path, kind in {list(KINDS)}, from: model trained from}}."}
     )
     output_dir: str = field(default="runs/demo/eval", metadata={"help": "Where the results are written."})
     documents: list[str] = field(
@@ -142,11 +136,7 @@ class EvalConfig:
     preference_limit: int = field(default=256, metadata={"help": "Pairs scored (-1: all)."})
     samples: int = field(default=2, metadata={"help": "Replies kept per task and model for the report."})
     benchmarks: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Name -> {num_fewshot, metric, data, note, max_new_tokens} of lmforge.lib.benchmarks.SUITE, "
-            f"scored by lm-eval on base models and assistants (None: none). Default suite: {benchmarks.DEFAULT_SUITE}"
-        },
+        default=None, metadata={"help": "Name -> {num_fewshot, metric, data, note, max_new_tokens}: lib.benchmarks."}
     )
     benchmark_limit: int | None = field(default=None, metadata={"help": "Rows per benchmark (None: all)."})
     benchmark_backend: str = field(default="hf", metadata={"help": "hf, or vllm (GPU, the vllm extra)."})
@@ -259,22 +249,6 @@ def chat_prompts(config: EvalConfig) -> list[dict]:
     return rows
 
 
-def taught_metrics(rows: list[dict], texts: list[str]) -> dict:
-    """Accuracy on what SFT taught, asked in held-out questions: identity (the reply says the name) and each level of
-    the sums ladder (the final answer is right); known_answer_rate pools identity and sums level 1."""
-    flags = {}
-    for row, text in zip(rows, texts):
-        if row["task"] == "identity":
-            flags.setdefault("identity", []).append(bool(re.search(rf"\b{re.escape(row['reference'])}\b", text)))
-        elif row["task"].startswith("sums_"):
-            flags.setdefault(row["task"], []).append(arithmetic.final_number(text) == int(row["reference"]))
-    results = {f"{task}_accuracy": sum(ok) / len(ok) for task, ok in flags.items()}
-    known = flags.get("identity", []) + flags.get("sums_1", [])
-    if known:
-        results["known_answer_rate"] = sum(known) / len(known)
-    return results
-
-
 def sampled(rows: list[dict], per_task: int) -> list[int]:
     """Indices of the first `per_task` rows of each task: the rows whose replies are kept as samples."""
     seen, picked = Counter(), []
@@ -322,7 +296,7 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
             references=[rows[i]["reference"] for i in questions],
             judge=config.judge,
         )
-    results |= taught_metrics(rows, texts)
+    results |= taught_accuracy(rows, texts)
     if config.reward_model and Path(config.reward_model).exists():
         scores = reward_model(
             texts, prompts=[row["messages"] for row in rows], path=config.reward_model, batch_size=config.batch_size
@@ -340,20 +314,12 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
 def tool_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, dict, list[dict]]:
     """Accuracy on held-out arithmetic and counting problems with the tools off and on, the whole comparison, and
     the first replies with the tools on as samples."""
-    comparison = compare_tools(
-        model,
-        tokenizer,
-        load_tools(config.tools),
-        size=config.tool_problems,
-        seed=config.tool_seed,
-        max_new_tokens=config.max_new_tokens,
-    )
-    results = {
-        "tool_accuracy_off": comparison["off"]["accuracy"],
-        "tool_accuracy_on": comparison["on"]["accuracy"],
-        "tool_calls_per_reply": comparison["on"]["mean_tool_calls"],
-    }
-    samples = [{**reply, "task": "tools"} for reply in comparison["on"]["replies"][: config.samples]]
+    tools = load_tools(config.tools)
+    comparison = compare_tools(model, tokenizer, tools, config.tool_problems, config.tool_seed, config.max_new_tokens)
+    off, on = comparison["off"], comparison["on"]
+    results = {"tool_accuracy_off": off["accuracy"], "tool_accuracy_on": on["accuracy"]}
+    results["tool_calls_per_reply"] = on["mean_tool_calls"]
+    samples = [{**reply, "task": "tools"} for reply in on["replies"][: config.samples]]
     return results, comparison, samples
 
 
