@@ -14,6 +14,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from benchmark_mirrors import rows, write_benchmarks
+from lmforge import report
 from lmforge.cli import main as lmforge
 from lmforge.lib import benchmarks
 from lmforge.lib.files import read_json
@@ -181,6 +182,8 @@ def test_the_table_has_a_column_per_model_and_before_after_rows(results, root):
         for line in table.splitlines()
     )
     assert "- gsm8k: made-up rows" in table
+    lines, _, summary = report.eval_section(results, 1)  # the report embeds the same tables
+    assert "\n".join(lines) == table.rstrip("\n") and f"assistant IFEval {percent(ifeval)} %" in summary
 
 
 def test_humaneval_runs_the_programs_in_the_sandbox():
