@@ -34,6 +34,12 @@ from benchmark_mirrors import rows  # noqa: E402
 REAL = {"gsm8k": "benchmarks/gsm8k/train.jsonl", "ifeval": "benchmarks/ifeval/input_data.jsonl"}  # under shared/
 
 
+def distinct(row: dict, index: int) -> dict:
+    """`row` with "Row N." before its question (or sentence, goal, context): no two copies are the same request."""
+    key = next(key for key in ("question", "question_stem", "goal", "ctx_a", "sentence", "prompt") if key in row)
+    return row | {key: f"Row {index}. {row[key]}"}
+
+
 def smollm2_135m_shape(tokenizer) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -69,7 +75,8 @@ def main():
         if name in real:
             suite[name] = {"data": str(real[name])}
         else:
-            mirror = rows(name) * (args.limit // len(rows(name)) + 1)
+            # Each copy made distinct (lm-eval scores a repeated request once), as "Row N." before the question.
+            mirror = [distinct(row, i) for i, row in enumerate(rows(name) * (args.limit // len(rows(name)) + 1))]
             (folder / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in mirror[: args.limit]))
             suite[name] = {"data": str(folder / f"{name}.jsonl")}
         suite[name]["max_new_tokens"] = args.max_new_tokens
@@ -80,9 +87,9 @@ def main():
     print(
         f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}"
     )
-    scores = benchmarks.run(lm, tokenizer, args.kind, benchmarks.settings(suite), args.limit, None)
-    for name, result in scores.items():
-        print(f"{name}: {result['seconds']} s, {result['rows']} rows", flush=True)
+    for name, setting in benchmarks.settings(suite).items():
+        for result in benchmarks.run(lm, tokenizer, args.kind, {name: setting}, args.limit, None).values():
+            print(f"{name}: {result['seconds']} s, {result['rows']} rows", flush=True)
 
 
 if __name__ == "__main__":
