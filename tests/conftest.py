@@ -17,5 +17,6 @@ for name, value in {
     "TLDEXTRACT_CACHE": os.path.join(_cache, "tldextract"),
     "TORCHINDUCTOR_CACHE_DIR": os.path.join(_cache, "inductor"),
     "TORCH_EXTENSIONS_DIR": os.path.join(_cache, "torch_extensions"),
+    "LMFORGE_NLTK_DATA": os.path.join(_cache, "nltk_data"),
 }.items():
     os.environ[name] = value  # before any test imports huggingface_hub, which reads them at import time

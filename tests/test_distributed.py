@@ -19,6 +19,7 @@ import torch
 import yaml
 
 import test_rl
+from benchmark_mirrors import write_benchmarks
 from lmforge import LmforgeError, dpo, grpo, interrogate, ppo, reward, rollouts
 from lmforge import eval as lmforge_eval
 from lmforge.lib import rewards, rl_eval
@@ -703,7 +704,10 @@ def test_reward_on_two_processes(sft_model, preferences, tmp_path):
 
 @pytest.mark.slow
 def test_eval_on_two_processes(packed, sft_model, reward_model, preferences, tmp_path):
-    """Eval measures on the main process alone and writes once; the other rank waits and gets the same results."""
+    """Eval measures on both processes, each scoring half of every benchmark's rows (lm-eval gathers them), and
+    writes once; the other rank gets the same results, which are those of one process."""
+    suite = write_benchmarks(tmp_path / "benchmarks", ["hellaswag", "ifeval"])
+    suite["ifeval"]["max_new_tokens"] = 8
     models = json.dumps(
         {"sft": {"path": str(sft_model), "kind": "assistant"}, "reward": {"path": str(reward_model), "kind": "reward"}}
     )
@@ -734,6 +738,8 @@ def test_eval_on_two_processes(packed, sft_model, reward_model, preferences, tmp
         str(packed / "docs.parquet"),
         "--heldout_fraction",
         "0.1",
+        "--benchmarks",
+        json.dumps(suite),
     ]
     output_dir = tmp_path / "two"
     log, written = launch(tmp_path, "lmforge.eval", output_dir, *args)
@@ -743,3 +749,7 @@ def test_eval_on_two_processes(packed, sft_model, reward_model, preferences, tmp
     assert two["models"].keys() == one["models"].keys() == {"sft", "reward"}
     for name in one["models"]:
         assert two["models"][name]["metrics"] == pytest.approx(one["models"][name]["metrics"]), name
+    for benchmark in ("hellaswag", "ifeval"):
+        two_scores, one_scores = (run["models"]["sft"]["benchmarks"][benchmark] for run in (two, one))
+        assert two_scores["rows"] == one_scores["rows"] == 3
+        assert two_scores["score"] == pytest.approx(one_scores["score"]), benchmark

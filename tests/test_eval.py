@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM, LlamaForSequenc
 from lmforge import LmforgeError
 from lmforge import eval as lmforge_eval
 from lmforge.lib import chat_format, fewshot
+from lmforge.lib.answers import taught_accuracy
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import arithmetic
 from lmforge.lib.documents import is_heldout, iter_documents
@@ -90,6 +91,8 @@ def inputs(root):
         "",
         "--sums_problems",
         "0",
+        "--benchmarks",
+        "{}",  # the recipe's IFEval: tests/test_benchmarks.py
     ]
 
 
@@ -273,7 +276,7 @@ def test_a_base_model_answers_the_assistants_questions_few_shot(results):
     assert any(is_heldout(c["id"], 0.5) and c["text"].startswith(book["prompt"]) for c in chunks)
 
 
-def test_taught_metrics_on_planted_replies():
+def test_taught_accuracy_on_planted_replies():
     rows = [
         {"task": "identity", "reference": "Forge"},
         {"task": "identity", "reference": "Forge"},
@@ -290,7 +293,7 @@ def test_taught_metrics_on_planted_replies():
         "Final answer: 55",
         "I don't know.",
     ]
-    assert lmforge_eval.taught_metrics(rows, texts) == {
+    assert taught_accuracy(rows, texts) == {
         "identity_accuracy": 0.5,
         "sums_1_accuracy": 0.5,
         "sums_2_accuracy": 1.0,

@@ -16,17 +16,18 @@ lmforge/metrics/ (`evaluate.Metric`s loaded by path, since the Hub's metric scri
                arithmetic and counting problems with `tools` off and on, and tool calls per reply
                (tool_accuracy_off, tool_accuracy_on, tool_calls_per_reply: lmforge.lib.tools.generation.compare_tools)
     reward     pairwise accuracy on the held-out split of `lmforge label`'s preference pairs (pairwise_accuracy)
-A model whose path does not exist (its stage was not run) is skipped with a note.
+A model whose path does not exist (its stage was not run) is skipped with a note. Base models and assistants also
+get the recipe's `benchmarks` (lmforge.lib.benchmarks: lm-eval), with before/after rows for a model `from` another.
 
 Outputs under `output_dir`: `<model>.json` per model (metrics, sample replies and an assistant's whole tools
 comparison; reused on a rerun while the model's files and the settings are unchanged, so a killed run goes on with
-the next model), `results.json` (every model and the skipped ones; written last) and `table.md` (one row per
-metric, one column per model).
+the next model), `samples/<model>/<benchmark>.jsonl` (lm-eval's record of every benchmark row), `results.json`
+(every model and the skipped ones; written last) and `table.md` (one row per metric, then one per benchmark, one
+column per model).
 """
 
 import hashlib
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,8 @@ from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 
 from lmforge import LmforgeError
-from lmforge.lib.answers import MATCHERS
+from lmforge.lib import benchmarks
+from lmforge.lib.answers import MATCHERS, taught_accuracy
 from lmforge.lib.chat_format import chat_format
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import arithmetic, identity, sums
@@ -49,7 +51,7 @@ from lmforge.lib.encoding import encode_text, token_losses, utf8_lengths
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.lib.files import read_json, write_json, write_text
 from lmforge.lib.metrics import load_metric
-from lmforge.lib.models import device, process_state
+from lmforge.lib.models import device, is_local, load, process_state
 from lmforge.lib.rewards import reward_model
 from lmforge.lib.tables import FEW_SHOT, eval_table
 from lmforge.lib.tools import load_tools
@@ -63,12 +65,12 @@ CONTINUATION = {"do_sample": True, "temperature": 0.8, "top_k": 40}  # how a bas
 @dataclass
 class EvalConfig:
     models: dict | str | None = field(
-        default=None, metadata={"help": f"Name -> {{path, kind}}, kind one of {list(KINDS)}; one column each."}
+        default=None, metadata={"help": f"Name -> {{path, kind in {list(KINDS)}, from: model trained from}}."}
     )
     output_dir: str = field(default="runs/demo/eval", metadata={"help": "Where the results are written."})
     documents: list[str] = field(
         default_factory=lambda: ["runs/demo/data/documents/*.parquet"],
-        metadata={"help": "The data stage's Parquet files; their held-out documents are scored."},
+        metadata={"help": "The data stage's Parquet files; their held-out documents are scored ([]: none)."},
     )
     text_files: list[str] = field(
         default_factory=list,
@@ -133,6 +135,11 @@ class EvalConfig:
     preference_split: str = field(default="test", metadata={"help": "Split of the pairs that is scored."})
     preference_limit: int = field(default=256, metadata={"help": "Pairs scored (-1: all)."})
     samples: int = field(default=2, metadata={"help": "Replies kept per task and model for the report."})
+    benchmarks: dict | str | None = field(
+        default=None, metadata={"help": "Name -> {num_fewshot, metric, data, note, max_new_tokens}: lib.benchmarks."}
+    )
+    benchmark_limit: int | None = field(default=None, metadata={"help": "Rows per benchmark (None: all)."})
+    benchmark_backend: str = field(default="hf", metadata={"help": "hf, or vllm (GPU, the vllm extra)."})
 
     def __post_init__(self):
         self.models = from_json(self.models, "models")
@@ -141,6 +148,9 @@ class EvalConfig:
         for name, spec in self.models.items():
             if not isinstance(spec, dict) or not spec.get("path") or spec.get("kind") not in KINDS:
                 raise LmforgeError(f"models.{name}: needs a path and a kind, one of {list(KINDS)} (got {spec!r})")
+            if spec.get("from", name) not in self.models:
+                raise LmforgeError(f"models.{name}.from: {spec['from']!r} is not one of the models")
+        self.benchmarks = benchmarks.settings(from_json(self.benchmarks, "benchmarks"))
         if self.judge not in MATCHERS:
             raise LmforgeError(f"judge: {self.judge!r} is not one of {list(MATCHERS)}")
 
@@ -239,22 +249,6 @@ def chat_prompts(config: EvalConfig) -> list[dict]:
     return rows
 
 
-def taught_metrics(rows: list[dict], texts: list[str]) -> dict:
-    """Accuracy on what SFT taught, asked in held-out questions: identity (the reply says the name) and each level of
-    the sums ladder (the final answer is right); known_answer_rate pools identity and sums level 1."""
-    flags = {}
-    for row, text in zip(rows, texts):
-        if row["task"] == "identity":
-            flags.setdefault("identity", []).append(bool(re.search(rf"\b{re.escape(row['reference'])}\b", text)))
-        elif row["task"].startswith("sums_"):
-            flags.setdefault(row["task"], []).append(arithmetic.final_number(text) == int(row["reference"]))
-    results = {f"{task}_accuracy": sum(ok) / len(ok) for task, ok in flags.items()}
-    known = flags.get("identity", []) + flags.get("sums_1", [])
-    if known:
-        results["known_answer_rate"] = sum(known) / len(known)
-    return results
-
-
 def sampled(rows: list[dict], per_task: int) -> list[int]:
     """Indices of the first `per_task` rows of each task: the rows whose replies are kept as samples."""
     seen, picked = Counter(), []
@@ -302,7 +296,7 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
             references=[rows[i]["reference"] for i in questions],
             judge=config.judge,
         )
-    results |= taught_metrics(rows, texts)
+    results |= taught_accuracy(rows, texts)
     if config.reward_model and Path(config.reward_model).exists():
         scores = reward_model(
             texts, prompts=[row["messages"] for row in rows], path=config.reward_model, batch_size=config.batch_size
@@ -320,20 +314,12 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
 def tool_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, dict, list[dict]]:
     """Accuracy on held-out arithmetic and counting problems with the tools off and on, the whole comparison, and
     the first replies with the tools on as samples."""
-    comparison = compare_tools(
-        model,
-        tokenizer,
-        load_tools(config.tools),
-        size=config.tool_problems,
-        seed=config.tool_seed,
-        max_new_tokens=config.max_new_tokens,
-    )
-    results = {
-        "tool_accuracy_off": comparison["off"]["accuracy"],
-        "tool_accuracy_on": comparison["on"]["accuracy"],
-        "tool_calls_per_reply": comparison["on"]["mean_tool_calls"],
-    }
-    samples = [{**reply, "task": "tools"} for reply in comparison["on"]["replies"][: config.samples]]
+    tools = load_tools(config.tools)
+    comparison = compare_tools(model, tokenizer, tools, config.tool_problems, config.tool_seed, config.max_new_tokens)
+    off, on = comparison["off"], comparison["on"]
+    results = {"tool_accuracy_off": off["accuracy"], "tool_accuracy_on": on["accuracy"]}
+    results["tool_calls_per_reply"] = on["mean_tool_calls"]
+    samples = [{**reply, "task": "tools"} for reply in on["replies"][: config.samples]]
     return results, comparison, samples
 
 
@@ -404,16 +390,17 @@ def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
     return results | {"pairs": len(pairs)}, None
 
 
-def evaluate_model(spec: dict, config: EvalConfig) -> dict:
+def evaluate_model(spec: dict, config: EvalConfig, samples_dir: Path) -> dict:
     start = time.perf_counter()
-    metrics, samples, tools, note = {}, [], None, None
+    metrics, samples, tools, note, scored = {}, [], None, None, {}
     if spec["kind"] == "reward":
         metrics, note = reward_metrics(spec["path"], config)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(spec["path"])
-        model = AutoModelForCausalLM.from_pretrained(spec["path"]).to(device()).eval()
-        texts = heldout_texts(config)
-        metrics["bits_per_byte"] = bits_per_byte(model, tokenizer, texts, config.max_length, config.batch_size)
+        tokenizer = load(AutoTokenizer, spec["path"])
+        model = load(AutoModelForCausalLM, spec["path"]).to(device()).eval()
+        texts = heldout_texts(config) if config.documents else []  # documents: [] (no data stage), no bits per byte
+        if texts:
+            metrics["bits_per_byte"] = bits_per_byte(model, tokenizer, texts, config.max_length, config.batch_size)
         if spec["kind"] == "assistant":
             chat, samples = chat_metrics(model, tokenizer, config)
             metrics |= chat
@@ -422,9 +409,15 @@ def evaluate_model(spec: dict, config: EvalConfig) -> dict:
                 metrics, samples = metrics | scores, samples + tool_samples
         else:
             samples = continuations(model, tokenizer, texts, config) + few_shot_samples(model, tokenizer, config)
+        if config.benchmarks:
+            lm = benchmarks.language_model(model, tokenizer, config.batch_size, config.benchmark_backend, spec["path"])
+            scored = benchmarks.run(
+                lm, tokenizer, spec["kind"], config.benchmarks, config.benchmark_limit, samples_dir
+            )
     return {
         **spec,
         "metrics": metrics,
+        "benchmarks": scored,
         "samples": samples,
         "tools": tools,
         "note": note,
@@ -445,16 +438,17 @@ def fingerprint(spec: dict, config: EvalConfig) -> str:
 
 
 def main(config: EvalConfig) -> dict:
-    """Under `accelerate launch` the main process measures every model (each is loaded whole on its device) and
-    writes; the others wait for its results and return them."""
-    return broadcast_object_list([measure(config) if process_state().is_main_process else None])[0]
+    """Under `accelerate launch` every process measures every model (each is loaded whole on its device) and scores
+    its share of each benchmark's rows; the main process writes, and the others return its results."""
+    return broadcast_object_list([measure(config, writes=process_state().is_main_process)])[0]
 
 
-def measure(config: EvalConfig) -> dict:
+def measure(config: EvalConfig, writes: bool = True) -> dict:
+    benchmarks.check_sources(config.benchmarks)
     output_dir = Path(config.output_dir)
     models, skipped = {}, {}
     for name, spec in config.models.items():
-        if not Path(spec["path"]).exists():
+        if is_local(spec["path"]) and not Path(spec["path"]).exists():
             skipped[name] = f"{spec['path']} does not exist (stage not run)"
             print(f"eval: {name}: skipped, {skipped[name]}")
             continue
@@ -464,13 +458,14 @@ def measure(config: EvalConfig) -> dict:
             models[name] = read_json(path)
             continue
         print(f"eval: {name} ({spec['kind']}) {spec['path']}")
-        models[name] = evaluate_model(spec, config) | {"fingerprint": stamp}
-        write_json(path, models[name])
+        models[name] = evaluate_model(spec, config, output_dir / "samples" / name) | {"fingerprint": stamp}
+        if writes:
+            write_json(path, models[name])
     results = {"models": models, "skipped": skipped}
-    table = eval_table(results)
-    write_text(output_dir / "table.md", table + "\n")
-    write_json(output_dir / "results.json", results)
-    print(table)
+    if writes:
+        write_text(output_dir / "table.md", eval_table(results) + "\n")
+        write_json(output_dir / "results.json", results)
+        print(eval_table(results))
     return results
 
 

@@ -34,7 +34,7 @@ from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 from lmforge.lib.configs import from_json, parse  # noqa: E402
 from lmforge.lib.files import read_json, write_text  # noqa: E402
 from lmforge.lib.stages import PIPELINE, TRAINING  # noqa: E402
-from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number  # noqa: E402
+from lmforge.lib.tables import FEW_SHOT, cell, eval_table, markdown_table, number, percent  # noqa: E402
 from lmforge.lib.trl_logs import KL, REWARD, TOKENS, TRAIN_LOSS  # noqa: E402
 
 
@@ -268,6 +268,8 @@ def eval_section(results: dict | None, samples: int) -> tuple[list[str], list[st
         key, label = headline[model["kind"]]
         if model["metrics"].get(key) is not None:
             summary.append(f"{name} {label} {number(model['metrics'][key])}")
+        if "ifeval" in model.get("benchmarks", {}):  # the one figure of the demo anyone can compare
+            summary.append(f"{name} IFEval {percent(model['benchmarks']['ifeval'])} %")
     conversations = []
     for name, model in results["models"].items():
         shown = {}

@@ -48,8 +48,51 @@ def cell(text: str, width: int = 120) -> str:
     return text.replace("|", r"\|") or "(empty)"
 
 
+def percent(score: dict | None) -> str:
+    if score is None:
+        return "–"
+    stderr = f" ± {100 * score['stderr']:.1f}" if score["stderr"] is not None else ""
+    return f"{100 * score['score']:.1f}{stderr}"
+
+
+def benchmark_table(models: dict) -> list[str]:
+    """The benchmarks of `lmforge eval` (lmforge.lib.benchmarks): one row per benchmark, one column per model, the
+    score ± its standard error in percent; then a before/after row per benchmark for each model trained `from`
+    another one; notes (such as a stand-in test set) below."""
+    models = {name: model for name, model in models.items() if model.get("benchmarks")}
+    first = {}  # each benchmark's settings, from the first model scored on it
+    for model in models.values():
+        for name, score in model["benchmarks"].items():
+            first.setdefault(name, score)
+    if not first:
+        return []
+    rows = [
+        [name, score["metric"].removesuffix(",none"), str(score["num_fewshot"]), number(score["rows"])]
+        + [percent(model["benchmarks"].get(name)) for model in models.values()]
+        for name, score in first.items()
+    ]
+    header = ["benchmark", "metric", "n-shot", "rows"] + [
+        f"{name} ({model['kind']})" for name, model in models.items()
+    ]
+    lines = ["", "Benchmarks (lm-eval; percent ± standard error):", "", *markdown_table(header, rows, (0, 1))]
+    changes = []
+    for name, model in models.items():
+        before = models.get(model.get("from"), {}).get("benchmarks", {})
+        for benchmark, score in model["benchmarks"].items():
+            if benchmark in before:
+                change = f"{100 * (score['score'] - before[benchmark]['score']):+.1f}"
+                changes.append(
+                    [f"{model['from']} → {name}", benchmark, percent(before[benchmark]), percent(score), change]
+                )
+    if changes:
+        lines += ["", *markdown_table(["stage", "benchmark", "before", "after", "change"], changes, (0, 1))]
+    notes = [f"- {name}: {score['note']}" for name, score in first.items() if score.get("note")]
+    return lines + ([""] + notes if notes else [])
+
+
 def eval_table(results: dict) -> str:
-    """`lmforge eval`'s results as a Markdown table, one row per metric and one column per model; notes below."""
+    """`lmforge eval`'s results as a Markdown table, one row per metric and one column per model, then the benchmarks
+    table; notes below."""
     models = results.get("models", {})
     rows = [
         [label] + [number(model["metrics"].get(key)) for model in models.values()]
@@ -62,4 +105,4 @@ def eval_table(results: dict) -> str:
     notes += [f"{name}: not evaluated, {reason}" for name, reason in results.get("skipped", {}).items()]
     if notes:
         lines += [""] + [f"- {note}" for note in notes]
-    return "\n".join(lines)
+    return "\n".join(lines + benchmark_table(models))
