@@ -91,3 +91,37 @@ def test_run_pushes_every_stage_with_a_card_linking_its_parent(tmp_path):
         rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert rerun.returncode == 0 and hub.repos == {}
     assert "[data] done in an earlier run" in rerun.stdout + rerun.stderr
+
+
+def test_a_trained_models_card_names_its_base_datasets_licence_and_repo(tmp_path):
+    """TRL's card as the trainers write it, then lmforge's: each dataset its own entry (linked only when a Hub id),
+    the base model's licence instead of `licence: license`, and a quick start that loads the pushed repo."""
+    from huggingface_hub import ModelCard
+    from trl.trainer.utils import generate_model_card
+
+    from lmforge.lib.cards import training_card
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "README.md").write_text("---\nlicense: apache-2.0\ntags: [mine]\n---\n\nA base model.\n")
+    datasets = {"identity": None, "smoltalk": "HuggingFaceTB/smol-smoltalk"}
+    card = generate_model_card(
+        base_model=None,
+        model_name="sft",
+        hub_model_id=None,
+        dataset_name=", ".join(datasets),
+        tags=["lmforge"],
+        wandb_url=None,
+        comet_url=None,
+        trackio_url=None,
+        trainer_name="SFT",
+    )
+    card.save(tmp_path / "README.md")
+    assert 'model="None"' in card.text and "licence: license" in str(card)  # what TRL writes
+    training_card(tmp_path / "README.md", str(base), datasets, "tester/tiny-sft")
+    text = (tmp_path / "README.md").read_text()
+    data = ModelCard.load(tmp_path / "README.md").data
+    assert data.license == "apache-2.0" and data.datasets == ["HuggingFaceTB/smol-smoltalk"] and "licence" not in text
+    assert f"Fine-tuned from the local model `{base}` on `identity`, " in text
+    assert "[HuggingFaceTB/smol-smoltalk](https://huggingface.co/datasets/HuggingFaceTB/smol-smoltalk)" in text
+    assert 'pipeline("text-generation", model="tester/tiny-sft"' in text and "identity, smoltalk" not in text

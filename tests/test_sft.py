@@ -71,7 +71,10 @@ def test_sft_lowers_validation_loss_and_resumes(base_model, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "sft")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "sft")
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
-    assert "Fine-tuned from the local model" in (tmp_path / "sft" / "README.md").read_text()
+    card = (tmp_path / "sft" / "README.md").read_text()
+    assert "Fine-tuned from the local model" in card and "licence" not in card and "huggingface.co/None" not in card
+    assert f'pipeline("text-generation", model="{tmp_path / "sft"}"' in card  # never pushed: the local folder
+    assert "`identity`" in card and "huggingface.co/datasets/identity" not in card  # a generator, not a Hub dataset
     # Run again: it finds checkpoint-40 and resumes there instead of training from the start.
     again = run_sft(base_model, tmp_path / "sft", "--eval_fraction", "0.1")
     assert again["resumed_from"].endswith("checkpoint-40") and again["eval_loss_before"] is None

@@ -27,18 +27,16 @@ the chat template used and its end of turn).
 
 import json
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 
-from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import IntervalStrategy
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
-from lmforge.lib.cards import hub_id_of
+from lmforge.lib.cards import is_hub_id, training_card
 from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import load_conversations
@@ -106,27 +104,18 @@ CONFIGS = (SFTScriptArguments, SFTConfig)
 
 
 class AssistantTrainer(SFTTrainer):
-    """SFTTrainer whose model card names the base model even when it was loaded from a local folder."""
+    """SFTTrainer whose model card names the base model and each dataset as they are (lib.cards.training_card)."""
 
-    def __init__(self, *args, base_model: str, base_model_id: str | None, **kwargs):
+    def __init__(self, *args, base_model: str, datasets: dict[str, str | None], **kwargs):
         super().__init__(*args, **kwargs)
-        self.base_model, self.base_model_id = base_model, base_model_id
+        self.base_model, self.card_datasets = base_model, datasets
 
     def create_model_card(self, *args, **kwargs):
         super().create_model_card(*args, **kwargs)
         path = os.path.join(self.args.output_dir, "README.md")
-        if not self.is_world_process_zero() or not os.path.exists(path):
-            return
-        card = ModelCard.load(path)
-        if self.base_model_id:
-            card.data.base_model = self.base_model_id
-            link = f"[{self.base_model_id}](https://huggingface.co/{self.base_model_id})"
-        else:
-            link = f"the local model `{self.base_model}`"
-        # TRL links the base by its config path, which for a local folder is "[None](https://huggingface.co/None)".
-        text = re.sub(r"\[None\]\(https://huggingface\.co/None\)", lambda _: link, card.text)
-        card.text = f"\nFine-tuned from {link} with `lmforge sft` (supervised fine-tuning).\n" + text
-        card.save(path)
+        if self.is_world_process_zero() and os.path.exists(path):
+            model_ref = self.hub_model_id if self.args.push_to_hub else os.path.abspath(self.args.output_dir)
+            training_card(path, self.base_model, self.card_datasets, model_ref)
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
@@ -182,8 +171,11 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
         eval_dataset=splits["test"],
         processing_class=tokenizer,
         peft_config=peft_config(script_args, model),
-        base_model=source,
-        base_model_id=script_args.base_model_id or hub_id_of(source),
+        base_model=script_args.base_model_id or source,
+        datasets={
+            name: spec.get("path") if is_hub_id(spec.get("path")) else None
+            for name, spec in script_args.datasets.items()
+        },
     )
 
     last = last_checkpoint(training_args.output_dir)

@@ -61,3 +61,50 @@ def merged_card(base: str, adapter: str, dtype: str) -> ModelCard:
         "(no peft), with the adapter's tokenizer and generation config.\n"
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
+
+
+def licence_of(base: str) -> str | None:
+    """The licence of the base model, from its card's metadata: a local folder's README.md, else the Hub's card
+    (None offline, or when the card names none)."""
+    readme = Path(base) / "README.md"
+    try:
+        card = (
+            ModelCard.load(readme)
+            if readme.is_file()
+            else ModelCard.load(hub_id_of(base))
+            if hub_id_of(base)
+            else None
+        )
+    except Exception:  # offline, a private or missing repo: the licence is then unknown, not an error
+        return None
+    return card.data.get("license") if card else None
+
+
+def training_card(path: str | Path, base: str, datasets: dict[str, str | None], model_ref: str) -> None:
+    """TRL's card of a trained model (its README.md at `path`), made right: the base model linked when it has a Hub id
+    and named as a folder when not; each dataset its own entry, linked only when a Hub id (`datasets`: name -> Hub id
+    or None); the base's licence, not TRL's placeholder `licence: license`; a quick start loading `model_ref`, the
+    pushed repo or the local folder, where TRL writes model="None" for a model never pushed."""
+    card = ModelCard.load(path)
+    data = {key: value for key, value in card.data.to_dict().items() if key != "licence"}
+    base_id = hub_id_of(base)
+    data.update(base_model=base_id, datasets=[d for d in datasets.values() if d] or None, license=licence_of(base))
+    card.data = ModelCardData(**{key: value for key, value in data.items() if value is not None})
+    names = [
+        f"[{hub}](https://huggingface.co/datasets/{hub})" if hub else f"`{name}`" for name, hub in datasets.items()
+    ]
+    base_link = f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"the local model `{base}`"
+    trained_on = f" on {', '.join(names)}" if names else ""
+    text = re.sub(
+        r"^This model is a fine-tuned version of .*$",
+        lambda _: f"Fine-tuned from {base_link}{trained_on}.",
+        card.text,
+        count=1,
+        flags=re.M,
+    )
+    card.text = re.sub(
+        r'pipeline\("text-generation", model="[^"]*"',
+        lambda _: f'pipeline("text-generation", model="{model_ref}"',
+        text,
+    )
+    card.save(path)
