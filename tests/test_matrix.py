@@ -13,13 +13,17 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lmforge import sft
+from lmforge.lib.configs import parse, training_precision
 from lmforge.lib.conversations import GENERATORS
 from test_distributed import ACCELERATE, ROOT, free_port
 from tiny import save_tiny_model
 
 
+# zero2 keeps its config's bf16 (DeepSpeed runs bf16 on CPU, and the recipe's bf16: false must give way to it);
+# zero3 runs in fp32, as a CPU user would ask.
 SHARDED = {
-    "zero2": ["accelerate_configs/zero2.yaml", "--num_processes", "2", "--mixed_precision", "no"],
+    "zero2": ["accelerate_configs/zero2.yaml", "--num_processes", "2"],
     "zero3": ["accelerate_configs/zero3.yaml", "--num_processes", "2", "--mixed_precision", "no"],
 }
 
@@ -87,3 +91,26 @@ def test_sft_under_deepspeed_on_two_processes(config, base, tmp_path):
     reference = AutoModelForCausalLM.from_pretrained(base)
     assert model.num_parameters() == reference.num_parameters()
     assert AutoTokenizer.from_pretrained(output_dir).chat_template
+
+
+def test_precision_follows_the_launcher_then_the_gpu_then_the_recipe():
+    # The launcher's bf16 (every shipped GPU config) wins over a recipe's bf16: false, which DeepSpeed would refuse.
+    assert training_precision("fp32", "bf16", bf16_gpu=False)[0] == "bf16"
+    assert training_precision("bf16", "fp16", bf16_gpu=True)[0] == "fp16"
+    # A bf16 GPU trains in bf16 whether started by `lmforge STAGE` or by a launcher that named no precision.
+    assert training_precision("fp32", None, bf16_gpu=True)[0] == "bf16"
+    assert training_precision("fp32", "no", bf16_gpu=True)[0] == "bf16"
+    # On a CPU the recipe decides.
+    assert training_precision("fp32", None, bf16_gpu=False)[0] == "fp32"
+    assert training_precision("bf16", "no", bf16_gpu=False)[0] == "bf16"
+
+
+def test_the_stage_trains_in_the_launchers_precision(monkeypatch, capsys):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    _, args = parse(sft.CONFIGS, ["--config", str(ROOT / "recipes/demo/sft.yaml"), "--output_dir", "unused"])
+    # Parsed again with the precision as an override: what TrainingArguments derive from it follows.
+    assert args.bf16 and not args.fp16 and args.mixed_precision == "bf16"
+    assert "precision: bf16 (accelerate launch --mixed_precision bf16)" in capsys.readouterr().err
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    _, args = parse(sft.CONFIGS, ["--config", str(ROOT / "recipes/demo/sft.yaml"), "--output_dir", "unused"])
+    assert not args.bf16 and args.mixed_precision == "no"
