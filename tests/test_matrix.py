@@ -114,3 +114,13 @@ def test_the_stage_trains_in_the_launchers_precision(monkeypatch, capsys):
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
     _, args = parse(sft.CONFIGS, ["--config", str(ROOT / "recipes/demo/sft.yaml"), "--output_dir", "unused"])
     assert not args.bf16 and args.mixed_precision == "no"
+
+
+def test_fsdp2_saves_a_whole_model():
+    """FSDP2 cannot run on CPU (accelerate selects FSDP for the multi-GPU types only, README "Scaling"); what differs
+    at save is the state-dict type: Trainer.save_model writes weights under FSDP only for FULL_STATE_DICT."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "accelerate_configs/fsdp2.yaml"))
+    assert config.fsdp_config["fsdp_version"] == 2
+    assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
