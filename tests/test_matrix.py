@@ -11,21 +11,32 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+import test_rl
 from lmforge import sft
 from lmforge.lib.configs import parse, training_precision
 from lmforge.lib.conversations import GENERATORS
 from test_distributed import ACCELERATE, ROOT, free_port
+from test_rl import TRAINER
 from tiny import save_tiny_model
 
 
+tokenizer, sft_model, preferences = test_rl.tokenizer, test_rl.sft_model, test_rl.preferences  # fixtures
 # zero2 keeps its config's bf16 (DeepSpeed runs bf16 on CPU, and the recipe's bf16: false must give way to it);
 # zero3 runs in fp32, as a CPU user would ask.
 SHARDED = {
     "zero2": ["accelerate_configs/zero2.yaml", "--num_processes", "2"],
     "zero3": ["accelerate_configs/zero3.yaml", "--num_processes", "2", "--mixed_precision", "no"],
 }
+
+
+def launch(config: str, module: str, output_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [ACCELERATE, "launch", "--config_file", *SHARDED[config], "--main_process_port", str(free_port())]
+    command += ["-m", module, *args, "--disable_tqdm", "true", "--output_dir", str(output_dir)]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +56,10 @@ def test_sft_under_deepspeed_on_two_processes(config, base, tmp_path):
     pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
     output_dir = tmp_path / "sft"
     data = {"identity": {"generator": "identity", "size": 60}, "arithmetic": {"generator": "arithmetic", "size": 60}}
-    command = [
-        ACCELERATE,
-        "launch",
-        "--config_file",
-        *SHARDED[config],
-        "--main_process_port",
-        str(free_port()),
-        "-m",
+    run = launch(
+        config,
         "lmforge.sft",
+        output_dir,
         "--config",
         "recipes/demo/sft.yaml",
         "--model_name_or_path",
@@ -76,13 +82,7 @@ def test_sft_under_deepspeed_on_two_processes(config, base, tmp_path):
         "1000",
         "--eval_fraction",
         "0.1",
-        "--disable_tqdm",
-        "true",
-        "--output_dir",
-        str(output_dir),
-    ]
-    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    )
     assert "sft: process 0 of 2" in run.stdout + run.stderr and "sft: process 1 of 2" in run.stdout + run.stderr
     results = json.loads((output_dir / "sft_results.json").read_text())
     assert results["eval_loss_after"] < results["eval_loss_before"]
@@ -124,3 +124,39 @@ def test_fsdp2_saves_a_whole_model():
     config = load_config_from_file(str(ROOT / "accelerate_configs/fsdp2.yaml"))
     assert config.fsdp_config["fsdp_version"] == 2
     assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["zero3"])
+def test_reward_under_deepspeed_on_two_processes(config, sft_model, preferences, tmp_path):
+    """The held-out pairs are scored before training too, on every rank: under ZeRO-3 each rank holds a slice of
+    each weight, gathered for the scoring."""
+    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
+    output_dir = tmp_path / "reward"
+    launch(
+        config,
+        "lmforge.reward",
+        output_dir,
+        "--config",
+        "recipes/demo/reward.yaml",
+        "--model_name_or_path",
+        str(sft_model),
+        "--preferences",
+        str(preferences),
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "3",
+        "--eval_steps",
+        "100",
+        "--max_length",
+        "128",
+        "--warmup_steps",
+        "0",
+        "--per_device_train_batch_size",
+        "4",
+        *TRAINER,
+    )
+    results = json.loads((output_dir / "rewards.json").read_text())
+    assert results["test_pairs"] == 8 and results["heldout_accuracy_before"] is not None
+    assert AutoModelForSequenceClassification.from_pretrained(output_dir).score.weight.shape == (1, 64)

@@ -29,6 +29,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, get_peft_config
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
+from lmforge.lib.models import whole_weights
 from lmforge.lib.rewards import reward_ids
 
 
@@ -87,10 +88,11 @@ def score_pairs(model, tokenizer, pairs) -> dict:
     higher."""
     model.eval()
     rewards = {"chosen": [], "rejected": []}
-    for pair in pairs:
-        for side in rewards:
-            ids = torch.tensor([pair[f"{side}_ids"]], device=model.device)
-            rewards[side].append(model(input_ids=ids).logits[0, 0].item())
+    with whole_weights(model):  # every rank scores every pair: under ZeRO-3 each holds a slice of each weight
+        for pair in pairs:
+            for side in rewards:
+                ids = torch.tensor([pair[f"{side}_ids"]], device=model.device)
+                rewards[side].append(model(input_ids=ids).logits[0, 0].item())
     wins = [c > r for c, r in zip(rewards["chosen"], rewards["rejected"])]
     return {"accuracy": sum(wins) / len(wins) if wins else None, **rewards}
 
