@@ -17,12 +17,17 @@ import test_rl
 from lmforge import sft
 from lmforge.lib.configs import parse, training_precision
 from lmforge.lib.conversations import GENERATORS
-from test_distributed import ACCELERATE, ROOT, free_port
+from test_distributed import ACCELERATE, ROOT, free_port, rl_args
 from test_rl import TRAINER
 from tiny import save_tiny_model
 
 
-tokenizer, sft_model, preferences = test_rl.tokenizer, test_rl.sft_model, test_rl.preferences  # fixtures
+tokenizer, sft_model, reward_model, preferences = (  # the RL tests' fixtures
+    test_rl.tokenizer,
+    test_rl.sft_model,
+    test_rl.reward_model,
+    test_rl.preferences,
+)
 # zero2 keeps its config's bf16 (DeepSpeed runs bf16 on CPU, and the recipe's bf16: false must give way to it);
 # zero3 runs in fp32, as a CPU user would ask.
 SHARDED = {
@@ -160,3 +165,17 @@ def test_reward_under_deepspeed_on_two_processes(config, sft_model, preferences,
     results = json.loads((output_dir / "rewards.json").read_text())
     assert results["test_pairs"] == 8 and results["heldout_accuracy_before"] is not None
     assert AutoModelForSequenceClassification.from_pretrained(output_dir).score.weight.shape == (1, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "config"), [("dpo", "zero3")])
+def test_rl_stage_under_deepspeed_on_two_processes(stage, config, sft_model, reward_model, preferences, tmp_path):
+    """The before/after evaluation runs on the main process alone, with models it loads itself: under ZeRO-3 those
+    loads used to partition the weights across ranks, a collective the other rank never joined (a hang)."""
+    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
+    output_dir = tmp_path / stage
+    args = rl_args(stage, sft_model, reward_model, preferences)
+    launch(config, f"lmforge.{stage}", output_dir, *args, "--per_device_train_batch_size", "4")
+    results = json.loads((output_dir / f"{stage}_results.json").read_text())
+    assert results["eval"]["before"] and results["eval"]["after"]
+    assert AutoModelForCausalLM.from_pretrained(output_dir).num_parameters() > 0

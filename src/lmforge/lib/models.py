@@ -150,3 +150,19 @@ def whole_weights(model: torch.nn.Module) -> Iterator[None]:
 
     with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
         yield
+
+
+@contextmanager
+def loading_alone() -> Iterator[None]:
+    """Inside the block, `from_pretrained` loads whole models in this process alone. Under DeepSpeed ZeRO-3 it
+    otherwise partitions each weight across the ranks as it loads (deepspeed.zero.Init), a collective that hangs when
+    one process loads alone, as the RL stages' evaluation on the main process does. transformers reads ZeRO-3 from a
+    module-level reference to the TrainingArguments' DeepSpeed config, which is set aside for the block."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    config = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = config
