@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+import test_distributed
 import test_rl
 from lmforge import sft
 from lmforge.lib.configs import parse, training_precision
@@ -28,6 +29,7 @@ tokenizer, sft_model, reward_model, preferences = (  # the RL tests' fixtures
     test_rl.reward_model,
     test_rl.preferences,
 )
+packed, adamw_recipe = test_distributed.packed, test_distributed.adamw_recipe  # the pretraining fixtures
 # zero2 keeps its config's bf16 (DeepSpeed runs bf16 on CPU, and the recipe's bf16: false must give way to it);
 # zero3 runs in fp32, as a CPU user would ask.
 SHARDED = {
@@ -178,4 +180,38 @@ def test_rl_stage_under_deepspeed_on_two_processes(stage, config, sft_model, rew
     launch(config, f"lmforge.{stage}", output_dir, *args, "--per_device_train_batch_size", "4")
     results = json.loads((output_dir / f"{stage}_results.json").read_text())
     assert results["eval"]["before"] and results["eval"]["after"]
+    assert AutoModelForCausalLM.from_pretrained(output_dir).num_parameters() > 0
+
+
+@pytest.mark.slow
+def test_pretrain_under_zero3_on_two_processes(packed, adamw_recipe, tmp_path):
+    """The memorization probe generates after training: under ZeRO-3 on every rank, with the weights gathered."""
+    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
+    output_dir = tmp_path / "pretrain"
+    launch(
+        "zero3",
+        "lmforge.pretrain",
+        output_dir,
+        "--config",
+        adamw_recipe,
+        "--dataset",
+        str(packed / "pack"),
+        "--tokenizer",
+        str(packed / "tokenizer"),
+        "--depth",
+        "1",
+        "--context_length",
+        "64",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_steps",
+        "3",
+        "--save_steps",
+        "3",
+        "--eval_steps",
+        "3",
+        "--memorization_probes",
+        "4",
+    )
+    assert json.loads((output_dir / "memorization.json").read_text())["probes"] == 4
     assert AutoModelForCausalLM.from_pretrained(output_dir).num_parameters() > 0
