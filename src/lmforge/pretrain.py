@@ -44,7 +44,7 @@ from lmforge.lib.configs import parse
 from lmforge.lib.encoding import bits_per_byte, token_losses, utf8_lengths
 from lmforge.lib.files import write_json
 from lmforge.lib.metrics import load_metric
-from lmforge.lib.models import last_checkpoint, load_tokenizer, process_state
+from lmforge.lib.models import last_checkpoint, load_tokenizer, process_state, whole_weights
 
 
 # Dense (not 2:4 sparse) bf16 tensor-core peaks with fp32 accumulation, FLOP/s, from the vendors' datasheets, by a
@@ -408,8 +408,13 @@ def main(args: PretrainArguments, training_args: TrainingArguments, callbacks: t
     trainer.save_metrics("eval", metrics)
     trainer.save_model()
     trainer.save_state()
-    if args.memorization_probes > 0 and trainer.is_world_process_zero():
-        write_json(output_dir / "memorization.json", memorization(model, blocks["train"], tokenizer, args))
+    if args.memorization_probes > 0:
+        # Every rank generates (greedy: the same figures): under ZeRO-3 each holds a slice of each weight, and a
+        # generate on rank 0 alone waited for the others.
+        with whole_weights(model):
+            probes = memorization(model, blocks["train"], tokenizer, args)
+        if trainer.is_world_process_zero():
+            write_json(output_dir / "memorization.json", probes)
     card = {"dataset": args.dataset, "tags": ["lmforge", "pretraining", "llama"]}
     if trainer.is_world_process_zero():
         trainer.create_model_card(**card)

@@ -29,7 +29,7 @@ from lmforge import LmforgeError
 from lmforge.lib import sources
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
-from lmforge.lib.models import peft_config
+from lmforge.lib.models import peft_config, whole_weights
 from lmforge.lib.rewards import reward_ids
 
 
@@ -98,13 +98,14 @@ def score_pairs(model, tokenizer, pairs, batch_size: int = 16) -> dict:
     higher."""
     model.eval()
     rewards = {"chosen": [], "rejected": []}
-    for side in rewards:
-        ids = pairs[f"{side}_ids"]
-        for start in range(0, len(ids), batch_size):
-            batch = tokenizer.pad(
-                {"input_ids": ids[start : start + batch_size]}, padding_side="right", return_tensors="pt"
-            )
-            rewards[side] += model(**batch.to(model.device)).logits[:, 0].float().tolist()
+    with whole_weights(model):  # every rank scores every pair: under ZeRO-3 each holds a slice of each weight
+        for side in rewards:
+            ids = pairs[f"{side}_ids"]
+            for start in range(0, len(ids), batch_size):
+                batch = tokenizer.pad(
+                    {"input_ids": ids[start : start + batch_size]}, padding_side="right", return_tensors="pt"
+                )
+                rewards[side] += model(**batch.to(model.device)).logits[:, 0].float().tolist()
     wins = [c > r for c, r in zip(rewards["chosen"], rewards["rejected"])]
     return {"accuracy": sum(wins) / len(wins) if wins else None, **rewards}
 

@@ -179,9 +179,14 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     )
 
     last = last_checkpoint(training_args.output_dir)
-    # Validation loss before training says what SFT changed; on resume the starting point is gone.
-    before = trainer.evaluate()["eval_loss"] if splits["test"] is not None and last is None else None
+    # Validation loss before training says what SFT changed; on resume the starting point is gone. Trainer measures
+    # it at step 0 (`eval_on_start`), inside train(), once the model is wrapped for training: an evaluate() before
+    # train() prepares it a first time, for inference, which DeepSpeed refuses under ZeRO-2 and which under ZeRO-3
+    # leaves training an engine without an optimizer (accelerate's backward then fails on None).
+    trainer.args.eval_on_start = splits["test"] is not None and last is None
     train = trainer.train(resume_from_checkpoint=last)
+    before = next((e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e), None)
+    before = before if trainer.args.eval_on_start else None
     after = trainer.evaluate()["eval_loss"] if splits["test"] is not None else None
 
     trainer.model.config.use_cache = True

@@ -9,6 +9,7 @@ reported in one line naming the recipe, the key, the value and the type expected
 
 import difflib
 import json
+import os
 import sys
 import typing
 from collections.abc import Iterable
@@ -16,8 +17,10 @@ from dataclasses import fields
 from pathlib import Path
 from types import TracebackType
 
+import torch
 import yaml
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
+from transformers import TrainingArguments
 from transformers.integrations import get_available_reporting_integrations
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from trl import TrlParser
@@ -54,10 +57,12 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
         path = Path(argv[argv.index("--config") + 1])
         check_recipe(parser, dataclass_types, path)
         source = f"recipe {path} or the command line"
-    try:
-        *configs, unknown = parser.parse_args_and_config(argv, return_remaining_strings=True)
-    except ValueError as error:  # a dataclass's own check of its values, e.g. TrainingArguments'
-        raise LmforgeError(f"{source}: {' '.join(str(error).split())}") from None
+    configs, unknown = parse_checked(parser, argv, source)
+    # The precision is decided once the recipe is read; a change is parsed as a command-line override, so that what
+    # TrainingArguments and TRL's configs derive from bf16 and fp16 (mixed_precision, DeepSpeed's plugin) follows.
+    overrides = [option for c in configs if isinstance(c, TrainingArguments) for option in precision_options(c)]
+    if overrides:
+        configs, unknown = parse_checked(parser, argv + overrides, source)
     if unknown:
         options = [option for action in parser._actions for option in action.option_strings]
         close = difflib.get_close_matches(unknown[0], options, n=1)
@@ -86,6 +91,44 @@ def check_output_dir(output_dir: str | None) -> None:
             raise LmforgeError(
                 f"output_dir: {folder} is a file, not a folder; give the stage a folder for its outputs"
             )
+
+
+def parse_checked(parser: StageParser, argv: list[str], source: str) -> tuple[list, list[str]]:
+    try:
+        *configs, unknown = parser.parse_args_and_config(argv, return_remaining_strings=True)
+    except ValueError as error:  # a dataclass's own check of its values, e.g. TrainingArguments'
+        raise LmforgeError(f"{source}: {' '.join(str(error).split())}") from None
+    return configs, unknown
+
+
+def training_precision(recipe: str, launcher: str | None, bf16_gpu: bool) -> tuple[str, str]:
+    """The precision a training stage computes in ("bf16", "fp16" or "fp32") and why, from the recipe's (`recipe`),
+    the launcher's (`accelerate launch`'s mixed_precision, None without it) and whether this process trains on a GPU
+    that computes in bf16.
+
+    The launcher decides when it names one: DeepSpeed takes it into its engine config, and transformers stops when
+    TrainingArguments disagree ("ds bf16.enabled=True vs hf bf16=False"). Otherwise a bf16 GPU trains in bf16 however
+    the stage was started (fp32 weights, bf16 autocast), and on a CPU the recipe decides (fp32, or bf16 autocast)."""
+    if launcher in ("bf16", "fp16"):
+        return launcher, f"accelerate launch --mixed_precision {launcher}"
+    if bf16_gpu:
+        return "bf16", "the GPU computes in bf16"
+    return (
+        recipe,
+        "the recipe, on CPU" if launcher is None else "the recipe; accelerate launch said no mixed precision",
+    )
+
+
+def precision_options(args: TrainingArguments) -> list[str]:
+    """The command-line options that apply `training_precision` to `args` (none when the recipe's stands), after a
+    line on stderr saying which precision the stage trains in, and why."""
+    recipe = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    bf16_gpu = not args.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    precision, why = training_precision(recipe, os.environ.get("ACCELERATE_MIXED_PRECISION"), bf16_gpu)
+    print(f"precision: {precision} ({why})", file=sys.stderr)
+    if precision == recipe:
+        return []
+    return ["--bf16", str(precision == "bf16"), "--fp16", str(precision == "fp16")]
 
 
 def from_json(value: typing.Any, name: str) -> typing.Any:

@@ -8,6 +8,8 @@ Training stages resume through `last_checkpoint`, which passes over checkpoints 
 import json
 import pickle
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from accelerate import PartialState
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainerState
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -174,3 +177,33 @@ def device() -> torch.device:
     """The device this process computes on: its GPU under `accelerate launch` or on a GPU machine, else the CPU.
     accelerate's PartialState knows the local rank, so every stage that generates agrees."""
     return process_state().device
+
+
+@contextmanager
+def whole_weights(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block, every rank holds all of `model`'s weights, read-only. Under DeepSpeed ZeRO-3 each rank holds
+    a slice of each weight (an empty tensor in the module), so a forward outside the engine fails; the slices are
+    gathered here. Every rank must enter the block (it is a collective). Elsewhere it does nothing."""
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield
+
+
+@contextmanager
+def loading_alone() -> Iterator[None]:
+    """Inside the block, `from_pretrained` loads whole models in this process alone. Under DeepSpeed ZeRO-3 it
+    otherwise partitions each weight across the ranks as it loads (deepspeed.zero.Init), a collective that hangs when
+    one process loads alone, as the RL stages' evaluation on the main process does. transformers reads ZeRO-3 from a
+    module-level reference to the TrainingArguments' DeepSpeed config, which is set aside for the block."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    config = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = config

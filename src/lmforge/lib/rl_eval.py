@@ -33,7 +33,7 @@ from lmforge.lib.chat_format import end_of_turn
 from lmforge.lib.configs import from_json
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.intervals import describe, paired_bootstrap
-from lmforge.lib.models import device, process_state
+from lmforge.lib.models import device, loading_alone, process_state
 from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
@@ -192,7 +192,10 @@ T = TypeVar("T")
 def on_main_process(compute: Callable[[], T]) -> T:
     """`compute()` run by the main process alone and its result given to every process: the evaluation loads its own
     copies of the models, so the other processes would only repeat it (and race to write its files)."""
-    return broadcast_object_list([compute() if process_state().is_main_process else None])[0]
+    if not process_state().is_main_process:
+        return broadcast_object_list([None])[0]
+    with loading_alone():  # under ZeRO-3 a model loaded by one process would wait for the others
+        return broadcast_object_list([compute()])[0]
 
 
 def evaluate_sft(
