@@ -637,7 +637,7 @@ def test_stages_that_generate_put_their_models_on_the_process_device(sft_model, 
         rl_eval, "evaluate_policy", lambda model, tokenizer, prompts, config, reference: record(model, reference)
     )
     monkeypatch.setattr(rollouts, "sample_responses", lambda model, *args: record(model))
-    monkeypatch.setattr(lmforge_eval, "heldout_texts", lambda config: [])
+    monkeypatch.setattr(lmforge_eval, "heldout_texts", lambda config: ["a held-out text"])
     monkeypatch.setattr(lmforge_eval, "bits_per_byte", lambda model, *args: record(model))
     monkeypatch.setattr(interrogate, "ask", lambda model, *args: record(model))
     runs = [
@@ -652,6 +652,7 @@ def test_stages_that_generate_put_their_models_on_the_process_device(sft_model, 
         lambda: lmforge_eval.evaluate_model(
             {"path": str(sft_model), "kind": "base"},
             lmforge_eval.EvalConfig(models={"m": {"path": str(sft_model), "kind": "base"}}),
+            tmp_path / "samples",
         ),
         lambda: interrogate.main(
             interrogate.InterrogateConfig(model_name_or_path=str(sft_model), output_dir=str(tmp_path / "i"))
