@@ -108,6 +108,27 @@ def test_a_model_folder_without_weights_or_tokenizer_is_named(chat_model, tmp_pa
     assert f"model_name_or_path: {partial} holds {missing}" in message
 
 
+@pytest.mark.parametrize(
+    "stage, option, what",
+    [
+        ("sft", "model_name_or_path", "model_name_or_path"),
+        ("reward", "model_name_or_path", "model_name_or_path"),
+        ("dpo", "model_name_or_path", "model"),
+        ("grpo", "model_name_or_path", "model"),
+        ("ppo", "sft_model_path", "model"),
+    ],
+)
+def test_a_model_not_trained_yet_or_a_file_is_named(tmp_path, stage, option, what):
+    """A newcomer's first `lmforge sft --config recipes/demo/sft.yaml` before pretraining, or a file given as the model:
+    transformers' "Repo id must use alphanumeric chars" or "not a valid JSON file" tracebacks."""
+    argv = ["--config", f"recipes/demo/{stage}.yaml", "--output_dir", tmp_path / "out"]
+    message = one_line(stage, *argv, f"--{option}", tmp_path / "missing")
+    assert f"{what} {tmp_path / 'missing'} does not exist (and is not a Hub repo id)" in message
+    (tmp_path / "afile").write_text("")
+    message = one_line(stage, *argv, f"--{option}", tmp_path / "afile")
+    assert str(tmp_path / "afile") in message and ("is a file, not a model folder" in message or stage == "ppo")
+
+
 @pytest.mark.parametrize("stage", ["data", "tokenizer"])
 def test_an_output_dir_that_is_a_file_is_named(tmp_path, stage):
     (tmp_path / "afile").write_text("")

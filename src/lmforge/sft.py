@@ -41,7 +41,7 @@ from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_templ
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import load_conversations
 from lmforge.lib.files import write_json
-from lmforge.lib.models import last_checkpoint, peft_config
+from lmforge.lib.models import last_checkpoint, load, peft_config
 
 
 @dataclass
@@ -109,7 +109,7 @@ class AssistantTrainer(RightCard, SFTTrainer):
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     source = script_args.model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load(AutoTokenizer, source, "model_name_or_path")  # a folder not there yet: one line
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=script_args.dtype, attn_implementation=script_args.attn_implementation
     )

@@ -52,7 +52,9 @@ def check_model_folder(name_or_path: str, what: str = "model_name_or_path") -> N
     """One line when an existing local folder cannot be a model: no weights (a config alone, a run that never saved),
     or no tokenizer (transformers would try to convert one and fail asking for sentencepiece or tiktoken)."""
     folder = Path(name_or_path)
-    if not folder.is_dir():
+    if folder.is_file():
+        raise LmforgeError(f"{what}: {folder} is a file, not a model folder")
+    if not folder.is_dir():  # a Hub id, or a folder an earlier stage has yet to write: checked when loaded
         return
     if not any(any(folder.glob(pattern)) for pattern in WEIGHTS):
         raise LmforgeError(f"{what}: {folder} holds no model weights (no .safetensors, .bin or LoRA adapter)")
