@@ -129,6 +129,11 @@ def test_a_model_not_trained_yet_or_a_file_is_named(tmp_path, stage, option, wha
     assert str(tmp_path / "afile") in message and ("is a file, not a model folder" in message or stage == "ppo")
 
 
+def test_rollouts_from_a_model_not_trained_yet_is_named(tmp_path):
+    message = one_line("rollouts", "--config", "recipes/demo/rollouts.yaml", "--model", tmp_path / "sft")
+    assert f"model {tmp_path / 'sft'} does not exist (and is not a Hub repo id)" in message
+
+
 @pytest.mark.parametrize("stage", ["data", "tokenizer"])
 def test_an_output_dir_that_is_a_file_is_named(tmp_path, stage):
     (tmp_path / "afile").write_text("")
