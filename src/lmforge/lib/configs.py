@@ -9,9 +9,11 @@ reported in one line naming the recipe, the key, the value and the type expected
 
 import difflib
 import json
+import logging
 import os
 import sys
 import typing
+import warnings
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -49,6 +51,7 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """Parse `--config FILE` plus overrides in `argv` into one instance of each dataclass type."""
     argv = list(sys.argv[1:] if argv is None else argv)
     sys.excepthook = print_bad_input  # this process is a stage: its bad input ends in one line
+    quiet_library_notices()
     parser = StageParser(dataclass_types)
     source = "command line"
     if "--config" in argv:
@@ -79,6 +82,15 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
         if getattr(config, "ddp_find_unused_parameters", False) is None:
             config.ddp_find_unused_parameters = False
     return tuple(configs)
+
+
+def quiet_library_notices() -> None:
+    """Silence, at their source, the notices a user of a stage cannot act on, each by its own text, so that the
+    libraries' other warnings still show: DeepSpeed's "Setting accelerator to CPU" on every machine without a GPU
+    (printed by each process that imports it), and TRL's own call of transformers' deprecated
+    `is_gradient_checkpointing` when it generates (TRL 1.12, transformers 5.23)."""
+    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
+    warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
 
 
 def check_output_dir(output_dir: str | None) -> None:
