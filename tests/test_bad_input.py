@@ -134,6 +134,22 @@ def test_rollouts_from_a_model_not_trained_yet_is_named(tmp_path):
     assert f"model {tmp_path / 'sft'} does not exist (and is not a Hub repo id)" in message
 
 
+@pytest.mark.parametrize(
+    "option, value", [("per_device_train_batch_size", 0), ("gradient_accumulation_steps", -1), ("lora_r", 0)]
+)
+def test_a_count_below_one_is_named(tmp_path, option, value):
+    """torch's "batch_size should be a positive integer value" or PEFT's "`r` should be a positive integer" after the
+    model had loaded."""
+    argv = ["--config", "recipes/demo/sft_lora.yaml", "--output_dir", tmp_path / "out", f"--{option}", value]
+    assert f"{option}: {value} is not a positive count" in one_line("sft", *argv)
+
+
+def test_a_run_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "afile").write_text("")
+    message = one_line("run", "recipes/demo", "--run_dir", tmp_path / "afile")
+    assert f"run_dir: {tmp_path / 'afile'} is a file, not a folder" in message
+
+
 @pytest.mark.parametrize("stage", ["data", "tokenizer"])
 def test_an_output_dir_that_is_a_file_is_named(tmp_path, stage):
     (tmp_path / "afile").write_text("")
