@@ -150,6 +150,13 @@ def test_a_run_dir_that_is_a_file_is_named(tmp_path):
     assert f"run_dir: {tmp_path / 'afile'} is a file, not a folder" in message
 
 
+def test_generate_from_a_folder_with_a_config_alone_is_named(chat_model, tmp_path):
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial/config.json").write_bytes((chat_model / "config.json").read_bytes())
+    message = one_line("generate", "--model", tmp_path / "partial", "--prompt", "hi")
+    assert f"model: {tmp_path / 'partial'} holds no" in message  # not "Couldn't instantiate the backend tokenizer"
+
+
 @pytest.mark.parametrize("stage", ["data", "tokenizer"])
 def test_an_output_dir_that_is_a_file_is_named(tmp_path, stage):
     (tmp_path / "afile").write_text("")
