@@ -108,6 +108,55 @@ def test_a_model_folder_without_weights_or_tokenizer_is_named(chat_model, tmp_pa
     assert f"model_name_or_path: {partial} holds {missing}" in message
 
 
+@pytest.mark.parametrize(
+    "stage, option, what",
+    [
+        ("sft", "model_name_or_path", "model_name_or_path"),
+        ("reward", "model_name_or_path", "model_name_or_path"),
+        ("dpo", "model_name_or_path", "model"),
+        ("grpo", "model_name_or_path", "model"),
+        ("ppo", "sft_model_path", "model"),
+    ],
+)
+def test_a_model_not_trained_yet_or_a_file_is_named(tmp_path, stage, option, what):
+    """A newcomer's first `lmforge sft --config recipes/demo/sft.yaml` before pretraining, or a file given as the model:
+    transformers' "Repo id must use alphanumeric chars" or "not a valid JSON file" tracebacks."""
+    argv = ["--config", f"recipes/demo/{stage}.yaml", "--output_dir", tmp_path / "out"]
+    message = one_line(stage, *argv, f"--{option}", tmp_path / "missing")
+    assert f"{what} {tmp_path / 'missing'} does not exist (and is not a Hub repo id)" in message
+    (tmp_path / "afile").write_text("")
+    message = one_line(stage, *argv, f"--{option}", tmp_path / "afile")
+    assert str(tmp_path / "afile") in message and ("is a file, not a model folder" in message or stage == "ppo")
+
+
+def test_rollouts_from_a_model_not_trained_yet_is_named(tmp_path):
+    message = one_line("rollouts", "--config", "recipes/demo/rollouts.yaml", "--model", tmp_path / "sft")
+    assert f"model {tmp_path / 'sft'} does not exist (and is not a Hub repo id)" in message
+
+
+@pytest.mark.parametrize(
+    "option, value", [("per_device_train_batch_size", 0), ("gradient_accumulation_steps", -1), ("lora_r", 0)]
+)
+def test_a_count_below_one_is_named(tmp_path, option, value):
+    """torch's "batch_size should be a positive integer value" or PEFT's "`r` should be a positive integer" after the
+    model had loaded."""
+    argv = ["--config", "recipes/demo/sft_lora.yaml", "--output_dir", tmp_path / "out", f"--{option}", value]
+    assert f"{option}: {value} is not a positive count" in one_line("sft", *argv)
+
+
+def test_a_run_dir_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "afile").write_text("")
+    message = one_line("run", "recipes/demo", "--run_dir", tmp_path / "afile")
+    assert f"run_dir: {tmp_path / 'afile'} is a file, not a folder" in message
+
+
+def test_generate_from_a_folder_with_a_config_alone_is_named(chat_model, tmp_path):
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial/config.json").write_bytes((chat_model / "config.json").read_bytes())
+    message = one_line("generate", "--model", tmp_path / "partial", "--prompt", "hi")
+    assert f"model: {tmp_path / 'partial'} holds no" in message  # not "Couldn't instantiate the backend tokenizer"
+
+
 @pytest.mark.parametrize("stage", ["data", "tokenizer"])
 def test_an_output_dir_that_is_a_file_is_named(tmp_path, stage):
     (tmp_path / "afile").write_text("")

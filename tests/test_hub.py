@@ -125,3 +125,45 @@ def test_a_trained_models_card_names_its_base_datasets_licence_and_repo(tmp_path
     assert f"Fine-tuned from the local model `{base}` on `identity`, " in text
     assert "[HuggingFaceTB/smol-smoltalk](https://huggingface.co/datasets/HuggingFaceTB/smol-smoltalk)" in text
     assert 'pipeline("text-generation", model="tester/tiny-sft"' in text and "identity, smoltalk" not in text
+
+
+def test_a_pushed_sft_models_card_loads_the_pushed_repo_with_the_bases_licence(tmp_path):
+    """`lmforge sft --push_to_hub` to the loopback Hub: the card pushed with the model names the repo it was pushed
+    to in its quick start (TRL wrote model="None" for a model never pushed), the base's licence, each dataset apart."""
+    from tiny import save_tiny_model
+
+    texts = [f"the cat sat on mat number {i} and the dog sat on log number {i}." * 4 for i in range(60)]
+    base = save_tiny_model(tmp_path / "base", texts, vocab_size=300)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n\nA base model.\n")
+    argv = [
+        "--config",
+        "recipes/demo/sft.yaml",
+        "--model_name_or_path",
+        str(base),
+        "--output_dir",
+        str(tmp_path / "sft"),
+    ]
+    argv += [
+        "--max_steps",
+        "1",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--max_length",
+        "64",
+        "--eval_strategy",
+        "no",
+    ]
+    argv += ["--push_to_hub", "true", "--hub_model_id", "tester/tiny-sft"]
+    with HubServer() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": TOKEN}
+        result = subprocess.run(
+            [sys.executable, "-m", "lmforge.sft", *argv], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        pushed = hub.repos[("model", "tester/tiny-sft")]["files"]
+    card = pushed["README.md"].decode()
+    assert 'pipeline("text-generation", model="tester/tiny-sft"' in card and "license: apache-2.0" in card
+    assert "licence" not in card and "huggingface.co/datasets/identity" not in card and "`identity`" in card
+    assert "model.safetensors" in pushed

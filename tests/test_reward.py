@@ -119,6 +119,8 @@ def test_reward_model_ranks_heldout_pairs_and_resumes(base_model, preferences, t
     assert (tmp_path / "rewards.png").read_bytes().startswith(b"\x89PNG")
     model = reward.AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    card = (tmp_path / "README.md").read_text()  # TRL's, made right (lib.cards): the local folder, no placeholder
+    assert "licence" not in card and 'model="None"' not in card and f'model="{tmp_path}"' in card
     again = run_reward(base_model, preferences, tmp_path)
     assert again["resumed_from"].endswith("checkpoint-60") and again["heldout_accuracy_before"] is None
 

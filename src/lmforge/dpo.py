@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
+from lmforge.lib.cards import RightCard, source_datasets
 from lmforge.lib.configs import parse
 from lmforge.lib.rl_eval import (
     HeldoutConfig,
@@ -65,6 +66,10 @@ class DPOScriptArguments:
 CONFIGS = (DPOScriptArguments, DPOConfig, WatchConfig, HeldoutConfig)
 
 
+class PolicyTrainer(RightCard, DPOTrainer):
+    """DPOTrainer whose model card names the SFT model and the data as they are (lib.cards.training_card)."""
+
+
 def main(
     script_args: DPOScriptArguments, training_args: DPOConfig, watch_config: WatchConfig, heldout_config: HeldoutConfig
 ) -> dict:
@@ -82,13 +87,15 @@ def main(
         "attn_implementation": script_args.attn_implementation,
     }
     watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
-    trainer = DPOTrainer(
+    trainer = PolicyTrainer(
         model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
         args=training_args,
         train_dataset=pairs["train"],
         eval_dataset=pairs.get("test"),
         processing_class=tokenizer,
         callbacks=[watch],
+        base_model=script_args.model_name_or_path,
+        datasets=source_datasets(script_args.preferences),
     )
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)

@@ -30,6 +30,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
 from lmforge import LmforgeError
+from lmforge.lib.cards import RightCard, named_datasets
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
@@ -168,6 +169,10 @@ def check_tool_engine(training_args: GRPOConfig) -> None:
         )
 
 
+class PolicyTrainer(RightCard, GRPOTrainer):
+    """GRPOTrainer whose model card names the SFT model and the data as they are (lib.cards.training_card)."""
+
+
 def main(
     script_args: GRPOScriptArguments,
     training_args: GRPOConfig,
@@ -188,7 +193,7 @@ def main(
         "attn_implementation": script_args.attn_implementation,
     }
     watch = WatchCallback(watch_config, heldout["prompt"], tokenizer, output_dir)
-    trainer = GRPOTrainer(
+    trainer = PolicyTrainer(
         model=script_args.model_name_or_path,  # a path, so that TRL can load the frozen reference from it too
         reward_funcs=functions,
         reward_processing_classes=processing_classes,
@@ -196,6 +201,8 @@ def main(
         train_dataset=train,
         processing_class=tokenizer,
         callbacks=[watch],
+        base_model=script_args.model_name_or_path,
+        datasets=named_datasets(script_args.tasks),
         rollout_func=tool_rollouts(load_tools(script_args.tools), script_args.max_tool_calls)
         if script_args.tools
         else None,

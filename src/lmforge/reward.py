@@ -27,9 +27,10 @@ from trl import ModelConfig, RewardConfig, RewardTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib import sources
+from lmforge.lib.cards import RightCard, source_datasets
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
-from lmforge.lib.models import peft_config, whole_weights
+from lmforge.lib.models import load, peft_config, whole_weights
 from lmforge.lib.rewards import reward_ids
 
 
@@ -133,8 +134,12 @@ def plot(rewards: dict, path: str) -> None:
     plt.close(figure)
 
 
+class ScoreTrainer(RightCard, RewardTrainer):
+    """RewardTrainer whose model card names the SFT model and the pairs as they are (lib.cards.training_card)."""
+
+
 def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dict:
-    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    tokenizer = load(AutoTokenizer, script_args.model_name_or_path, "model_name_or_path")
     if not tokenizer.chat_template or tokenizer.pad_token is None:
         raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no pad token")
     pairs = tokenize(load_pairs(script_args), tokenizer)
@@ -148,13 +153,15 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
     )
     # The head reads the last token that is not padding: the model must know which id pads.
     model.config.pad_token_id = tokenizer.pad_token_id
-    trainer = RewardTrainer(
+    trainer = ScoreTrainer(
         model=model,
         args=training_args,
         train_dataset=pairs["train"],
         eval_dataset=pairs["test"] if len(pairs["test"]) else None,
         processing_class=tokenizer,
         peft_config=peft_config(script_args, model),
+        base_model=script_args.model_name_or_path,
+        datasets=source_datasets(script_args.preferences),
     )
 
     last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None

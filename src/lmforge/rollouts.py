@@ -36,7 +36,7 @@ from lmforge import LmforgeError
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import GENERATORS, check_conversation, normalise
 from lmforge.lib.files import recover_dir, staged_dir, write_json
-from lmforge.lib.models import device
+from lmforge.lib.models import device, load
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, model_generate, prompt_tools
@@ -198,7 +198,7 @@ def main(config: RolloutsConfig) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     recover_dir(output_dir / "dataset")  # a previous run killed while it swapped the dataset in
     prompts = load_prompts(config.prompts)
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    tokenizer = load(AutoTokenizer, config.model)  # one line for a model not trained yet
     if not tokenizer.chat_template:
         raise LmforgeError(f"model: {config.model}'s tokenizer has no chat template (rollouts need a chat model)")
     model = AutoModelForCausalLM.from_pretrained(config.model).to(device()).eval()

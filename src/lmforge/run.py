@@ -58,6 +58,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from lmforge.cli import STAGE_GROUP
+from lmforge.lib.configs import check_output_dir
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.hub import lineage_path, push_stage
 from lmforge.lib.stages import PIPELINE, STAGES
@@ -259,6 +260,7 @@ def last_lines(log: Path, count: int) -> list[str]:
 @contextmanager
 def locked(run_dir: Path):
     """Hold `<run_dir>/.lock` for the whole run; a second runner on the folder stops at once."""
+    check_output_dir(str(run_dir), "run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ".lock", "a+") as lock:
         try:

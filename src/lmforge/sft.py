@@ -36,12 +36,12 @@ from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
-from lmforge.lib.cards import is_hub_id, training_card
+from lmforge.lib.cards import RightCard, named_datasets
 from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import load_conversations
 from lmforge.lib.files import write_json
-from lmforge.lib.models import last_checkpoint, peft_config
+from lmforge.lib.models import last_checkpoint, load, peft_config
 
 
 @dataclass
@@ -103,24 +103,13 @@ class SFTScriptArguments(ModelConfig):
 CONFIGS = (SFTScriptArguments, SFTConfig)
 
 
-class AssistantTrainer(SFTTrainer):
+class AssistantTrainer(RightCard, SFTTrainer):
     """SFTTrainer whose model card names the base model and each dataset as they are (lib.cards.training_card)."""
-
-    def __init__(self, *args, base_model: str, datasets: dict[str, str | None], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.base_model, self.card_datasets = base_model, datasets
-
-    def create_model_card(self, *args, **kwargs):
-        super().create_model_card(*args, **kwargs)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if self.is_world_process_zero() and os.path.exists(path):
-            model_ref = self.hub_model_id if self.args.push_to_hub else os.path.abspath(self.args.output_dir)
-            training_card(path, self.base_model, self.card_datasets, model_ref)
 
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     source = script_args.model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load(AutoTokenizer, source, "model_name_or_path")  # a folder not there yet: one line
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=script_args.dtype, attn_implementation=script_args.attn_implementation
     )
@@ -172,10 +161,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
         processing_class=tokenizer,
         peft_config=peft_config(script_args, model),
         base_model=script_args.base_model_id or source,
-        datasets={
-            name: spec.get("path") if is_hub_id(spec.get("path")) else None
-            for name, spec in script_args.datasets.items()
-        },
+        datasets=named_datasets(script_args.datasets),
     )
 
     last = last_checkpoint(training_args.output_dir)

@@ -6,6 +6,7 @@ as `_name_or_path`, and a folder lmforge wrote (merge, SFT) carries its base in 
 """
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -102,9 +103,38 @@ def training_card(path: str | Path, base: str, datasets: dict[str, str | None], 
         count=1,
         flags=re.M,
     )
-    card.text = re.sub(
-        r'pipeline\("text-generation", model="[^"]*"',
-        lambda _: f'pipeline("text-generation", model="{model_ref}"',
-        text,
+    card.text = re.sub(  # a generator's pipeline("text-generation", model=...), a reward model's pipeline(model=...)
+        r'(pipeline\((?:"[^"]*", )?model=)"[^"]*"', lambda match: f'{match[1]}"{model_ref}"', text
     )
     card.save(path)
+
+
+def source_datasets(source: dict | str | None) -> dict[str, str | None]:
+    """A stage's one source of rows (lib.sources: a path, a Hub id or a mapping with `path`) as `training_card`'s
+    datasets: its name, with its Hub id when it is one."""
+    path = source.get("path") if isinstance(source, dict) else source
+    return {str(path): path if is_hub_id(path) else None} if path else {}
+
+
+def named_datasets(sources: dict) -> dict[str, str | None]:
+    """Named sources (SFT's datasets, GRPO's tasks: name -> a spec with `path`, or a generator's row count) as
+    `training_card`'s datasets: each name, with its Hub id when its path is one."""
+    paths = {name: spec.get("path") if isinstance(spec, dict) else None for name, spec in sources.items()}
+    return {name: path if is_hub_id(path) else None for name, path in paths.items()}
+
+
+class RightCard:
+    """Put before a TRL trainer class (`class Trainer(RightCard, DPOTrainer)`): the card TRL writes into output_dir, at
+    each checkpoint and at the end, is made right by `training_card`. Takes `base_model` (the model trained from,
+    a Hub id or a folder) and `datasets` (name -> Hub id or None) besides the trainer's own arguments."""
+
+    def __init__(self, *args, base_model: str, datasets: dict[str, str | None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.card_base, self.card_datasets = base_model, datasets
+
+    def create_model_card(self, *args, **kwargs):
+        super().create_model_card(*args, **kwargs)
+        path = os.path.join(self.args.output_dir, "README.md")
+        if self.is_world_process_zero() and os.path.exists(path):
+            model_ref = self.hub_model_id if self.args.push_to_hub else os.path.abspath(self.args.output_dir)
+            training_card(path, self.card_base, self.card_datasets, model_ref)

@@ -9,9 +9,11 @@ reported in one line naming the recipe, the key, the value and the type expected
 
 import difflib
 import json
+import logging
 import os
 import sys
 import typing
+import warnings
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -49,6 +51,7 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """Parse `--config FILE` plus overrides in `argv` into one instance of each dataclass type."""
     argv = list(sys.argv[1:] if argv is None else argv)
     sys.excepthook = print_bad_input  # this process is a stage: its bad input ends in one line
+    quiet_library_notices()
     parser = StageParser(dataclass_types)
     source = "command line"
     if "--config" in argv:
@@ -72,6 +75,7 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     for config in configs:
         check_reporters(getattr(config, "report_to", None))
         check_output_dir(getattr(config, "output_dir", None))
+        check_counts(config)
         if isinstance(getattr(config, "model_name_or_path", None), str):
             check_model_folder(config.model_name_or_path)
         # Every trainable parameter of a stage's model takes part in each step: DDP's search for unused ones
@@ -81,16 +85,35 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     return tuple(configs)
 
 
-def check_output_dir(output_dir: str | None) -> None:
+def quiet_library_notices() -> None:
+    """Silence, at their source, the notices a user of a stage cannot act on, each by its own text, so that the
+    libraries' other warnings still show: DeepSpeed's "Setting accelerator to CPU" on every machine without a GPU
+    (printed by each process that imports it), and TRL's own call of transformers' deprecated
+    `is_gradient_checkpointing` when it generates (TRL 1.12, transformers 5.23)."""
+    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
+    warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
+
+
+# Counts a training stage needs at least one of: 0 stops deep in torch's DataLoader, in the step arithmetic or, for
+# the LoRA rank, in PEFT once the trainer wraps the model.
+POSITIVE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "lora_r")
+
+
+def check_counts(config: typing.Any) -> None:
+    for name in POSITIVE:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value < 1:
+            raise LmforgeError(f"{name}: {value} is not a positive count")
+
+
+def check_output_dir(output_dir: str | None, what: str = "output_dir") -> None:
     """A stage's outputs go in a folder: an existing file there would stop it deep in a library (NotADirectoryError),
     and so would a file among the folders above it."""
     if not isinstance(output_dir, str):
         return
     for folder in (Path(output_dir), *Path(output_dir).parents):
         if folder.exists() and not folder.is_dir():
-            raise LmforgeError(
-                f"output_dir: {folder} is a file, not a folder; give the stage a folder for its outputs"
-            )
+            raise LmforgeError(f"{what}: {folder} is a file, not a folder; give a folder for the outputs")
 
 
 def parse_checked(parser: StageParser, argv: list[str], source: str) -> tuple[list, list[str]]:

@@ -52,12 +52,21 @@ def check_model_folder(name_or_path: str, what: str = "model_name_or_path") -> N
     """One line when an existing local folder cannot be a model: no weights (a config alone, a run that never saved),
     or no tokenizer (transformers would try to convert one and fail asking for sentencepiece or tiktoken)."""
     folder = Path(name_or_path)
-    if not folder.is_dir():
+    if folder.is_file():
+        raise LmforgeError(f"{what}: {folder} is a file, not a model folder")
+    if not folder.is_dir():  # a Hub id, or a folder an earlier stage has yet to write: checked when loaded
         return
-    if not any(any(folder.glob(pattern)) for pattern in WEIGHTS):
+    check_holds(folder, WEIGHTS, what)
+    check_holds(folder, TOKENIZER_FILES, what)
+
+
+def check_holds(folder: Path, patterns: tuple[str, ...], what: str) -> None:
+    """One line when `folder` holds none of `patterns` (WEIGHTS or TOKENIZER_FILES)."""
+    if any(any(folder.glob(pattern)) for pattern in patterns):
+        return
+    if patterns is WEIGHTS:
         raise LmforgeError(f"{what}: {folder} holds no model weights (no .safetensors, .bin or LoRA adapter)")
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise LmforgeError(f"{what}: {folder} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
+    raise LmforgeError(f"{what}: {folder} holds no tokenizer (none of {', '.join(patterns)})")
 
 
 def peft_config(model_args: Any, model: torch.nn.Module) -> Any:
@@ -87,6 +96,8 @@ def is_linear(module: torch.nn.Module) -> bool:
 def load(loader: type, name_or_path: str, what: str = "model", **kwargs: Any) -> Any:
     """`loader.from_pretrained(name_or_path, **kwargs)`, its failures turned into one line naming the source."""
     check_source(name_or_path, what)
+    if Path(name_or_path).is_dir():  # transformers would ask for sentencepiece, or name a missing weights file
+        check_holds(Path(name_or_path), TOKENIZER_FILES if "Tokenizer" in loader.__name__ else WEIGHTS, what)
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
