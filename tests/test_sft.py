@@ -181,7 +181,10 @@ def test_malformed_conversation_stops_or_is_dropped(base_model, tmp_path):
         "0",
         *FAST,
     ]
-    with pytest.raises(sft.LmforgeError, match=r"dataset 'mine' row 1: message 1 \(assistant\) has empty content"):
+    with pytest.raises(
+        sft.LmforgeError,
+        match=r"datasets.mine: \S+bad.jsonl split train row 1: message 1 \(assistant\) has empty content",
+    ):
         sft.main(*parse(sft.CONFIGS, argv + ["--invalid_rows", "stop"]))
     results = sft.main(*parse(sft.CONFIGS, argv + ["--invalid_rows", "drop", "--max_steps", "1"]))
     assert results["sources"]["mine"]["invalid_dropped"] == 1 and results["train_rows"] == 1
@@ -205,7 +208,7 @@ def test_interrogate_writes_refusals_for_unknown_questions(base_model, tmp_path,
     assert (report["known"], report["unknown"], report["answer_rate_known"]) == (3, 2, 1.0)
     assert 0.0 <= report["refusal_rate_unknown"] <= 1.0
     refusals = tmp_path / "i" / "refusals.jsonl"
-    dataset, _ = load_conversations({"refusals": {"path": "json", "data_files": str(refusals)}}, None, None)
+    dataset, _, _ = load_conversations({"refusals": {"path": "json", "data_files": str(refusals)}}, None, None)
     assert [m[0]["content"] for m in dataset["messages"]] == ["Question 3?", "Question 4?"]
     assert all("I don't know" in m[1]["content"] for m in dataset["messages"])
     # A rerun finds every question answered and asks nothing again.
