@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 from hub_mirrors import MIRRORS, write_repo
 from hub_server import HubServer
 from lmforge import LmforgeError
-from lmforge.lib.sources import FORMATS, load_checked, load_pairs, load_rows
+from lmforge.lib.sources import FORMATS, load_checked, load_pairs, load_questions, load_rows
 
 
 # Answers in words: datasets' JSON reader turns a text "1." into the number 1.0 in a column of mixed types.
@@ -147,6 +147,7 @@ FORMAT_ROWS = {
     "unpaired preference": {"prompt": "The sky is", "completion": " blue.", "label": True},
     "question-answer": {"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"},
     "question": {"question": "What did I eat today?"},
+    "rollouts": {"prompt": "The sky is", "responses": [" blue.", " green."]},
 }
 CONVERSATIONAL = {
     "prompt-only": {"prompt": chat("Sky?")},
@@ -388,3 +389,26 @@ def test_load_rows_gives_every_split_or_the_one_named(tmp_path):
     assert len(load_rows({"path": str(tmp_path / "folder"), "split": "test"})["train"]) == 5
     with pytest.raises(LmforgeError, match=r"no split 'validation' \(splits: train, test\)"):
         load_rows({"path": str(tmp_path / "folder"), "split": "validation"})
+
+
+# --- questions, as interrogate and eval ask them ---
+
+
+def test_questions_come_from_question_files_prompt_completion_rows_or_conversations(tmp_path):
+    expected = [{"question": "What is 2 + 2?", "answer": "4"}]
+    write_jsonl(tmp_path / "gsm8k.jsonl", [{"question": "What is 2 + 2?", "answer": "4", "detail": "x"}])
+    Dataset.from_list([{"prompt": "What is 2 + 2?", "completion": "4"}]).to_parquet(tmp_path / "pc.parquet")
+    write_jsonl(tmp_path / "chats.jsonl", [{"messages": chat("What is 2 + 2?", "4")}])
+    for name in ("gsm8k.jsonl", "pc.parquet", "chats.jsonl"):
+        assert load_questions(str(tmp_path / name), "questions") == expected, name
+    write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": chat("What did I eat?")}])
+    assert load_questions(str(tmp_path / "prompts.jsonl"), "unknowable", answers=False) == [
+        {"question": "What did I eat?"}
+    ]
+    with pytest.raises(
+        LmforgeError, match="questions: .*prompts.jsonl split train: columns prompt are the prompt-only"
+    ):
+        load_questions(str(tmp_path / "prompts.jsonl"), "questions")
+    write_jsonl(tmp_path / "blank.jsonl", [{"question": "Why?", "answer": " "}])
+    with pytest.raises(LmforgeError, match="blank.jsonl split train row 0: column 'answer' is empty"):
+        load_questions(str(tmp_path / "blank.jsonl"), "questions")

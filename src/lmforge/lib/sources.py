@@ -16,7 +16,7 @@ chats.jsonl}` works as it does there). `columns` renames a source's columns to t
 
 Rows are in one of TRL's dataset formats (FORMATS; huggingface.co/docs/trl/dataset_formats), standard (text) or
 conversational (lists of {role, content} messages; ShareGPT's `conversations` of {from, value} are converted), or
-lmforge's question files (`question`, `answer`: GSM8K's format). A stage names the formats it takes. Where it needs
+lmforge's question files (`question`, `answer`: GSM8K's format) and rollouts (`prompt`, `responses`). A stage names the formats it takes. Where it needs
 a held-out split and the source has none, the rows whose hash falls below a fraction are held out: the same rows on
 every run and machine, whatever their order; the size is printed. Everything is read by `datasets`
 (`load_from_disk`, `load_dataset`); this module adds what a user needs when it goes wrong: one line naming the
@@ -53,6 +53,7 @@ FORMATS = {
     "preference (implicit prompt)": ("chosen", "rejected"),
     "prompt-completion": ("prompt", "completion"),
     "question-answer": ("question", "answer"),
+    "rollouts": ("prompt", "responses"),  # lmforge's: a prompt and the replies sampled for it, to rank
     "prompt-only": ("prompt",),
     "question": ("question",),
     "conversational": ("messages",),
@@ -312,6 +313,9 @@ def row_problem(row: dict, columns: Sequence[str], check: Callable | None) -> tu
         if column == "label":
             if not isinstance(value, bool):
                 return f"column 'label' holds {type(value).__name__} {str(value)[:60]!r}: true or false expected", None
+        elif column == "responses":
+            if not isinstance(value, list) or len(value) < 2 or not all(isinstance(v, str) for v in value):
+                return f"column 'responses' holds {str(value)[:60]!r}: a list of at least 2 texts expected", None
         elif isinstance(value, str) and column != "messages":
             if not value.strip() and column != "completion":
                 return f"column {column!r} is empty", None
@@ -452,7 +456,7 @@ def load_checked(
         report["heldout_from"] = f"hash {heldout_fraction}"
     if not len(checked):
         raise LmforgeError(f"{where} split {train_split}: no training rows left")
-    conversational = any(isinstance(checked[0][c], list) for c in columns)
+    conversational = any(isinstance(checked[0][c], list) for c in columns if c not in ("responses", "label"))
     report |= {"taken": len(checked), "heldout": len(heldout) if heldout is not None else 0}
     return Rows(checked, heldout, name, conversational, report)
 
@@ -509,3 +513,30 @@ def load_pairs(
 
         splits = {split: part.map(maybe_extract_prompt) for split, part in splits.items() if part is not None}
     return DatasetDict({split: part for split, part in splits.items() if part is not None and len(part)})
+
+
+# Questions ----------------------------------------------------------------------------------------------------------
+
+QUESTION_FORMATS = ("question-answer", "prompt-completion", "conversational")
+
+
+def load_questions(source: str | dict, what: str, answers: bool = True) -> list[dict]:
+    """Questions ({question, answer}; without `answers`, {question}) for the stages that ask them (interrogate,
+    eval): lmforge's question files and GSM8K (`question`, `answer`), prompt-completion rows (the prompt's last user
+    turn, the completion) or conversations (the first user turn, the last assistant turn); without answers, prompts
+    or questions alone too."""
+    formats = QUESTION_FORMATS if answers else (*QUESTION_FORMATS, "question", "prompt-only")
+    rows = load_checked(source, what, formats).train
+    questions = []
+    for row in rows:
+        if "question" in row:
+            question, answer = row["question"], row.get("answer")
+        elif "messages" in row:
+            question = next((m["content"] for m in row["messages"] if m["role"] == "user"), "")
+            answer = next((m["content"] for m in reversed(row["messages"]) if m["role"] == "assistant"), None)
+        else:
+            prompt, completion = row["prompt"], row.get("completion")
+            question = prompt if isinstance(prompt, str) else [m for m in prompt if m["role"] == "user"][-1]["content"]
+            answer = completion if not isinstance(completion, list) else completion[-1]["content"]
+        questions.append({"question": question, "answer": answer} if answers else {"question": question})
+    return questions
