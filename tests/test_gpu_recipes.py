@@ -186,7 +186,7 @@ for spec in json.loads(sys.argv[1]):
     if "name" in spec or "split" in spec:
         print(spec["path"], len(load_source(spec["path"], spec, seed=0)))
     else:
-        pairs = load_pairs(spec["path"])
+        pairs, _ = load_pairs(spec["path"])
         print(spec["path"], {split: pairs[split].num_rows for split in pairs})
 """
     result = subprocess.run(

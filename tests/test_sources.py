@@ -360,9 +360,12 @@ def test_checks_run_in_several_processes(tmp_path):
 def test_pairs_keep_the_sources_splits_and_split_an_implicit_prompt_out(tmp_path):
     write_jsonl(tmp_path / "folder" / "train.jsonl", PAIRS[:15])
     write_jsonl(tmp_path / "folder" / "test.jsonl", PAIRS[15:])
-    pairs = load_pairs(str(tmp_path / "folder"))
+    pairs, report = load_pairs(str(tmp_path / "folder"))
     assert {split: len(part) for split, part in pairs.items()} == {"train": 15, "test": 5}
-    assert "test" not in load_pairs(jsonl_file(tmp_path)) and len(load_pairs(jsonl_file(tmp_path), 0.5)["test"]) > 0
+    assert report["heldout_from"] == "split test" and report["format"] == "preference"
+    assert (
+        "test" not in load_pairs(jsonl_file(tmp_path))[0] and len(load_pairs(jsonl_file(tmp_path), 0.5)[0]["test"]) > 0
+    )
     conversational = [
         {
             "good": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}],
@@ -371,7 +374,7 @@ def test_pairs_keep_the_sources_splits_and_split_an_implicit_prompt_out(tmp_path
         for i in range(4)
     ]
     write_jsonl(tmp_path / "conv.jsonl", conversational)
-    pairs = load_pairs({"path": str(tmp_path / "conv.jsonl"), "columns": {"good": "chosen", "bad": "rejected"}})
+    pairs, _ = load_pairs({"path": str(tmp_path / "conv.jsonl"), "columns": {"good": "chosen", "bad": "rejected"}})
     assert pairs["train"][2] == {
         "prompt": [{"role": "user", "content": "hi 2"}],
         "chosen": [{"role": "assistant", "content": "hello"}],

@@ -82,7 +82,7 @@ def main(
     too_long = (
         LongerThan(tokenizer, training_args.max_length, ("chosen", "rejected")) if training_args.max_length else None
     )
-    pairs = load_pairs(
+    pairs, report = load_pairs(
         script_args.preferences,
         script_args.heldout_fraction,
         script_args.invalid_rows,
@@ -121,6 +121,7 @@ def main(
     margin_first, margin_last = logged(trainer.state.log_history, DPO_MARGIN)
     results = {
         "preferences": script_args.preferences,
+        "pairs": report,
         "train_pairs": len(pairs["train"]),
         "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
         "margin_first": margin_first,

@@ -361,7 +361,7 @@ def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
     pairs_path = Path(config.preferences)
     if is_local(config.preferences) and not pairs_path.exists():
         return {}, f"no preference pairs at {pairs_path} (run `lmforge label`)"
-    splits = load_pairs(config.preferences)
+    splits, _ = load_pairs(config.preferences)
     if config.preference_split not in splits:
         raise LmforgeError(
             f"preference_split: {pairs_path} has no {config.preference_split!r} split (splits: {list(splits)})"

@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from datasets import DatasetDict
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer
@@ -73,9 +74,11 @@ class RewardScriptArguments(ModelConfig):
 CONFIGS = (RewardScriptArguments, RewardConfig)
 
 
-def load_pairs(script_args: RewardScriptArguments, tokenizer, max_length: int | None, num_proc: int | None = None):
+def load_pairs(
+    script_args: RewardScriptArguments, tokenizer, max_length: int | None, num_proc: int | None = None
+) -> tuple[DatasetDict, dict]:
     """Train and test pairs (a source without a test split gets one, by a hash of the row), with TRL's margin when
-    asked for. A pair longer than `max_length`, counted as the reward model reads it (rewards.reward_ids), stops the
+    asked for, and the source's report. A pair longer than `max_length`, counted as the reward model reads it (rewards.reward_ids), stops the
     stage or is dropped and counted: RewardTrainer would drop it without a word."""
     too_long = (
         sources.LongerThan(
@@ -87,14 +90,14 @@ def load_pairs(script_args: RewardScriptArguments, tokenizer, max_length: int | 
         if max_length
         else None
     )
-    pairs = sources.load_pairs(
+    pairs, report = sources.load_pairs(
         script_args.preferences, script_args.heldout_fraction, script_args.invalid_rows, too_long, num_proc
     )
     if script_args.margin_scale > 0:
         if "rank_gap" not in pairs["train"].column_names:
             raise LmforgeError("margin_scale: the pairs have no rank_gap column (lmforge label writes one)")
         pairs = pairs.map(lambda row: {"margin": script_args.margin_scale * row["rank_gap"]})
-    return pairs
+    return pairs, report
 
 
 def tokenize(pairs, tokenizer):
@@ -156,9 +159,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
     if not tokenizer.chat_template or tokenizer.pad_token is None:
         raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no pad token")
-    pairs = tokenize(
-        load_pairs(script_args, tokenizer, training_args.max_length, training_args.dataset_num_proc), tokenizer
-    )
+    pairs, report = load_pairs(script_args, tokenizer, training_args.max_length, training_args.dataset_num_proc)
+    pairs = tokenize(pairs, tokenizer)
     test = pairs.get("test") or []  # none held out: heldout_fraction 0 and no test split
     if not test:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
@@ -199,6 +201,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
         )
     pair_sources = sorted(set(pairs["train"]["source"])) if "source" in pairs["train"].column_names else None
     results = {
+        "preferences": report,
         "train_pairs": len(pairs["train"]),
         "test_pairs": len(test),
         "pair_sources": pair_sources,

@@ -307,6 +307,7 @@ def problems(batch: dict, columns: tuple, check: Callable | None) -> dict:
 
 
 def row_problem(row: dict, columns: Sequence[str], check: Callable | None) -> tuple[str | None, str | None]:
+    """What is wrong with one row's `columns` (or what `check` finds), and the row's style."""
     styles = set()
     for column in columns:
         value = row[column]
@@ -344,10 +345,6 @@ def messages_problem(messages: list) -> str | None:
         if not isinstance(message.get("content"), str):
             return f"message {position} has no text content"
     return None
-
-
-def is_message(value: object) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("role"), str) and isinstance(value.get("content"), str)
 
 
 class LongerThan:
@@ -494,10 +491,11 @@ def load_pairs(
     invalid_rows: str = "stop",
     check: Callable[[dict], str | None] | None = None,
     num_proc: int | None = None,
-) -> DatasetDict:
+) -> tuple[DatasetDict, dict]:
     """Preference pairs (TRL's preference format, explicit or implicit prompt, standard or conversational): `prompt`,
     `chosen` and `rejected`, and whatever other columns the source has (lmforge label's rank_gap), as train and, with
-    `heldout_fraction` or a test split in the source, test."""
+    `heldout_fraction` or a test split in the source, test; and the source's report (rows, format, held out, invalid
+    rows dropped)."""
     pairs = load_checked(
         source,
         "preferences",
@@ -512,7 +510,7 @@ def load_pairs(
         from trl.data_utils import maybe_extract_prompt  # Hub pairs often keep the prompt inside chosen/rejected
 
         splits = {split: part.map(maybe_extract_prompt) for split, part in splits.items() if part is not None}
-    return DatasetDict({split: part for split, part in splits.items() if part is not None and len(part)})
+    return DatasetDict({split: part for split, part in splits.items() if part is not None and len(part)}), pairs.report
 
 
 # Questions ----------------------------------------------------------------------------------------------------------
