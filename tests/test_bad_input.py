@@ -353,7 +353,7 @@ def test_sft_source_files_name_file_and_line(chat_model, tmp_path, content, expe
         "--max_length",
         256,
     )
-    assert "dataset 'chats'" in message and expected.format(path=path) in message
+    assert "datasets.chats: " in message and expected.format(path=path) in message
 
 
 # --- recipes and the command line ---

@@ -180,13 +180,13 @@ def test_every_hub_dataset_a_recipe_names_is_mirrored_and_loads(hub, tmp_path):
     script = """
 import json, sys
 from lmforge.lib.conversations import load_source
-from lmforge.reward import RewardScriptArguments, load_pairs
+from lmforge.lib.sources import load_pairs
 for spec in json.loads(sys.argv[1]):
     spec.pop("weight", None)
     if "name" in spec or "split" in spec:
         print(spec["path"], len(load_source(spec["path"], spec, seed=0)))
     else:
-        pairs = load_pairs(RewardScriptArguments(preferences=spec["path"]))
+        pairs, _ = load_pairs(spec["path"])
         print(spec["path"], {split: pairs[split].num_rows for split in pairs})
 """
     result = subprocess.run(

@@ -167,6 +167,29 @@ def test_judges_rank_and_export_marks_the_source(rollouts, tmp_path):
         assert connection.execute("SELECT COUNT(*) FROM rankings").fetchone()[0] == 3
 
 
+def test_judges_rank_a_users_own_rollouts_from_a_jsonl_file(tmp_path):
+    """Rollouts a user brings (a JSONL file of a text prompt and its responses, nothing else): imported through
+    lib.sources, what they lack filled in, ranked by the judges and exported as pairs."""
+    rows = [
+        {"prompt": QUESTION, "responses": ["Final answer: 7", "Final answer: 7 7 7 7 7 7 7 7 7 7"]},
+        {"prompt": "What is 1 + 1?", "responses": ["2 2 2 2 2 2 2 2 2 2 2 2", "1 + 1 = 2.\nFinal answer: 2"]},
+    ]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["--config", "recipes/demo/label.yaml", "--rollouts", str(path), "--output_dir", str(tmp_path / "out")]
+    argv += ["--test_fraction", "0.0", "--judges", json.dumps({"repetition": 1.0})]
+    label.main(*parse(label.CONFIGS, argv))
+    pairs = load_from_disk(str(tmp_path / "out" / "preferences"))["train"]
+    assert sorted(set(pairs["prompt_id"])) == [0, 1]
+    assert pairs[0]["prompt"] == [{"role": "user", "content": QUESTION}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "Hi", "responses": ["only one"]}) + "\n")
+    with pytest.raises(
+        label.LmforgeError, match=r"bad.jsonl split train row 0: column 'responses' holds .*a list of at"
+    ):
+        label.main(*parse(label.CONFIGS, [*argv[:2], "--rollouts", str(bad), "--output_dir", str(tmp_path / "o")]))
+
+
 def test_labelers_writing_at_once_lose_nothing(rollouts, tmp_path):
     database = tmp_path / "rankings.sqlite"
     with closing(label.connect(database)) as connection:

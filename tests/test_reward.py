@@ -9,6 +9,7 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from trl.experimental.utils import get_reward
 
 from lmforge import label, reward
+from lmforge.cli import main as lmforge
 from lmforge.lib import chat_format, rewards
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS, arithmetic
@@ -192,3 +193,28 @@ def test_held_out_pairs_score_the_same_batched_as_one_by_one(base_model, prefere
     for side in ("chosen", "rejected"):
         assert batched[side] == pytest.approx(alone[side], abs=1e-4)
     assert batched["accuracy"] == alone["accuracy"]
+
+
+def test_an_empty_preferences_folder_is_one_line(base_model, tmp_path):
+    """`lmforge reward --preferences <an empty folder>` (a traceback from load_from_disk before)."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit:
+        lmforge(
+            ["reward", "--config", "recipes/demo/reward.yaml", "--model_name_or_path", str(base_model)]
+            + ["--preferences", str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out")]
+        )
+    assert str(exit.value.code) == (
+        f"lmforge reward: error: preferences: {tmp_path / 'empty'}: an empty folder, or one without "
+        ".jsonl/.json/.csv/.parquet/.arrow files"
+    )
+
+
+def test_too_long_pairs_stop_or_are_dropped_and_counted(base_model, preferences, tmp_path):
+    with pytest.raises(
+        reward.LmforgeError, match=r"split train row \d+: prompt \+ (chosen|rejected) is \d+ tokens, longer"
+    ):
+        run_reward(base_model, preferences, tmp_path, "--max_length", "60")
+    results = run_reward(
+        base_model, preferences, tmp_path, "--max_length", "120", "--invalid_rows", "drop", "--max_steps", "1"
+    )
+    assert 0 < results["preferences"]["invalid_dropped"] and results["train_pairs"] + results["test_pairs"] < 270

@@ -305,7 +305,8 @@ def test_dpo_trains_on_a_users_folder_of_jsonl_pairs(sft_model, reward_model, tm
     argv += ["--per_device_train_batch_size", "4", "--max_length", "96", "--watch_every", "100", *HELDOUT, *TRAINER]
     argv += ["--heldout_reward_model", str(reward_model)]
     results = dpo.main(*parse(dpo.CONFIGS, argv))
-    assert results["train_pairs"] == 12 and (tmp_path / "out/checkpoint-2").is_dir()
+    assert results["train_pairs"] + results["test_pairs"] == 12 and (tmp_path / "out/checkpoint-2").is_dir()
+    assert results["test_pairs"] and results["test_margin"] is not None  # held out by a hash, and evaluated
     card = (tmp_path / "out/README.md").read_text()  # TRL's, written at the checkpoint, made right (lib.cards)
     assert "licence" not in card and 'model="None"' not in card and f'model="{tmp_path / "out"}"' in card
     assert f"`{tmp_path / 'mypairs'}`" in card and "huggingface.co/datasets/" not in card  # a folder, not a Hub id

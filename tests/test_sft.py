@@ -6,12 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import chat, interrogate, merge, sft
 from lmforge.lib import answers
 from lmforge.lib.configs import parse
-from lmforge.lib.conversations import GENERATORS, load_conversations
+from lmforge.lib.conversations import GENERATORS, arithmetic, load_conversations
 from tiny import save_tiny_model
 
 
@@ -105,7 +106,6 @@ def test_labels_mask_everything_but_assistant_turns(base_model, tmp_path):
         {"role": "user", "content": "Who are you?"},
         {"role": "assistant", "content": "I'm Forge."},
     ]
-    from datasets import Dataset
 
     trainer = sft.SFTTrainer(
         model=str(base_model),
@@ -160,6 +160,22 @@ def test_lora_adapter_merges_into_a_model_that_generates(base_model, tmp_path):
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
 
 
+@pytest.mark.slow
+def test_sft_trains_on_a_users_parquet_of_prompts_and_completions(base_model, tmp_path):
+    """TRL's standard prompt-completion rows in a Parquet file, 40% of them taken: each becomes a user and an assistant
+    turn, a hash of each holds some out, and the validation loss falls."""
+    rows = [{"prompt": p["question"], "completion": p["solution"]} for p in arithmetic.problems(300, seed=2)]
+    Dataset.from_list(rows).to_parquet(tmp_path / "mine.parquet")
+    data = {"mine": {"path": str(tmp_path / "mine.parquet"), "weight": 0.4}}
+    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base_model)]
+    argv += ["--output_dir", str(tmp_path / "sft"), "--datasets", json.dumps(data), "--eval_fraction", "0.1", *FAST]
+    results = sft.main(*parse(sft.CONFIGS, argv))
+    mine = results["sources"]["mine"]
+    assert mine["format"] == "prompt-completion" and mine["taken"] + mine["heldout"] == 120 and mine["heldout"] > 0
+    assert results["eval_rows"] == mine["heldout"] and results["train_rows"] == mine["taken"]
+    assert results["eval_loss_after"] < results["eval_loss_before"] - 0.5
+
+
 def test_malformed_conversation_stops_or_is_dropped(base_model, tmp_path):
     bad = tmp_path / "bad.jsonl"
     rows = [
@@ -181,7 +197,10 @@ def test_malformed_conversation_stops_or_is_dropped(base_model, tmp_path):
         "0",
         *FAST,
     ]
-    with pytest.raises(sft.LmforgeError, match=r"dataset 'mine' row 1: message 1 \(assistant\) has empty content"):
+    with pytest.raises(
+        sft.LmforgeError,
+        match=r"datasets.mine: \S+bad.jsonl split train row 1: message 1 \(assistant\) has empty content",
+    ):
         sft.main(*parse(sft.CONFIGS, argv + ["--invalid_rows", "stop"]))
     results = sft.main(*parse(sft.CONFIGS, argv + ["--invalid_rows", "drop", "--max_steps", "1"]))
     assert results["sources"]["mine"]["invalid_dropped"] == 1 and results["train_rows"] == 1
@@ -205,7 +224,7 @@ def test_interrogate_writes_refusals_for_unknown_questions(base_model, tmp_path,
     assert (report["known"], report["unknown"], report["answer_rate_known"]) == (3, 2, 1.0)
     assert 0.0 <= report["refusal_rate_unknown"] <= 1.0
     refusals = tmp_path / "i" / "refusals.jsonl"
-    dataset, _ = load_conversations({"refusals": {"path": "json", "data_files": str(refusals)}}, None, None)
+    dataset, _, _ = load_conversations({"refusals": {"path": "json", "data_files": str(refusals)}}, None, None)
     assert [m[0]["content"] for m in dataset["messages"]] == ["Question 3?", "Question 4?"]
     assert all("I don't know" in m[1]["content"] for m in dataset["messages"])
     # A rerun finds every question answered and asks nothing again.

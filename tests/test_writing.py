@@ -194,7 +194,8 @@ def test_export_trains_sft_and_reward_unchanged(chat_model, tmp_path):
             ],
         )
     )
-    assert results["sources"]["labeled"]["taken"] == 16
+    labeled = results["sources"]["labeled"]
+    assert labeled["taken"] + labeled["heldout"] == 16 and labeled["heldout"] == results["eval_rows"] > 0
     assert results["eval_loss_after"] < results["eval_loss_before"] - 0.5
     rewards = reward.main(
         *parse(
@@ -234,7 +235,7 @@ def one_line(*argv: str) -> str:
 def test_bad_input_is_one_line(chat_model, tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     empty = {"questions": {"path": "json", "data_files": str(tmp_path / "empty.jsonl")}}
-    assert "gave no prompts" in one_line(*page_args(chat_model, empty, tmp_path / "a"))
+    assert f"{tmp_path / 'empty.jsonl'} is empty" in one_line(*page_args(chat_model, empty, tmp_path / "a"))
     prompts = prompts_file(tmp_path / "prompts.jsonl", QUESTIONS)
     missing = tmp_path / "missing.md"
     assert f"instructions: {missing} cannot be read" in one_line(

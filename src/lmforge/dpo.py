@@ -6,7 +6,9 @@
 The pairs are the ones the reward model learns from: `lmforge label --export` writes them to
 runs/demo/labels/preferences (a DatasetDict, train and test split by prompt) in TRL's conversational preference
 format (prompt = messages, chosen/rejected = [assistant message]). A user's own pairs work too: a Hub id, JSONL,
-CSV or Parquet files or a folder of them, explicit or implicit prompt, standard or conversational (lib.sources).
+CSV or Parquet files or a folder of them, explicit or implicit prompt, standard or conversational (lib.sources);
+without a test split, `heldout_fraction` of them are held out by a hash of each pair, and a pair longer than
+`max_length` stops the stage (DPOTrainer would truncate it) or, with `invalid_rows: drop`, is dropped and counted.
 DPO raises the policy's log-probability of chosen over rejected replies relative to a frozen reference, the SFT
 model, which TRL reloads from `model_name_or_path` (so that must be a saved directory or Hub id); `beta` sets how
 far the policy may move. The watch samples held-out prompts during training and stops a run that degenerates;
@@ -36,7 +38,7 @@ from lmforge.lib.rl_eval import (
     restore_sft_settings,
     write_results,
 )
-from lmforge.lib.sources import load_pairs
+from lmforge.lib.sources import LongerThan, load_pairs
 from lmforge.lib.trl_logs import DPO_ACCURACY, DPO_MARGIN, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
@@ -51,8 +53,14 @@ class DPOScriptArguments:
             "(JSONL, CSV, Parquet...), a folder of them or a Hub id; {path, split, columns, ...} as a mapping."
         },
     )
+    heldout_fraction: float = field(
+        default=0.05, metadata={"help": "Pairs held out for the test margin when the source has no test split."}
+    )
     invalid_rows: str = field(
-        default="stop", metadata={"help": "A pair of the wrong shape: stop (naming its row) or drop (counted)."}
+        default="stop",
+        metadata={
+            "help": "A pair of the wrong shape or longer than max_length: stop (naming its row) or drop (counted)."
+        },
     )
     attn_implementation: str | None = field(
         default=None,
@@ -75,7 +83,17 @@ def main(
 ) -> dict:
     output_dir = training_args.output_dir
     tokenizer = chat_tokenizer(script_args.model_name_or_path)
-    pairs = load_pairs(script_args.preferences, invalid_rows=script_args.invalid_rows)
+    # A pair longer than max_length is the user's to know about: DPOTrainer would cut it short without a word.
+    too_long = (
+        LongerThan(tokenizer, training_args.max_length, ("chosen", "rejected")) if training_args.max_length else None
+    )
+    pairs, report = load_pairs(
+        script_args.preferences,
+        script_args.heldout_fraction,
+        script_args.invalid_rows,
+        too_long,
+        training_args.dataset_num_proc,
+    )
     pairs = pairs.select_columns(["prompt", "chosen", "rejected"])  # DPOTrainer reads these, and trips on others
     if "test" not in pairs:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
@@ -110,6 +128,7 @@ def main(
     margin_first, margin_last = logged(trainer.state.log_history, DPO_MARGIN)
     results = {
         "preferences": script_args.preferences,
+        "pairs": report,
         "train_pairs": len(pairs["train"]),
         "test_pairs": len(pairs["test"]) if "test" in pairs else 0,
         "margin_first": margin_first,

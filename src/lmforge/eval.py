@@ -35,7 +35,6 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast_object_list
-from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
 
 from lmforge import LmforgeError
@@ -44,7 +43,6 @@ from lmforge.lib.answers import MATCHERS, taught_accuracy
 from lmforge.lib.chat_format import chat_format
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import arithmetic, identity, sums
-from lmforge.lib.conversations.python_faq import read_pairs
 from lmforge.lib.documents import is_heldout, iter_documents
 from lmforge.lib.encoding import bits_per_byte as bits_per_byte_of_losses
 from lmforge.lib.encoding import encode_text, token_losses, utf8_lengths
@@ -53,6 +51,7 @@ from lmforge.lib.files import read_json, write_json, write_text
 from lmforge.lib.metrics import load_metric
 from lmforge.lib.models import device, is_local, load, process_state
 from lmforge.lib.rewards import reward_model
+from lmforge.lib.sources import load_pairs, load_questions
 from lmforge.lib.tables import FEW_SHOT, eval_table
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import GREEDY, compare_tools, generation_eos, model_generate
@@ -105,12 +104,12 @@ class EvalConfig:
     sums_levels: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "Levels of the ladder."})
     known_questions: list[str] = field(
         default_factory=lambda: ["data/demo/python_faq.jsonl"],
-        metadata={"help": "JSONL files of question and answer that SFT taught."},
+        metadata={"help": "Sources of questions and answers SFT taught (lib.sources: files, folders, Hub ids)."},
     )
     known_limit: int = field(default=32, metadata={"help": "Known questions asked (-1: all)."})
     unknowable_questions: list[str] = field(
         default_factory=lambda: ["data/demo/unknowable_questions.jsonl"],
-        metadata={"help": "JSONL files of questions no model can answer (private, future or made-up facts)."},
+        metadata={"help": "Sources of questions no model can answer (private, future or made-up facts; lib.sources)."},
     )
     tools: list[str] = field(
         default_factory=lambda: ["python"],
@@ -130,7 +129,8 @@ class EvalConfig:
         default=None, metadata={"help": "Reward model that scores the assistants' replies (None: no score)."}
     )
     preferences: str = field(
-        default="runs/demo/labels/preferences", metadata={"help": "`lmforge label` pairs, for reward models."}
+        default="runs/demo/labels/preferences",
+        metadata={"help": "Preference pairs for reward models: `lmforge label`'s, or any source (lib.sources)."},
     )
     preference_split: str = field(default="test", metadata={"help": "Split of the pairs that is scored."})
     preference_limit: int = field(default=256, metadata={"help": "Pairs scored (-1: all)."})
@@ -203,20 +203,6 @@ def bits_per_byte(model, tokenizer, texts: list[str], max_length: int, batch_siz
     return scores["bits_per_byte"]
 
 
-def read_questions(path: str) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"{path}: question file not found")
-    questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            question = json.loads(line).get("question")
-            if not question:
-                raise LmforgeError(f"{path} line {number}: needs a non-empty 'question'")
-            questions.append(question)
-    return questions
-
-
 def chat_prompts(config: EvalConfig) -> list[dict]:
     """The chat tasks, each row: messages, question (the user's), task, reference (the answer; "" for an unknowable
     question)."""
@@ -234,11 +220,14 @@ def chat_prompts(config: EvalConfig) -> list[dict]:
         row(p["question"], "arithmetic", p["answer"])
         for p in arithmetic.problems(config.arithmetic_problems, config.arithmetic_seed)
     ]
-    known = [pair for path in config.known_questions for pair in read_pairs(path)]
+    known = [pair for source in config.known_questions for pair in load_questions(source, "known_questions")]
     if config.known_limit >= 0:
         known = known[: config.known_limit]
     rows += [row(p["question"], "known", p["answer"]) for p in known]
-    rows += [row(q, "unknowable", "") for path in config.unknowable_questions for q in read_questions(path)]
+    unknowable = [
+        q for source in config.unknowable_questions for q in load_questions(source, "unknowable_questions", False)
+    ]
+    rows += [row(q["question"], "unknowable", "") for q in unknowable]
     if config.identity_name:
         rows += [row(q, "identity", config.identity_name) for q in identity.HELDOUT_QUESTIONS]
     rows += [
@@ -370,9 +359,9 @@ def continuations(model, tokenizer, texts: list[str], config: EvalConfig) -> lis
 def reward_metrics(path: str, config: EvalConfig) -> tuple[dict, str | None]:
     """Pairwise accuracy of a reward model on held-out preference pairs; a note instead when there are none."""
     pairs_path = Path(config.preferences)
-    if not pairs_path.exists():
+    if is_local(config.preferences) and not pairs_path.exists():
         return {}, f"no preference pairs at {pairs_path} (run `lmforge label`)"
-    splits = load_from_disk(str(pairs_path))
+    splits, _ = load_pairs(config.preferences)
     if config.preference_split not in splits:
         raise LmforgeError(
             f"preference_split: {pairs_path} has no {config.preference_split!r} split (splits: {list(splits)})"

@@ -2,8 +2,8 @@
 
     lmforge interrogate --config recipes/demo/interrogate.yaml
 
-Every known-answer question (JSONL files with `question` and `answer`, such as data/demo/python_faq.jsonl)
-is asked `samples` times with sampling; a judge from lib.answers.MATCHERS compares each reply with the true answer.
+Every known-answer question (sources lmforge.lib.sources reads: files, folders, globs or Hub ids with `question`
+and `answer`, such as data/demo/python_faq.jsonl and GSM8K, prompt-completion rows or conversations) is asked `samples` times with sampling; a judge from lib.answers.MATCHERS compares each reply with the true answer.
 A question answered correctly in at least `known_threshold` of the samples is known; for every other
 question the stage writes a refusal conversation ("I don't know ..."), a `messages` dataset that an SFT
 recipe mixes in:
@@ -25,10 +25,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS, is_refusal
 from lmforge.lib.configs import parse
-from lmforge.lib.conversations.python_faq import read_pairs
 from lmforge.lib.files import write_json, write_jsonl
 from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field, sampling_options
+from lmforge.lib.sources import load_questions
 
 
 REFUSALS = [
@@ -42,7 +42,8 @@ REFUSALS = [
 class InterrogateConfig:
     model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "The assistant model to question."})
     questions: list[str] = field(
-        default_factory=lambda: ["data/demo/python_faq.jsonl"], metadata={"help": "JSONL files: question, answer."}
+        default_factory=lambda: ["data/demo/python_faq.jsonl"],
+        metadata={"help": "Sources of questions with answers (lib.sources): files, folders, globs or Hub ids."},
     )
     judge: str = field(default="overlap", metadata={"help": f"How replies are judged: {list(MATCHERS)}."})
     samples: int = field(default=4, metadata={"help": "Replies sampled per question."})
@@ -119,7 +120,7 @@ def report(records: list[dict], config: InterrogateConfig) -> dict:
 
 
 def main(config: InterrogateConfig) -> dict:
-    questions = [row for path in config.questions for row in read_pairs(path)]
+    questions = [row for source in config.questions for row in load_questions(source, "questions")]
     questions = questions[: config.limit] if config.limit >= 0 else questions
     tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).to(device()).eval()

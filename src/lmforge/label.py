@@ -10,6 +10,8 @@ Both pages show the labeling instructions (`instructions`, a Markdown file) in a
 their version (lmforge.lib.labeling). The writing page, where people edit the model's drafts or write their own
 replies, and its export are lmforge.lib.writing; the rest of this docstring is the ranking page's.
 
+The rollouts to rank are the rollouts stage's dataset, or a user's own from any source lmforge.lib.sources reads (a
+file, folder, glob or Hub id) with a `prompt` (text or messages) and its `responses` (two or more texts) per row.
 The page (Gradio) asks for a labeler id, then shows a prompt and its K responses in a random order of
 that labeler's own (A, B, ...). The labeler gives each response a rank (1 = best) and may tick responses
 as harmful, or skips the prompt. Each answer is one SQLite transaction, committed before the next
@@ -39,7 +41,7 @@ from functools import partial
 from itertools import combinations
 from pathlib import Path
 
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import LmforgeError
@@ -48,8 +50,9 @@ from lmforge.lib.assistant import ChatConfig, generate_reply
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import recover_dir, write_json
 from lmforge.lib.labeling import load_instructions, release, reserve, save_pairs, timestamp, transaction
-from lmforge.lib.models import device, load
+from lmforge.lib.models import device, is_local, load
 from lmforge.lib.sampling import sampling_field
+from lmforge.lib.sources import load_checked
 
 
 SCHEMA = """
@@ -82,7 +85,10 @@ class LabelConfig:
     instructions: str | None = field(
         default=None, metadata={"help": "Markdown file of labeling instructions, shown on the page."}
     )
-    rollouts: str = field(default="runs/demo/rollouts/dataset", metadata={"help": "The rollouts stage's dataset."})
+    rollouts: str = field(
+        default="runs/demo/rollouts/dataset",
+        metadata={"help": "The rollouts stage's dataset, or a source of prompt and responses rows (lib.sources)."},
+    )
     output_dir: str = "runs/demo/labels"
     rankings_per_prompt: int = field(default=1, metadata={"help": "People's rankings wanted per prompt."})
     reservation_minutes: float = field(
@@ -132,6 +138,27 @@ def connect(path: Path):
     connection = labeling.connect(path, SCHEMA)
     labeling.add_column(connection, "rankings", "instructions", "TEXT")
     return connection
+
+
+def load_rollouts(source: str) -> Dataset:
+    """The rollouts to rank: the rollouts stage's dataset, or any source lib.sources reads with a `prompt` (text or
+    messages) and its `responses` (two or more texts) per row; what a user's rows lack is filled in (prompt_id: the
+    row's number, task: rollouts, reference: none, finished: every response)."""
+    if is_local(source) and not Path(source).exists():
+        raise LmforgeError(f"rollouts: {source} does not exist (run `lmforge rollouts` first)")
+    rows = load_checked(source, "rollouts", ["rollouts"]).train
+
+    def complete(row: dict, index: int) -> dict:
+        prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
+        return {
+            "prompt_id": row.get("prompt_id", index),
+            "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
+            "task": row.get("task") or "rollouts",
+            "reference": row.get("reference"),
+            "finished": row.get("finished") or [True] * len(row["responses"]),
+        }
+
+    return rows.map(complete, with_indices=True)
 
 
 def store_prompts(connection, rollouts: Dataset, path: Path) -> None:
@@ -410,9 +437,7 @@ def main(config: LabelConfig) -> None:
     page = not config.judges and not config.export
     instructions = load_instructions(config.instructions) if page else None
     database = output_dir / "rankings.sqlite"
-    if not Path(config.rollouts).exists():
-        raise LmforgeError(f"rollouts: {config.rollouts} does not exist (run `lmforge rollouts` first)")
-    rollouts = load_from_disk(config.rollouts)
+    rollouts = load_rollouts(config.rollouts)
     with closing(connect(database)) as connection:
         store_prompts(connection, rollouts, database)
         if config.judges:

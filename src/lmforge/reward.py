@@ -4,6 +4,12 @@
     lmforge reward --config recipes/demo/reward.yaml --use_peft true --lora_r 16
     accelerate launch -m lmforge.reward --config recipes/demo/reward.yaml
 
+The pairs come from any source lmforge.lib.sources reads (`lmforge label --export`'s folder, JSONL, CSV, Parquet or
+Arrow files, a folder of them, a Hub id) in TRL's preference format, explicit or implicit prompt, standard or
+conversational; without a test split, `heldout_fraction` of them are held out by a hash of each pair. A pair longer
+than `max_length` stops the stage (RewardTrainer would drop it without a word) or, with `invalid_rows: drop`, is
+dropped and counted.
+
 The model is the SFT model (or any causal LM) with a one-output classification head on its last token
 (AutoModelForSequenceClassification, num_labels=1), trained so that chosen responses score above
 rejected ones (Bradley-Terry loss). `center_rewards_coefficient` keeps rewards near zero;
@@ -21,8 +27,9 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from datasets import DatasetDict
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import ModelConfig, RewardConfig, RewardTrainer
 
 from lmforge import LmforgeError
@@ -52,7 +59,10 @@ class RewardScriptArguments(ModelConfig):
         default=0.1, metadata={"help": "Pairs held out for accuracy when the source has no test split."}
     )
     invalid_rows: str = field(
-        default="stop", metadata={"help": "A pair of the wrong shape: stop (naming its row) or drop (counted)."}
+        default="stop",
+        metadata={
+            "help": "A pair of the wrong shape or longer than max_length: stop (naming its row) or drop (counted)."
+        },
     )
     margin_scale: float = field(
         default=0.0, metadata={"help": "Above 0: required reward gap = margin_scale * rank_gap (TRL's margin)."}
@@ -65,18 +75,30 @@ class RewardScriptArguments(ModelConfig):
 CONFIGS = (RewardScriptArguments, RewardConfig)
 
 
-def load_pairs(script_args: RewardScriptArguments):
+def load_pairs(
+    script_args: RewardScriptArguments, tokenizer, max_length: int | None, num_proc: int | None = None
+) -> tuple[DatasetDict, dict]:
     """Train and test pairs (a source without a test split gets one, by a hash of the row), with TRL's margin when
-    asked for."""
-    source = script_args.preferences
-    pairs = sources.load_pairs(
-        source, heldout_fraction=script_args.heldout_fraction, invalid_rows=script_args.invalid_rows
+    asked for, and the source's report. A pair longer than `max_length`, counted as the reward model reads it (rewards.reward_ids), stops the
+    stage or is dropped and counted: RewardTrainer would drop it without a word."""
+    too_long = (
+        sources.LongerThan(
+            tokenizer,
+            max_length,
+            ("chosen", "rejected"),
+            lambda prompt, completion: len(reward_ids(tokenizer, prompt or "", completion)),
+        )
+        if max_length
+        else None
+    )
+    pairs, report = sources.load_pairs(
+        script_args.preferences, script_args.heldout_fraction, script_args.invalid_rows, too_long, num_proc
     )
     if script_args.margin_scale > 0:
         if "rank_gap" not in pairs["train"].column_names:
             raise LmforgeError("margin_scale: the pairs have no rank_gap column (lmforge label writes one)")
         pairs = pairs.map(lambda row: {"margin": script_args.margin_scale * row["rank_gap"]})
-    return pairs
+    return pairs, report
 
 
 def tokenize(pairs, tokenizer):
@@ -142,7 +164,11 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
     tokenizer = load(AutoTokenizer, script_args.model_name_or_path, "model_name_or_path")
     if not tokenizer.chat_template or tokenizer.pad_token is None:
         raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no pad token")
-    pairs = tokenize(load_pairs(script_args), tokenizer)
+    pairs, report = load_pairs(script_args, tokenizer, training_args.max_length, training_args.dataset_num_proc)
+    pairs = tokenize(pairs, tokenizer)
+    test = pairs.get("test") or []  # none held out: heldout_fraction 0 and no test split
+    if not test:
+        training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
     # The score head starts random: seed it, so that the same recipe gives the same head on any number of processes.
     set_seed(training_args.seed)
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -157,7 +183,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
         model=model,
         args=training_args,
         train_dataset=pairs["train"],
-        eval_dataset=pairs["test"] if len(pairs["test"]) else None,
+        eval_dataset=test or None,
         processing_class=tokenizer,
         peft_config=peft_config(script_args, model),
         base_model=script_args.model_name_or_path,
@@ -166,23 +192,26 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
 
     last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
     # Accuracy of the untrained head is the baseline (about chance); on resume the starting point is gone.
-    before = score_pairs(trainer.model, tokenizer, pairs["test"])["accuracy"] if last is None else None
+    before = score_pairs(trainer.model, tokenizer, test)["accuracy"] if last is None else None
     train = trainer.train(resume_from_checkpoint=last)
-    after = score_pairs(trainer.model, tokenizer, pairs["test"])
+    after = score_pairs(trainer.model, tokenizer, test)
 
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card(
         model_name=os.path.basename(os.path.normpath(training_args.output_dir)),
-        dataset_name=script_args.preferences,
+        dataset_name=sources.spec_of(script_args.preferences)["path"],
         tags=["lmforge", "reward-model"],
     )
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.preferences, tags=["lmforge", "reward-model"])
-    sources = sorted(set(pairs["train"]["source"])) if "source" in pairs["train"].column_names else None
+        trainer.push_to_hub(
+            dataset_name=sources.spec_of(script_args.preferences)["path"], tags=["lmforge", "reward-model"]
+        )
+    pair_sources = sorted(set(pairs["train"]["source"])) if "source" in pairs["train"].column_names else None
     results = {
+        "preferences": report,
         "train_pairs": len(pairs["train"]),
-        "test_pairs": len(pairs["test"]),
-        "pair_sources": sources,
+        "test_pairs": len(test),
+        "pair_sources": pair_sources,
         "heldout_accuracy_before": before,
         "heldout_accuracy": after["accuracy"],
         "train_loss": train.training_loss,

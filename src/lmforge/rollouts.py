@@ -5,9 +5,10 @@
 
 Prompts come from `prompts`, a mapping from a name to a source, as in the SFT recipe: a generator of
 lmforge.lib.conversations (`{generator: arithmetic, size: 40, seed: 1000}`; give a seed other than SFT's so
-the prompts are new to the model) or `datasets.load_dataset` keywords (`{path: json, data_files: f.jsonl}`)
-for a dataset with a `prompt` column (text or messages) or a `messages` column, whose last assistant
-turn is dropped and kept as the `reference` answer. Each prompt goes through the model's chat template
+the prompts are new to the model) or any source lmforge.lib.sources reads (a file, folder, glob or Hub id, or
+`load_dataset` keywords such as `{path: json, data_files: f.jsonl}`) in TRL's prompt-only format (`prompt`, text
+or messages), prompt-completion format (the completion kept as the `reference` answer) or conversational format
+(`messages`, whose last assistant turn is dropped and kept as the reference). Each prompt goes through the model's chat template
 with the generation prompt, and K responses are sampled with the recipe's settings; with `tools`, the calls a
 response makes run as it is sampled and their results become part of it.
 
@@ -29,12 +30,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from lmforge import LmforgeError
 from lmforge.lib.configs import from_json, parse
-from lmforge.lib.conversations import GENERATORS, check_conversation, normalise
+from lmforge.lib.conversations import check_conversation, load_source
 from lmforge.lib.files import recover_dir, staged_dir, write_json
 from lmforge.lib.models import device, load
 from lmforge.lib.sampling import sampling_field, sampling_options
@@ -46,7 +47,8 @@ from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, m
 class RolloutsConfig:
     model: str = field(default="runs/demo/sft", metadata={"help": "Chat model directory or Hub id."})
     prompts: dict | str | None = field(
-        default=None, metadata={"help": "Name -> source: {generator: NAME, ...options} or load_dataset keywords."}
+        default=None,
+        metadata={"help": "Name -> source: {generator: NAME, ...options} or a file, folder, glob or Hub id."},
     )
     num_responses: int = field(default=4, metadata={"help": "K: responses sampled per prompt."})
     max_new_tokens: int = sampling_field("max_new_tokens", 128)
@@ -91,28 +93,10 @@ def load_prompts(sources: dict) -> list[dict]:
 
 
 def source_rows(name: str, spec: dict) -> list[dict]:
-    if "generator" in spec:
-        generator = spec.pop("generator")
-        if generator not in GENERATORS:
-            raise LmforgeError(
-                f"prompts {name!r}: unknown generator {generator!r}; generators are {sorted(GENERATORS)}"
-            )
-        return [split_conversation(messages, generator) for messages in GENERATORS[generator](**spec)]
-    if "path" not in spec:
-        raise LmforgeError(f"prompts {name!r}: give `generator` or `path` (a Hub name or a loader like json)")
-    dataset = load_dataset(**{"split": "train", **spec})
-    if "prompt" in dataset.column_names:
-        return [
-            {
-                "prompt": [{"role": "user", "content": p}] if isinstance(p, str) else normalise(p),
-                "task": name,
-                "reference": None,
-            }
-            for p in dataset["prompt"]
-        ]
-    if "messages" in dataset.column_names:
-        return [split_conversation(normalise(messages), name) for messages in dataset["messages"]]
-    raise LmforgeError(f"prompts {name!r}: no 'prompt' or 'messages' column (columns: {dataset.column_names})")
+    """A source's prompts (lmforge.lib.sources, or a generator's conversations): a conversation's last assistant turn
+    or a completion is kept as the reference."""
+    task = spec.get("generator", name)
+    return [split_conversation(messages, task) for messages in load_source(name, spec, seed=0, key="prompts")]
 
 
 def split_conversation(messages: list, task: str) -> dict:

@@ -7,9 +7,11 @@
 With `global_batch_tokens`, the tokens per optimizer step stay the same on any number of processes
 (lmforge.lib.batching derives gradient accumulation); otherwise the batch grows with the processes.
 
-Conversations in `messages` format come from Hub datasets, local files and generators (see
-lmforge.lib.conversations), are checked one by one (roles, order, empty content, length), mixed by weight and
-rendered with the tokenizer's chat template; the loss covers assistant tokens only (assistant_only_loss).
+Conversations come from generators, Hub datasets and local files (lmforge.lib.conversations, lib.sources), in TRL's
+conversational (`messages`) or prompt-completion format. Each source's rows are taken by `weight` first, then
+checked one by one (roles, order, empty content, length; in `dataset_num_proc` processes), held out (the source's
+test split, or `eval_fraction` of its rows by a hash of each), mixed and rendered with the tokenizer's chat template;
+the loss covers assistant tokens only (assistant_only_loss).
 The conversation convention (end of turn, training template) comes from the model (lmforge.lib.chat_format): a
 template without {% generation %} markers is swapped for a marked one that renders identically (TRL's or
 lmforge's), `chat_template_path` gives a base model without a template one (chatml, mistral, llama3, gemma,
@@ -69,7 +71,13 @@ class SFTScriptArguments(ModelConfig):
     invalid_rows: str = field(
         default="stop", metadata={"help": "stop: a malformed conversation is an error; drop: skip and count it."}
     )
-    eval_fraction: float = field(default=0.05, metadata={"help": "Conversations held out for validation loss."})
+    eval_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "Conversations held out for validation loss: a source's test split, or this share of its rows "
+            "by a hash of each (0: none)."
+        },
+    )
     eval_max_rows: int | None = field(
         default=None,
         metadata={
@@ -124,13 +132,15 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     template_source = "model"
     if training_args.assistant_only_loss:
         tokenizer.chat_template, template_source = training_template(tokenizer, source)
-    conversations, sources = load_conversations(
+    conversations, heldout, sources = load_conversations(
         script_args.datasets,
         tokenizer,
         training_args.max_length,
         script_args.invalid_rows,
         script_args.system_prompt,
         training_args.seed,
+        heldout_fraction=script_args.eval_fraction or None,
+        num_proc=training_args.dataset_num_proc,
     )
     without_system = sum(messages[0]["role"] != "system" for messages in conversations["messages"])
     if convention.default_system_prompt and without_system:
@@ -139,12 +149,10 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
             f"{convention.default_system_prompt!r} into the {without_system} of {len(conversations)} "
             "training conversations that have none; set `system_prompt:` in the recipe to choose theirs"
         )
-    splits = {"train": conversations, "test": None}
-    if script_args.eval_fraction > 0:
-        splits = conversations.train_test_split(test_size=script_args.eval_fraction, seed=training_args.seed)
-        if script_args.eval_max_rows is not None:
-            splits["test"] = splits["test"].select(range(min(script_args.eval_max_rows, len(splits["test"]))))
-    else:
+    splits = {"train": conversations, "test": heldout}
+    if heldout is not None and script_args.eval_max_rows is not None:
+        splits["test"] = heldout.select(range(min(script_args.eval_max_rows, len(heldout))))
+    if heldout is None:
         training_args.eval_strategy = IntervalStrategy.NO  # nothing held out, nothing to evaluate
 
     # Generation stops at the model's end of turn; a base model's generation only stopped at end of text.

@@ -104,7 +104,7 @@ def as_messages(question: str | list) -> list:
 
 
 QUESTION_COLUMNS = ("prompt", "question", "problem")
-ANSWER_COLUMNS = ("answer", "solution")
+ANSWER_COLUMNS = ("answer", "solution", "completion")  # a completion's final answer is the reference
 
 
 def own_problems(task: str, spec: dict, seed: int) -> list[dict]:
@@ -144,7 +144,9 @@ def gold_answer(value: object, where: str, index: int) -> str:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise LmforgeError(f"{where} row {index}: the answer is {type(value).__name__}, text or a number expected")
     text = str(value)
-    return text.rsplit("####", 1)[1].strip() if "####" in text else text.strip()
+    if "####" in text:  # GSM8K: the worked solution, then `#### N`
+        return text.rsplit("####", 1)[1].strip()
+    return final_answer_text(text) or text.strip()
 
 
 def same_answer(predicted: str | None, gold: str) -> float:

@@ -4,25 +4,25 @@ A recipe names its sources in `datasets`, a mapping from a name (used in error m
 
     datasets:
       identity: {generator: identity, size: 200, name: Forge, maker: the lmforge project}
-      chit_chat: {path: json, data_files: my_chats.jsonl, weight: 0.5}
-      ultrachat: {path: HuggingFaceH4/ultrachat_200k, split: train_sft, weight: 0.01}
+      chit_chat: {path: my_chats.jsonl, weight: 0.5}
+      ultrachat: {path: HuggingFaceH4/ultrachat_200k, split: train_sft, heldout_split: test_sft, weight: 0.01}
 
-A `generator` source calls one of GENERATORS with the other keys as options; any other source is passed
-to `datasets.load_dataset` (split `train` unless given). `weight` is the fraction of the source's rows
-taken (above 1 repeats rows), as in alignment-handbook's dataset mixer.
+A `generator` source calls one of GENERATORS with the other keys as options; any other source is read by
+lmforge.lib.sources (a Hub id, files, globs, a folder, a save_to_disk folder, `load_dataset` keywords such as
+`{path: json, data_files: ...}`), in TRL's conversational format (`messages`) or prompt-completion format
+(standard text becomes a user and an assistant turn; conversational prompt and completion are joined). `weight` is
+the fraction of the source's rows taken (above 1 repeats rows), as in alignment-handbook's dataset mixer, and it is
+applied first: only the rows taken are checked and rendered, so 2% of a large dataset costs 2% of its rows.
 """
 
 import inspect
-import json
 import random
 from typing import TYPE_CHECKING
 
-import fsspec
-from datasets import Dataset, load_dataset
-from datasets.data_files import resolve_pattern
-from datasets.exceptions import DatasetGenerationError
+from datasets import Dataset, DatasetDict
 
 from lmforge import LmforgeError
+from lmforge.lib import sources as loader
 from lmforge.lib.conversations import (
     arithmetic,
     chatterbot,
@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # types of the hints only: importing them here would slow eve
     from transformers import PreTrainedTokenizerBase
 
 ROLES = ("system", "user", "assistant")
-TEXT_LOADERS = ("json", "csv", "text")  # load_dataset loaders whose local files are checked line by line
+SFT_FORMATS = ("conversational", "prompt-completion")  # what SFT trains on, as conversations
+PROMPT_FORMATS = (*SFT_FORMATS, "prompt-only")  # what the stages that sample replies read prompts from
 GENERATORS = {
     "identity": identity.conversations,
     "arithmetic": arithmetic.conversations,
@@ -60,101 +61,120 @@ def load_conversations(
     on_invalid: str = "stop",
     system_prompt: str | None = None,
     seed: int = 0,
-) -> tuple[Dataset, dict]:
-    """Every source loaded, checked and mixed by weight into one shuffled `messages` dataset.
+    heldout_fraction: float | None = None,
+    num_proc: int | None = None,
+) -> tuple[Dataset, Dataset | None, dict]:
+    """Every source's rows taken by weight, checked (roles, order, empty content, length) in `num_proc` processes,
+    and mixed into one shuffled `messages` dataset; with `heldout_fraction`, each source's held-out split (or that
+    fraction of its rows, by a hash of each) mixed into a second one.
 
-    Returns the dataset and a report: rows taken and rows dropped as invalid, by source.
+    Returns the training and held-out conversations and a report: rows taken, held out and dropped as invalid, by
+    source.
     """
     if not sources:
         raise LmforgeError("datasets: no conversation sources given")
-    rows, report = [], {}
+    check = ConversationCheck(tokenizer, max_length, system_prompt)
+    train, heldout, report = [], [], {}
     for name, spec in sources.items():
-        spec = dict(spec)
-        weight = float(spec.pop("weight", 1.0))
-        conversations = load_source(name, spec, seed)
-        valid = []
-        for index, messages in enumerate(conversations):
-            messages = with_system_prompt(normalise(messages), system_prompt)
-            problem = check_conversation(messages) or check_length(messages, tokenizer, max_length)
-            if problem is None:
-                valid.append(messages)
-            elif on_invalid == "stop":
-                raise LmforgeError(f"dataset {name!r} row {index}: {problem}")
-        taken = take(valid, weight, random.Random(seed))
-        rows += taken
+        rows = load_source_rows(name, dict(spec), seed, SFT_FORMATS, heldout_fraction, on_invalid, check, num_proc)
+        train += [check.conversation(row) for row in rows.train]
+        heldout += [check.conversation(row) for row in rows.heldout or []]
         report[name] = {
-            "rows": len(conversations),
-            "invalid_dropped": len(conversations) - len(valid),
-            "weight": weight,
-            "taken": len(taken),
+            "rows": rows.report["rows"],
+            "invalid_dropped": rows.report["invalid_dropped"],
+            "weight": rows.report["weight"],
+            "taken": rows.report["taken"],
+            "heldout": rows.report["heldout"],
+            "format": rows.format,
         }
-    random.Random(seed).shuffle(rows)
-    return Dataset.from_dict({"messages": rows}), report
+    rng = random.Random(seed)
+    rng.shuffle(train)
+    rng.shuffle(heldout)
+    return (
+        Dataset.from_dict({"messages": train}),
+        Dataset.from_dict({"messages": heldout}) if heldout else None,
+        report,
+    )
 
 
-def load_source(name: str, spec: dict, seed: int) -> list:
-    """The conversations (lists of messages) of one source, from a generator or `load_dataset`."""
+class ConversationCheck:
+    """A row's conversation (`messages`, or its prompt and completion) with the recipe's system prompt, and what is
+    wrong with it: roles and their order, empty content, length. An object, so that `num_proc` worker processes
+    receive it whole."""
+
+    def __init__(self, tokenizer: "PreTrainedTokenizerBase", max_length: int | None, system_prompt: str | None):
+        self.tokenizer, self.max_length, self.system_prompt = tokenizer, max_length, system_prompt
+
+    def conversation(self, row: dict) -> list:
+        return with_system_prompt(normalise(as_conversation(row)), self.system_prompt)
+
+    def __call__(self, row: dict) -> str | None:
+        messages = self.conversation(row)
+        return check_conversation(messages) or check_length(messages, self.tokenizer, self.max_length)
+
+
+def as_conversation(row: dict) -> list:
+    """The conversation of a row: its `messages`, or its prompt followed by its completion (a standard prompt as a
+    user turn, a standard completion as the assistant's)."""
+    if "messages" in row:
+        return row["messages"]
+    prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
+    completion = row.get("completion")
+    if completion is None:
+        return prompt
+    return prompt + (completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}])
+
+
+def load_source(name: str, spec: dict, seed: int, formats: tuple = PROMPT_FORMATS, key: str = "datasets") -> list:
+    """The conversations (lists of messages) of one source, from a generator or lib.sources, unchecked beyond their
+    format: a prompt-only row is its prompt alone. `key` is the recipe's, for messages."""
+    rows = load_source_rows(name, dict(spec), seed, formats, key=key)
+    return [normalise(as_conversation(row)) for row in rows.train]
+
+
+def load_source_rows(
+    name: str,
+    spec: dict,
+    seed: int,
+    formats: tuple,
+    heldout_fraction: float | None = None,
+    on_invalid: str = "stop",
+    check=None,
+    num_proc: int | None = None,
+    key: str = "datasets",
+) -> loader.Rows:
+    """One source's rows (lib.sources.load_checked), a generator's included."""
+    what, generated = f"{key}.{name}", None
     if "generator" in spec:
-        generator = GENERATORS.get(spec.pop("generator"))
-        if generator is None:
-            raise LmforgeError(f"dataset {name!r}: unknown generator; generators are {sorted(GENERATORS)}")
-        accepted = inspect.signature(generator).parameters
-        for key in spec:
-            if key not in accepted:
-                raise LmforgeError(f"dataset {name!r}: generator has no option {key!r}; options are {list(accepted)}")
-        return generator(**{"seed": seed, **spec})
-    if "path" not in spec:
-        raise LmforgeError(f"dataset {name!r}: give `generator` or `path` (a Hub name or a loader like json)")
-    check_data_files(name, spec)
-    try:
-        dataset = load_dataset(**{"split": "train", **spec})
-    except (FileNotFoundError, ConnectionError, DatasetGenerationError) as error:  # a Hub name that is not there
-        cause = error.__cause__ or error
-        raise LmforgeError(
-            f"dataset {name!r}: {spec['path']} could not be loaded: {' '.join(str(cause).split())}"
-        ) from None
-    if "messages" not in dataset.column_names:
-        raise LmforgeError(f"dataset {name!r}: no 'messages' column (columns: {dataset.column_names})")
-    return dataset["messages"]
+        options = {option: value for option, value in spec.items() if option not in ("generator", "weight")}
+        messages = generate(what, spec["generator"], options, seed)
+        generated = DatasetDict({"train": Dataset.from_dict({"messages": messages})})
+        spec = {"path": f"generator {spec['generator']}", "weight": spec.get("weight", 1.0)}
+    elif "path" not in spec:
+        raise LmforgeError(f"{what}: give `generator` or `path` (a file, folder, glob or Hub id)")
+    return loader.load_checked(
+        spec,
+        what,
+        formats,
+        heldout_fraction=heldout_fraction,
+        invalid_rows=on_invalid,
+        check=check,
+        num_proc=num_proc,
+        seed=seed,
+        splits=generated,
+    )
 
 
-def check_data_files(name: str, spec: dict) -> None:
-    """Local `data_files` of a text loader exist, are UTF-8 and, for `json`, parse: datasets names neither the
-    file nor the line of a bad row, and loads undecodable bytes without a word until a row is read."""
-    if spec["path"] not in TEXT_LOADERS or not spec.get("data_files"):
-        return
-    files = spec["data_files"]
-    patterns = [files] if isinstance(files, str) else files.values() if isinstance(files, dict) else files
-    for pattern in [p for item in patterns for p in ([item] if isinstance(item, str) else item)]:
-        try:
-            paths = resolve_pattern(pattern, base_path=spec.get("data_dir") or "")
-        except FileNotFoundError:
-            raise LmforgeError(f"dataset {name!r}: data_files {pattern!r} matches no file") from None
-        for path in paths:
-            if "://" not in path:  # remote files are the Hub's to check
-                check_text_file(name, path, json_rows=spec["path"] == "json")
-
-
-def check_text_file(name: str, path: str, json_rows: bool) -> None:
-    with fsspec.open(path, "rb", compression="infer") as f:
-        data = f.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise LmforgeError(f"dataset {name!r}: {path} line {line}: not UTF-8 ({error.reason})") from None
-    if not json_rows:
-        return
-    if text.lstrip().startswith("["):  # one JSON array, not JSON Lines
-        rows = [(1, text)]
-    else:  # split on newlines only: str.splitlines would also split at a U+2028 inside a JSON string
-        rows = [(number, line) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
-    for number, row in rows:
-        try:
-            json.loads(row)
-        except json.JSONDecodeError as error:
-            line = number + error.lineno - 1
-            raise LmforgeError(f"dataset {name!r}: {path} line {line}: not valid JSON ({error.msg})") from None
+def generate(what: str, name: str, options: dict, seed: int) -> list:
+    """The conversations of generator `name`, its options checked."""
+    generator = GENERATORS.get(name)
+    if generator is None:
+        raise LmforgeError(f"{what}: unknown generator {name!r}; generators are {sorted(GENERATORS)}")
+    accepted = inspect.signature(generator).parameters
+    for option in options:
+        if option not in accepted:
+            raise LmforgeError(f"{what}: generator has no option {option!r}; options are {list(accepted)}")
+    return [normalise(messages) for messages in generator(**{"seed": seed, **options})]
 
 
 def normalise(messages: object) -> object:
@@ -199,11 +219,3 @@ def check_length(messages: list[dict], tokenizer: "PreTrainedTokenizerBase", max
     if length > max_length:
         return f"{length} tokens, longer than max_length {max_length}"
     return None
-
-
-def take(rows: list, weight: float, rng: random.Random) -> list:
-    """round(len(rows) * weight) rows: whole copies for the integer part, a random sample for the rest."""
-    if weight < 0:
-        raise LmforgeError(f"weight must be at least 0, got {weight}")
-    whole, fraction = divmod(weight, 1)
-    return rows * int(whole) + rng.sample(rows, round(len(rows) * fraction))
