@@ -30,6 +30,9 @@ Markers: `<run_dir>/.started/<stage>.json` (recipe hash, start time) when a stag
 successfully, `<run_dir>/.done/<stage>.json` (wall time, recipe hash, start and finish times), written
 atomically after the stage's own artifact. A failed or killed stage has no done marker.
 
+Each stage gets the run folder's absolute path in LMFORGE_RUN_DIR (lmforge.lib.stages.RUN_DIR): where it keeps a
+cache its recipe names no place for (the search tool's index).
+
 One runner per run folder: it holds a lock on `<run_dir>/.lock` (flock, released by the kernel however the
 runner ends), and a second runner stops at once naming the holder's pid. The stage process runs in its own
 process group and dies with the runner: a runner stopped by Ctrl-C or SIGTERM kills the group, and a runner
@@ -60,7 +63,7 @@ from tqdm.auto import tqdm
 from lmforge.cli import STAGE_GROUP
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.hub import lineage_path, push_stage
-from lmforge.lib.stages import PIPELINE, STAGES
+from lmforge.lib.stages import PIPELINE, RUN_DIR, STAGES
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -219,13 +222,13 @@ def die_with(parent: int):
     return set_parent_death_signal
 
 
-def run_stage(step: Step, log: Path | None) -> float:
+def run_stage(step: Step, log: Path | None, run_dir: Path) -> float:
     """Run one step in a fresh process (memory is given back, a crash stays contained); return its wall time. Its
     output goes to `log` (None: to the terminal, as with --verbose)."""
     start = time.perf_counter()
     command = [sys.executable, "-m", "lmforge.cli", STAGES[step.stage].command or step.stage]
     preexec_fn = die_with(os.getpid()) if sys.platform == "linux" else None
-    env = {**os.environ, STAGE_GROUP: "1"}
+    env = {**os.environ, STAGE_GROUP: "1", RUN_DIR: str(run_dir.resolve())}
     with open(log, "w") if log else nullcontext() as out:
         child = subprocess.Popen(
             [*command, "--config", str(step.recipe)],
@@ -352,7 +355,7 @@ def run_recorded(step: Step, run_dir: Path, bar: tqdm, verbose: bool) -> None:
         log.parent.mkdir(exist_ok=True)
     command = f"lmforge {STAGES[step.stage].command or step.stage} --config {step.recipe}"
     bar.write(f"[{step.name}] {command}" + (f" > {log}" if log else ""))
-    seconds = run_stage(step, log)
+    seconds = run_stage(step, log, run_dir)
     write_json(
         run_dir / ".done" / f"{step.name}.json",
         started | {"seconds": round(seconds, 1), "finished": datetime.now(UTC).isoformat()},

@@ -7,6 +7,11 @@ cards (lmforge.lib.hub) and the report's defaults (lmforge.report) all read this
 from dataclasses import dataclass
 
 
+# `lmforge run` names its run folder (absolute) to each stage it starts in this environment variable: where a stage's
+# caches go when its recipe names no place for them (the search tool's index).
+RUN_DIR = "LMFORGE_RUN_DIR"
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
