@@ -5,6 +5,7 @@ library traceback or output that looks finished."""
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers.integrations import is_tensorboard_available
 
+from browser import free_port
 from lmforge.cli import main as lmforge
 from lmforge.lib.models import is_local
 from lmforge.tokenizer import train_tokenizer
@@ -390,3 +392,46 @@ def test_accelerate_launch_prints_one_line(tmp_path):
         err.strip().splitlines()[-1] == f"lmforge pack: error: tokenizer {tmp_path / 'missing'} does not exist "
         "(and is not a Hub repo id)"
     )
+
+
+LAUNCHES = {
+    "2 processes (torchrun)": ["--config_file", "accelerate_configs/cpu_ddp.yaml"],
+    "1 process": ["--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", LAUNCHES, ids=list(LAUNCHES))
+def test_lmforge_launch_tells_a_failed_launch_in_one_line_per_process(tmp_path, launch):
+    """`lmforge launch` is `accelerate launch` without torchrun's failure report (or, for one process without --quiet,
+    accelerate's CalledProcessError traceback): each process's own line, then the launcher's one line."""
+    missing = tmp_path / "missing"
+    err = stderr_of(
+        sys.executable,
+        "-m",
+        "lmforge.cli",
+        "launch",
+        *LAUNCHES[launch],
+        "--main_process_port",
+        str(free_port()),
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "lmforge.pack",
+        "--tokenizer",
+        str(missing),
+        "--output_dir",
+        str(tmp_path / "pack"),
+    )
+    stage_line = f"lmforge pack: error: tokenizer {missing} does not exist (and is not a Hub repo id)"
+    *stage_lines, launcher_line = err.strip().splitlines()
+    processes = 2 if "2" in launch else 1
+    assert 1 <= len(stage_lines) <= processes and set(stage_lines) == {stage_line}, err
+    if processes == 2:  # the first to fail, and the other stopped by the launcher unless it failed on its own first
+        assert re.fullmatch(
+            r"lmforge launch: (rank [01] failed \(exit 1\); the launcher stopped the other processes|"
+            r"rank 0 failed \(exit 1\), rank 1 failed \(exit 1\))",
+            launcher_line,
+        ), err
+    else:
+        assert launcher_line == "lmforge launch: the process failed (exit 1)"

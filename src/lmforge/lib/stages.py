@@ -39,6 +39,9 @@ STAGES = {
     for stage in (
         Stage("run", "every stage of a recipe folder in order, rerunning what is stale: lmforge run recipes/demo"),
         Stage(
+            "launch", "accelerate launch's arguments, a failed process told in one line: lmforge launch -m lmforge.sft"
+        ),
+        Stage(
             "data",
             "WARC -> clean text with datatrove (URL, language, quality filters, MinHash dedup, PII)",
             pipeline=True,
