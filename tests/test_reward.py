@@ -119,6 +119,11 @@ def test_reward_model_ranks_heldout_pairs_and_resumes(base_model, preferences, t
     assert (tmp_path / "rewards.png").read_bytes().startswith(b"\x89PNG")
     model = reward.AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    card = (tmp_path / "README.md").read_text()  # TRL's reward-model card, made right (lib.cards)
+    assert (
+        f'rewarder = pipeline(model="{tmp_path}"' in card and f"Fine-tuned from the local model `{base_model}`" in card
+    )
+    assert "licence" not in card and "huggingface.co/None" not in card and "huggingface.co/datasets" not in card
     again = run_reward(base_model, preferences, tmp_path)
     assert again["resumed_from"].endswith("checkpoint-60") and again["heldout_accuracy_before"] is None
 

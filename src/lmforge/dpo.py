@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
+from lmforge.lib.cards import datasets_of, keep_card_right
 from lmforge.lib.configs import parse
 from lmforge.lib.rl_eval import (
     HeldoutConfig,
@@ -90,6 +91,7 @@ def main(
         processing_class=tokenizer,
         callbacks=[watch],
     )
+    keep_card_right(trainer, script_args.model_name_or_path, datasets_of(script_args.preferences))
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)
     test = trainer.evaluate() if "test" in pairs else {}

@@ -30,6 +30,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
 from lmforge import LmforgeError
+from lmforge.lib.cards import datasets_of, keep_card_right
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
@@ -200,6 +201,7 @@ def main(
         if script_args.tools
         else None,
     )
+    keep_card_right(trainer, script_args.model_name_or_path, datasets_of(script_args.tasks))
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)
 

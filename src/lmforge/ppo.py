@@ -34,6 +34,7 @@ from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
+from lmforge.lib.cards import datasets_of, keep_card_right  # noqa: E402
 from lmforge.lib.configs import from_json, parse  # noqa: E402
 from lmforge.lib.models import process_state  # noqa: E402
 from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
@@ -208,6 +209,7 @@ def main(
         eval_dataset=prompt_ids(heldout, tokenizer),
         callbacks=[watch, StopWhenTold()] + ([ContinueCount(done, done * batch)] if last else []),
     )
+    keep_card_right(trainer, sft_path, datasets_of(script_args.tasks))
     trainer.train()
 
     trainer.save_model(output_dir)

@@ -27,6 +27,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib import sources
+from lmforge.lib.cards import datasets_of, keep_card_right
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
 from lmforge.lib.models import peft_config, whole_weights
@@ -156,6 +157,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
         processing_class=tokenizer,
         peft_config=peft_config(script_args, model),
     )
+    keep_card_right(trainer, script_args.model_name_or_path, datasets_of(script_args.preferences))
 
     last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
     # Accuracy of the untrained head is the baseline (about chance); on resume the starting point is gone.

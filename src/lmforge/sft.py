@@ -36,7 +36,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
-from lmforge.lib.cards import is_hub_id, training_card
+from lmforge.lib.cards import datasets_of, keep_card_right
 from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import load_conversations
@@ -103,21 +103,6 @@ class SFTScriptArguments(ModelConfig):
 CONFIGS = (SFTScriptArguments, SFTConfig)
 
 
-class AssistantTrainer(SFTTrainer):
-    """SFTTrainer whose model card names the base model and each dataset as they are (lib.cards.training_card)."""
-
-    def __init__(self, *args, base_model: str, datasets: dict[str, str | None], **kwargs):
-        super().__init__(*args, **kwargs)
-        self.base_model, self.card_datasets = base_model, datasets
-
-    def create_model_card(self, *args, **kwargs):
-        super().create_model_card(*args, **kwargs)
-        path = os.path.join(self.args.output_dir, "README.md")
-        if self.is_world_process_zero() and os.path.exists(path):
-            model_ref = self.hub_model_id if self.args.push_to_hub else os.path.abspath(self.args.output_dir)
-            training_card(path, self.base_model, self.card_datasets, model_ref)
-
-
 def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     source = script_args.model_name_or_path
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -164,19 +149,15 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     model.generation_config.eos_token_id = end_of_turn_ids(tokenizer, eos)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     apply_global_batch("sft", training_args, script_args.global_batch_tokens, training_args.max_length)
-    trainer = AssistantTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
         eval_dataset=splits["test"],
         processing_class=tokenizer,
         peft_config=peft_config(script_args, model),
-        base_model=script_args.base_model_id or source,
-        datasets={
-            name: spec.get("path") if is_hub_id(spec.get("path")) else None
-            for name, spec in script_args.datasets.items()
-        },
     )
+    keep_card_right(trainer, script_args.base_model_id or source, datasets_of(script_args.datasets))
 
     last = last_checkpoint(training_args.output_dir)
     # Validation loss before training says what SFT changed; on resume the starting point is gone. Trainer measures
