@@ -240,10 +240,18 @@ def test_the_stage_dies_with_its_runner(blocked_runner, tmp_path, signum):
 
 
 def test_the_terminal_shows_a_line_per_stage_and_the_log_keeps_its_output(finished):
+    """One line per stage: why it ran, its time, what it made and its key figures (lmforge.lib.stages)."""
     folder, output = finished
+    made = r"no marker: runs, done in \d+ s: out/{} \(\d+ files, [\d.,]+ MB\)"
+    lines = [line for line in output.splitlines() if line.startswith("[")]
+    assert len(lines) == 2, output
+    assert re.fullmatch(
+        rf"\[tokenizer\] {made.format('tokenizer')}; tokens 300; held-out bytes/token \d\.\d+", lines[0]
+    )
+    assert re.fullmatch(rf"\[pack\] {made.format('pack')}; training blocks [1-9][\d,]*", lines[1]), lines
     for stage in ("tokenizer", "pack"):
-        assert re.search(rf"\[{stage}\] done in \d+ s: out/{stage} \(\d+ files, [\d.,]+ MB\)", output), output
         log = (folder / f"run/logs/{stage}.log").read_text()
+        assert log.startswith(f"lmforge {stage} --config recipes/{stage}.yaml\n")  # to rerun it by hand
         assert log.strip() and log not in output  # the stage's own output went to its log, not the terminal
 
 

@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 from lmforge.cli import STAGE_GROUP
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.hub import lineage_path, push_stage
-from lmforge.lib.stages import PIPELINE, RUN_DIR, STAGES
+from lmforge.lib.stages import PIPELINE, RUN_DIR, STAGES, Stage
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -229,7 +229,7 @@ def run_stage(step: Step, log: Path | None, run_dir: Path) -> float:
     command = [sys.executable, "-m", "lmforge.cli", STAGES[step.stage].command or step.stage]
     preexec_fn = die_with(os.getpid()) if sys.platform == "linux" else None
     env = {**os.environ, STAGE_GROUP: "1", RUN_DIR: str(run_dir.resolve())}
-    with open(log, "w") if log else nullcontext() as out:
+    with open(log, "a") if log else nullcontext() as out:  # after the command line run_recorded wrote
         child = subprocess.Popen(
             [*command, "--config", str(step.recipe)],
             process_group=0,
@@ -329,9 +329,12 @@ def run_steps(args: argparse.Namespace, run_dir: Path, steps: list[Step], select
             aside = (
                 action == "redo" and STAGES[step.stage].keeps_output and set_aside(output_dir_of(step.recipe), run_dir)
             )
-            moved = f"; its old output is now {aside}" if aside else ""
-            bar.write(f"[{name}] {reason}: {'redone from scratch' if action == 'redo' else 'runs'}{moved}")
-            run_recorded(step, run_dir, bar, verbose=args.verbose)
+            moved = f" (its old output is now {aside})" if aside else ""
+            seconds = run_recorded(step, run_dir, bar, verbose=args.verbose)
+            bar.write(
+                f"[{name}] {reason}: {'redone from scratch' if action == 'redo' else 'runs'}{moved}, "
+                f"done in {seconds:.0f} s: {made_by(step)}"
+            )
             reran.add(name)
         if args.push_to_hub and name in selected and (name in reran or not pushed(run_dir, name)):
             pushed_to = push_stage(name, output_dir_of(step.recipe), args.hub_namespace, run_dir)
@@ -340,8 +343,9 @@ def run_steps(args: argparse.Namespace, run_dir: Path, steps: list[Step], select
     bar.close()
 
 
-def run_recorded(step: Step, run_dir: Path, bar: tqdm, verbose: bool) -> None:
-    """Run a step between its start record and its done marker (the done marker only if it succeeded)."""
+def run_recorded(step: Step, run_dir: Path, bar: tqdm, verbose: bool) -> float:
+    """Run a step between its start record and its done marker (the done marker only if it succeeded); return its
+    wall time."""
     started = {
         "stage": step.name,
         "recipe": str(step.recipe),
@@ -350,25 +354,46 @@ def run_recorded(step: Step, run_dir: Path, bar: tqdm, verbose: bool) -> None:
     }
     (run_dir / ".done" / f"{step.name}.json").unlink(missing_ok=True)  # its output is about to change
     write_json(run_dir / ".started" / f"{step.name}.json", started)
+    command = f"lmforge {STAGES[step.stage].command or step.stage} --config {step.recipe}"
     log = None if verbose else run_dir / "logs" / f"{step.name}.log"
     if log:
         log.parent.mkdir(exist_ok=True)
-    command = f"lmforge {STAGES[step.stage].command or step.stage} --config {step.recipe}"
-    bar.write(f"[{step.name}] {command}" + (f" > {log}" if log else ""))
+        log.write_text(f"{command}\n")
+    else:
+        bar.write(f"[{step.name}] {command}")
     seconds = run_stage(step, log, run_dir)
     write_json(
         run_dir / ".done" / f"{step.name}.json",
         started | {"seconds": round(seconds, 1), "finished": datetime.now(UTC).isoformat()},
     )
     (run_dir / ".started" / f"{step.name}.json").unlink()
-    bar.write(f"[{step.name}] done in {seconds:.0f} s: {made_by(step)}")
+    return seconds
 
 
 def made_by(step: Step) -> str:
-    """What a finished step made: its output_dir, with the size of what it holds."""
+    """What a finished step made: its output_dir, with the size of what it holds, and its key figures."""
     output = output_dir_of(step.recipe)
     files = [path for path in output.rglob("*") if path.is_file()] if output.is_dir() else []
-    return f"{output} ({len(files)} files, {sum(path.stat().st_size for path in files) / 1e6:,.1f} MB)"
+    made = f"{output} ({len(files)} files, {sum(path.stat().st_size for path in files) / 1e6:,.1f} MB)"
+    figures = [f"{label} {value}" for label, value in key_figures(STAGES[step.stage], output)]
+    return "; ".join([made, *figures])
+
+
+def key_figures(stage: Stage, output: Path) -> list[tuple[str, str]]:
+    """The stage's key figures (lmforge.lib.stages) that its output holds, formatted; those missing are left out."""
+    found = []
+    for label, where in stage.figures:
+        file, keys = where.split(":")
+        value = read_json(output / file) if (output / file).is_file() else None
+        for key in keys.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, dict):
+            value = len(value)
+        if isinstance(value, float):
+            found.append((label, f"{value:.3f}"))
+        elif isinstance(value, int):
+            found.append((label, f"{value:,}"))
+    return found
 
 
 def pushed(run_dir: Path, stage: str) -> bool:
