@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,21 @@ def test_a_model_folder_without_weights_or_tokenizer_is_named(chat_model, tmp_pa
     message = one_line("sft", "--config", "recipes/demo/sft.yaml", "--model_name_or_path", partial)
     missing = "no model weights" if keep == "config.json" else "no tokenizer (none of tokenizer.json"
     assert f"model_name_or_path: {partial} holds {missing}" in message
+
+
+@pytest.mark.parametrize("stage", ["sft", "reward", "dpo", "grpo", "interrogate"])
+def test_a_missing_model_folder_is_named(tmp_path, stage):
+    """`lmforge sft --config recipes/demo/sft.yaml` before the model it starts from is trained (or from another
+    folder): huggingface_hub's "Repo id must be in the form ..." traceback, from the tokenizer's loading."""
+    message = one_line(stage, "--config", f"recipes/demo/{stage}.yaml", "--model_name_or_path", tmp_path / "missing")
+    assert message.endswith(f"error: model {tmp_path / 'missing'} does not exist (and is not a Hub repo id)")
+
+
+def test_another_stages_recipe_is_named_as_such_in_one_short_line():
+    message = one_line("sft", "--config", "recipes/demo/dpo.yaml")
+    assert re.search(r"recipe recipes/demo/dpo.yaml: \d+ of its \d+ keys are unknown here \(unknown key '", message)
+    assert message.endswith("...): is it the recipe of another stage?")
+    assert len(message) < 300
 
 
 @pytest.mark.parametrize("stage", ["data", "tokenizer"])
@@ -435,3 +451,14 @@ def test_lmforge_launch_tells_a_failed_launch_in_one_line_per_process(tmp_path, 
         ), err
     else:
         assert launcher_line == "lmforge launch: the process failed (exit 1)"
+
+
+def test_ctrl_c_ends_a_stage_in_one_line(tmp_path):
+    model = save_tiny_model(tmp_path / "model", TEXTS, vocab_size=300)
+    command = [sys.executable, "-m", "lmforge.cli", "chat", "--model_name_or_path", str(model)]
+    chat = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert chat.stdout.readline().startswith("Chatting with") and chat.stdout.read(2) == "> "  # waits for the user
+    chat.send_signal(signal.SIGINT)
+    _, err = chat.communicate(timeout=60)
+    assert chat.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "lmforge chat: stopped by Ctrl-C"

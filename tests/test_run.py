@@ -268,13 +268,16 @@ def test_a_failed_stage_names_its_log_and_shows_its_last_lines(tmp_path):
     assert result.stderr.rstrip().endswith("fix it and rerun: up-to-date stages are skipped")
 
 
-@pytest.mark.parametrize("folder", ["no_such_folder", "empty"])
+@pytest.mark.parametrize("folder", ["no_such_folder", "empty", "sft.yaml"])
 def test_a_folder_without_recipes_is_one_line(tmp_path, folder):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "sft.yaml").write_text("output_dir: out\n")  # a recipe file, given where its folder was meant
     command = [sys.executable, "-m", "lmforge.cli", "run", folder]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"lmforge run: {folder}")
+    if folder == "sft.yaml":
+        assert result.stderr.strip().endswith("run this one stage with lmforge sft --config sft.yaml")
 
 
 def test_variants_run_in_place_of_their_stage_and_what_the_run_reads_runs_too():

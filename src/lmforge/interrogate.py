@@ -27,7 +27,7 @@ from lmforge.lib.answers import MATCHERS, is_refusal
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations.python_faq import read_pairs
 from lmforge.lib.files import write_json, write_jsonl
-from lmforge.lib.models import device
+from lmforge.lib.models import device, load
 from lmforge.lib.sampling import sampling_field, sampling_options
 
 
@@ -121,7 +121,7 @@ def report(records: list[dict], config: InterrogateConfig) -> dict:
 def main(config: InterrogateConfig) -> dict:
     questions = [row for path in config.questions for row in read_pairs(path)]
     questions = questions[: config.limit] if config.limit >= 0 else questions
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    tokenizer = load(AutoTokenizer, config.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).to(device()).eval()
     judge = MATCHERS[config.judge]
     os.makedirs(config.output_dir, exist_ok=True)

@@ -30,7 +30,7 @@ from lmforge.lib import sources
 from lmforge.lib.cards import datasets_of, keep_card_right
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
-from lmforge.lib.models import peft_config, whole_weights
+from lmforge.lib.models import load, peft_config, whole_weights
 from lmforge.lib.rewards import reward_ids
 
 
@@ -135,7 +135,7 @@ def plot(rewards: dict, path: str) -> None:
 
 
 def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dict:
-    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    tokenizer = load(AutoTokenizer, script_args.model_name_or_path)
     if not tokenizer.chat_template or tokenizer.pad_token is None:
         raise LmforgeError(f"{script_args.model_name_or_path}: tokenizer has no chat template or no pad token")
     pairs = tokenize(load_pairs(script_args), tokenizer)

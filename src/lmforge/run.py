@@ -101,6 +101,12 @@ def strings_of(value) -> list[str]:
 
 def plan(recipe_dir: Path) -> list[Step]:
     """The folder's recipes that run, in pipeline order (see the module docstring for which ones)."""
+    if recipe_dir.is_file():
+        stage = STAGES.get(stage_of(recipe_dir.stem))
+        by_hand = (
+            f"; run this one stage with lmforge {stage.command or stage.name} --config {recipe_dir}" if stage else ""
+        )
+        sys.exit(f"lmforge run: {recipe_dir} is a file: give its folder ({recipe_dir.parent}){by_hand}")
     if not recipe_dir.is_dir():
         sys.exit(f"lmforge run: {recipe_dir}: no such folder (a folder of stage recipes, e.g. recipes/demo)")
     files = {path.stem: path for path in sorted(recipe_dir.glob("*.yaml")) if stage_of(path.stem) in STAGES}

@@ -41,7 +41,7 @@ from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_templ
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import load_conversations
 from lmforge.lib.files import write_json
-from lmforge.lib.models import last_checkpoint, peft_config
+from lmforge.lib.models import last_checkpoint, load, peft_config
 
 
 @dataclass
@@ -105,7 +105,7 @@ CONFIGS = (SFTScriptArguments, SFTConfig)
 
 def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     source = script_args.model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = load(AutoTokenizer, source)
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=script_args.dtype, attn_implementation=script_args.attn_implementation
     )

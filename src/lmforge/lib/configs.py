@@ -159,6 +159,11 @@ def check_recipe(parser: TrlParser, dataclass_types: tuple, path: Path) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if len(problems) > 3:  # most likely another stage's recipe: the first few keys say enough
+        raise LmforgeError(
+            f"recipe {path}: {len(problems)} of its {len(recipe)} keys are unknown here ({'; '.join(problems[:3])}; "
+            "...): is it the recipe of another stage?"
+        )
     if problems:
         raise LmforgeError(f"recipe {path}: " + "; ".join(problems))
     types = field_types(dataclass_types)
@@ -214,5 +219,7 @@ def print_bad_input(kind: type[BaseException], error: BaseException, traceback: 
     input prints one line, as `lmforge STAGE` prints it; any other exception keeps its traceback."""
     if issubclass(kind, LmforgeError):
         print(f"lmforge {Path(sys.argv[0]).stem}: error: {error}", file=sys.stderr)
+    elif issubclass(kind, KeyboardInterrupt):
+        print(f"\nlmforge {Path(sys.argv[0]).stem}: stopped by Ctrl-C", file=sys.stderr)
     else:
         sys.__excepthook__(kind, error, traceback)

@@ -33,7 +33,7 @@ from lmforge.lib.chat_format import end_of_turn
 from lmforge.lib.configs import from_json
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.intervals import describe, paired_bootstrap
-from lmforge.lib.models import device, loading_alone, process_state
+from lmforge.lib.models import device, load, loading_alone, process_state
 from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
@@ -70,7 +70,7 @@ def chat_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """The policy's tokenizer with the model's own end of turn as eos (<|im_end|>, <|eot_id|>, <end_of_turn>...,
     from lmforge.lib.chat_format): TRL's RL trainers stop sampling and mask the reply at `tokenizer.eos_token`, and a
     chat reply ends at the end of its turn, not at the pretraining end of text."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load(AutoTokenizer, path)
     tokenizer.eos_token = end_of_turn(tokenizer, f"{path} (RL starts from a chat model)")
     return tokenizer
 
