@@ -462,3 +462,28 @@ def test_ctrl_c_ends_a_stage_in_one_line(tmp_path):
     _, err = chat.communicate(timeout=60)
     assert chat.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "lmforge chat: stopped by Ctrl-C"
+
+
+# --- library notices a user cannot act on (lmforge.lib.notices) ---
+
+NOTICES = {
+    "Setting accelerator to CPU": "from deepspeed.accelerator import get_accelerator; get_accelerator()",
+    "mtime may not be reliable": (
+        "import os, sys; from transformers.trainer_utils import sort_checkpoints; "
+        "[os.makedirs(os.path.join(sys.argv[1], f'checkpoint-{step}')) for step in (1, 2)]; "
+        "sort_checkpoints(sys.argv[1], use_mtime=True)"
+    ),
+}
+
+
+@pytest.mark.parametrize("notice", NOTICES)
+def test_a_library_notice_a_user_cannot_act_on_is_dropped_where_it_is_logged(notice, tmp_path):
+    for imported, folder in (("", tmp_path / "plain"), ("import lmforge; ", tmp_path / "lmforge")):
+        run = subprocess.run(
+            [sys.executable, "-c", imported + NOTICES[notice], str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert (notice in run.stdout + run.stderr) == (not imported), run.stdout + run.stderr  # the library says it
