@@ -5,6 +5,8 @@ library traceback or output that looks finished."""
 import gzip
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers.integrations import is_tensorboard_available
 
+from browser import free_port
 from lmforge.cli import main as lmforge
 from lmforge.lib.models import is_local
 from lmforge.tokenizer import train_tokenizer
@@ -116,6 +119,7 @@ def test_a_model_folder_without_weights_or_tokenizer_is_named(chat_model, tmp_pa
         ("dpo", "model_name_or_path", "model"),
         ("grpo", "model_name_or_path", "model"),
         ("ppo", "sft_model_path", "model"),
+        ("interrogate", "model_name_or_path", "model"),
     ],
 )
 def test_a_model_not_trained_yet_or_a_file_is_named(tmp_path, stage, option, what):
@@ -155,6 +159,13 @@ def test_generate_from_a_folder_with_a_config_alone_is_named(chat_model, tmp_pat
     (tmp_path / "partial/config.json").write_bytes((chat_model / "config.json").read_bytes())
     message = one_line("generate", "--model", tmp_path / "partial", "--prompt", "hi")
     assert f"model: {tmp_path / 'partial'} holds no" in message  # not "Couldn't instantiate the backend tokenizer"
+
+
+def test_another_stages_recipe_is_named_as_such_in_one_short_line():
+    message = one_line("sft", "--config", "recipes/demo/dpo.yaml")
+    assert re.search(r"recipe recipes/demo/dpo.yaml: \d+ of its \d+ keys are unknown here \(unknown key '", message)
+    assert message.endswith("...): is it the recipe of another stage?")
+    assert len(message) < 300
 
 
 @pytest.mark.parametrize("stage", ["data", "tokenizer"])
@@ -439,3 +450,82 @@ def test_accelerate_launch_prints_one_line(tmp_path):
         err.strip().splitlines()[-1] == f"lmforge pack: error: tokenizer {tmp_path / 'missing'} does not exist "
         "(and is not a Hub repo id)"
     )
+
+
+LAUNCHES = {
+    "2 processes (torchrun)": ["--config_file", "accelerate_configs/cpu_ddp.yaml"],
+    "1 process": ["--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launch", LAUNCHES, ids=list(LAUNCHES))
+def test_lmforge_launch_tells_a_failed_launch_in_one_line_per_process(tmp_path, launch):
+    """`lmforge launch` is `accelerate launch` without torchrun's failure report (or, for one process without --quiet,
+    accelerate's CalledProcessError traceback): each process's own line, then the launcher's one line."""
+    missing = tmp_path / "missing"
+    err = stderr_of(
+        sys.executable,
+        "-m",
+        "lmforge.cli",
+        "launch",
+        *LAUNCHES[launch],
+        "--main_process_port",
+        str(free_port()),
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "lmforge.pack",
+        "--tokenizer",
+        str(missing),
+        "--output_dir",
+        str(tmp_path / "pack"),
+    )
+    stage_line = f"lmforge pack: error: tokenizer {missing} does not exist (and is not a Hub repo id)"
+    *stage_lines, launcher_line = err.strip().splitlines()
+    processes = 2 if "2" in launch else 1
+    assert 1 <= len(stage_lines) <= processes and set(stage_lines) == {stage_line}, err
+    if processes == 2:  # the first to fail, and the other stopped by the launcher unless it failed on its own first
+        assert re.fullmatch(
+            r"lmforge launch: (rank [01] failed \(exit 1\); the launcher stopped the other processes|"
+            r"rank 0 failed \(exit 1\), rank 1 failed \(exit 1\))",
+            launcher_line,
+        ), err
+    else:
+        assert launcher_line == "lmforge launch: the process failed (exit 1)"
+
+
+def test_ctrl_c_ends_a_stage_in_one_line(tmp_path):
+    model = save_tiny_model(tmp_path / "model", TEXTS, vocab_size=300)
+    command = [sys.executable, "-m", "lmforge.cli", "chat", "--model_name_or_path", str(model)]
+    chat = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert chat.stdout.readline().startswith("Chatting with") and chat.stdout.read(2) == "> "  # waits for the user
+    chat.send_signal(signal.SIGINT)
+    _, err = chat.communicate(timeout=60)
+    assert chat.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "lmforge chat: stopped by Ctrl-C"
+
+
+# --- library notices a user cannot act on (lmforge.lib.notices) ---
+
+NOTICES = {
+    "Setting accelerator to CPU": "from deepspeed.accelerator import get_accelerator; get_accelerator()",
+    "mtime may not be reliable": (
+        "import os, sys; from transformers.trainer_utils import sort_checkpoints; "
+        "[os.makedirs(os.path.join(sys.argv[1], f'checkpoint-{step}')) for step in (1, 2)]; "
+        "sort_checkpoints(sys.argv[1], use_mtime=True)"
+    ),
+}
+
+
+@pytest.mark.parametrize("notice", NOTICES)
+def test_a_library_notice_a_user_cannot_act_on_is_dropped_where_it_is_logged(notice, tmp_path):
+    for imported, folder in (("", tmp_path / "plain"), ("import lmforge; ", tmp_path / "lmforge")):
+        run = subprocess.run(
+            [sys.executable, "-c", imported + NOTICES[notice], str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert (notice in run.stdout + run.stderr) == (not imported), run.stdout + run.stderr  # the library says it

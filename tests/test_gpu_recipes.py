@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from browser import free_port
 from hub_mirrors import MIRRORS, SMOLLM2_INSTRUCT, SMOLLM2_SYSTEM, write_common_crawl, write_mirrors
 from hub_server import HubServer
 from lmforge.run import PIPELINE
@@ -362,6 +363,8 @@ def test_gpu_benchmark_times_a_recipe_step_on_two_processes(tmp_path):
             str(ROOT / "accelerate_configs/cpu_ddp.yaml"),
             "--num_processes",
             "2",
+            "--main_process_port",  # not the config's fixed port: another launch may hold it under pytest-xdist
+            str(free_port()),
             str(ROOT / "bench/gpu.py"),
             "--recipe",
             str(ROOT / "recipes/demo/pretrain.yaml"),

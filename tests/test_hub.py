@@ -1,5 +1,6 @@
 """Hub lineage through the real huggingface_hub client, against a Hub-compatible server on loopback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,9 +10,12 @@ import pytest
 import yaml
 
 from hub_server import HubServer
+from lmforge.lib.conversations import GENERATORS
 from test_data import HANDBOOK, demo_pages, write_warc
+from tiny import save_tiny_model
 
 
+ROOT = Path(__file__).parents[1]
 TOKEN = "hf_lmforgeTestToken0123456789"
 
 
@@ -167,3 +171,44 @@ def test_a_pushed_sft_models_card_loads_the_pushed_repo_with_the_bases_licence(t
     assert 'pipeline("text-generation", model="tester/tiny-sft"' in card and "license: apache-2.0" in card
     assert "licence" not in card and "huggingface.co/datasets/identity" not in card and "`identity`" in card
     assert "model.safetensors" in pushed
+
+
+@pytest.mark.slow
+def test_pushed_models_cards_load_the_pushed_repo_with_the_bases_licence(tmp_path):
+    """SFT pushes with Trainer.push_to_hub, the RL stages with lib.rl_eval.push: both cards quick-start from the
+    pushed repo, carry the base model's licence (SFT's through the SFT card, for DPO) and link no local data."""
+    texts = [m["content"] for c in GENERATORS["identity"](seed=0) for m in c]
+    base = save_tiny_model(tmp_path / "base", texts, vocab_size=300)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n\nA base model.\n")
+    pairs = [{"prompt": f"{n} + 1?", "chosen": str(n + 1), "rejected": "No."} for n in range(8)]
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs/train.jsonl").write_text("\n".join(json.dumps(pair) for pair in pairs))
+    quick = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--max_length", "96", "--report_to", "none"]
+    sft = ["sft", "--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(base), "--eval_fraction", "0"]
+    sft += ["--datasets", json.dumps({"identity": {"generator": "identity", "size": 16}})]
+    dpo = ["dpo", "--config", "recipes/demo/dpo.yaml", "--model_name_or_path", str(tmp_path / "sft")]
+    dpo += ["--preferences", str(tmp_path / "pairs"), "--heldout_reward_model", "", "--watch_every", "100"]
+    dpo += ["--heldout_tasks", json.dumps({"arithmetic": 2}), "--heldout_max_new_tokens", "4", "--watch_prompts", "2"]
+    with HubServer() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": TOKEN}
+        for stage, *argv in (sft, dpo):
+            command = [
+                sys.executable,
+                "-m",
+                "lmforge.cli",
+                stage,
+                *argv,
+                *quick,
+                "--output_dir",
+                str(tmp_path / stage),
+            ]
+            command += ["--push_to_hub", "true", "--hub_model_id", f"tester/tiny-{stage}"]
+            result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, result.stderr[-3000:]
+        repos = hub.repos
+    for stage, data in (("sft", "`identity`"), ("dpo", f"`{tmp_path / 'pairs'}`")):
+        card = repos[("model", f"tester/tiny-{stage}")]["files"]["README.md"].decode()
+        assert f'pipeline("text-generation", model="tester/tiny-{stage}"' in card, card
+        assert "license: apache-2.0" in card and "licence" not in card and "huggingface.co/None" not in card
+        assert f"on {data}." in card and "huggingface.co/datasets" not in card  # local data is named, not linked
+    assert "Fine-tuned from the local model" in card

@@ -1,5 +1,5 @@
 """A stage run by hand shows what it does, without the notices of libraries that a user cannot act on
-(lib.configs.quiet_library_notices), and keeps the warnings that matter."""
+(lib.notices, installed on import of lmforge), and keeps the warnings that matter."""
 
 import os
 import subprocess

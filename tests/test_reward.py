@@ -122,6 +122,10 @@ def test_reward_model_ranks_heldout_pairs_and_resumes(base_model, preferences, t
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
     card = (tmp_path / "README.md").read_text()  # TRL's, made right (lib.cards): the local folder, no placeholder
     assert "licence" not in card and 'model="None"' not in card and f'model="{tmp_path}"' in card
+    assert (
+        f'rewarder = pipeline(model="{tmp_path}"' in card and f"Fine-tuned from the local model `{base_model}`" in card
+    )
+    assert "licence" not in card and "huggingface.co/None" not in card and "huggingface.co/datasets" not in card
     again = run_reward(base_model, preferences, tmp_path)
     assert again["resumed_from"].endswith("checkpoint-60") and again["heldout_accuracy_before"] is None
 

@@ -84,6 +84,13 @@ def test_the_test_reward_model_likes_its_tokens(reward_model, tokenizer):
     assert scores[0] > scores[2] > scores[1]
 
 
+def assert_card_is_right(output_dir, data):
+    """TRL's card, made right (lib.cards): the quick start loads the local folder, the data is named, not linked."""
+    card = (output_dir / "README.md").read_text()
+    assert f'model="{output_dir}"' in card and f"on {data}." in card, card
+    assert "licence" not in card and "huggingface.co/None" not in card and "huggingface.co/datasets" not in card
+
+
 def read_results(path, name):
     return json.loads((path / name).read_text())
 
@@ -131,6 +138,7 @@ def test_grpo_raises_an_easy_reward(sft_model, tmp_path):
     saved = read_results(tmp_path, "grpo_results.json")
     assert saved["eval"]["before"]["kl"] == 0.0 and saved["eval"]["after"]["kl"] > 0
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "checkpoint-16").is_dir()
+    assert_card_is_right(tmp_path, "`arithmetic`")
 
 
 @pytest.fixture(scope="session")
@@ -310,6 +318,7 @@ def test_dpo_trains_on_a_users_folder_of_jsonl_pairs(sft_model, reward_model, tm
     card = (tmp_path / "out/README.md").read_text()  # TRL's, written at the checkpoint, made right (lib.cards)
     assert "licence" not in card and 'model="None"' not in card and f'model="{tmp_path / "out"}"' in card
     assert f"`{tmp_path / 'mypairs'}`" in card and "huggingface.co/datasets/" not in card  # a folder, not a Hub id
+    assert_card_is_right(tmp_path / "out", f"`{tmp_path / 'mypairs'}`")
 
 
 def test_a_users_questions_with_answers_are_split_for_good_and_graded():
@@ -387,6 +396,7 @@ def test_ppo_raises_the_reward_models_score(sft_model, reward_model, tmp_path):
     assert set(results["eval"]["after"]) == set(results["eval"]["before"]) and results["eval"]["after"]["kl"] > 0
     assert (tmp_path / "checkpoint-12" / "value_model" / "model.safetensors").is_file()
     assert read_results(tmp_path, "ppo_results.json")["watch"]["checks"]
+    assert_card_is_right(tmp_path, "`arithmetic`")
 
 
 @pytest.mark.slow

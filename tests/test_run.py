@@ -240,10 +240,18 @@ def test_the_stage_dies_with_its_runner(blocked_runner, tmp_path, signum):
 
 
 def test_the_terminal_shows_a_line_per_stage_and_the_log_keeps_its_output(finished):
+    """One line per stage: why it ran, its time, what it made and its key figures (lmforge.lib.stages)."""
     folder, output = finished
+    made = r"no marker: runs, done in \d+ s: out/{} \(\d+ files, [\d.,]+ MB\)"
+    lines = [line for line in output.splitlines() if line.startswith("[")]
+    assert len(lines) == 2, output
+    assert re.fullmatch(
+        rf"\[tokenizer\] {made.format('tokenizer')}; tokens 300; held-out bytes/token \d\.\d+", lines[0]
+    )
+    assert re.fullmatch(rf"\[pack\] {made.format('pack')}; training blocks [1-9][\d,]*", lines[1]), lines
     for stage in ("tokenizer", "pack"):
-        assert re.search(rf"\[{stage}\] done in \d+ s: out/{stage} \(\d+ files, [\d.,]+ MB\)", output), output
         log = (folder / f"run/logs/{stage}.log").read_text()
+        assert log.startswith(f"lmforge {stage} --config recipes/{stage}.yaml\n")  # to rerun it by hand
         assert log.strip() and log not in output  # the stage's own output went to its log, not the terminal
 
 
@@ -260,13 +268,16 @@ def test_a_failed_stage_names_its_log_and_shows_its_last_lines(tmp_path):
     assert result.stderr.rstrip().endswith("fix it and rerun: up-to-date stages are skipped")
 
 
-@pytest.mark.parametrize("folder", ["no_such_folder", "empty"])
+@pytest.mark.parametrize("folder", ["no_such_folder", "empty", "sft.yaml"])
 def test_a_folder_without_recipes_is_one_line(tmp_path, folder):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "sft.yaml").write_text("output_dir: out\n")  # a recipe file, given where its folder was meant
     command = [sys.executable, "-m", "lmforge.cli", "run", folder]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"lmforge run: {folder}")
+    if folder == "sft.yaml":
+        assert result.stderr.strip().endswith("run this one stage with lmforge sft --config sft.yaml")
 
 
 def test_variants_run_in_place_of_their_stage_and_what_the_run_reads_runs_too():

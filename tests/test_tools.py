@@ -3,6 +3,7 @@ the loss, tool-use conversations are right, and the generation loop runs calls (
 
 import json
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow as pa
@@ -10,11 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from datasets import load_from_disk
+from huggingface_hub.constants import HF_HOME
 from transformers import LlamaForCausalLM
 from trl import GRPOConfig
 
 from lmforge import LmforgeError, chat, generate, grpo, rollouts
 from lmforge.lib.conversations import GENERATORS, check_conversation
+from lmforge.lib.stages import RUN_DIR
 from lmforge.lib.tools import ToolError, format_call, format_result, load_tools, parse_call, run_call
 from lmforge.lib.tools.generation import (
     compare_tools,
@@ -116,6 +119,18 @@ def test_search_ranks_passages_and_caches_its_index(collection):
     assert (collection / "index").stat().st_mtime_ns == built  # reused, not rebuilt
     with pytest.raises(LmforgeError, match="no file matches"):
         SearchTool(documents=[str(collection / "missing*.parquet")], index_dir=str(collection / "index"))
+
+
+def test_search_index_goes_in_the_run_folder_or_the_cache_never_the_working_directory(
+    collection, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    documents = [str(collection / "*.parquet")]
+    monkeypatch.setenv(RUN_DIR, str(tmp_path / "run"))  # as `lmforge run` starts a stage
+    assert Path(SearchTool(documents=documents, text_files=[]).index).parent == tmp_path / "run" / "search"
+    monkeypatch.delenv(RUN_DIR)  # a stage run by hand
+    assert Path(SearchTool(documents=documents, text_files=[]).index).parent == Path(HF_HOME, "lmforge", "search")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
 
 
 def test_search_caps_the_query_length_and_time(collection):

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     except LmforgeError as error:
         # Bad input is the user's to fix: say what and where, without a library traceback.
         sys.exit(f"lmforge {stage}: error: {error}")
+    except KeyboardInterrupt:  # Ctrl-C is the user's own doing: no traceback of where it landed
+        print(f"\nlmforge {stage}: stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

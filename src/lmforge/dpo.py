@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
-from lmforge.lib.cards import RightCard, source_datasets
+from lmforge.lib.cards import RightCard, datasets_of
 from lmforge.lib.configs import parse
 from lmforge.lib.rl_eval import (
     HeldoutConfig,
@@ -113,7 +113,7 @@ def main(
         processing_class=tokenizer,
         callbacks=[watch],
         base_model=script_args.model_name_or_path,
-        datasets=source_datasets(script_args.preferences),
+        datasets=datasets_of(script_args.preferences),
     )
     last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     trainer.train(resume_from_checkpoint=last)

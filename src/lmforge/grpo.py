@@ -30,7 +30,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
 from lmforge import LmforgeError
-from lmforge.lib.cards import RightCard, named_datasets
+from lmforge.lib.cards import RightCard, datasets_of
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
@@ -202,7 +202,7 @@ def main(
         processing_class=tokenizer,
         callbacks=[watch],
         base_model=script_args.model_name_or_path,
-        datasets=named_datasets(script_args.tasks),
+        datasets=datasets_of(script_args.tasks),
         rollout_func=tool_rollouts(load_tools(script_args.tools), script_args.max_tool_calls)
         if script_args.tools
         else None,

@@ -26,7 +26,7 @@ from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS, is_refusal
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json, write_jsonl
-from lmforge.lib.models import device
+from lmforge.lib.models import device, load
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.sources import load_questions
 
@@ -122,7 +122,7 @@ def report(records: list[dict], config: InterrogateConfig) -> dict:
 def main(config: InterrogateConfig) -> dict:
     questions = [row for source in config.questions for row in load_questions(source, "questions")]
     questions = questions[: config.limit] if config.limit >= 0 else questions
-    tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
+    tokenizer = load(AutoTokenizer, config.model_name_or_path)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).to(device()).eval()
     judge = MATCHERS[config.judge]
     os.makedirs(config.output_dir, exist_ok=True)

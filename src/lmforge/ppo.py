@@ -34,6 +34,7 @@ from trl.experimental.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
+from lmforge.lib.cards import RightCard, datasets_of  # noqa: E402
 from lmforge.lib.configs import from_json, parse  # noqa: E402
 from lmforge.lib.models import process_state  # noqa: E402
 from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
@@ -89,7 +90,7 @@ class StopWhenTold(TrainerCallback):
             raise TrainingStopped
 
 
-class CheckpointedPPOTrainer(PPOTrainer):
+class CheckpointedPPOTrainer(RightCard, PPOTrainer):
     """PPOTrainer whose checkpoints also hold the value model, so that a resumed run keeps its critic, and whose
     training ends when a callback says so (StopWhenTold)."""
 
@@ -207,6 +208,8 @@ def main(
         train_dataset=prompt_ids(train, tokenizer),
         eval_dataset=prompt_ids(heldout, tokenizer),
         callbacks=[watch, StopWhenTold()] + ([ContinueCount(done, done * batch)] if last else []),
+        base_model=sft_path,
+        datasets=datasets_of(script_args.tasks),
     )
     trainer.train()
 

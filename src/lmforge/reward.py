@@ -34,7 +34,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib import sources
-from lmforge.lib.cards import RightCard, source_datasets
+from lmforge.lib.cards import RightCard, datasets_of
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json
 from lmforge.lib.models import load, peft_config, whole_weights
@@ -187,7 +187,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
         processing_class=tokenizer,
         peft_config=peft_config(script_args, model),
         base_model=script_args.model_name_or_path,
-        datasets=source_datasets(script_args.preferences),
+        datasets=datasets_of(script_args.preferences),
     )
 
     last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None

@@ -30,6 +30,9 @@ Markers: `<run_dir>/.started/<stage>.json` (recipe hash, start time) when a stag
 successfully, `<run_dir>/.done/<stage>.json` (wall time, recipe hash, start and finish times), written
 atomically after the stage's own artifact. A failed or killed stage has no done marker.
 
+Each stage gets the run folder's absolute path in LMFORGE_RUN_DIR (lmforge.lib.stages.RUN_DIR): where it keeps a
+cache its recipe names no place for (the search tool's index).
+
 One runner per run folder: it holds a lock on `<run_dir>/.lock` (flock, released by the kernel however the
 runner ends), and a second runner stops at once naming the holder's pid. The stage process runs in its own
 process group and dies with the runner: a runner stopped by Ctrl-C or SIGTERM kills the group, and a runner
@@ -61,7 +64,7 @@ from lmforge.cli import STAGE_GROUP
 from lmforge.lib.configs import check_output_dir
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.hub import lineage_path, push_stage
-from lmforge.lib.stages import PIPELINE, STAGES
+from lmforge.lib.stages import PIPELINE, RUN_DIR, STAGES, Stage
 
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -99,6 +102,12 @@ def strings_of(value) -> list[str]:
 
 def plan(recipe_dir: Path) -> list[Step]:
     """The folder's recipes that run, in pipeline order (see the module docstring for which ones)."""
+    if recipe_dir.is_file():
+        stage = STAGES.get(stage_of(recipe_dir.stem))
+        by_hand = (
+            f"; run this one stage with lmforge {stage.command or stage.name} --config {recipe_dir}" if stage else ""
+        )
+        sys.exit(f"lmforge run: {recipe_dir} is a file: give its folder ({recipe_dir.parent}){by_hand}")
     if not recipe_dir.is_dir():
         sys.exit(f"lmforge run: {recipe_dir}: no such folder (a folder of stage recipes, e.g. recipes/demo)")
     files = {path.stem: path for path in sorted(recipe_dir.glob("*.yaml")) if stage_of(path.stem) in STAGES}
@@ -220,14 +229,14 @@ def die_with(parent: int):
     return set_parent_death_signal
 
 
-def run_stage(step: Step, log: Path | None) -> float:
+def run_stage(step: Step, log: Path | None, run_dir: Path) -> float:
     """Run one step in a fresh process (memory is given back, a crash stays contained); return its wall time. Its
     output goes to `log` (None: to the terminal, as with --verbose)."""
     start = time.perf_counter()
     command = [sys.executable, "-m", "lmforge.cli", STAGES[step.stage].command or step.stage]
     preexec_fn = die_with(os.getpid()) if sys.platform == "linux" else None
-    env = {**os.environ, STAGE_GROUP: "1"}
-    with open(log, "w") if log else nullcontext() as out:
+    env = {**os.environ, STAGE_GROUP: "1", RUN_DIR: str(run_dir.resolve())}
+    with open(log, "a") if log else nullcontext() as out:  # after the command line run_recorded wrote
         child = subprocess.Popen(
             [*command, "--config", str(step.recipe)],
             process_group=0,
@@ -328,9 +337,12 @@ def run_steps(args: argparse.Namespace, run_dir: Path, steps: list[Step], select
             aside = (
                 action == "redo" and STAGES[step.stage].keeps_output and set_aside(output_dir_of(step.recipe), run_dir)
             )
-            moved = f"; its old output is now {aside}" if aside else ""
-            bar.write(f"[{name}] {reason}: {'redone from scratch' if action == 'redo' else 'runs'}{moved}")
-            run_recorded(step, run_dir, bar, verbose=args.verbose)
+            moved = f" (its old output is now {aside})" if aside else ""
+            seconds = run_recorded(step, run_dir, bar, verbose=args.verbose)
+            bar.write(
+                f"[{name}] {reason}: {'redone from scratch' if action == 'redo' else 'runs'}{moved}, "
+                f"done in {seconds:.0f} s: {made_by(step)}"
+            )
             reran.add(name)
         if args.push_to_hub and name in selected and (name in reran or not pushed(run_dir, name)):
             pushed_to = push_stage(name, output_dir_of(step.recipe), args.hub_namespace, run_dir)
@@ -339,8 +351,9 @@ def run_steps(args: argparse.Namespace, run_dir: Path, steps: list[Step], select
     bar.close()
 
 
-def run_recorded(step: Step, run_dir: Path, bar: tqdm, verbose: bool) -> None:
-    """Run a step between its start record and its done marker (the done marker only if it succeeded)."""
+def run_recorded(step: Step, run_dir: Path, bar: tqdm, verbose: bool) -> float:
+    """Run a step between its start record and its done marker (the done marker only if it succeeded); return its
+    wall time."""
     started = {
         "stage": step.name,
         "recipe": str(step.recipe),
@@ -349,25 +362,46 @@ def run_recorded(step: Step, run_dir: Path, bar: tqdm, verbose: bool) -> None:
     }
     (run_dir / ".done" / f"{step.name}.json").unlink(missing_ok=True)  # its output is about to change
     write_json(run_dir / ".started" / f"{step.name}.json", started)
+    command = f"lmforge {STAGES[step.stage].command or step.stage} --config {step.recipe}"
     log = None if verbose else run_dir / "logs" / f"{step.name}.log"
     if log:
         log.parent.mkdir(exist_ok=True)
-    command = f"lmforge {STAGES[step.stage].command or step.stage} --config {step.recipe}"
-    bar.write(f"[{step.name}] {command}" + (f" > {log}" if log else ""))
-    seconds = run_stage(step, log)
+        log.write_text(f"{command}\n")
+    else:
+        bar.write(f"[{step.name}] {command}")
+    seconds = run_stage(step, log, run_dir)
     write_json(
         run_dir / ".done" / f"{step.name}.json",
         started | {"seconds": round(seconds, 1), "finished": datetime.now(UTC).isoformat()},
     )
     (run_dir / ".started" / f"{step.name}.json").unlink()
-    bar.write(f"[{step.name}] done in {seconds:.0f} s: {made_by(step)}")
+    return seconds
 
 
 def made_by(step: Step) -> str:
-    """What a finished step made: its output_dir, with the size of what it holds."""
+    """What a finished step made: its output_dir, with the size of what it holds, and its key figures."""
     output = output_dir_of(step.recipe)
     files = [path for path in output.rglob("*") if path.is_file()] if output.is_dir() else []
-    return f"{output} ({len(files)} files, {sum(path.stat().st_size for path in files) / 1e6:,.1f} MB)"
+    made = f"{output} ({len(files)} files, {sum(path.stat().st_size for path in files) / 1e6:,.1f} MB)"
+    figures = [f"{label} {value}" for label, value in key_figures(STAGES[step.stage], output)]
+    return "; ".join([made, *figures])
+
+
+def key_figures(stage: Stage, output: Path) -> list[tuple[str, str]]:
+    """The stage's key figures (lmforge.lib.stages) that its output holds, formatted; those missing are left out."""
+    found = []
+    for label, where in stage.figures:
+        file, keys = where.split(":")
+        value = read_json(output / file) if (output / file).is_file() else None
+        for key in keys.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, dict):
+            value = len(value)
+        if isinstance(value, float):
+            found.append((label, f"{value:.3f}"))
+        elif isinstance(value, int):
+            found.append((label, f"{value:,}"))
+    return found
 
 
 def pushed(run_dir: Path, stage: str) -> bool:

@@ -38,7 +38,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
-from lmforge.lib.cards import RightCard, named_datasets
+from lmforge.lib.cards import RightCard, datasets_of
 from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import load_conversations
@@ -161,7 +161,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     model.generation_config.eos_token_id = end_of_turn_ids(tokenizer, eos)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     apply_global_batch("sft", training_args, script_args.global_batch_tokens, training_args.max_length)
-    trainer = AssistantTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
@@ -169,7 +169,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
         processing_class=tokenizer,
         peft_config=peft_config(script_args, model),
         base_model=script_args.base_model_id or source,
-        datasets=named_datasets(script_args.datasets),
+        datasets=datasets_of(script_args.datasets),
     )
 
     last = last_checkpoint(training_args.output_dir)

@@ -1,4 +1,5 @@
-"""Model cards: which Hub model a local folder came from, and the card of a merged model.
+"""Model cards: which Hub model a local folder came from, the card of a merged model, and TRL's cards of trained
+models made right (RightCard).
 
 A card's `base_model` must be a Hub id. A model given as a local folder can still name one: a folder in the
 Hub cache (`models--ORG--NAME/snapshots/REV`) is that repo, a config saved from a Hub model records its id
@@ -12,6 +13,9 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+
+HUB_CACHE = re.compile(r"models--([^/]+)--([^/]+)/snapshots/")  # a Hub model's folder in the Hub cache
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -29,7 +33,7 @@ def hub_id_of(name_or_path: str) -> str | None:
     if is_hub_id(name_or_path):
         return name_or_path
     folder = Path(name_or_path).resolve()
-    cached = re.search(r"models--([^/]+)--([^/]+)/snapshots/", folder.as_posix())
+    cached = HUB_CACHE.search(folder.as_posix())
     if cached:
         return f"{cached[1]}/{cached[2]}"
     config = folder / "config.json"
@@ -81,6 +85,27 @@ def licence_of(base: str) -> str | None:
     return card.data.get("license") if card else None
 
 
+def datasets_of(sources: str | dict | None) -> dict[str, str | None]:
+    """The training data a card names, name -> Hub id (None: not on the Hub): one source (a path, a Hub id, or a
+    mapping with `path`) or a mapping of names to sources or counts (SFT's datasets, the RL stages' tasks)."""
+    if not sources:
+        return {}
+    if isinstance(sources, str) and sources.lstrip().startswith("{"):
+        sources = json.loads(sources)  # a source given on the command line as JSON (lib.sources.spec_of)
+    if isinstance(sources, str) or "path" in sources:
+        path = sources if isinstance(sources, str) else sources["path"]
+        return {path: path if is_hub_id(path) else None}
+    return {
+        name: spec["path"] if isinstance(spec, dict) and is_hub_id(spec.get("path")) else None
+        for name, spec in sources.items()
+    }
+
+
+def with_quick_start(text: str, model_ref: str) -> str:
+    """A card's text with its quick start loading `model_ref` (TRL's `pipeline(..., model="None")` before a push)."""
+    return re.sub(r'(pipeline\([^)]*?model=")[^"]*"', lambda match: f'{match[1]}{model_ref}"', text)
+
+
 def training_card(path: str | Path, base: str, datasets: dict[str, str | None], model_ref: str) -> None:
     """TRL's card of a trained model (its README.md at `path`), made right: the base model linked when it has a Hub id
     and named as a folder when not; each dataset its own entry, linked only when a Hub id (`datasets`: name -> Hub id
@@ -94,7 +119,11 @@ def training_card(path: str | Path, base: str, datasets: dict[str, str | None], 
     names = [
         f"[{hub}](https://huggingface.co/datasets/{hub})" if hub else f"`{name}`" for name, hub in datasets.items()
     ]
-    base_link = f"[{base_id}](https://huggingface.co/{base_id})" if base_id else f"the local model `{base}`"
+    hub_link = f"[{base_id}](https://huggingface.co/{base_id})"
+    if is_hub_id(base) or HUB_CACHE.search(Path(base).resolve().as_posix()):
+        base_link = hub_link
+    else:  # a local folder, made from a Hub model or not
+        base_link = f"the local model `{base}`" + (f" (made from {hub_link})" if base_id else "")
     trained_on = f" on {', '.join(names)}" if names else ""
     text = re.sub(
         r"^This model is a fine-tuned version of .*$",
@@ -103,24 +132,8 @@ def training_card(path: str | Path, base: str, datasets: dict[str, str | None], 
         count=1,
         flags=re.M,
     )
-    card.text = re.sub(  # a generator's pipeline("text-generation", model=...), a reward model's pipeline(model=...)
-        r'(pipeline\((?:"[^"]*", )?model=)"[^"]*"', lambda match: f'{match[1]}"{model_ref}"', text
-    )
+    card.text = with_quick_start(text, model_ref)
     card.save(path)
-
-
-def source_datasets(source: dict | str | None) -> dict[str, str | None]:
-    """A stage's one source of rows (lib.sources: a path, a Hub id or a mapping with `path`) as `training_card`'s
-    datasets: its name, with its Hub id when it is one."""
-    path = source.get("path") if isinstance(source, dict) else source
-    return {str(path): path if is_hub_id(path) else None} if path else {}
-
-
-def named_datasets(sources: dict) -> dict[str, str | None]:
-    """Named sources (SFT's datasets, GRPO's tasks: name -> a spec with `path`, or a generator's row count) as
-    `training_card`'s datasets: each name, with its Hub id when its path is one."""
-    paths = {name: spec.get("path") if isinstance(spec, dict) else None for name, spec in sources.items()}
-    return {name: path if is_hub_id(path) else None for name, path in paths.items()}
 
 
 class RightCard:

@@ -9,11 +9,9 @@ reported in one line naming the recipe, the key, the value and the type expected
 
 import difflib
 import json
-import logging
 import os
 import sys
 import typing
-import warnings
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -51,7 +49,6 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """Parse `--config FILE` plus overrides in `argv` into one instance of each dataclass type."""
     argv = list(sys.argv[1:] if argv is None else argv)
     sys.excepthook = print_bad_input  # this process is a stage: its bad input ends in one line
-    quiet_library_notices()
     parser = StageParser(dataclass_types)
     source = "command line"
     if "--config" in argv:
@@ -83,15 +80,6 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
         if getattr(config, "ddp_find_unused_parameters", False) is None:
             config.ddp_find_unused_parameters = False
     return tuple(configs)
-
-
-def quiet_library_notices() -> None:
-    """Silence, at their source, the notices a user of a stage cannot act on, each by its own text, so that the
-    libraries' other warnings still show: DeepSpeed's "Setting accelerator to CPU" on every machine without a GPU
-    (printed by each process that imports it), and TRL's own call of transformers' deprecated
-    `is_gradient_checkpointing` when it generates (TRL 1.12, transformers 5.23)."""
-    logging.getLogger("DeepSpeed").addFilter(lambda record: "Setting accelerator to CPU" not in record.getMessage())
-    warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
 
 
 # Counts a training stage needs at least one of: 0 stops deep in torch's DataLoader, in the step arithmetic or, for
@@ -182,6 +170,11 @@ def check_recipe(parser: TrlParser, dataclass_types: tuple, path: Path) -> None:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    if len(problems) > 3:  # most likely another stage's recipe: the first few keys say enough
+        raise LmforgeError(
+            f"recipe {path}: {len(problems)} of its {len(recipe)} keys are unknown here ({'; '.join(problems[:3])}; "
+            "...): is it the recipe of another stage?"
+        )
     if problems:
         raise LmforgeError(f"recipe {path}: " + "; ".join(problems))
     types = field_types(dataclass_types)
@@ -237,5 +230,7 @@ def print_bad_input(kind: type[BaseException], error: BaseException, traceback: 
     input prints one line, as `lmforge STAGE` prints it; any other exception keeps its traceback."""
     if issubclass(kind, LmforgeError):
         print(f"lmforge {Path(sys.argv[0]).stem}: error: {error}", file=sys.stderr)
+    elif issubclass(kind, KeyboardInterrupt):
+        print(f"\nlmforge {Path(sys.argv[0]).stem}: stopped by Ctrl-C", file=sys.stderr)
     else:
         sys.__excepthook__(kind, error, traceback)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCard, HfApi, ModelCard
 
+from lmforge.lib.cards import with_quick_start
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.stages import STAGES, pushed_parents
 
@@ -36,7 +37,7 @@ def push_stage(stage: str, folder: Path, namespace: str, run_dir: Path, api: HfA
     repo_id = f"{namespace}/{run_dir.name}-{stage}"
     api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, private=True)
     parents = {name: lineage[name] for name in PARENTS[stage] if name in lineage}
-    card = lineage_card(stage, folder, repo_type, parents)
+    card = lineage_card(stage, folder, repo_type, parents, repo_id)
     commit = api.upload_folder(
         repo_id=repo_id,
         repo_type=repo_type,
@@ -66,8 +67,9 @@ def url_of(api: HfApi, repo_id: str, repo_type: str) -> str:
     return f"{api.endpoint}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
 
 
-def lineage_card(stage: str, folder: Path, repo_type: str, parents: dict) -> ModelCard | DatasetCard:
-    """The stage's own card (a trainer's model card, if it wrote one) with the lineage put in front."""
+def lineage_card(stage: str, folder: Path, repo_type: str, parents: dict, repo_id: str) -> ModelCard | DatasetCard:
+    """The stage's own card (a trainer's model card, if it wrote one) with the lineage put in front, its quick start
+    loading the repo it is pushed to."""
     card_class = DatasetCard if repo_type == "dataset" else ModelCard
     existing = folder / "README.md"
     card = card_class(existing.read_text()) if existing.is_file() else card_class("---\n---\n")
@@ -86,5 +88,5 @@ def lineage_card(stage: str, folder: Path, repo_type: str, parents: dict) -> Mod
         ]
     else:
         lines[0] += " from the raw web crawl named in its recipe."
-    card.text = "\n".join(lines) + "\n\n" + card.text
+    card.text = "\n".join(lines) + "\n\n" + with_quick_start(card.text, repo_id)
     return card

@@ -7,6 +7,11 @@ cards (lmforge.lib.hub) and the report's defaults (lmforge.report) all read this
 from dataclasses import dataclass
 
 
+# `lmforge run` names its run folder (absolute) to each stage it starts in this environment variable: where a stage's
+# caches go when its recipe names no place for them (the search tool's index).
+RUN_DIR = "LMFORGE_RUN_DIR"
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -23,6 +28,9 @@ class Stage:
     # The `lmforge` command that runs it, when the step is another stage's command on a recipe of its own (a second
     # SFT pass); None: the stage's own name.
     command: str | None = None
+    # The key figures of its artifact that `lmforge run` prints when it finishes: (label, "FILE:KEY.KEY"), a value in a
+    # JSON file of its output_dir (a mapping is shown as its number of entries).
+    figures: tuple[tuple[str, str], ...] = ()
 
     @property
     def module(self) -> str:
@@ -34,11 +42,15 @@ STAGES = {
     for stage in (
         Stage("run", "every stage of a recipe folder in order, rerunning what is stale: lmforge run recipes/demo"),
         Stage(
+            "launch", "accelerate launch's arguments, a failed process told in one line: lmforge launch -m lmforge.sft"
+        ),
+        Stage(
             "data",
             "WARC -> clean text with datatrove (URL, language, quality filters, MinHash dedup, PII)",
             pipeline=True,
             repo_type="dataset",
             keeps_output=True,
+            figures=(("documents", "funnel.json:documents_out"),),
         ),
         Stage(
             "tokenizer",
@@ -47,6 +59,10 @@ STAGES = {
             reads=("data",),
             repo_type="model",
             keeps_output=True,
+            figures=(
+                ("tokens", "compression.json:vocab_size"),
+                ("held-out bytes/token", "compression.json:heldout.overall.bytes_per_token"),
+            ),
         ),
         Stage(
             "tokens",
@@ -58,6 +74,7 @@ STAGES = {
             pipeline=True,
             reads=("data", "tokenizer"),
             keeps_output=True,
+            figures=(("training blocks", "pack.json:splits.train.blocks"),),
         ),
         Stage(
             "pretrain",
@@ -67,6 +84,7 @@ STAGES = {
             repo_type="model",
             keeps_output=True,
             trains=True,
+            figures=(("held-out bits/byte", "eval_results.json:eval_bits_per_byte"),),
         ),
         Stage("generate", "sample from a saved model: temperature, top-k/top-p, seeds, streaming"),
         Stage(
@@ -77,6 +95,7 @@ STAGES = {
             repo_type="model",
             keeps_output=True,
             trains=True,
+            figures=(("validation loss", "sft_results.json:eval_loss_after"),),
         ),
         Stage("merge", "fold a LoRA adapter into its base model (peft)"),
         Stage(
@@ -85,6 +104,7 @@ STAGES = {
             pipeline=True,
             reads=("sft",),
             keeps_output=True,
+            figures=(("questions it cannot answer", "report.json:unknown"),),
         ),
         Stage(
             "sft_refusals",
@@ -96,6 +116,7 @@ STAGES = {
             keeps_output=True,
             trains=True,
             command="sft",
+            figures=(("validation loss", "sft_results.json:eval_loss_after"),),
         ),
         Stage("chat", "multi-turn terminal chat with a saved assistant model, streamed"),
         Stage("serve", "a local chat page (Gradio) for a saved assistant model: streamed, settings, tools"),
@@ -113,6 +134,7 @@ STAGES = {
             reads=("rollouts",),
             repo_type="dataset",
             keeps_output=True,
+            figures=(("pairs", "export.json:pairs"),),
         ),
         Stage(
             "reward",
@@ -122,6 +144,7 @@ STAGES = {
             repo_type="model",
             keeps_output=True,
             trains=True,
+            figures=(("held-out pairwise accuracy", "rewards.json:heldout_accuracy"),),
         ),
         Stage(
             "ppo",
@@ -131,6 +154,7 @@ STAGES = {
             repo_type="model",
             keeps_output=True,
             trains=True,
+            figures=(("reward-model score change (SD)", "ppo_results.json:eval.reward_model_change_sd"),),
         ),
         Stage(
             "grpo",
@@ -140,6 +164,7 @@ STAGES = {
             repo_type="model",
             keeps_output=True,
             trains=True,
+            figures=(("held-out accuracy change", "grpo_results.json:eval.accuracy_change.change"),),
         ),
         # DPO trains on the pairs alone; the reward model scores its held-out replies before and after.
         Stage(
@@ -150,6 +175,7 @@ STAGES = {
             repo_type="model",
             keeps_output=True,
             trains=True,
+            figures=(("test pair accuracy", "dpo_results.json:test_accuracy"),),
         ),
         # eval reuses a model's results only while its settings and the model's files are unchanged (its fingerprint),
         # and report rewrites report.md: both redo their work by themselves.
@@ -158,6 +184,7 @@ STAGES = {
             "every model of a run in one table: bits/byte, chat compliance, accuracy, refusals, pairwise accuracy",
             pipeline=True,
             reads=("data", "pretrain", "sft", "sft_refusals", "label", "reward", "ppo", "grpo", "dpo"),
+            figures=(("models", "results.json:models"),),
         ),
         Stage(
             "report",

@@ -37,7 +37,7 @@ def conversations(
     seed: int = 0,
     documents: list | None = None,
     text_files: list | None = None,
-    index_dir: str = "runs/demo/search",
+    index_dir: str | None = None,  # None: the search tool's default (lmforge.lib.tools.search)
 ) -> list:
     tool = SearchTool(
         documents=list(documents or []),

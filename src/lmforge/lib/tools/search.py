@@ -5,8 +5,10 @@ Arguments: {"query": "apt pinning"}. Result: the `top_k` best passages, one line
 
 The collection is the demo corpus by default: the data stage's Parquet documents and the shipped books.
 Documents are cut into passages of about PASSAGE_CHARS characters at sentence ends; the index is built
-once into `index_dir/index-KEY.sqlite`, KEY a hash of the files' names, sizes and times, so a changed
-collection gets a new index and an unchanged one is reused.
+once into `index_dir/index-KEY.sqlite`, KEY a hash of the files' paths, sizes and times, so a changed
+collection gets a new index and an unchanged one is reused. Without an `index_dir`, the index goes in the run
+folder of the `lmforge run` that started the stage (`<run_dir>/search`), and in the Hugging Face cache
+(`$HF_HOME/lmforge/search`) for a stage run by hand: never in whatever folder the command was typed in.
 
 A query longer than `max_query_words` words or `max_query_chars` characters, or one that runs longer than
 `query_seconds` (SQLite's progress handler interrupts it), gives an `error: ...` result: every word is an OR
@@ -24,10 +26,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import pyarrow.parquet as pq
+from huggingface_hub.constants import HF_HOME
 
 from lmforge import LmforgeError
 from lmforge.lib.documents import expand, read_text
 from lmforge.lib.files import staged_file
+from lmforge.lib.stages import RUN_DIR
 from lmforge.lib.tools.protocol import ToolError
 
 
@@ -54,7 +58,7 @@ class SearchTool:
     }
     documents: list[str] = field(default_factory=lambda: ["runs/demo/data/documents/*.parquet"])
     text_files: list[str] = field(default_factory=lambda: ["data/demo/books/*.txt.gz"])
-    index_dir: str = "runs/demo/search"
+    index_dir: str | None = None  # None: see the module docstring
     top_k: int = 2  # few, short snippets: a small model's context is a few hundred tokens
     snippet_words: int = 20
     max_query_words: int = 32
@@ -63,7 +67,8 @@ class SearchTool:
 
     def __post_init__(self):
         self.index = build_index(
-            expand(self.documents, "documents") + expand(self.text_files, "text_files"), Path(self.index_dir)
+            expand(self.documents, "documents") + expand(self.text_files, "text_files"),
+            Path(self.index_dir) if self.index_dir else default_index_dir(),
         )
 
     def run(self, arguments: dict) -> str:
@@ -96,9 +101,15 @@ class SearchTool:
                 raise ToolError(f"the query took over {self.query_seconds:g} s; use fewer words") from None
 
 
+def default_index_dir() -> Path:
+    run_dir = os.environ.get(RUN_DIR)
+    return Path(run_dir, "search") if run_dir else Path(HF_HOME, "lmforge", "search")
+
+
 def build_index(paths: list[str], index_dir: Path) -> str:
     """The path of the index of `paths`, built unless an index of these exact files exists."""
-    key = hashlib.sha256(str([(p, os.path.getsize(p), os.path.getmtime(p)) for p in paths]).encode())
+    # Absolute paths: one index folder serves stages started from different folders.
+    key = hashlib.sha256(str([(os.path.abspath(p), os.path.getsize(p), os.path.getmtime(p)) for p in paths]).encode())
     index = index_dir / f"index-{key.hexdigest()[:16]}.sqlite"
     if index.exists():
         return str(index)
