@@ -3,15 +3,21 @@
 import functools
 import gzip
 import json
+import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from datasets import Features, Value, load_from_disk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from lmforge import LmforgeError
+from hub_mirrors import write_repo
+from hub_server import HubServer
+from lmforge import LmforgeError, pack
 from lmforge.tokenizer import SPECIAL_TOKENS, TokenizerConfig, encode_text, main, train_tokenizer
 
 
@@ -139,3 +145,67 @@ def test_bad_input_is_named(tmp_path):
         train_tokenizer(CORPUS, vocab_size=100)
     with pytest.raises(LmforgeError, match="no file matches"):
         main(TokenizerConfig(output_dir=str(tmp_path / "tok"), documents=[str(tmp_path / "missing*.parquet")]))
+
+
+def test_tokenizer_and_pack_read_a_users_language_modeling_rows(tmp_path):
+    """TRL's language-modeling format (`text`) from a user's JSONL, and from a CSV whose column has another name: the
+    tokenizer trains on them, pack holds the same documents out, and a row whose text is no string is named."""
+    rows = [{"text": f"{text} {i}", "url": f"https://example.org/{i}"} for i, text in enumerate(CORPUS * 10)]
+    (tmp_path / "web.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    with open(tmp_path / "more.csv", "w") as f:
+        f.write("body\n" + "\n".join(f'"{text} {i}"' for i, text in enumerate(CORPUS * 5)))
+    documents = [
+        str(tmp_path / "web.jsonl"),
+        json.dumps({"path": str(tmp_path / "more.csv"), "columns": {"body": "text"}}),
+    ]
+    config = TokenizerConfig(
+        output_dir=str(tmp_path / "tok"), documents=documents, vocab_size=400, heldout_fraction=0.2
+    )
+    main(config)
+    report = json.loads((tmp_path / "tok" / "compression.json").read_text())
+    assert 0 < report["heldout"]["overall"]["documents"] < len(CORPUS) * 15 and report["heldout"]["overall"]["bytes"]
+    packed = pack.PackConfig(
+        output_dir=str(tmp_path / "pack"),
+        tokenizer=str(tmp_path / "tok"),
+        documents=documents,
+        seq_len=16,
+        heldout_fraction=0.2,
+    )
+    pack.main(packed)
+    blocks = load_from_disk(tmp_path / "pack")
+    assert len(blocks["train"]) > 0 and len(blocks["validation"]) > 0
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": 3}))
+    with pytest.raises(LmforgeError, match=r"documents: .*bad.jsonl split train row 1.*text"):
+        main(TokenizerConfig(output_dir=str(tmp_path / "tok2"), documents=[str(tmp_path / "bad.jsonl")]))
+    with pytest.raises(LmforgeError, match=r"documents: .*nothing.jsonl"):
+        main(TokenizerConfig(output_dir=str(tmp_path / "tok3"), documents=[str(tmp_path / "nothing.jsonl")]))
+
+
+def web_text_rows(count, rng):
+    return [{"text": f"{rng.choice(CORPUS)} {i}", "id": f"w{i}", "language": "en"} for i in range(count)]
+
+
+def test_the_tokenizer_reads_a_hub_dataset_of_text(tmp_path):
+    """A Hub id (`{"path": ..., "name": ..., "split": ...}`) resolves through `datasets` against the loopback Hub
+    (a subprocess: huggingface_hub reads HF_ENDPOINT when it is imported)."""
+    features = Features({"text": Value("string"), "id": Value("string"), "language": Value("string")})
+    write_repo(
+        tmp_path / "mirrors/datasets/tester/web-text",
+        {"sample": (features, {"train": (120, 2)}, "data", web_text_rows)},
+    )
+    source = json.dumps({"path": "tester/web-text", "name": "sample", "split": "train"})
+    argv = ["--documents", source, "--vocab_size", "400", "--output_dir", str(tmp_path / "tok")]
+    with HubServer(mirrors=tmp_path / "mirrors") as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"}
+        env["HF_HOME"] = str(tmp_path / "home")
+        result = subprocess.run(
+            [sys.executable, "-m", "lmforge.cli", "tokenizer", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "tok" / "compression.json").read_text())
+    assert report["heldout"]["overall"]["documents"] > 0 and report["heldout"]["per_language"].keys() == {"en"}
+    assert AutoTokenizer.from_pretrained(tmp_path / "tok").chat_template

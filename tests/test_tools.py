@@ -2,7 +2,9 @@
 the loss, tool-use conversations are right, and the generation loop runs calls (real tiny model, scripted one)."""
 
 import json
+import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,9 +14,10 @@ import pytest
 import torch
 from datasets import load_from_disk
 from huggingface_hub.constants import HF_HOME
-from transformers import LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 from trl import GRPOConfig
 
+from browser import free_port
 from lmforge import LmforgeError, chat, generate, grpo, rollouts
 from lmforge.lib.conversations import GENERATORS, check_conversation
 from lmforge.lib.stages import RUN_DIR
@@ -338,6 +341,51 @@ def test_tool_results_are_masked_and_rows_of_a_batch_stop_on_their_own(tokenizer
         "<|/tool_result|>"
     )
     assert tokenizer.decode([t for t, written in zip(tooled.ids, tooled.mask) if written]).count("<|tool_call|>") == 1
+
+
+def synced_loop(rank: int, tokenizer_dir: str, port: int, synced: bool, results: dict) -> None:
+    """One of two processes running the tool loop at once, each on its own prompt, as GRPO's do under ZeRO-3 or
+    FSDP: the `generate` of each round waits for the other process, as transformers' synced_gpus does at each step."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=20))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    script = scripted(
+        tokenizer, lambda context: "Final answer: 4<|im_end|>" if "direct:" in context else oracle(context)
+    )
+
+    def generate(batch, stop_ids, max_new_tokens):
+        torch.distributed.barrier()
+        return script(batch, stop_ids, max_new_tokens)
+
+    question = "direct: 2 + 2?" if rank == 0 else GENERATORS["python_counting"](size=1, seed=1000)[0][0]["content"]
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True)
+    stop = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    try:
+        (turn,) = generate_with_tools(
+            generate, tokenizer, [prompt["input_ids"]], {"python": PYTHON}, stop, synced=synced
+        )
+        results[rank] = (turn.calls, tokenizer.decode(turn.ids))
+    except RuntimeError as error:  # gloo's timeout: the other process never called generate again
+        results[rank] = str(error)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("synced", [True, False])
+def test_processes_that_generate_together_go_round_the_tool_loop_together(tokenizer, tmp_path, synced):
+    """Rank 0's reply is direct (one round), rank 1's calls python (two rounds). In step, rank 0 generates a
+    placeholder in the second round and both replies are what each process gets alone; out of step, rank 1's second
+    round waits for a process that has left the loop."""
+    tokenizer.save_pretrained(tmp_path)
+    with torch.multiprocessing.Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.spawn(synced_loop, (str(tmp_path), free_port(), synced, results), nprocs=2)
+        results = dict(results)
+    if not synced:
+        assert "timed out" in str(results[1]).lower() or "connection" in str(results[1]).lower(), results
+        return
+    assert results[0] == (0, "Final answer: 4<|im_end|>")
+    calls, reply = results[1]
+    assert calls == 1 and "<|tool_result|>" in reply and reply.endswith("<|im_end|>")
 
 
 class ScriptedEngine:

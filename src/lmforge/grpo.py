@@ -32,6 +32,7 @@ from trl.models import unwrap_model_for_generation
 from lmforge import LmforgeError
 from lmforge.lib.cards import RightCard, datasets_of
 from lmforge.lib.configs import from_json, parse
+from lmforge.lib.models import generates_together
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
     HeldoutConfig,
@@ -125,7 +126,10 @@ def tool_rollouts(tools: dict, max_calls: int):
                 trainer.accelerator,
                 gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
             ) as model:
-                turns = generate_with_tools(model_generate(model, tokenizer, **sampling), *loop)
+                # Under ZeRO-3 or FSDP each generation step waits for every process, and each process's prompts need
+                # their own number of rounds: the processes go round together.
+                synced = generates_together(model)
+                turns = generate_with_tools(model_generate(model, tokenizer, **sampling), *loop, synced=synced)
         return {
             "prompt_ids": prompt_ids,
             "completion_ids": [turn.ids for turn in turns],

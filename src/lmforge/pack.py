@@ -24,7 +24,7 @@ from datasets.exceptions import DatasetGenerationError
 
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
-from lmforge.lib.documents import expand, is_heldout, iter_documents
+from lmforge.lib.documents import DOCUMENTS_HELP, document_sources, expand, is_heldout, iter_documents
 from lmforge.lib.encoding import document_ids
 from lmforge.lib.files import staged_dir, write_json
 from lmforge.lib.models import load_tokenizer
@@ -36,7 +36,7 @@ class PackConfig:
     tokenizer: str = field(default="runs/demo/tokenizer", metadata={"help": "Tokenizer directory or Hub id."})
     documents: list[str] = field(
         default_factory=lambda: ["runs/demo/data/documents/*.parquet"],
-        metadata={"help": "Parquet files or globs written by the data stage."},
+        metadata={"help": DOCUMENTS_HELP},
     )
     text_files: list[str] = field(default_factory=list, metadata={"help": "Plain-text files (.txt, .txt.gz)."})
     text_language: str = field(default="en", metadata={"help": "Language recorded for the text files."})
@@ -74,7 +74,7 @@ def main(config: PackConfig) -> None:
 
     # Tuples: datasets would try to shard over lists. Globs are expanded here so a missing file fails now.
     sources = {
-        "parquet": tuple(expand(config.documents, "documents")),
+        "documents": tuple(document_sources(config.documents)),
         "text_files": tuple(expand(config.text_files, "text_files")),
         "text_language": config.text_language,
     }

@@ -21,7 +21,6 @@ before/after table, the watch's report).
 """
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
@@ -91,11 +90,8 @@ class StopWhenTold(TrainerCallback):
 
 
 class CheckpointedPPOTrainer(RightCard, PPOTrainer):
-    """PPOTrainer whose checkpoints also hold the value model, so that a resumed run keeps its critic, and whose
-    training ends when a callback says so (StopWhenTold)."""
-
-    # Read by Trainer._save on the processes that do not write; PPOTrainer skips the Trainer.__init__ that sets it.
-    is_distributed_loading_by_transformers = False
+    """PPOTrainer whose checkpoints also hold the value model, so that a resumed run keeps its critic, whose saves
+    work on any number of processes and shards, and whose training ends when a callback says so (StopWhenTold)."""
 
     def train(self):
         try:
@@ -103,30 +99,36 @@ class CheckpointedPPOTrainer(RightCard, PPOTrainer):
         except TrainingStopped:  # every process stops at the same step: the watch's decision is broadcast
             self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        checkpoint = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
-        if self.args.should_save and os.path.isdir(checkpoint):
-            value_model = self.accelerator.unwrap_model(self.model).value_model
-            value_model.save_pretrained(os.path.join(checkpoint, "value_model"))
-
-    # On several processes PPOTrainer keeps the process-group wrapper (DDP) in `self.model`, which hides the
-    # `policy` its save_model saves and the config its model card reads: both work on the unwrapped model.
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        with self.unwrapped():
-            super().save_model(output_dir, _internal_call)
+        """The policy and the tokenizer in `output_dir`, and in a checkpoint (Trainer's `_internal_call`) the value
+        model in `value_model/`. Every process takes part in gathering the weights: under ZeRO-3 each holds a slice
+        of each, and a save by the main process alone would write its slice. (TRL 1.12's own save hands the policy to
+        Trainer.save_model in place of the DeepSpeed engine, which fails under ZeRO-3.)"""
+        checkpoint = _internal_call and output_dir is not None  # Trainer's push_to_hub saves to output_dir, no folder
+        output_dir = output_dir or self.args.output_dir
+        weights = self.accelerator.get_state_dict(self.model)  # a collective: the main process gets them whole
+        if not self.args.should_save:
+            return
+        wrapper = self.accelerator.unwrap_model(self.model)
+        wrapper.policy.save_pretrained(output_dir, state_dict=part(weights, "policy."))
+        self.processing_class.save_pretrained(output_dir)
+        if checkpoint:
+            value_dir = os.path.join(output_dir, "value_model")
+            wrapper.value_model.save_pretrained(value_dir, state_dict=part(weights, "value_model."))
 
+    # On several processes PPOTrainer keeps the process-group wrapper (DDP, DeepSpeed) in `self.model`, which hides
+    # the config its model card reads.
     def create_model_card(self, *args, **kwargs):
-        with self.unwrapped():
-            super().create_model_card(*args, **kwargs)
-
-    @contextmanager
-    def unwrapped(self):
         wrapped, self.model = self.model, self.accelerator.unwrap_model(self.model)
         try:
-            yield
+            super().create_model_card(*args, **kwargs)
         finally:
             self.model = wrapped
+
+
+def part(weights: dict, prefix: str) -> dict:
+    """The weights of the submodule at `prefix` of a state dict, under their names inside it."""
+    return {name[len(prefix) :]: value for name, value in weights.items() if name.startswith(prefix)}
 
 
 class ContinueCount(TrainerCallback):

@@ -161,7 +161,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
     model.generation_config.eos_token_id = end_of_turn_ids(tokenizer, eos)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     apply_global_batch("sft", training_args, script_args.global_batch_tokens, training_args.max_length)
-    trainer = SFTTrainer(
+    trainer = AssistantTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],

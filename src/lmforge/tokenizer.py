@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerFast
 from lmforge import LmforgeError
 from lmforge.lib.chat_format import BOS, CHAT_TOKENS, EOS, PAD, SPECIAL_TOKENS
 from lmforge.lib.configs import parse
-from lmforge.lib.documents import is_heldout, iter_documents
+from lmforge.lib.documents import DOCUMENTS_HELP, is_heldout, iter_documents
 from lmforge.lib.encoding import encode_text
 from lmforge.lib.files import staged_dir, write_json
 
@@ -46,7 +46,7 @@ class TokenizerConfig:
     output_dir: str = field(default="runs/demo/tokenizer", metadata={"help": "Where the tokenizer is saved."})
     documents: list[str] = field(
         default_factory=lambda: ["runs/demo/data/documents/*.parquet"],
-        metadata={"help": "Parquet files or globs written by the data stage."},
+        metadata={"help": DOCUMENTS_HELP},
     )
     text_files: list[str] = field(default_factory=list, metadata={"help": "Plain-text files (.txt, .txt.gz)."})
     text_language: str = field(default="en", metadata={"help": "Language recorded for the text files."})

@@ -19,6 +19,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainerState
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from transformers.integrations.fsdp import is_fsdp_managed_module
 from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -218,3 +219,10 @@ def loading_alone() -> Iterator[None]:
         yield
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = config
+
+
+def generates_together(model: torch.nn.Module) -> bool:
+    """Whether each `model.generate` step waits for every process: transformers' own test for `synced_gpus` (ZeRO-3
+    is on, or FSDP manages the model, on more than one process)."""
+    sharded = is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model)
+    return sharded and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1

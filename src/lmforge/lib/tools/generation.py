@@ -25,6 +25,7 @@ import torch
 
 from lmforge.lib import chat_format
 from lmforge.lib.conversations import arithmetic, spelling
+from lmforge.lib.models import device
 from lmforge.lib.tools import template
 from lmforge.lib.tools.protocol import END_CALL, format_result, run_call
 
@@ -116,21 +117,26 @@ def generate_with_tools(
     max_new_tokens: int = 256,
     max_calls: int = 4,
     on_result: Callable[[str], None] | None = None,
+    synced: bool = False,
 ) -> list[Turn]:
     """The assistant turn after each of `prompts`, tool results included.
 
     `max_new_tokens` bounds what the model writes in a turn (results do not count); calls after `max_calls`
     get an error result instead of running. `on_result(result)` sees each formatted result as it is made.
     Without `tools` this is plain generation: a call the model writes stays text and it writes on.
+    `synced`: every process runs this loop at once on a model whose every generation step needs them all (ZeRO-3,
+    FSDP: lib.models.generates_together). Their prompts take different numbers of rounds, so a process whose turns
+    have all ended generates a placeholder each round until every process's have: all call `generate` equally often.
     """
     call_format = template.call_format(tokenizer) if tools else None  # None: lmforge's protocol
     end_call = tokenizer.convert_tokens_to_ids(END_CALL) if tools and not call_format else None
     stops = stop_ids if end_call is None else [*stop_ids, end_call]
     turns = [Turn() for _ in prompts]
     active = list(range(len(prompts)))
-    while active:
+    while any_sampling(bool(active), synced):
         budget = {i: max_new_tokens - sum(turns[i].mask) for i in active}
-        new = generate([prompts[i] + turns[i].ids for i in active], stops, max(budget.values()))
+        batch = [prompts[i] + turns[i].ids for i in active] or prompts[:1]  # all ended here: a placeholder
+        new = generate(batch, stops, max(budget.values(), default=1))
         going_on = []
         for i, ids in zip(active, new):
             ids = ids[: budget[i]]  # the batch ran to the largest budget
@@ -165,6 +171,15 @@ def generate_with_tools(
                 going_on.append(i)
         active = going_on
     return turns
+
+
+def any_sampling(sampling: bool, synced: bool) -> bool:
+    """Whether this process's loop goes on: while it is `sampling`, or, `synced`, while any process is."""
+    if not synced:
+        return sampling
+    flag = torch.tensor(int(sampling), device=device())
+    torch.distributed.all_reduce(flag)
+    return bool(flag.item())
 
 
 def heldout_problems(size: int = 32, seed: int = 1000) -> list[dict]:
