@@ -454,7 +454,8 @@ def test_accelerate_launch_prints_one_line(tmp_path):
 
 LAUNCHES = {
     "2 processes (torchrun)": ["--config_file", "accelerate_configs/cpu_ddp.yaml"],
-    "1 process": ["--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no"],
+    "1 process": ["--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no"]
+    + ["--num_cpu_threads_per_process", "2"],  # else accelerate notes the default it used, in three lines
 }
 
 

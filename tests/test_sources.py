@@ -229,6 +229,15 @@ def test_weight_takes_a_share_or_repeats(tmp_path):
     assert len(doubled) == 40 and sorted(rows_of(doubled), key=str) == sorted(PAIRS * 2, key=str)
 
 
+def test_a_small_weight_can_leave_a_small_test_split_empty(tmp_path):
+    """smol-smoltalk's weight 0.02 on a test split of a few rows takes none of them: no held-out rows from that
+    source, and no crash in the checks (datasets' map over no rows gives no columns)."""
+    write_jsonl(tmp_path / "pairs" / "train.jsonl", PAIRS)
+    write_jsonl(tmp_path / "pairs" / "test.jsonl", PAIRS[:3])
+    rows = load_checked({"path": str(tmp_path / "pairs"), "weight": 0.1}, "p", PREFERENCE, heldout_fraction=0.1)
+    assert (len(rows.train), len(rows.heldout), rows.report["heldout_from"]) == (2, 0, "split test")
+
+
 # --- bad data: one line naming source, split, row or column ---
 
 

@@ -245,6 +245,9 @@ def test_bad_input_is_one_line(chat_model, tmp_path):
     assert f"instructions: {missing} cannot be read" in one_line(*ranking_page, "--instructions", missing)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
+    assert f"{tmp_path / 'broken'} holds no tokenizer" in one_line(*page_args(tmp_path / "broken", prompts, tmp_path))
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # a tokenizer, beside a config that is not JSON
+        (tmp_path / "broken" / name).write_bytes((chat_model / name).read_bytes())
     assert f"{tmp_path / 'broken'} could not be loaded" in one_line(*page_args(tmp_path / "broken", prompts, tmp_path))
     assert "no replies to export yet" in one_line(*page_args(chat_model, prompts, tmp_path / "c", "--export"))
 

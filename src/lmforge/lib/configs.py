@@ -7,6 +7,7 @@ fails deep inside argparse or a trainer), so keys and values are checked here fi
 reported in one line naming the recipe, the key, the value and the type expected.
 """
 
+import atexit
 import difflib
 import json
 import os
@@ -49,6 +50,8 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """Parse `--config FILE` plus overrides in `argv` into one instance of each dataclass type."""
     argv = list(sys.argv[1:] if argv is None else argv)
     sys.excepthook = print_bad_input  # this process is a stage: its bad input ends in one line
+    atexit.unregister(end_process_group)  # once, however often a process parses
+    atexit.register(end_process_group)
     parser = StageParser(dataclass_types)
     source = "command line"
     if "--config" in argv:
@@ -102,6 +105,15 @@ def check_output_dir(output_dir: str | None, what: str = "output_dir") -> None:
     for folder in (Path(output_dir), *Path(output_dir).parents):
         if folder.exists() and not folder.is_dir():
             raise LmforgeError(f"{what}: {folder} is a file, not a folder; give a folder for the outputs")
+
+
+def end_process_group() -> None:
+    """At a stage's exit, the process group of a launch (torch.distributed) is taken down before the interpreter's
+    own teardown: left to it, gloo's threads could still be running when their objects were destroyed, and a rank
+    that had finished its work aborted ("terminate called without an active exception": two launches of one run
+    of the test suite, on a loaded 2-core machine)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def parse_checked(parser: StageParser, argv: list[str], source: str) -> tuple[list, list[str]]:

@@ -267,6 +267,8 @@ def check_values(
     """`rows` whose `columns` hold what their format says (text, or a list of {role, content} messages, one style in
     every row; `label` true or false) and that pass `check` (a stage's own: length, say), checked in `num_proc`
     processes. A wrong row stops the stage naming it, or with invalid_rows: drop is dropped and counted."""
+    if not len(rows):  # a small held-out split at a small weight: nothing to check (map would give no columns)
+        return rows
     found = rows.map(
         problems,
         fn_kwargs={"columns": tuple(columns), "check": check},
