@@ -12,7 +12,7 @@ import yaml
 from hub_server import HubServer
 from lmforge.lib.conversations import GENERATORS
 from test_data import HANDBOOK, demo_pages, write_warc
-from tiny import save_tiny_model
+from tiny import one_step_sft_args, save_tiny_model
 
 
 ROOT = Path(__file__).parents[1]
@@ -134,31 +134,10 @@ def test_a_trained_models_card_names_its_base_datasets_licence_and_repo(tmp_path
 def test_a_pushed_sft_models_card_loads_the_pushed_repo_with_the_bases_licence(tmp_path):
     """`lmforge sft --push_to_hub` to the loopback Hub: the card pushed with the model names the repo it was pushed
     to in its quick start (TRL wrote model="None" for a model never pushed), the base's licence, each dataset apart."""
-    from tiny import save_tiny_model
-
     texts = [f"the cat sat on mat number {i} and the dog sat on log number {i}." * 4 for i in range(60)]
     base = save_tiny_model(tmp_path / "base", texts, vocab_size=300)
     (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n\nA base model.\n")
-    argv = [
-        "--config",
-        "recipes/demo/sft.yaml",
-        "--model_name_or_path",
-        str(base),
-        "--output_dir",
-        str(tmp_path / "sft"),
-    ]
-    argv += [
-        "--max_steps",
-        "1",
-        "--use_cpu",
-        "true",
-        "--report_to",
-        "none",
-        "--max_length",
-        "512",  # the tiny tokenizer spends a token per character or so: longer rows would be dropped
-        "--eval_strategy",
-        "no",
-    ]
+    argv = one_step_sft_args(base, tmp_path / "sft")
     argv += ["--push_to_hub", "true", "--hub_model_id", "tester/tiny-sft"]
     with HubServer() as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_TOKEN": TOKEN}

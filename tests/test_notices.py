@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tiny import save_tiny_model
+from tiny import one_step_sft_args, save_tiny_model
 
 
 TEXTS = [f"the cat sat on mat number {i} and the dog sat on log number {i}." * 4 for i in range(60)]
@@ -13,26 +13,7 @@ TEXTS = [f"the cat sat on mat number {i} and the dog sat on log number {i}." * 4
 
 def test_sft_by_hand_shows_no_notice_a_user_cannot_act_on(tmp_path):
     model = save_tiny_model(tmp_path / "model", TEXTS, vocab_size=300)
-    argv = [
-        "--config",
-        "recipes/demo/sft.yaml",
-        "--model_name_or_path",
-        str(model),
-        "--output_dir",
-        str(tmp_path / "sft"),
-    ]
-    argv += [
-        "--max_steps",
-        "1",
-        "--use_cpu",
-        "true",
-        "--report_to",
-        "none",
-        "--max_length",
-        "512",  # the tiny tokenizer spends a token per character or so: longer rows would be dropped
-        "--eval_strategy",
-        "no",
-    ]
+    argv = one_step_sft_args(model, tmp_path / "sft")
     result = subprocess.run(
         [sys.executable, "-m", "lmforge.sft", *argv],
         capture_output=True,

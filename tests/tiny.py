@@ -1,6 +1,8 @@
 """Tiny Llama models for the tests: a config sized to run on a CPU in seconds, a random model saved with a
 tokenizer trained on the given texts, and a model taught to continue given prompts with given replies."""
 
+from pathlib import Path
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
@@ -80,3 +82,11 @@ def save_liking_reward_model(path, tokenizer, liked: list[int]):
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def one_step_sft_args(model: Path, output_dir: Path) -> list[str]:
+    """`lmforge sft` on the demo recipe for one step from `model`, as a subprocess runs it by hand."""
+    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", str(model), "--output_dir", str(output_dir)]
+    argv += ["--max_steps", "1", "--use_cpu", "true", "--report_to", "none", "--eval_strategy", "no"]
+    # The tiny tokenizer spends about a token per character: rows longer than max_length would be dropped.
+    return argv + ["--max_length", "512"]
