@@ -69,7 +69,7 @@ class EvalConfig:
     output_dir: str = field(default="runs/demo/eval", metadata={"help": "Where the results are written."})
     documents: list[str] = field(
         default_factory=lambda: ["runs/demo/data/documents/*.parquet"],
-        metadata={"help": "The data stage's Parquet files; their held-out documents are scored ([]: none)."},
+        metadata={"help": "Documents as the tokenizer and pack read them; their held-out ones are scored ([]: none)."},
     )
     text_files: list[str] = field(
         default_factory=list,
