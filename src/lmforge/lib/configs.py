@@ -109,9 +109,9 @@ def check_output_dir(output_dir: str | None, what: str = "output_dir") -> None:
 
 def end_process_group() -> None:
     """At a stage's exit, the process group of a launch (torch.distributed) is taken down before the interpreter's
-    own teardown: left to it, gloo's threads could still be running when their objects were destroyed, and a rank
-    that had finished its work aborted ("terminate called without an active exception": two launches of one run
-    of the test suite, on a loaded 2-core machine)."""
+    own teardown, as torch asks. Added after ranks aborted at exit having finished their work ("terminate called
+    without an active exception", two launches of one loaded test run); it did not remove that abort, seen once
+    again since under ZeRO-3 (issue 21's note)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

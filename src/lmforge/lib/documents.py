@@ -14,6 +14,7 @@ A document without an id gets a hash of its text: the held-out split (is_heldout
 run and machine.
 """
 
+import functools
 import glob
 import gzip
 import hashlib
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from datasets import Dataset
 
 from lmforge import LmforgeError
 from lmforge.lib.sources import load_checked
@@ -90,11 +92,17 @@ def parquet_documents(path: str) -> Iterator[dict]:
 def source_documents(source: str) -> Iterator[dict]:
     """A user's language-modeling rows, checked by lmforge.lib.sources (every `text` a string, or one line saying
     which row is not)."""
-    rows = load_checked(source, "documents", ("language modeling",)).train
-    for row in rows:
+    for row in checked_text(source):
         if row["text"]:
             language = row.get("language") or "unknown"
             yield {"text": row["text"], "id": str(row.get("id") or text_id(row["text"])), "language": str(language)}
+
+
+@functools.lru_cache(maxsize=8)
+def checked_text(source: str) -> Dataset:
+    """A source's checked rows, read and checked once per process: the tokenizer reads its documents twice (training,
+    then held out), and pack twice (a first-document check, then the Arrow file it builds)."""
+    return load_checked(source, "documents", ("language modeling",)).train
 
 
 def text_id(text: str) -> str:
