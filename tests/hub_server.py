@@ -89,7 +89,8 @@ class Handler(BaseHTTPRequestHandler):
         self.remember_token()
         url = urlparse(self.path)
         path = unquote(url.path)
-        match = re.fullmatch(r"/api/(model|dataset|space)s/(.+?)/revision/([^/]+)", path)
+        # a repo's info, at a revision or (none given) at its head
+        match = re.fullmatch(r"/api/(model|dataset|space)s/((?:[^/]+/)?[^/]+)(?:/revision/([^/]+))?", path)
         if match:
             repo = self.server.repos.get((match.group(1), match.group(2)))
             if repo is None:

@@ -33,6 +33,7 @@ Outputs under `output_dir`: `rankings.sqlite`, `preferences/` (a DatasetDict, wr
 `agreement.json` (pairwise agreement between rankings of the same prompt), and `export.json` (counts).
 """
 
+import glob
 import json
 import random
 from contextlib import closing
@@ -52,7 +53,7 @@ from lmforge.lib.files import recover_dir, write_json
 from lmforge.lib.labeling import load_instructions, release, reserve, save_pairs, timestamp, transaction
 from lmforge.lib.models import device, is_local, load
 from lmforge.lib.sampling import sampling_field
-from lmforge.lib.sources import load_checked
+from lmforge.lib.sources import load_checked, spec_of
 
 
 SCHEMA = """
@@ -144,7 +145,8 @@ def load_rollouts(source: str) -> Dataset:
     """The rollouts to rank: the rollouts stage's dataset, or any source lib.sources reads with a `prompt` (text or
     messages) and its `responses` (two or more texts) per row; what a user's rows lack is filled in (prompt_id: the
     row's number, task: rollouts, reference: none, finished: every response)."""
-    if is_local(source) and not Path(source).exists():
+    path = spec_of(source)["path"]
+    if is_local(path) and not glob.has_magic(path) and not Path(path).exists():
         raise LmforgeError(f"rollouts: {source} does not exist (run `lmforge rollouts` first)")
     rows = load_checked(source, "rollouts", ["rollouts"]).train
 

@@ -141,11 +141,15 @@ def own_problems(task: str, spec: dict, seed: int) -> list[dict]:
 
 
 def gold_answer(value: object, where: str, index: int) -> str:
+    """A row's answer: text or a number, or a conversational completion (its messages' text); GSM8K's worked
+    solution gives what follows `####`, a `Final answer:` line what follows it."""
+    if isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value):
+        value = completion_text(value)
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         raise LmforgeError(f"{where} row {index}: the answer is {type(value).__name__}, text or a number expected")
     text = str(value)
-    if "####" in text:  # GSM8K: the worked solution, then `#### N`
-        return text.rsplit("####", 1)[1].strip()
+    if "####" in text:
+        return sources.worked_answer(text)
     return final_answer_text(text) or text.strip()
 
 

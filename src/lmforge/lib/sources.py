@@ -520,9 +520,14 @@ def load_pairs(
 QUESTION_FORMATS = ("question-answer", "prompt-completion", "conversational")
 
 
+def worked_answer(text: str) -> str:
+    """GSM8K's answer is a worked solution, then `#### N`: the answer is N. Any other text is its own answer."""
+    return text.rsplit("####", 1)[1].strip() if isinstance(text, str) and "####" in text else text
+
+
 def load_questions(source: str | dict, what: str, answers: bool = True) -> list[dict]:
     """Questions ({question, answer}; without `answers`, {question}) for the stages that ask them (interrogate,
-    eval): lmforge's question files and GSM8K (`question`, `answer`), prompt-completion rows (the prompt's last user
+    eval): lmforge's question files and GSM8K (`question`, `answer`; GSM8K's answer is what follows `####`), prompt-completion rows (the prompt's last user
     turn, the completion) or conversations (the first user turn, the last assistant turn); without answers, prompts
     or questions alone too."""
     formats = QUESTION_FORMATS if answers else (*QUESTION_FORMATS, "question", "prompt-only")
@@ -538,5 +543,7 @@ def load_questions(source: str | dict, what: str, answers: bool = True) -> list[
             prompt, completion = row["prompt"], row.get("completion")
             question = prompt if isinstance(prompt, str) else [m for m in prompt if m["role"] == "user"][-1]["content"]
             answer = completion if not isinstance(completion, list) else completion[-1]["content"]
-        questions.append({"question": question, "answer": answer} if answers else {"question": question})
+        questions.append(
+            {"question": question, "answer": worked_answer(answer)} if answers else {"question": question}
+        )
     return questions
