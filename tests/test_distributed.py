@@ -366,6 +366,38 @@ def test_launch_slurm_starts_one_accelerate_launch_per_node(tmp_path):
     ]
 
 
+@pytest.mark.slow
+def test_a_launched_process_ends_after_its_exit_handlers_without_the_interpreters_teardown(tmp_path):
+    """lmforge.lib.configs.exit_launched, at the end of each training stage: in a launched process (a process group
+    up) the exit handlers run, the process group is taken down, what was printed is flushed and the exit code is 0;
+    the interpreter's teardown, where ranks aborted now and then, is skipped (a finalizer of it never runs)."""
+    script = """
+import atexit, sys
+import torch.distributed as dist
+from lmforge.lib.configs import exit_launched, parse
+from lmforge.tokenizer import CONFIGS
+atexit.register(lambda: print("; handler ran last; group up:", dist.is_initialized()))
+parse(CONFIGS, ["--output_dir", sys.argv[1]])  # a stage's parse registers end_process_group
+dist.init_process_group("gloo", rank=0, world_size=1)
+class Teardown:
+    def __del__(self):
+        print("teardown ran")
+kept = Teardown()
+print("work done", end="")
+exit_launched() if sys.argv[2] == "exit_launched" else None
+"""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    runs = {
+        end: subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path), end], env=env, capture_output=True, text=True
+        )
+        for end in ("exit_launched", "interpreter")
+    }
+    assert all(run.returncode == 0 for run in runs.values()), runs
+    assert runs["exit_launched"].stdout == "work done; handler ran last; group up: False\n"
+    assert runs["interpreter"].stdout == "work done; handler ran last; group up: False\nteardown ran\n"
+
+
 # ZeRO-3's GPU config runs as is in one fp32 process; FSDP2 does not: without CUDA, accelerate falls back to
 # plain (or DDP) training, so fsdp2.yaml is only checked by its loader (tests/test_recipes.py).
 DEEPSPEED_CONFIGS = {

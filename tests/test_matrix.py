@@ -33,14 +33,17 @@ tokenizer, sft_model, reward_model, preferences = (  # the RL tests' fixtures
 packed, adamw_recipe = test_distributed.packed, test_distributed.adamw_recipe  # the pretraining fixtures
 # zero2 keeps its config's bf16 (DeepSpeed runs bf16 on CPU, and the recipe's bf16: false must give way to it);
 # zero3 runs in fp32, as a CPU user would ask.
+# ddp is multi_gpu.yaml in its bf16 (autocast on CPU), on CPU through the demo recipes' `use_cpu: true`: with
+# `--cpu`, accelerate launch would start one process only.
 SHARDED = {
     "zero2": ["accelerate_configs/zero2.yaml", "--num_processes", "2"],
     "zero3": ["accelerate_configs/zero3.yaml", "--num_processes", "2", "--mixed_precision", "no"],
 }
+CONFIGS = {**SHARDED, "ddp": ["accelerate_configs/multi_gpu.yaml", "--num_processes", "2"]}
 
 
 def launch(config: str, module: str, output_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [ACCELERATE, "launch", "--config_file", *SHARDED[config], "--main_process_port", str(free_port())]
+    command = [ACCELERATE, "launch", "--config_file", *CONFIGS[config], "--main_process_port", str(free_port())]
     command += ["-m", module, *args, "--disable_tqdm", "true", "--output_dir", str(output_dir)]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
@@ -56,9 +59,11 @@ def base(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", SHARDED)
-@pytest.mark.parametrize("recipe", ["sft", "sft_lora"])
-def test_sft_under_deepspeed_on_two_processes(config, recipe, base, tmp_path):
+@pytest.mark.parametrize(
+    ("recipe", "config"),
+    [("sft", "zero2"), ("sft", "zero3"), ("sft_lora", "zero2"), ("sft_lora", "zero3"), ("sft_lora", "ddp")],
+)
+def test_sft_under_a_shipped_config_on_two_processes(config, recipe, base, tmp_path):
     """Before the fix, the validation loss SFT measures before training ran through a model DeepSpeed had prepared
     for inference: ZeRO-2 refused ("ZeRO inference only makes sense with ZeRO Stage 3"), ZeRO-3 then trained an
     engine without optimizer ("'NoneType' object has no attribute 'backward'"). A LoRA adapter saved under ZeRO-3
@@ -178,12 +183,13 @@ def test_reward_under_deepspeed_on_two_processes(config, sft_model, preferences,
 
 
 @pytest.mark.slow
-def test_pretrain_under_zero3_on_two_processes(packed, adamw_recipe, tmp_path):
+@pytest.mark.parametrize("config", SHARDED)
+def test_pretrain_under_deepspeed_on_two_processes(config, packed, adamw_recipe, tmp_path):
     """The memorization probe generates after training: under ZeRO-3 on every rank, with the weights gathered."""
     pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
     output_dir = tmp_path / "pretrain"
     launch(
-        "zero3",
+        config,
         "lmforge.pretrain",
         output_dir,
         "--config",

@@ -24,7 +24,8 @@ tokenizer, sft_model, reward_model, preferences = (  # the RL tests' fixtures
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("stage", "config"), [("dpo", "zero2"), ("dpo", "zero3"), ("grpo", "zero3"), ("ppo", "zero3")]
+    ("stage", "config"),
+    [("dpo", "zero2"), ("dpo", "zero3"), ("grpo", "zero2"), ("grpo", "zero3"), ("ppo", "zero2"), ("ppo", "zero3")],
 )
 def test_rl_stage_under_deepspeed_on_two_processes(stage, config, sft_model, reward_model, preferences, tmp_path):
     """The before/after evaluation runs on the main process alone, with models it loads itself: under ZeRO-3 those
@@ -49,17 +50,20 @@ def whole(path: Path) -> int:
 
 
 @pytest.mark.slow
-def test_grpo_with_tools_under_zero3_on_two_processes(sft_model, reward_model, tmp_path):
+@pytest.mark.parametrize("config", ["zero3", "ddp"])
+def test_grpo_with_tools_on_two_processes(config, sft_model, reward_model, tmp_path):
     """GRPO's tool loop under ZeRO-3, where each generation step waits for every process (transformers' synced_gpus):
-    the loop runs with both ranks in step (lib.models.generates_together). A random tiny policy seldom calls a tool,
-    so the rounds that differ between processes are tested in test_tools (two processes, a scripted model)."""
-    pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
+    the loop runs with both ranks in step (lib.models.generates_together); under DDP each rank goes its own way. A
+    random tiny policy seldom calls a tool, so the rounds that differ between processes are tested in test_tools
+    (two processes, a scripted model)."""
+    if config != "ddp":
+        pytest.importorskip("deepspeed", reason="pip install -e '.[deepspeed]'")
     output_dir = tmp_path / "grpo_tools"
     args = rl_args("grpo", sft_model, reward_model, None)
     args[args.index("recipes/demo/grpo.yaml")] = "recipes/demo/grpo_tools.yaml"
     args += ["--rewards", json.dumps({"accuracy": {}, "tool_cost": {"cost": 0.1}})]
     args += ["--max_completion_length", "24"]
-    launch("zero3", "lmforge.grpo", output_dir, *args, "--per_device_train_batch_size", "4")
+    launch(config, "lmforge.grpo", output_dir, *args, "--per_device_train_batch_size", "4")
     results = json.loads((output_dir / "grpo_results.json").read_text())
     assert results["eval"]["before"] and results["eval"]["after"]
     assert AutoModelForCausalLM.from_pretrained(output_dir).num_parameters() == whole(sft_model)

@@ -27,7 +27,7 @@ from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
 from lmforge.lib.cards import RightCard, datasets_of
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import exit_launched, parse
 from lmforge.lib.rl_eval import (
     HeldoutConfig,
     chat_tokenizer,
@@ -38,30 +38,14 @@ from lmforge.lib.rl_eval import (
     restore_sft_settings,
     write_results,
 )
-from lmforge.lib.sources import LongerThan, load_pairs
+from lmforge.lib.sources import LongerThan, PreferenceSource, load_pairs
 from lmforge.lib.trl_logs import DPO_ACCURACY, DPO_MARGIN, logged
 from lmforge.lib.watch import WatchCallback, WatchConfig
 
 
 @dataclass
-class DPOScriptArguments:
+class DPOScriptArguments(PreferenceSource):
     model_name_or_path: str = field(default="runs/demo/sft", metadata={"help": "The SFT model: policy and reference."})
-    preferences: dict | str | None = field(
-        default="runs/demo/labels/preferences",
-        metadata={
-            "help": "Preference pairs (lmforge.lib.sources): a folder saved by `lmforge label --export`, files "
-            "(JSONL, CSV, Parquet...), a folder of them or a Hub id; {path, split, columns, ...} as a mapping."
-        },
-    )
-    heldout_fraction: float = field(
-        default=0.05, metadata={"help": "Pairs held out for the test margin when the source has no test split."}
-    )
-    invalid_rows: str = field(
-        default="stop",
-        metadata={
-            "help": "A pair of the wrong shape or longer than max_length: stop (naming its row) or drop (counted)."
-        },
-    )
     attn_implementation: str | None = field(
         default=None,
         metadata={
@@ -149,6 +133,7 @@ def main(
 
 def cli(argv=None):
     main(*parse(CONFIGS, argv))
+    exit_launched()
 
 
 if __name__ == "__main__":

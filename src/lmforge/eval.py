@@ -41,7 +41,7 @@ from lmforge import LmforgeError
 from lmforge.lib import benchmarks
 from lmforge.lib.answers import MATCHERS, taught_accuracy
 from lmforge.lib.chat_format import chat_format
-from lmforge.lib.configs import from_json, parse
+from lmforge.lib.configs import exit_launched, from_json, parse
 from lmforge.lib.conversations import arithmetic, identity, sums
 from lmforge.lib.documents import is_heldout, iter_documents
 from lmforge.lib.encoding import bits_per_byte as bits_per_byte_of_losses
@@ -461,6 +461,7 @@ def measure(config: EvalConfig, writes: bool = True) -> dict:
 def cli(argv=None):
     (config,) = parse(CONFIGS, argv)
     main(config)
+    exit_launched()
 
 
 if __name__ == "__main__":

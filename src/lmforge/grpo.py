@@ -31,7 +31,7 @@ from trl.models import unwrap_model_for_generation
 
 from lmforge import LmforgeError
 from lmforge.lib.cards import RightCard, datasets_of
-from lmforge.lib.configs import from_json, parse
+from lmforge.lib.configs import exit_launched, from_json, parse
 from lmforge.lib.models import generates_together
 from lmforge.lib.rewards import reward_functions, verifiable_prompts
 from lmforge.lib.rl_eval import (
@@ -243,6 +243,7 @@ def main(
 
 def cli(argv=None):
     main(*parse(CONFIGS, argv))
+    exit_launched()
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 
 from lmforge import LmforgeError  # noqa: E402
 from lmforge.lib.cards import RightCard, datasets_of  # noqa: E402
-from lmforge.lib.configs import from_json, parse  # noqa: E402
+from lmforge.lib.configs import exit_launched, from_json, parse  # noqa: E402
 from lmforge.lib.models import process_state  # noqa: E402
 from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
 from lmforge.lib.rl_eval import (  # noqa: E402
@@ -246,6 +246,7 @@ def main(
 
 def cli(argv=None):
     main(*parse(CONFIGS, argv))
+    exit_launched()
 
 
 if __name__ == "__main__":

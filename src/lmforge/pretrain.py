@@ -40,7 +40,7 @@ from transformers import (
 
 from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import exit_launched, parse
 from lmforge.lib.encoding import bits_per_byte, token_losses, utf8_lengths
 from lmforge.lib.files import write_json
 from lmforge.lib.metrics import load_metric
@@ -429,6 +429,7 @@ CONFIGS = (PretrainArguments, TrainingArguments)  # what `--config recipes/*/pre
 def cli(argv=None):
     args, training_args = parse(CONFIGS, argv)
     main(args, training_args)
+    exit_launched()
 
 
 if __name__ == "__main__":

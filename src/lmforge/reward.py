@@ -35,34 +35,21 @@ from trl import ModelConfig, RewardConfig, RewardTrainer
 from lmforge import LmforgeError
 from lmforge.lib import sources
 from lmforge.lib.cards import RightCard, datasets_of
-from lmforge.lib.configs import parse
+from lmforge.lib.configs import exit_launched, parse
 from lmforge.lib.files import write_json
 from lmforge.lib.models import load, peft_config, whole_weights
 from lmforge.lib.rewards import reward_ids
 
 
 @dataclass
-class RewardScriptArguments(ModelConfig):
+class RewardScriptArguments(ModelConfig, sources.PreferenceSource):
     """trl.ModelConfig (model path, dtype, use_peft and lora_* keys) plus where the preference pairs are."""
 
     model_name_or_path: str = field(
         default="runs/demo/sft", metadata={"help": "The model to start from: the SFT stage's output or a Hub id."}
     )
-    preferences: dict | str | None = field(
-        default="runs/demo/labels/preferences",
-        metadata={
-            "help": "Preference pairs (lmforge.lib.sources): a folder saved by `lmforge label --export`, files "
-            "(JSONL, CSV, Parquet...), a folder of them or a Hub id; {path, split, columns, ...} as a mapping."
-        },
-    )
     heldout_fraction: float = field(
         default=0.1, metadata={"help": "Pairs held out for accuracy when the source has no test split."}
-    )
-    invalid_rows: str = field(
-        default="stop",
-        metadata={
-            "help": "A pair of the wrong shape or longer than max_length: stop (naming its row) or drop (counted)."
-        },
     )
     margin_scale: float = field(
         default=0.0, metadata={"help": "Above 0: required reward gap = margin_scale * rank_gap (TRL's margin)."}
@@ -230,6 +217,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardConfig) -> dic
 def cli(argv=None):
     script_args, training_args = parse(CONFIGS, argv)
     main(script_args, training_args)
+    exit_launched()
 
 
 if __name__ == "__main__":

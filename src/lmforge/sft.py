@@ -40,7 +40,7 @@ from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
 from lmforge.lib.cards import RightCard, datasets_of
 from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
-from lmforge.lib.configs import from_json, parse
+from lmforge.lib.configs import exit_launched, from_json, parse
 from lmforge.lib.conversations import load_conversations
 from lmforge.lib.files import write_json
 from lmforge.lib.models import last_checkpoint, load, peft_config
@@ -220,6 +220,7 @@ def main(script_args: SFTScriptArguments, training_args: SFTConfig) -> dict:
 def cli(argv=None):
     script_args, training_args = parse(CONFIGS, argv)
     main(script_args, training_args)
+    exit_launched()
 
 
 if __name__ == "__main__":

@@ -487,6 +487,29 @@ def take(items: list, weight: float, rng: random.Random) -> list:
 PAIR_FORMATS = ("preference", "preference (implicit prompt)")
 
 
+@dataclass
+class PreferenceSource:
+    """The recipe keys of the stages that train on preference pairs (reward, dpo)."""
+
+    preferences: dict | str | None = field(
+        default="runs/demo/labels/preferences",
+        metadata={
+            "help": "Preference pairs (lmforge.lib.sources): a folder saved by `lmforge label --export`, files "
+            "(JSONL, CSV, Parquet...), a folder of them or a Hub id; {path, split, columns, ...} as a mapping."
+        },
+    )
+    heldout_fraction: float = field(
+        default=0.05,
+        metadata={"help": "Pairs held out for the stage's held-out figures when the source has no test split."},
+    )
+    invalid_rows: str = field(
+        default="stop",
+        metadata={
+            "help": "A pair of the wrong shape or longer than max_length: stop (naming its row) or drop (counted)."
+        },
+    )
+
+
 def load_pairs(
     source: str | dict,
     heldout_fraction: float | None = None,
