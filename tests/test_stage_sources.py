@@ -344,6 +344,7 @@ def test_every_stage_reads_every_format_it_takes(stage, fmt, kind, tmp_path):
     assert read(kind(rows_in(fmt), tmp_path)) == expected(fmt)
 
 
+@pytest.mark.slow  # a subprocess that imports every stage: 7 s
 def test_every_stage_reads_a_hub_dataset(tmp_path):
     """Each stage's rows as a Hub dataset (`user/<format>`, Parquet shards as the Hub stores them) through the
     loopback Hub, in one subprocess: huggingface_hub reads HF_ENDPOINT when it is imported."""
