@@ -5,7 +5,7 @@ import json
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from browser import free_port, launch_chromium, needs_chromium, serving
@@ -79,7 +79,11 @@ def test_page_streams_the_models_replies_over_two_turns(assistant):
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
         page.locator("#settings").get_by_text("Settings").click()  # opens the settings
+        # Typed, then left (Tab): Gradio takes a textbox's new value into the next event's inputs on its change, which
+        # under load could come after the send's click (the first reply was then the one without a system prompt).
         page.locator("#system-prompt textarea").fill(system)
+        page.locator("#system-prompt textarea").press("Tab")
+        expect(page.locator("#system-prompt textarea")).to_have_value(system)
         assert send(page, "Hello there", first) == first
         assert send(page, "Who are you?", second) == second
         browser.close()
