@@ -550,9 +550,9 @@ def worked_answer(text: str) -> str:
 
 def load_questions(source: str | dict, what: str, answers: bool = True) -> list[dict]:
     """Questions ({question, answer}; without `answers`, {question}) for the stages that ask them (interrogate,
-    eval): lmforge's question files and GSM8K (`question`, `answer`; GSM8K's answer is what follows `####`), prompt-completion rows (the prompt's last user
-    turn, the completion) or conversations (the first user turn, the last assistant turn); without answers, prompts
-    or questions alone too."""
+    eval): lmforge's question files and GSM8K (`question`, `answer`; GSM8K's answer is what follows `####`),
+    prompt-completion rows (the prompt's last user turn, the completion) or conversations (the first user turn, the
+    last assistant turn); without answers, prompts or questions alone too."""
     formats = QUESTION_FORMATS if answers else (*QUESTION_FORMATS, "question", "prompt-only")
     rows = load_checked(source, what, formats).train
     questions = []
