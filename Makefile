@@ -9,8 +9,11 @@ TORCH  := $(shell grep -o -m1 '^ *torch==[0-9.]*' setup.cfg)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 HF_EVALUATE_OFFLINE=1 \
            TRL_EXPERIMENTAL_SILENCE=1 TOKENIZERS_PARALLELISM=false GRADIO_ANALYTICS_ENABLED=False
 
-# Both cores: each test file runs whole in one worker, so its module fixtures are built once.
+# Both cores: each test file runs whole in one worker, so its module fixtures are built once. One thread per process:
+# two workers, and the two-process launches of a test, would otherwise oversubscribe the cores (pytest 876 s -> 726 s
+# on the 2-core machine, BENCHMARKS.md "The test suite").
 PARALLEL := -n 2 --dist loadfile
+TEST_THREADS := OMP_NUM_THREADS=1
 
 .PHONY: install browser sandbox demo test test-fast lint bench clean
 
@@ -47,10 +50,10 @@ demo: install
 		--do_sample false --repetition_penalty 1.0 --max_new_tokens 48 < data/demo/chat_input.txt
 
 test: install browser sandbox
-	$(OFFLINE) $(BIN)/pytest -q $(PARALLEL)
+	$(OFFLINE) $(TEST_THREADS) $(BIN)/pytest -q $(PARALLEL)
 
 test-fast: install sandbox
-	$(OFFLINE) $(BIN)/pytest -q $(PARALLEL) -m "not slow"
+	$(OFFLINE) $(TEST_THREADS) $(BIN)/pytest -q $(PARALLEL) -m "not slow"
 
 # ruff (lint and format, configured in ruff.toml as TRL configures it) and the import contracts of setup.cfg.
 # .ci/run runs it before the tests; `pre-commit install` runs the same on each commit (.pre-commit-config.yaml).
