@@ -35,63 +35,68 @@ def rows_of(dataset) -> list[dict]:
     return [dict(row) for row in dataset]
 
 
-# --- every kind of source gives the same rows ---
+# --- every kind of source gives the same rows (the same kinds feed every stage in test_stage_sources) ---
 
 
-def folder_of_jsonl(tmp_path):
-    write_jsonl(tmp_path / "pairs" / "train.jsonl", PAIRS)
-    return str(tmp_path / "pairs")
+def folder_of_jsonl(rows, root):
+    write_jsonl(root / "pairs" / "train.jsonl", rows)
+    return str(root / "pairs")
 
 
-def jsonl_file(tmp_path):
-    return str(write_jsonl(tmp_path / "pairs.jsonl", PAIRS))
+def jsonl_file(rows, root):
+    return str(write_jsonl(root / "pairs.jsonl", rows))
 
 
-def gzipped_jsonl(tmp_path):
-    path = tmp_path / "pairs.jsonl.gz"
-    path.write_bytes(gzip.compress("".join(json.dumps(row) + "\n" for row in PAIRS).encode()))
+def gzipped_jsonl(rows, root):
+    path = root / "pairs.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode()))
     return str(path)
 
 
-def json_array(tmp_path):
-    (tmp_path / "pairs.json").write_text(json.dumps(PAIRS))
-    return str(tmp_path / "pairs.json")
+def json_array(rows, root):
+    (root / "pairs.json").write_text(json.dumps(rows))
+    return str(root / "pairs.json")
 
 
-def csv_file(tmp_path):
-    Dataset.from_list(PAIRS).to_csv(tmp_path / "pairs.csv", index=False)
-    return str(tmp_path / "pairs.csv")
+def csv_file(rows, root):
+    Dataset.from_list(rows).to_csv(root / "pairs.csv", index=False)
+    return str(root / "pairs.csv")
 
 
-def parquet_glob(tmp_path):
-    (tmp_path / "parts").mkdir()
+def parquet_file(rows, root):
+    Dataset.from_list(rows).to_parquet(root / "pairs.parquet")
+    return str(root / "pairs.parquet")
+
+
+def parquet_glob(rows, root):
+    (root / "parts").mkdir()
     for part in range(2):
-        Dataset.from_list(PAIRS[part * 10 : part * 10 + 10]).to_parquet(tmp_path / "parts" / f"part-{part}.parquet")
-    return str(tmp_path / "parts" / "*.parquet")
+        Dataset.from_list(rows[part::2]).to_parquet(root / "parts" / f"part-{part}.parquet")
+    return str(root / "parts" / "*.parquet")
 
 
-def folder_of_parquet(tmp_path):
-    parquet_glob(tmp_path)
-    return str(tmp_path / "parts")
+def folder_of_parquet(rows, root):
+    parquet_glob(rows, root)
+    return str(root / "parts")
 
 
-def arrow_file(tmp_path):
-    Dataset.from_list(PAIRS).save_to_disk(tmp_path / "saved")
-    return next(str(path) for path in (tmp_path / "saved").glob("*.arrow"))
+def arrow_file(rows, root):
+    Dataset.from_list(rows).save_to_disk(root / "saved")
+    return next(str(path) for path in (root / "saved").glob("*.arrow"))
 
 
-def saved_dataset(tmp_path):
-    Dataset.from_list(PAIRS).save_to_disk(tmp_path / "saved")
-    return str(tmp_path / "saved")
+def saved_dataset(rows, root):
+    Dataset.from_list(rows).save_to_disk(root / "saved")
+    return str(root / "saved")
 
 
-def saved_dataset_dict(tmp_path):
-    DatasetDict({"train": Dataset.from_list(PAIRS)}).save_to_disk(tmp_path / "saved")
-    return str(tmp_path / "saved")
+def saved_dataset_dict(rows, root):
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(root / "saved")
+    return str(root / "saved")
 
 
-def load_dataset_keywords(tmp_path):
-    return {"path": "json", "data_files": jsonl_file(tmp_path)}
+def load_dataset_keywords(rows, root):
+    return {"path": "json", "data_files": jsonl_file(rows, root)}
 
 
 SOURCES = [
@@ -100,6 +105,7 @@ SOURCES = [
     gzipped_jsonl,
     json_array,
     csv_file,
+    parquet_file,
     parquet_glob,
     folder_of_parquet,
     arrow_file,
@@ -111,7 +117,7 @@ SOURCES = [
 
 @pytest.mark.parametrize("make", SOURCES, ids=[make.__name__ for make in SOURCES])
 def test_every_kind_of_local_source_reads_the_same_rows(make, tmp_path):
-    rows = load_checked(make(tmp_path), "preferences", PREFERENCE)
+    rows = load_checked(make(PAIRS, tmp_path), "preferences", PREFERENCE)
     assert rows.format == "preference" and not rows.conversational and rows.heldout is None
     assert sorted(rows_of(rows.train), key=str) == sorted(PAIRS, key=str)
 
@@ -373,7 +379,8 @@ def test_pairs_keep_the_sources_splits_and_split_an_implicit_prompt_out(tmp_path
     assert {split: len(part) for split, part in pairs.items()} == {"train": 15, "test": 5}
     assert report["heldout_from"] == "split test" and report["format"] == "preference"
     assert (
-        "test" not in load_pairs(jsonl_file(tmp_path))[0] and len(load_pairs(jsonl_file(tmp_path), 0.5)[0]["test"]) > 0
+        "test" not in load_pairs(jsonl_file(PAIRS, tmp_path))[0]
+        and len(load_pairs(jsonl_file(PAIRS, tmp_path), 0.5)[0]["test"]) > 0
     )
     conversational = [
         {

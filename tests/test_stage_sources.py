@@ -4,7 +4,6 @@ as the same rows. Each stage is entered where it reads its data (the function it
 needed; the stages' own tests train on such sources (test_sft, test_reward, test_rl, test_rollouts, test_label,
 test_tokenizer)."""
 
-import gzip
 import json
 import os
 import re
@@ -13,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from datasets import Dataset, DatasetDict
+from datasets import Dataset
 
 from hub_server import HubServer
 from lmforge import LmforgeError, rollouts
@@ -23,6 +22,7 @@ from lmforge.lib.documents import iter_documents
 from lmforge.lib.rewards import ANSWER_INSTRUCTION, verifiable_prompts
 from lmforge.lib.sources import in_heldout, load_pairs, load_questions
 from lmforge.lib.writing import load_prompts
+from test_sources import SOURCES, csv_file, jsonl_file, parquet_glob
 
 
 QUESTIONS = [(f"What is {i} plus two?", f"The answer is {i + 2}.") for i in range(12)]
@@ -245,83 +245,12 @@ STAGES = {
 # --- every kind of source ---
 
 
-def jsonl(rows, root):
-    (root / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(root / "rows.jsonl")
-
-
-def jsonl_gz(rows, root):
-    (root / "rows.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode()))
-    return str(root / "rows.jsonl.gz")
-
-
-def json_array(rows, root):
-    (root / "rows.json").write_text(json.dumps(rows))
-    return str(root / "rows.json")
-
-
-def csv(rows, root):
-    Dataset.from_list(rows).to_csv(root / "rows.csv", index=False)
-    return str(root / "rows.csv")
-
-
-def parquet(rows, root):
-    Dataset.from_list(rows).to_parquet(root / "rows.parquet")
-    return str(root / "rows.parquet")
-
-
-def parquet_glob(rows, root):
-    (root / "parts").mkdir()
-    for part in range(2):
-        Dataset.from_list(rows[part::2]).to_parquet(root / "parts" / f"part-{part}.parquet")
-    return str(root / "parts" / "*.parquet")
-
-
-def folder_of_files(rows, root):
-    (root / "folder").mkdir()
-    for part in range(2):
-        (root / "folder" / f"train-{part}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[part::2]))
-    return str(root / "folder")
-
-
-def arrow_file(rows, root):
-    Dataset.from_list(rows).save_to_disk(root / "saved")
-    return next(str(path) for path in (root / "saved").glob("*.arrow"))
-
-
-def saved_dataset(rows, root):
-    Dataset.from_list(rows).save_to_disk(root / "saved")
-    return str(root / "saved")
-
-
-def saved_dataset_dict(rows, root):
-    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(root / "saved")
-    return str(root / "saved")
-
-
-def load_dataset_options(rows, root):
-    return {"path": "json", "data_files": jsonl(rows, root)}
-
-
 def other_column_names(rows, root):
     renamed = [{f"my_{column}": value for column, value in row.items()} for row in rows]
-    return {"path": jsonl(renamed, root), "columns": {f"my_{column}": column for column in rows[0]}}
+    return {"path": jsonl_file(renamed, root), "columns": {f"my_{column}": column for column in rows[0]}}
 
 
-KINDS = [
-    jsonl,
-    jsonl_gz,
-    json_array,
-    csv,
-    parquet,
-    parquet_glob,
-    folder_of_files,
-    arrow_file,
-    saved_dataset,
-    saved_dataset_dict,
-    load_dataset_options,
-    other_column_names,
-]
+KINDS = [*SOURCES, other_column_names]
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=[kind.__name__ for kind in KINDS])
@@ -329,15 +258,15 @@ KINDS = [
 def test_every_stage_reads_every_kind_of_source(stage, kind, tmp_path):
     read, expected, formats = STAGES[stage]
     rows = rows_in(formats[0])
-    if kind is csv and any(not isinstance(value, str) for row in rows for value in row.values()):
+    if kind is csv_file and any(not isinstance(value, str) for row in rows for value in row.values()):
         # a CSV cell holds text only: a list of replies comes back as its text, and is named
-        with pytest.raises(LmforgeError, match=r"rows\.csv split train row 0: column '\w+' holds .* expected"):
+        with pytest.raises(LmforgeError, match=r"\.csv split train row 0: column '\w+' holds .* expected"):
             read(kind(rows, tmp_path))
         return
     assert read(kind(rows, tmp_path)) == expected(formats[0])
 
 
-@pytest.mark.parametrize("kind", [jsonl, parquet], ids=["jsonl", "parquet"])
+@pytest.mark.parametrize("kind", [jsonl_file, parquet_glob], ids=["jsonl", "parquet"])
 @pytest.mark.parametrize("stage, fmt", [(stage, fmt) for stage, (_, _, formats) in STAGES.items() for fmt in formats])
 def test_every_stage_reads_every_format_it_takes(stage, fmt, kind, tmp_path):
     read, expected, _ = STAGES[stage]
