@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
-from lmforge.lib.models import is_local
+from lmforge.lib.loading import is_local
 from lmforge.pretrain import model_config
 
 

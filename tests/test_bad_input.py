@@ -18,7 +18,7 @@ from transformers.integrations import is_tensorboard_available
 
 from browser import free_port
 from lmforge.cli import main as lmforge
-from lmforge.lib.models import is_local
+from lmforge.lib.loading import is_local
 from lmforge.tokenizer import train_tokenizer
 from test_data import HANDBOOK, demo_pages, write_warc
 from tiny import save_tiny_model

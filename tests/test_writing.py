@@ -23,7 +23,7 @@ from lmforge.lib import labeling, writing
 from lmforge.lib.assistant import ChatConfig, generate_reply
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS
-from lmforge.lib.models import load
+from lmforge.lib.loading import load
 from tiny import save_tiny_model
 
 

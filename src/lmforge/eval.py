@@ -48,8 +48,9 @@ from lmforge.lib.encoding import bits_per_byte as bits_per_byte_of_losses
 from lmforge.lib.encoding import encode_text, token_losses, utf8_lengths
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.lib.files import read_json, write_json, write_text
+from lmforge.lib.loading import is_local, load
 from lmforge.lib.metrics import load_metric
-from lmforge.lib.models import device, is_local, load, process_state
+from lmforge.lib.models import device, process_state
 from lmforge.lib.rewards import reward_model
 from lmforge.lib.sources import load_pairs, load_questions
 from lmforge.lib.tables import FEW_SHOT, eval_table

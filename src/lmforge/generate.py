@@ -26,7 +26,8 @@ from lmforge.lib.configs import parse
 from lmforge.lib.encoding import document_ids
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.lib.files import write_json
-from lmforge.lib.models import device, load
+from lmforge.lib.loading import load
+from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import (

@@ -26,7 +26,8 @@ from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS, is_refusal
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json, write_jsonl
-from lmforge.lib.models import device, load
+from lmforge.lib.loading import load
+from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.sources import load_questions
 

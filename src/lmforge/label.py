@@ -51,7 +51,8 @@ from lmforge.lib.assistant import ChatConfig, generate_reply
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import recover_dir, write_json
 from lmforge.lib.labeling import load_instructions, release, reserve, save_pairs, timestamp, transaction
-from lmforge.lib.models import device, is_local, load
+from lmforge.lib.loading import is_local, load
+from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field
 from lmforge.lib.sources import load_checked, spec_of
 

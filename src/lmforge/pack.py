@@ -27,7 +27,7 @@ from lmforge.lib.configs import parse
 from lmforge.lib.documents import DOCUMENTS_HELP, document_sources, expand, is_heldout, iter_documents
 from lmforge.lib.encoding import document_ids
 from lmforge.lib.files import staged_dir, write_json
-from lmforge.lib.models import load_tokenizer
+from lmforge.lib.loading import load_tokenizer
 
 
 @dataclass

@@ -43,8 +43,11 @@ from lmforge.lib.batching import apply_global_batch
 from lmforge.lib.configs import exit_launched, parse
 from lmforge.lib.encoding import bits_per_byte, token_losses, utf8_lengths
 from lmforge.lib.files import write_json
+from lmforge.lib.loading import load_tokenizer
 from lmforge.lib.metrics import load_metric
-from lmforge.lib.models import last_checkpoint, load_tokenizer, process_state, whole_weights
+
+# Dense (not 2:4 sparse) bf16 tensor-core peaks with fp32 accumulation, FLOP/s, from the vendors' datasheets, by a
+from lmforge.lib.models import last_checkpoint, process_state, whole_weights
 
 
 # Dense (not 2:4 sparse) bf16 tensor-core peaks with fp32 accumulation, FLOP/s, from the vendors' datasheets, by a

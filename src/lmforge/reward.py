@@ -37,7 +37,8 @@ from lmforge.lib import sources
 from lmforge.lib.cards import RightCard, datasets_of
 from lmforge.lib.configs import exit_launched, parse
 from lmforge.lib.files import write_json
-from lmforge.lib.models import load, peft_config, whole_weights
+from lmforge.lib.loading import load
+from lmforge.lib.models import peft_config, whole_weights
 from lmforge.lib.rewards import reward_ids
 
 

@@ -37,7 +37,8 @@ from lmforge import LmforgeError
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.conversations import check_conversation, load_source
 from lmforge.lib.files import recover_dir, staged_dir, write_json
-from lmforge.lib.models import device, load
+from lmforge.lib.loading import load
+from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, model_generate, prompt_tools

@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge.lib.assistant import ChatConfig, generate_reply, new_conversation
 from lmforge.lib.configs import parse
-from lmforge.lib.models import device, load
+from lmforge.lib.loading import load
+from lmforge.lib.models import device
 from lmforge.lib.tools import load_tools
 
 

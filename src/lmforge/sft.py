@@ -43,7 +43,8 @@ from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_templ
 from lmforge.lib.configs import exit_launched, from_json, parse
 from lmforge.lib.conversations import load_conversations
 from lmforge.lib.files import write_json
-from lmforge.lib.models import last_checkpoint, load, peft_config
+from lmforge.lib.loading import load
+from lmforge.lib.models import last_checkpoint, peft_config
 
 
 @dataclass

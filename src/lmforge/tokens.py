@@ -27,7 +27,7 @@ from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.encoding import encode_text
 from lmforge.lib.files import write_text
-from lmforge.lib.models import load
+from lmforge.lib.loading import load
 
 
 BACKGROUNDS = (153, 229, 194, 217)  # xterm-256 pastel colours, cycled token by token

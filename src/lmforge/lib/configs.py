@@ -19,16 +19,21 @@ from dataclasses import fields
 from pathlib import Path
 from types import TracebackType
 
-import torch
 import yaml
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
-from transformers import TrainingArguments
-from transformers.integrations import get_available_reporting_integrations
-from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from trl import TrlParser
 
 from lmforge import LmforgeError
-from lmforge.lib.models import check_model_folder
+from lmforge.lib.loading import check_model_folder
+
+
+if typing.TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+
+# This module imports neither torch nor transformers' trainer: the runner and the stages that train nothing (data,
+# tokenizer, pack) parse their recipes through it, and those imports cost about 4 s of every such process's start.
+# A training stage has imported them with its config classes; what here needs them finds them in sys.modules.
 
 
 # What to install for each `report_to` logger the README names, when it is missing.
@@ -64,7 +69,7 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     configs, unknown = parse_checked(parser, argv, source)
     # The precision is decided once the recipe is read; a change is parsed as a command-line override, so that what
     # TrainingArguments and TRL's configs derive from bf16 and fp16 (mixed_precision, DeepSpeed's plugin) follows.
-    overrides = [option for c in configs if isinstance(c, TrainingArguments) for option in precision_options(c)]
+    overrides = [option for c in training_arguments(configs) for option in precision_options(c)]
     if overrides:
         configs, unknown = parse_checked(parser, argv + overrides, source)
     if unknown:
@@ -108,11 +113,24 @@ def check_output_dir(output_dir: str | None, what: str = "output_dir") -> None:
             raise LmforgeError(f"{what}: {folder} is a file, not a folder; give a folder for the outputs")
 
 
+def training_arguments(configs: list) -> list:
+    """The configs that are transformers' TrainingArguments (TRL's configs derive from it). Their class's module is
+    loaded before any of them exists, so a stage that trains nothing never loads it."""
+    module = sys.modules.get("transformers.training_args")
+    return [config for config in configs if module and isinstance(config, module.TrainingArguments)]
+
+
+def launched() -> bool:
+    """Whether this process belongs to a launch's process group; a process that never imported torch has none."""
+    torch = sys.modules.get("torch")
+    return bool(torch and torch.distributed.is_available() and torch.distributed.is_initialized())
+
+
 def end_process_group() -> None:
     """At a stage's exit, the process group of a launch (torch.distributed) is taken down before the interpreter's
     own teardown, as torch asks."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    if launched():
+        sys.modules["torch"].distributed.destroy_process_group()
 
 
 def exit_launched() -> None:
@@ -122,7 +140,7 @@ def exit_launched() -> None:
     active exception": a C++ thread destroyed while still joinable; faulthandler shows no Python frame left), which
     failed the launch and `lmforge run` with it: 1 launch in 54 of two-process DDP SFT on a loaded 2-core machine,
     also seen under ZeRO-3. Elsewhere (one process, a test calling a stage's cli) it does nothing."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not launched():
         return
     atexit._run_exitfuncs()
     logging.shutdown()
@@ -157,9 +175,11 @@ def training_precision(recipe: str, launcher: str | None, bf16_gpu: bool) -> tup
     )
 
 
-def precision_options(args: TrainingArguments) -> list[str]:
+def precision_options(args: "TrainingArguments") -> list[str]:
     """The command-line options that apply `training_precision` to `args` (none when the recipe's stands), after a
     line on stderr saying which precision the stage trains in, and why."""
+    import torch  # loaded already: `args` is TrainingArguments
+
     recipe = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
     bf16_gpu = not args.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     precision, why = training_precision(recipe, os.environ.get("ACCELERATE_MIXED_PRECISION"), bf16_gpu)
@@ -244,6 +264,11 @@ def check_reporters(report_to: str | list[str] | None) -> None:
     """A `report_to` logger that is not installed fails now with what to install, not as a traceback when
     the trainer starts."""
     names = [report_to] if isinstance(report_to, str) else report_to or []
+    if not names:  # a stage that trains nothing has no report_to
+        return
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
     available = get_available_reporting_integrations()
     for name in names:
         if name not in INTEGRATION_TO_CALLBACK and name not in ("all", "none"):

@@ -5,11 +5,12 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformers import EvalPrediction, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
     import evaluate
+    from transformers import EvalPrediction  # transformers' trainer stack: seconds, which tokenizer and pack skip
 
 
 def encode_text(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
@@ -30,7 +31,7 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def bits_per_byte(
-    eval_prediction: EvalPrediction, metric: "evaluate.EvaluationModule", token_bytes: torch.Tensor
+    eval_prediction: "EvalPrediction", metric: "evaluate.EvaluationModule", token_bytes: torch.Tensor
 ) -> dict:
     """Bits per byte of an evaluation: each row's nats and bytes summed here as tensors (tokens of no bytes, special
     and masked ones, left out), and the metric given one total per row: per-token Python lists through the metric's

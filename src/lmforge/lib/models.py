@@ -1,12 +1,11 @@
-"""Loading models and tokenizers, local or from the Hub, with one-line errors and one device convention.
+"""Models in a stage's process: one device convention, LoRA targets checked, checkpoints to resume from, and the
+weights of a sharded model gathered whole.
 
-Every stage loads through here, so a missing folder, a corrupt weight file or a Hub id that cannot be
-reached is reported the same way everywhere: the path and what is wrong, without a library traceback.
-Training stages resume through `last_checkpoint`, which passes over checkpoints that cannot be resumed.
+Training stages resume through `last_checkpoint`, which passes over checkpoints that cannot be resumed. Loading
+models and tokenizers, with one-line errors, is `lib.loading`.
 """
 
 import json
-import pickle
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,59 +14,13 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-from safetensors import SafetensorError, safe_open
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, TrainerState
+from transformers import TrainerState
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
-from transformers.trainer_pt_utils import safe_globals
 from transformers.trainer_utils import get_last_checkpoint
 
 from lmforge import LmforgeError
-
-
-def is_local(name_or_path: str) -> bool:
-    """True when `name_or_path` names a folder on disk, or cannot be a Hub repo id (so it must have been meant
-    as a folder): `runs/demo/sft` and `./model` are paths, `someone/model` is a Hub id unless the folder exists."""
-    if Path(name_or_path).exists():
-        return True
-    try:
-        validate_repo_id(name_or_path)
-    except HFValidationError:
-        return True
-    return name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-
-
-def check_source(name_or_path: str, what: str = "model") -> None:
-    """Fail with one line when a local `name_or_path` does not exist."""
-    if is_local(name_or_path) and not Path(name_or_path).exists():
-        raise LmforgeError(f"{what} {name_or_path} does not exist (and is not a Hub repo id)")
-
-
-# What a loadable model folder holds: its weights (whole, sharded or a PEFT adapter) and its tokenizer's files.
-WEIGHTS = ("*.safetensors", "pytorch_model*.bin", "adapter_config.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
-
-
-def check_model_folder(name_or_path: str, what: str = "model_name_or_path") -> None:
-    """One line when an existing local folder cannot be a model: no weights (a config alone, a run that never saved),
-    or no tokenizer (transformers would try to convert one and fail asking for sentencepiece or tiktoken)."""
-    folder = Path(name_or_path)
-    if folder.is_file():
-        raise LmforgeError(f"{what}: {folder} is a file, not a model folder")
-    if not folder.is_dir():  # a Hub id, or a folder an earlier stage has yet to write: checked when loaded
-        return
-    check_holds(folder, WEIGHTS, what)
-    check_holds(folder, TOKENIZER_FILES, what)
-
-
-def check_holds(folder: Path, patterns: tuple[str, ...], what: str) -> None:
-    """One line when `folder` holds none of `patterns` (WEIGHTS or TOKENIZER_FILES)."""
-    if any(any(folder.glob(pattern)) for pattern in patterns):
-        return
-    if patterns is WEIGHTS:
-        raise LmforgeError(f"{what}: {folder} holds no model weights (no .safetensors, .bin or LoRA adapter)")
-    raise LmforgeError(f"{what}: {folder} holds no tokenizer (none of {', '.join(patterns)})")
+from lmforge.lib.loading import unreadable_file
 
 
 def peft_config(model_args: Any, model: torch.nn.Module) -> Any:
@@ -92,33 +45,6 @@ def peft_config(model_args: Any, model: torch.nn.Module) -> Any:
 
 def is_linear(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's projections
-
-
-def load(loader: type, name_or_path: str, what: str = "model", **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name_or_path, **kwargs)`, its failures turned into one line naming the source."""
-    check_source(name_or_path, what)
-    if Path(name_or_path).is_dir():  # transformers would ask for sentencepiece, or name a missing weights file
-        check_holds(Path(name_or_path), TOKENIZER_FILES if "Tokenizer" in loader.__name__ else WEIGHTS, what)
-    try:
-        return loader.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
-        where = "folder" if is_local(name_or_path) else "Hub repo"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if where == "folder":  # safetensors' own message does not say which file
-            reason = unreadable_file(Path(name_or_path)) or reason
-        raise LmforgeError(f"{what} {where} {name_or_path} could not be loaded: {reason}") from None
-
-
-def load_tokenizer(name_or_path: str, *special_tokens: str, what: str = "tokenizer") -> PreTrainedTokenizerBase:
-    """AutoTokenizer through `load`, checked to define each of `special_tokens` ("bos_token", ...): a folder
-    without tokenizer_config.json loads without them, and their ids would be None in every encoded row."""
-    tokenizer = load(AutoTokenizer, name_or_path, what)
-    missing = [name for name in special_tokens if getattr(tokenizer, f"{name}_id") is None]
-    if missing:
-        raise LmforgeError(
-            f"{what} {name_or_path} defines no {' or '.join(missing)} (is its tokenizer_config.json missing?)"
-        )
-    return tokenizer
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -156,24 +82,6 @@ def readable_state(checkpoint: Path) -> bool:
     except (FileNotFoundError, json.JSONDecodeError, TypeError):
         return False
     return True
-
-
-def unreadable_file(checkpoint: Path) -> str | None:
-    """The first file of a checkpoint that does not load, and why, or None. Only headers and pickled
-    structure are read (safetensors' header, torch.load with mmap), so a large checkpoint is checked fast."""
-    for path in sorted(checkpoint.glob("*.safetensors")):
-        try:
-            with safe_open(str(path), framework="pt"):
-                pass
-        except (SafetensorError, OSError) as error:
-            return f"{path} is unreadable ({error})"
-    for path in sorted([*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth")]):  # optimizer, scheduler, RNG
-        try:
-            with safe_globals():  # what Trainer allows when it loads them (numpy RNG states)
-                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
-            return f"{path} is unreadable ({' '.join(str(error).split())[:200]})"
-    return None
 
 
 def process_state() -> PartialState:

@@ -33,7 +33,8 @@ from lmforge.lib.chat_format import end_of_turn
 from lmforge.lib.configs import from_json
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.intervals import describe, paired_bootstrap
-from lmforge.lib.models import device, load, loading_alone, process_state
+from lmforge.lib.loading import load
+from lmforge.lib.models import device, loading_alone, process_state
 from lmforge.lib.repetition import repetition_rate
 from lmforge.lib.rewards import accuracy, reward_model, verifiable_prompts
 from lmforge.lib.tools import load_tools
