@@ -31,7 +31,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import reasoning_gym
 import torch
 from datasets import Dataset
 from math_verify import parse as parse_math
@@ -81,6 +80,8 @@ def verifiable_prompts(tasks: dict, seed: int = 0) -> Dataset:
                 for p in LMFORGE_TASKS[task](size, seed)
             ]
             continue
+        import reasoning_gym  # where a recipe names one of its tasks: its import costs about 1 s of every RL start
+
         try:
             dataset = reasoning_gym.create_dataset(task, size=size, seed=seed)
         except (KeyError, ValueError) as error:
@@ -179,6 +180,8 @@ def final_answer_text(text: str) -> str | None:
 
 @functools.cache
 def reasoning_gym_scorer(task: str) -> Callable[[str, dict], float]:
+    import reasoning_gym
+
     return reasoning_gym.get_score_answer_fn(task)
 
 
