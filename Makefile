@@ -65,6 +65,7 @@ lint: install
 bench: install
 	$(OFFLINE) $(BIN)/python bench/data_pipeline.py
 	$(OFFLINE) $(BIN)/python bench/tokenizer_pack.py
+	$(OFFLINE) $(BIN)/python bench/startup.py
 
 clean:
 	rm -rf runs .pytest_cache

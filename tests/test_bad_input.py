@@ -150,8 +150,11 @@ def test_a_count_below_one_is_named(tmp_path, option, value):
 
 def test_a_run_dir_that_is_a_file_is_named(tmp_path):
     (tmp_path / "afile").write_text("")
+    handlers = [signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)]
     message = one_line("run", "recipes/demo", "--run_dir", tmp_path / "afile")
     assert f"run_dir: {tmp_path / 'afile'} is a file, not a folder" in message
+    # the runner's handlers were this process's only while it ran: forked later, a process ended as a stopped runner
+    assert [signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)] == handlers
 
 
 def test_generate_from_a_folder_with_a_config_alone_is_named(chat_model, tmp_path):

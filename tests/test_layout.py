@@ -1,9 +1,13 @@
-"""The layout's rules, checked: a stage never imports another stage, the library never imports a stage, and the
-import-linter contracts that `make lint` runs name exactly the stages of the registry."""
+"""The layout's rules, checked: a stage never imports another stage, the library never imports a stage, the
+import-linter contracts that `make lint` runs name exactly the stages of the registry, and the stages that train
+nothing start without transformers' trainer."""
 
 import ast
 import configparser
 import importlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,26 @@ def test_the_import_linter_contracts_name_exactly_the_registered_stages():
     independent = config["importlinter:contract:stages"]["modules"].split()
     forbidden = config["importlinter:contract:library"]["forbidden_modules"].split()
     assert sorted(independent) == sorted(forbidden) == STAGE_MODULES
+
+
+# What a fresh `lmforge STAGE` process has imported once the stage's module is loaded: the runner and the stages that
+# train nothing leave out transformers' trainer stack (about 4 s of every such start, bench/startup.py), and the
+# runner and the data stage leave out torch too.
+TRAINER_STACK = (
+    "torch",
+    "transformers",
+    "transformers.training_args",
+    "peft",
+    "accelerate",
+    "trl.trainer",
+    "deepspeed",
+)
+LIGHT_STAGES = {"run": [], "data": [], "tokenizer": ["torch", "transformers"], "pack": ["torch", "transformers"]}
+
+
+@pytest.mark.parametrize("stage", LIGHT_STAGES)
+def test_the_runner_and_stages_that_train_nothing_start_without_the_trainer(stage):
+    code = f"import sys, json, lmforge.{stage}; print(json.dumps(sorted(set({TRAINER_STACK!r}) & set(sys.modules))))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == LIGHT_STAGES[stage]

@@ -309,10 +309,15 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.run_dir or Path("runs") / args.recipe_dir.name
     steps = plan(args.recipe_dir)
     selected = steps_to_run(steps, args.recipe_dir, args.start, args.only)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(signum, stop)
-    with locked(run_dir):
-        run_steps(args, run_dir, steps, selected)
+    # Until the run ends: a caller that runs it from Python (a notebook, a test) keeps its own handlers afterwards,
+    # and the processes it forks later do not end as a stopped runner.
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        with locked(run_dir):
+            run_steps(args, run_dir, steps, selected)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_steps(args: argparse.Namespace, run_dir: Path, steps: list[Step], selected: list[str]) -> None:
