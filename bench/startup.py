@@ -2,7 +2,7 @@
 `accelerate launch` and every stage of `lmforge run` pays. Each stage's module is imported in a fresh interpreter,
 side by side with the bare import of the library it is a layer over (the same process start, nothing of lmforge's).
 
-    python bench/startup.py                  # every stage, best of 3 fresh interpreters each (about 3 min here)
+    python bench/startup.py                  # the runner and the stages in BARE, best of 3 each (about 3 min here)
     python bench/startup.py --stages data sft --repeats 5
 
 Prints, for each stage, lmforge's seconds, the bare library's, and their ratio. A ratio near 1 means the stage
