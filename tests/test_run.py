@@ -121,6 +121,15 @@ def test_changed_recipe_redoes_the_stage_and_what_reads_it(run_folder):
     assert lmforge_run(run_folder).count("up to date: skipped") == 2
 
 
+def test_from_and_only_together_are_refused(tmp_path):
+    """Before, --only won silently over --from."""
+    write_recipes(tmp_path, vocab_size=300)
+    command = [sys.executable, "-m", "lmforge.cli", "run", "recipes", "--from", "tokenizer", "--only", "pack"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "argument --only: not allowed with argument --from" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_only_redoes_one_stage_and_leaves_its_readers_stale(run_folder):
     write_recipes(run_folder, vocab_size=600)

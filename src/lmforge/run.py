@@ -295,8 +295,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="lmforge run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("recipe_dir", type=Path, help="a folder of stage recipes, e.g. recipes/demo")
-    parser.add_argument("--from", dest="start", help="redo this stage and the ones after it")
-    parser.add_argument("--only", help="redo this stage alone (the stages that read it become stale)")
+    redo = parser.add_mutually_exclusive_group()
+    redo.add_argument("--from", dest="start", help="redo this stage and the ones after it")
+    redo.add_argument("--only", help="redo this stage alone (the stages that read it become stale)")
     parser.add_argument("--run_dir", type=Path, help="where markers and the lock go (default: runs/<folder name>)")
     parser.add_argument("--push_to_hub", action="store_true", help="push each stage's artifact to the Hub")
     parser.add_argument("--hub_namespace", help="user or organisation that owns the pushed repos")
