@@ -50,6 +50,9 @@ def seconds(code: str, repeats: int) -> float:
 
 
 def main(config: StartupBenchConfig) -> None:
+    unknown = [stage for stage in config.stages if stage not in BARE]
+    if unknown:
+        sys.exit(f"startup: --stages {' '.join(unknown)}: not timed here; one of {', '.join(BARE)}")
     print(f"{'stage':<12}{'lmforge s':>10}{'bare s':>8}{'ratio':>7}  bare import")
     for stage in config.stages:
         ours = seconds(f"import lmforge.{stage}", config.repeats)
