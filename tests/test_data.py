@@ -299,14 +299,17 @@ def test_ray_executor_gives_the_local_result(tmp_path):
     pages = demo_pages()
     urls = list(pages)
     warcs = [write_warc(tmp_path / f"{i}.warc.gz", {url: pages[url] for url in urls[i::2][:10]}) for i in (0, 1)]
-    local = main(config(tmp_path / "local", warc_paths=[str(w) for w in warcs], tasks=2))
+    # Two tasks per stage and two MinHash buckets (not the default 14): each task of a stage is a new Ray actor, a
+    # fresh process importing datatrove's steps, and 14 of them cost more than the rest of the test.
+    options = {"gopher_quality": {"min_doc_words": 30}, "minhash": {"num_buckets": 2}}
+    inputs = dict(warc_paths=[str(w) for w in warcs], tasks=2, step_options=options)
+    local = main(config(tmp_path / "local", **inputs))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         on_ray = main(
             config(
                 tmp_path / "ray",
-                warc_paths=[str(w) for w in warcs],
-                tasks=2,
+                **inputs,
                 executor="ray",
                 executor_options={"cpus_per_task": 1, "mem_per_cpu_gb": 1},
             )
