@@ -42,6 +42,29 @@ def test_command_line_overrides_recipe(tmp_path):
     assert (config.tasks, config.output_dir, config.warc_paths) == (1, "elsewhere", ["a.warc.gz"])
 
 
+def test_a_list_option_takes_json_and_can_be_emptied(tmp_path):
+    """A list the recipe sets can be replaced or emptied on the command line, as a JSON list; argparse's own form
+    (`--languages en fr`) still works, and a glob that starts with a bracket stays a glob."""
+    recipe = tmp_path / "data.yaml"
+    recipe.write_text("warc_paths: [a.warc.gz, b.warc.gz]\nlanguages: [en, fr]\n")
+
+    def parsed(*argv):
+        (config,) = parse((DataConfig,), ["--config", str(recipe), *argv])
+        return config.warc_paths, config.languages
+
+    assert parsed("--languages", "[]") == (["a.warc.gz", "b.warc.gz"], [])
+    assert parsed("--languages=[]", "--warc_paths", '["c.warc.gz"]') == (["c.warc.gz"], [])
+    assert parsed("--languages", "de", "it") == (["a.warc.gz", "b.warc.gz"], ["de", "it"])
+    assert parsed("--warc_paths", "[ab].warc.gz") == (["[ab].warc.gz"], ["en", "fr"])
+    eval_recipe = str(Path(__file__).parent.parent / "recipes/demo/eval.yaml")  # a list of ints, converted
+    (config,) = parse(
+        (importlib.import_module("lmforge.eval").EvalConfig,), ["--config", eval_recipe, "--sums_levels", "[1, 4]"]
+    )
+    assert config.sums_levels == [1, 4]
+    with pytest.raises(LmforgeError, match=r"command line: --languages: .* must be a list of plain values"):
+        parsed("--languages", '[["en"]]')
+
+
 def test_unknown_key_names_file_and_key(tmp_path):
     recipe = tmp_path / "data.yaml"
     recipe.write_text("warc_paths: [a.warc.gz]\nlanguage_treshold: 0.5\n")

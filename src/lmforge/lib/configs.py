@@ -46,10 +46,53 @@ REPORTERS = {
 
 class StageParser(TrlParser):
     """TrlParser whose argparse errors (`--max_steps abc`, an option without its value) raise LmforgeError
-    instead of printing the whole usage: argparse documents `error` as the method to override."""
+    instead of printing the whole usage: argparse documents `error` as the method to override.
+
+    `emptied`: list options the command line set to `[]`. argparse cannot take an option with no values, so they
+    become defaults, set after TRL has set the recipe's, so that they win over the recipe as any override does."""
+
+    emptied: tuple[str, ...] = ()
 
     def error(self, message):
         raise LmforgeError(f"command line: {message}")
+
+    def parse_args_into_dataclasses(self, *args, **kwargs):
+        self.set_defaults(**{name: [] for name in self.emptied})
+        return super().parse_args_into_dataclasses(*args, **kwargs)
+
+
+def json_lists(parser: StageParser, argv: list[str]) -> list[str]:
+    """`argv` with each list option given as JSON (`--tools '["python"]'`, `--text_files '[]'`) as argparse takes a
+    list (`--tools python`); the emptied ones are left out and named in `parser.emptied`. A value that is not a JSON
+    list stays as it is: a glob such as `[ab]*.txt` is not JSON."""
+    lists = {
+        option: action.dest for action in parser._actions if action.nargs == "+" for option in action.option_strings
+    }
+    result, emptied, words = [], [], iter(argv)
+    for word in words:
+        option, equals, value = word.partition("=")
+        if option not in lists or (not equals and (value := next(words, None)) is None):
+            result.append(word)  # not a list option, or one without its value, which argparse reports
+            continue
+        items = json_list(value)
+        if items is None:
+            result += [option, value]
+        elif any(isinstance(item, (dict, list)) for item in items):
+            raise LmforgeError(f"command line: {option}: {value!r} must be a list of plain values")
+        elif items:
+            result += [option, *(item if isinstance(item, str) else json.dumps(item) for item in items)]
+        else:
+            emptied.append(lists[option])
+    parser.emptied = tuple(emptied)
+    return result
+
+
+def json_list(value: str) -> list | None:
+    try:
+        items = json.loads(value) if value.lstrip().startswith("[") else None
+    except json.JSONDecodeError:
+        return None
+    return items if isinstance(items, list) else None
 
 
 def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
@@ -59,6 +102,7 @@ def parse(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     atexit.unregister(end_process_group)  # once, however often a process parses
     atexit.register(end_process_group)
     parser = StageParser(dataclass_types)
+    argv = json_lists(parser, argv)
     source = "command line"
     if "--config" in argv:
         if argv.index("--config") + 1 == len(argv):
