@@ -17,8 +17,10 @@ import pytest
 from transformers.integrations import is_tensorboard_available
 
 from browser import free_port
+from lmforge import LmforgeError
 from lmforge.cli import main as lmforge
 from lmforge.lib.loading import is_local
+from lmforge.lib.rewards import load_scorer
 from lmforge.tokenizer import train_tokenizer
 from test_data import HANDBOOK, demo_pages, write_warc
 from tiny import save_tiny_model
@@ -191,6 +193,33 @@ def test_lora_targets_the_model_lacks_are_named_with_the_ones_it_has(corpus, tmp
     argv += ["--chat_template_path", "chatml", "--output_dir", tmp_path / "out", "--max_steps", "1"]
     message = one_line("sft", *argv, "--lora_target_modules", "q_proj", "v_proj")
     assert "lora_target_modules: gpt2 has no q_proj, v_proj; its linear modules are c_attn, c_fc, c_proj" in message
+
+
+def test_a_model_without_a_scoring_head_is_refused_as_the_reward_model(chat_model, tmp_path):
+    """A causal LM named as the reward model: transformers gives it a new, random score head, and PPO trained against
+    its noise to the end, exit 0."""
+    argv = ["--config", "recipes/demo/ppo.yaml", "--sft_model_path", chat_model, "--reward_model_path", chat_model]
+    message = one_line("ppo", *argv, "--output_dir", tmp_path / "ppo")
+    expected = (
+        f"reward_model_path {chat_model} is not a reward model: its checkpoint (LlamaForCausalLM) lacks score.weight"
+    )
+    assert expected in message and not (tmp_path / "ppo" / "eval_before.json").exists()  # before any generation
+    # Wherever else a reward model scores: GRPO's reward_model reward, eval, the RL stages' held-out tables.
+    with pytest.raises(LmforgeError, match=f"reward model {chat_model} is not a reward model"):
+        load_scorer(str(chat_model))
+
+
+def test_a_chat_template_path_that_names_nothing_is_named(chat_model, tmp_path):
+    """A typo in a template name read as a Hub id: transformers' chained tracebacks of an unreachable Hub."""
+    argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", chat_model, "--output_dir", tmp_path / "sft"]
+    message = one_line("sft", *argv, "--chat_template_path", "chatlm")
+    assert (
+        "chat_template_path: 'chatlm' is neither a template name (chatml, mistral, llama3, gemma, qwen2_5)" in message
+    )
+    assert "as a chat model's tokenizer to clone: tokenizer Hub repo chatlm could not be loaded" in message
+    (tmp_path / "empty").mkdir()
+    message = one_line("sft", *argv, "--chat_template_path", tmp_path / "empty")
+    assert f"tokenizer: {tmp_path / 'empty'} holds no tokenizer" in message
 
 
 def test_hub_id_starting_with_runs_is_not_a_local_path():

@@ -35,6 +35,7 @@ from trl.experimental.ppo.ppo_trainer import OnlineTrainerState  # noqa: E402
 from lmforge import LmforgeError  # noqa: E402
 from lmforge.lib.cards import RightCard, datasets_of  # noqa: E402
 from lmforge.lib.configs import exit_launched, from_json, parse  # noqa: E402
+from lmforge.lib.loading import load_reward_model  # noqa: E402
 from lmforge.lib.models import process_state  # noqa: E402
 from lmforge.lib.rewards import verifiable_prompts  # noqa: E402
 from lmforge.lib.rl_eval import (  # noqa: E402
@@ -170,6 +171,9 @@ def main(
     tokenizer = chat_tokenizer(sft_path)
     tokenizer.padding_side = "left"  # prompts are padded on the left so that every reply starts at the same column
     check_same_tokenizer(tokenizer, training_args.reward_model_path)
+    attention = {"attn_implementation": script_args.attn_implementation}  # of all four models
+    # Before any generation: a model without a scoring head is refused in one line, not scored with at random.
+    reward_model = load_reward_model(training_args.reward_model_path, "reward_model_path", **attention)
     heldout_config.heldout_reward_model = heldout_config.heldout_reward_model or training_args.reward_model_path
     heldout = heldout_prompts(heldout_config)
     train = without_heldout(verifiable_prompts(script_args.tasks, training_args.seed), heldout)
@@ -180,14 +184,10 @@ def main(
     if last:  # resume: the saved policy and critic, for the episodes still to run
         # PPO's state has an `episode` count that TrainerState.load_from_json would refuse.
         done = OnlineTrainerState.load_from_json(os.path.join(last, TRAINER_STATE_NAME)).global_step
-    attention = {"attn_implementation": script_args.attn_implementation}  # of all four models
     policy = AutoModelForCausalLM.from_pretrained(last or sft_path, **attention)
     value_path = os.path.join(last, "value_model") if last else script_args.value_model_path
     value_model = AutoModelForSequenceClassification.from_pretrained(
         value_path or training_args.reward_model_path, num_labels=1, **attention
-    )
-    reward_model = AutoModelForSequenceClassification.from_pretrained(
-        training_args.reward_model_path, num_labels=1, **attention
     )
     for model in (value_model, reward_model):
         model.config.pad_token_id = tokenizer.pad_token_id  # scores are read at the last token before padding

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lmforge import LmforgeError
+from lmforge.lib.loading import load_tokenizer
 
 
 if TYPE_CHECKING:  # types of the hints only: importing them here would slow every import of this module
@@ -255,6 +256,20 @@ def training_template(tokenizer: "PreTrainedTokenizerBase", where: str = "tokeni
     )
 
 
+def check_clonable(choice: str) -> None:
+    """One line when `choice`, neither a template name nor a .jinja file, is no tokenizer with a chat template:
+    TRL's clone_chat_template would end in transformers' traceback (a typo reads as a Hub id) or clone nothing."""
+    try:
+        source = load_tokenizer(choice, what="tokenizer")
+    except LmforgeError as error:
+        raise LmforgeError(
+            f"chat_template_path: {choice!r} is neither a template name ({', '.join(TEMPLATES)}) nor a .jinja file, "
+            f"and as a chat model's tokenizer to clone: {error}"
+        ) from None
+    if not source.chat_template:
+        raise LmforgeError(f"chat_template_path: the tokenizer of {choice} has no chat template to clone")
+
+
 def set_chat_template(
     model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", choice: str
 ) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
@@ -274,6 +289,7 @@ def set_chat_template(
             raise LmforgeError(f"chat_template_path: {choice} not found")
         tokenizer.chat_template = Path(choice).read_text(encoding="utf-8")
     else:
+        check_clonable(choice)
         model, tokenizer, _ = clone_chat_template(model, tokenizer, choice)
     if tokenizer.eos_token is None:
         tokenizer.eos_token = end_of_turn(tokenizer, f"chat_template_path {choice}")

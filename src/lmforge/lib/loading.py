@@ -20,7 +20,7 @@ from lmforge import LmforgeError
 
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def is_local(name_or_path: str) -> bool:
@@ -94,6 +94,25 @@ def load_tokenizer(name_or_path: str, *special_tokens: str, what: str = "tokeniz
             f"{what} {name_or_path} defines no {' or '.join(missing)} (is its tokenizer_config.json missing?)"
         )
     return tokenizer
+
+
+def load_reward_model(name_or_path: str, what: str = "reward model", **kwargs: Any) -> "PreTrainedModel":
+    """A model that scores (sequence classification, one label) through `load`; one line when the checkpoint lacks
+    the scoring head, which transformers would otherwise initialize at random and score with, silently (a causal LM,
+    or a base model, named as the reward model)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model, info = load(
+        AutoModelForSequenceClassification, name_or_path, what, num_labels=1, output_loading_info=True, **kwargs
+    )
+    if info["missing_keys"]:
+        kind = ", ".join(model.config.architectures or []) or model.config.model_type
+        raise LmforgeError(
+            f"{what} {name_or_path} is not a reward model: its checkpoint ({kind}) lacks "
+            f"{', '.join(sorted(info['missing_keys'])[:3])}, which would score at random; train one with "
+            "`lmforge reward`, or name a sequence-classification model with one label"
+        )
+    return model
 
 
 def unreadable_file(checkpoint: Path) -> str | None:

@@ -35,12 +35,13 @@ import torch
 from datasets import Dataset
 from math_verify import parse as parse_math
 from math_verify import verify as verify_math
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmforge import LmforgeError
 from lmforge.lib import sources
 from lmforge.lib.chat_format import scored_ids
 from lmforge.lib.conversations import arithmetic, spelling, sums
+from lmforge.lib.loading import load_reward_model
 from lmforge.lib.models import device
 from lmforge.lib.repetition import repetition_rate
 
@@ -255,7 +256,7 @@ def repetition_penalty(completions: list, ngram: int = 3, **kwargs: Any) -> list
 @functools.lru_cache(maxsize=4)
 def load_scorer(path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A saved reward model (sequence classification, one label) and its tokenizer, loaded once per path."""
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).to(device()).eval()
+    model = load_reward_model(path).to(device()).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last token that is not padding
     return model, tokenizer
