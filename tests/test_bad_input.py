@@ -209,6 +209,18 @@ def test_a_model_without_a_scoring_head_is_refused_as_the_reward_model(chat_mode
         load_scorer(str(chat_model))
 
 
+def test_a_reward_model_is_refused_where_a_model_generates(chat_model, tmp_path):
+    """The other way round: chat, generate, serve, label and eval gave a reward model's folder a random LM head and
+    printed what it generated."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    AutoModelForSequenceClassification.from_pretrained(chat_model, num_labels=1).save_pretrained(tmp_path / "rm")
+    AutoTokenizer.from_pretrained(chat_model).save_pretrained(tmp_path / "rm")
+    message = one_line("generate", "--model", tmp_path / "rm", "--prompt", "Hi")
+    expected = "is not a causal language model: its checkpoint (LlamaForSequenceClassification) lacks lm_head.weight"
+    assert f"model {tmp_path / 'rm'} {expected}" in message
+
+
 def test_a_chat_template_path_that_names_nothing_is_named(chat_model, tmp_path):
     """A typo in a template name read as a Hub id: transformers' chained tracebacks of an unreachable Hub."""
     argv = ["--config", "recipes/demo/sft.yaml", "--model_name_or_path", chat_model, "--output_dir", tmp_path / "sft"]

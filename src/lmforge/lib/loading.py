@@ -67,19 +67,43 @@ def check_holds(folder: Path, patterns: tuple[str, ...], what: str) -> None:
     raise LmforgeError(f"{what}: {folder} holds no tokenizer (none of {', '.join(patterns)})")
 
 
+# What a model class must find whole in a checkpoint, and what a checkpoint lacking some of it would do: transformers
+# initializes missing weights at random and says so only in a load report (a causal LM's head from a reward model's
+# folder, a reward model's score head from a causal LM's).
+KINDS = {
+    "AutoModelForCausalLM": ("a causal language model", "generate from random weights"),
+    "AutoModelForSequenceClassification": (
+        "a reward model",
+        "score at random; train one with `lmforge reward`, or name a sequence-classification model with one label",
+    ),
+}
+
+
 def load(loader: type, name_or_path: str, what: str = "model", **kwargs: Any) -> Any:
-    """`loader.from_pretrained(name_or_path, **kwargs)`, its failures turned into one line naming the source."""
+    """`loader.from_pretrained(name_or_path, **kwargs)`, its failures turned into one line naming the source, and a
+    model of KINDS refused when its checkpoint lacks some of its weights."""
     check_source(name_or_path, what)
     if Path(name_or_path).is_dir():  # transformers would ask for sentencepiece, or name a missing weights file
         check_holds(Path(name_or_path), TOKENIZER_FILES if "Tokenizer" in loader.__name__ else WEIGHTS, what)
+    kind = KINDS.get(loader.__name__)
     try:
-        return loader.from_pretrained(name_or_path, **kwargs)
+        loaded = loader.from_pretrained(name_or_path, **kwargs, **({"output_loading_info": True} if kind else {}))
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
         where = "folder" if is_local(name_or_path) else "Hub repo"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if where == "folder":  # safetensors' own message does not say which file
             reason = unreadable_file(Path(name_or_path)) or reason
         raise LmforgeError(f"{what} {where} {name_or_path} could not be loaded: {reason}") from None
+    if not kind:
+        return loaded
+    model, info = loaded
+    if info["missing_keys"]:
+        saved = ", ".join(model.config.architectures or []) or model.config.model_type
+        raise LmforgeError(
+            f"{what} {name_or_path} is not {kind[0]}: its checkpoint ({saved}) lacks "
+            f"{', '.join(sorted(info['missing_keys'])[:3])}, which would {kind[1]}"
+        )
+    return model
 
 
 def load_tokenizer(name_or_path: str, *special_tokens: str, what: str = "tokenizer") -> "PreTrainedTokenizerBase":
@@ -97,22 +121,11 @@ def load_tokenizer(name_or_path: str, *special_tokens: str, what: str = "tokeniz
 
 
 def load_reward_model(name_or_path: str, what: str = "reward model", **kwargs: Any) -> "PreTrainedModel":
-    """A model that scores (sequence classification, one label) through `load`; one line when the checkpoint lacks
-    the scoring head, which transformers would otherwise initialize at random and score with, silently (a causal LM,
-    or a base model, named as the reward model)."""
+    """A model that scores (sequence classification, one label) through `load`, which refuses one without its score
+    head (a causal LM, or a base model, named as the reward model)."""
     from transformers import AutoModelForSequenceClassification
 
-    model, info = load(
-        AutoModelForSequenceClassification, name_or_path, what, num_labels=1, output_loading_info=True, **kwargs
-    )
-    if info["missing_keys"]:
-        kind = ", ".join(model.config.architectures or []) or model.config.model_type
-        raise LmforgeError(
-            f"{what} {name_or_path} is not a reward model: its checkpoint ({kind}) lacks "
-            f"{', '.join(sorted(info['missing_keys'])[:3])}, which would score at random; train one with "
-            "`lmforge reward`, or name a sequence-classification model with one label"
-        )
-    return model
+    return load(AutoModelForSequenceClassification, name_or_path, what, num_labels=1, **kwargs)
 
 
 def unreadable_file(checkpoint: Path) -> str | None:
