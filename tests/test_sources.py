@@ -195,10 +195,22 @@ def test_columns_are_renamed_and_sharegpt_conversations_converted(tmp_path):
         ["prompt-completion"],
     )
     assert rows_of(loaded.train) == [{"prompt": "Say hi", "completion": "Hi!"}]
-    sharegpt = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]
-    loaded = load_checked(str(write_jsonl(tmp_path / "sharegpt.jsonl", sharegpt)), "data", list(FORMATS))
+    # ShareGPT's speakers (human, gpt) become the roles chat templates know; TRL's converter renames only the keys,
+    # and SFT then dropped every row for its "unknown role 'human'".
+    turns = [
+        {"from": "system", "value": "Be brief."},
+        {"from": "human", "value": "Hi"},
+        {"from": "gpt", "value": "Hello"},
+    ]
+    loaded = load_checked(
+        str(write_jsonl(tmp_path / "sharegpt.jsonl", [{"conversations": turns}])), "data", list(FORMATS)
+    )
     assert loaded.format == "conversational" and loaded.conversational
-    assert loaded.train[0]["messages"] == [{"role": "human", "content": "Hi"}, {"role": "gpt", "content": "Hello"}]
+    assert loaded.train[0]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+    ]
 
 
 # --- held-out rows ---

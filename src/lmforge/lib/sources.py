@@ -15,8 +15,9 @@ its rows taken, above 1 repeating them) and any other `datasets.load_dataset` ke
 chats.jsonl}` works as it does there). `columns` renames a source's columns to the names the stage reads.
 
 Rows are in one of TRL's dataset formats (FORMATS; huggingface.co/docs/trl/dataset_formats), standard (text) or
-conversational (lists of {role, content} messages; ShareGPT's `conversations` of {from, value} are converted), or
-lmforge's question files (`question`, `answer`: GSM8K's format) and rollouts (`prompt`, `responses`). A stage names the formats it takes. Where it needs
+conversational (lists of {role, content} messages; ShareGPT's `conversations` of {from, value} are converted, with
+its speakers human and gpt as user and assistant), or lmforge's question files (`question`, `answer`: GSM8K's
+format) and rollouts (`prompt`, `responses`). A stage names the formats it takes. Where it needs
 a held-out split and the source has none, the rows whose hash falls below a fraction are held out: the same rows on
 every run and machine, whatever their order; the size is printed. Everything is read by `datasets`
 (`load_from_disk`, `load_dataset`); this module adds what a user needs when it goes wrong: one line naming the
@@ -234,10 +235,27 @@ def renamed(rows: Dataset, spec: dict) -> Dataset:
     rows = rows.remove_columns([new for new in columns.values() if new in rows.column_names and new not in columns])
     rows = rows.rename_columns(columns) if columns else rows
     if "conversations" in rows.column_names and "messages" not in rows.column_names:
-        from trl.data_utils import maybe_convert_to_chatml
-
-        rows = rows.map(maybe_convert_to_chatml, desc="ShareGPT conversations to messages")
+        rows = rows.map(from_sharegpt, desc="ShareGPT conversations to messages")
     return rows
+
+
+# ShareGPT's speakers (Vicuna's, OpenHermes', ...): TRL's converter renames the keys ({from, value} to {role,
+# content}) but keeps these names, which no chat template knows.
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def from_sharegpt(row: dict) -> dict:
+    from trl.data_utils import maybe_convert_to_chatml
+
+    row = maybe_convert_to_chatml(row)
+    if isinstance(row["messages"], list):  # anything else is reported with its row by the format check
+        row["messages"] = [
+            {**message, "role": SHAREGPT_ROLES.get(message.get("role"), message.get("role"))}
+            if isinstance(message, dict)
+            else message
+            for message in row["messages"]
+        ]
+    return row
 
 
 # Formats and checks -------------------------------------------------------------------------------------------------
