@@ -240,6 +240,8 @@ def test_hub_id_starting_with_runs_is_not_a_local_path():
     # Offline, the Hub id is looked up on the Hub and said to be one: not "does not exist (train it first)".
     message = one_line("generate", "--model", "runsomeone/model", "--prompt", "hi")
     assert "model Hub repo runsomeone/model could not be loaded" in message
+    # ... and a user who meant a folder (`out/sft`, written elsewhere or not yet) is told there is none here.
+    assert message.endswith(f"(nor is there a folder runsomeone/model here, in {Path.cwd()})")
 
 
 # --- resuming ---

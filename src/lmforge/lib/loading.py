@@ -93,6 +93,8 @@ def load(loader: type, name_or_path: str, what: str = "model", **kwargs: Any) ->
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if where == "folder":  # safetensors' own message does not say which file
             reason = unreadable_file(Path(name_or_path)) or reason
+        else:  # `out/sft` reads as a Hub id: say so for the user who meant a folder that is not there
+            reason += f" (nor is there a folder {name_or_path} here, in {Path.cwd()})"
         raise LmforgeError(f"{what} {where} {name_or_path} could not be loaded: {reason}") from None
     if not kind:
         return loaded
