@@ -73,6 +73,28 @@ def test_unknown_key_names_file_and_key(tmp_path):
         parse((DataConfig,), ["--config", str(recipe)])
 
 
+def test_a_key_given_twice_or_broken_yaml_is_one_line_with_its_line(tmp_path):
+    """PyYAML keeps the last of two equal keys silently: a key added to a recipe that already sets it would win, or
+    lose, unseen."""
+    recipe = tmp_path / "data.yaml"
+    recipe.write_text("warc_paths: [a.warc.gz]\ntasks: 4\nworkers: 1\ntasks: 2\n")
+    with pytest.raises(LmforgeError) as error:
+        parse((DataConfig,), ["--config", str(recipe)])
+    assert (
+        str(error.value)
+        == f"recipe {recipe} line 4, column 1 is not valid YAML: key 'tasks' is given twice (also on line 2)"
+    )
+    recipe.write_text("step_options:\n  pii: {email_replacement: x, email_replacement: y}\n")
+    with pytest.raises(LmforgeError, match=r"line 2, .*key 'email_replacement' is given twice \(also on line 2\)"):
+        parse((DataConfig,), ["--config", str(recipe)])
+    recipe.write_text("warc_paths: [a.warc.gz\ntasks: 4\n")
+    with pytest.raises(
+        LmforgeError, match=r"data.yaml line 2, column 6 is not valid YAML: .*expected ',' or ']'"
+    ) as error:
+        parse((DataConfig,), ["--config", str(recipe)])
+    assert "\n" not in str(error.value)
+
+
 def test_missing_and_malformed_recipes(tmp_path):
     with pytest.raises(LmforgeError, match="recipe .*nope.yaml not found"):
         parse((DataConfig,), ["--config", str(tmp_path / "nope.yaml")])

@@ -244,15 +244,39 @@ def from_json(value: typing.Any, name: str) -> typing.Any:
         raise LmforgeError(f"{name}: {value!r} is not JSON ({error})") from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last one silently, so a key
+    added to a recipe that already sets it further up would override it (or be overridden) unseen."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (also on line {lines[key]})",
+                    key_node.start_mark,
+                )
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def check_recipe(parser: TrlParser, dataclass_types: tuple, path: Path) -> None:
     """Fail with the file and key named when a recipe is missing, malformed, has an unknown key or a value
     of the wrong type."""
     if not path.is_file():
         raise LmforgeError(f"recipe {path} not found")
     try:
-        recipe = yaml.safe_load(path.read_text())
+        recipe = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    except yaml.MarkedYAMLError as error:  # one line: where, and what the parser found there
+        mark = error.problem_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        found = " ".join(filter(None, [error.context, error.problem]))
+        raise LmforgeError(f"recipe {path}{where} is not valid YAML: {found}") from None
     except yaml.YAMLError as error:
-        raise LmforgeError(f"recipe {path} is not valid YAML: {error}") from None
+        raise LmforgeError(f"recipe {path} is not valid YAML: {' '.join(str(error).split())}") from None
     if not isinstance(recipe, dict):
         raise LmforgeError(f"recipe {path} must be a mapping of keys to values")
     known = {action.dest for action in parser._actions} | {"env"}  # `env` sets environment variables (TRL)
