@@ -4,6 +4,7 @@ split, and every bad case as one line. Tiny data, no model: fast."""
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -245,6 +246,13 @@ def test_weight_takes_a_share_or_repeats(tmp_path):
     assert len(load_checked({"path": path, "weight": 0.25}, "p", PREFERENCE).train) == 5
     doubled = load_checked({"path": path, "weight": 2}, "p", PREFERENCE).train
     assert len(doubled) == 40 and sorted(rows_of(doubled), key=str) == sorted(PAIRS * 2, key=str)
+
+
+@pytest.mark.parametrize("weight", [-1, "half", True, float("nan")])
+def test_a_weight_that_is_no_share_is_named_with_its_source(tmp_path, weight):
+    path = str(write_jsonl(tmp_path / "pairs.jsonl", PAIRS))
+    with pytest.raises(LmforgeError, match=rf"^p: {re.escape(path)}: weight .* is not a number of at least 0$"):
+        load_checked({"path": path, "weight": weight}, "p", PREFERENCE)
 
 
 def test_a_small_weight_can_leave_a_small_test_split_empty(tmp_path):

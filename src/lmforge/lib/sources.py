@@ -431,6 +431,7 @@ def load_checked(
     generator)."""
     spec = spec_of(source)
     where = f"{what}: {shown(spec)}"
+    weight = source_weight(spec.get("weight", 1.0), where)  # before the rows are read
     if splits is None:
         try:
             splits = open_splits(spec)
@@ -443,7 +444,6 @@ def load_checked(
     train = renamed(splits[train_split], spec)
     name = format_of(train.column_names, accepted, f"{where} split {train_split}")
     columns = FORMATS[name]
-    weight = float(spec.get("weight", 1.0))
     rng = random.Random(seed)
     train = train.select(take(list(range(len(train))), weight, rng))
     if not len(train):
@@ -492,10 +492,18 @@ def in_heldout(row: dict, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
+def source_weight(value: object, where: str) -> float:
+    try:
+        weight = float(value) if not isinstance(value, bool) else -1.0
+    except (TypeError, ValueError):
+        weight = -1.0
+    if not weight >= 0:  # NaN too
+        raise LmforgeError(f"{where}: weight {value!r} is not a number of at least 0")
+    return weight
+
+
 def take(items: list, weight: float, rng: random.Random) -> list:
     """round(len(items) * weight) items: whole copies for the integer part, a random sample for the rest."""
-    if weight < 0:
-        raise LmforgeError(f"weight must be at least 0, got {weight}")
     whole, fraction = divmod(weight, 1)
     return items * int(whole) + sorted(rng.sample(items, round(len(items) * fraction)))
 
