@@ -248,6 +248,13 @@ def test_weight_takes_a_share_or_repeats(tmp_path):
     assert len(doubled) == 40 and sorted(rows_of(doubled), key=str) == sorted(PAIRS * 2, key=str)
 
 
+def test_a_misspelt_key_of_a_source_mapping_is_named_with_the_key_meant(tmp_path):
+    """The keys lmforge does not take go to datasets.load_dataset, whose builder refuses an unknown one."""
+    path = str(write_jsonl(tmp_path / "pairs.jsonl", PAIRS))
+    with pytest.raises(LmforgeError, match=r"unexpected keyword argument 'wieght'; did you mean 'weight'\?\)$"):
+        load_checked({"path": path, "wieght": 0.5}, "p", PREFERENCE)
+
+
 @pytest.mark.parametrize("weight", [-1, "half", True, float("nan")])
 def test_a_weight_that_is_no_share_is_named_with_its_source(tmp_path, weight):
     path = str(write_jsonl(tmp_path / "pairs.jsonl", PAIRS))

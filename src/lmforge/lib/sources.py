@@ -25,11 +25,13 @@ source, split, row or column and what was expected, or, with `invalid_rows: drop
 """
 
 import csv
+import difflib
 import glob
 import hashlib
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -106,6 +108,9 @@ def open_splits(spec: dict) -> DatasetDict:
         if "corresponds to no data" in str(cause):  # datasets' words for a split without rows
             raise LmforgeError(f"{path}: no rows") from None
         reason = " ".join(str(cause).split())[:300] or type(cause).__name__
+        if unknown := re.search(r"unexpected keyword argument '(\w+)'", reason):  # a misspelt key of the mapping
+            close = difflib.get_close_matches(unknown[1], OWN_KEYS, n=1)
+            reason += f"; did you mean {close[0]!r}?" if close else f"; lmforge's own keys are {', '.join(OWN_KEYS)}"
         raise LmforgeError(f"{path}: could not be read ({reason})") from None
     if isinstance(rows, Dataset):
         rows = DatasetDict({"train": rows})
