@@ -159,6 +159,15 @@ def test_a_run_dir_that_is_a_file_is_named(tmp_path):
     assert [signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)] == handlers
 
 
+def test_the_runner_names_the_line_of_a_broken_recipe(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "data.yaml").write_text("warc_paths: [a.warc.gz]\ntasks: 1\ntasks: 2\n")
+    message = one_line("run", tmp_path / "mine", "--run_dir", tmp_path / "run")
+    assert message.endswith(
+        "data.yaml line 3, column 1 is not valid YAML: key 'tasks' is given twice (also on line 2)"
+    )
+
+
 def test_generate_from_a_folder_with_a_config_alone_is_named(chat_model, tmp_path):
     (tmp_path / "partial").mkdir()
     (tmp_path / "partial/config.json").write_bytes((chat_model / "config.json").read_bytes())

@@ -57,11 +57,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
 from lmforge.cli import STAGE_GROUP
-from lmforge.lib.configs import check_output_dir
+from lmforge.lib.configs import check_output_dir, read_recipe
 from lmforge.lib.files import read_json, write_json
 from lmforge.lib.hub import lineage_path, push_stage
 from lmforge.lib.stages import PIPELINE, RUN_DIR, STAGES, Stage
@@ -85,10 +84,7 @@ def stage_of(name: str) -> str:
 
 
 def recipe_values(recipe: Path) -> dict:
-    try:
-        values = yaml.safe_load(recipe.read_text())
-    except yaml.YAMLError as error:
-        sys.exit(f"lmforge run: {recipe}: not YAML ({str(error).splitlines()[0]})")
+    values = read_recipe(recipe)
     return values if isinstance(values, dict) else {}
 
 
@@ -197,8 +193,7 @@ def decide(step: Step, run_dir: Path, reran: set[str], stale: set[str]) -> tuple
 
 
 def output_dir_of(recipe: Path) -> Path:
-    values = yaml.safe_load(recipe.read_text())
-    output_dir = values.get("output_dir") if isinstance(values, dict) else None
+    output_dir = recipe_values(recipe).get("output_dir")
     if not output_dir:
         sys.exit(f"lmforge run: {recipe}: no output_dir (the runner moves a stale output aside and pushes from it)")
     return Path(output_dir)

@@ -263,13 +263,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def check_recipe(parser: TrlParser, dataclass_types: tuple, path: Path) -> None:
-    """Fail with the file and key named when a recipe is missing, malformed, has an unknown key or a value
-    of the wrong type."""
-    if not path.is_file():
-        raise LmforgeError(f"recipe {path} not found")
+def read_recipe(path: Path) -> typing.Any:
+    """A recipe file's YAML; one line naming its line and column when it is not valid YAML or gives a key twice."""
     try:
-        recipe = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+        return yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:  # one line: where, and what the parser found there
         mark = error.problem_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -277,6 +274,14 @@ def check_recipe(parser: TrlParser, dataclass_types: tuple, path: Path) -> None:
         raise LmforgeError(f"recipe {path}{where} is not valid YAML: {found}") from None
     except yaml.YAMLError as error:
         raise LmforgeError(f"recipe {path} is not valid YAML: {' '.join(str(error).split())}") from None
+
+
+def check_recipe(parser: TrlParser, dataclass_types: tuple, path: Path) -> None:
+    """Fail with the file and key named when a recipe is missing, malformed, has an unknown key or a value
+    of the wrong type."""
+    if not path.is_file():
+        raise LmforgeError(f"recipe {path} not found")
+    recipe = read_recipe(path)
     if not isinstance(recipe, dict):
         raise LmforgeError(f"recipe {path} must be a mapping of keys to values")
     known = {action.dest for action in parser._actions} | {"env"}  # `env` sets environment variables (TRL)
