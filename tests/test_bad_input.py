@@ -159,6 +159,21 @@ def test_a_run_dir_that_is_a_file_is_named(tmp_path):
     assert [signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)] == handlers
 
 
+def test_chatting_with_a_base_model_without_a_template_is_named(chat_model, tmp_path):
+    """transformers' ValueError ("Cannot use chat template functions ...") once the user typed a line; the few-shot
+    way of chatting with a base model is the one that works."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_model)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(tmp_path / "base")
+    AutoModelForCausalLM.from_pretrained(chat_model).save_pretrained(tmp_path / "base")
+    for stage in ("chat", "serve"):
+        message = one_line(stage, "--model_name_or_path", tmp_path / "base")
+        assert f"model {tmp_path / 'base'}: its tokenizer has no chat template (a base model)" in message
+        assert "`--few_shot true`" in message
+
+
 def test_the_runner_names_the_line_of_a_broken_recipe(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "data.yaml").write_text("warc_paths: [a.warc.gz]\ntasks: 1\ntasks: 2\n")

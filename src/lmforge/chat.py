@@ -17,13 +17,10 @@ import os
 import sys
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge.lib.assistant import ChatConfig, generate_reply, new_conversation
+from lmforge.lib.assistant import ChatConfig, generate_reply, load_assistant, new_conversation
 from lmforge.lib.configs import parse
 from lmforge.lib.files import read_json
-from lmforge.lib.loading import load
-from lmforge.lib.models import device
 from lmforge.lib.tools import load_tools
 
 
@@ -64,8 +61,7 @@ def main(config: ChatConfig, lines=None) -> list[dict]:
     if flag:
         print(f"Not chatting with {config.model_name_or_path}: {flag}.")
         return []
-    tokenizer = load(AutoTokenizer, config.model_name_or_path)
-    model = load(AutoModelForCausalLM, config.model_name_or_path).to(device()).eval()
+    model, tokenizer = load_assistant(config)
     tools = load_tools(config.tools)
     if config.seed is not None:
         torch.manual_seed(config.seed)

@@ -15,12 +15,9 @@ import threading
 from dataclasses import dataclass, field, replace
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lmforge.lib.assistant import ChatConfig, generate_reply, new_conversation
+from lmforge.lib.assistant import ChatConfig, generate_reply, load_assistant, new_conversation
 from lmforge.lib.configs import parse
-from lmforge.lib.loading import load
-from lmforge.lib.models import device
 from lmforge.lib.tools import load_tools
 
 
@@ -114,8 +111,7 @@ def build_page(model, tokenizer, config: ServeConfig, tools: dict):
 
 
 def main(config: ServeConfig) -> None:
-    tokenizer = load(AutoTokenizer, config.model_name_or_path)
-    model = load(AutoModelForCausalLM, config.model_name_or_path).to(device()).eval()
+    model, tokenizer = load_assistant(config)
     if config.seed is not None:
         torch.manual_seed(config.seed)
     page = build_page(model, tokenizer, config, load_tools(config.tools))
