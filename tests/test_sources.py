@@ -14,7 +14,7 @@ from datasets import Dataset, DatasetDict
 from hub_mirrors import MIRRORS, write_repo
 from hub_server import HubServer
 from lmforge import LmforgeError
-from lmforge.lib.sources import FORMATS, load_checked, load_pairs, load_questions, load_rows
+from lmforge.lib.sources import FORMATS, load_checked, load_pairs, load_questions, load_rows, named_sources
 
 
 # Answers in words: datasets' JSON reader turns a text "1." into the number 1.0 in a column of mixed types.
@@ -246,6 +246,23 @@ def test_weight_takes_a_share_or_repeats(tmp_path):
     assert len(load_checked({"path": path, "weight": 0.25}, "p", PREFERENCE).train) == 5
     doubled = load_checked({"path": path, "weight": 2}, "p", PREFERENCE).train
     assert len(doubled) == 40 and sorted(rows_of(doubled), key=str) == sorted(PAIRS * 2, key=str)
+
+
+def test_named_sources_take_a_path_for_a_source_and_a_lone_path_on_the_command_line():
+    """`{chats: chats.jsonl}` in a recipe gave `dict('chats.jsonl')`'s ValueError traceback in SFT and rollouts."""
+    assert named_sources({"chats": "data/chats.jsonl", "gen": {"generator": "identity"}}, "datasets") == {
+        "chats": {"path": "data/chats.jsonl"},
+        "gen": {"generator": "identity"},
+    }
+    assert named_sources("data/chats.jsonl", "datasets") == {"chats.jsonl": {"path": "data/chats.jsonl"}}
+    assert named_sources('{"hub": "org/name"}', "prompts") == {"hub": {"path": "org/name"}}
+    assert named_sources(None, "prompts") is None
+    with pytest.raises(
+        LmforgeError, match=r"^datasets.x: give a path, or a mapping with `path` or `generator`, not 3$"
+    ):
+        named_sources({"x": 3}, "datasets")
+    with pytest.raises(LmforgeError, match=r"^datasets: give a mapping of names to sources, not \['a'\]$"):
+        named_sources(["a"], "datasets")
 
 
 def test_a_misspelt_key_of_a_source_mapping_is_named_with_the_key_meant(tmp_path):

@@ -54,7 +54,7 @@ from lmforge.lib.labeling import load_instructions, release, reserve, save_pairs
 from lmforge.lib.loading import is_local, load
 from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field
-from lmforge.lib.sources import load_checked, spec_of
+from lmforge.lib.sources import load_checked, named_sources, spec_of
 
 
 SCHEMA = """
@@ -119,7 +119,7 @@ class LabelConfig:
     def __post_init__(self):
         if self.page not in ("rank", "write"):
             raise LmforgeError(f"page: {self.page!r} is not one of ['rank', 'write']")
-        self.prompts = from_json(self.prompts, "prompts")
+        self.prompts = named_sources(self.prompts, "prompts")
         self.judges = from_json(self.judges, "judges")
         if self.judges is not None:
             self.judges = judges.check_weights(self.judges)

@@ -34,12 +34,13 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from lmforge import LmforgeError
-from lmforge.lib.configs import from_json, parse
+from lmforge.lib.configs import parse
 from lmforge.lib.conversations import check_conversation, load_source
 from lmforge.lib.files import recover_dir, staged_dir, write_json
 from lmforge.lib.loading import load
 from lmforge.lib.models import device
 from lmforge.lib.sampling import sampling_field, sampling_options
+from lmforge.lib.sources import named_sources
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import end_of_turn_ids, generate_with_tools, model_generate, prompt_tools
 
@@ -67,7 +68,7 @@ class RolloutsConfig:
     output_dir: str = "runs/demo/rollouts"
 
     def __post_init__(self):
-        self.prompts = from_json(self.prompts, "prompts")
+        self.prompts = named_sources(self.prompts, "prompts")
         if not self.prompts:
             raise LmforgeError("prompts: no prompt sources given")
         if self.num_responses < 2:

@@ -40,11 +40,12 @@ from lmforge import LmforgeError
 from lmforge.lib.batching import apply_global_batch
 from lmforge.lib.cards import RightCard, datasets_of
 from lmforge.lib.chat_format import chat_format, end_of_turn_ids, set_chat_template, training_template
-from lmforge.lib.configs import exit_launched, from_json, parse
+from lmforge.lib.configs import exit_launched, parse
 from lmforge.lib.conversations import load_conversations
 from lmforge.lib.files import write_json
 from lmforge.lib.loading import load
 from lmforge.lib.models import last_checkpoint, peft_config
+from lmforge.lib.sources import named_sources
 
 
 @dataclass
@@ -104,7 +105,7 @@ class SFTScriptArguments(ModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.datasets = from_json(self.datasets, "datasets")
+        self.datasets = named_sources(self.datasets, "datasets")
         if self.invalid_rows not in ("stop", "drop"):
             raise LmforgeError(f"invalid_rows: {self.invalid_rows!r} is not one of ['stop', 'drop']")
 

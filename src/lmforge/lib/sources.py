@@ -34,6 +34,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import fsspec
@@ -78,6 +79,29 @@ def spec_of(source: str | dict) -> dict:
     if not isinstance(spec.get("path"), str) or not spec["path"]:
         raise LmforgeError(f"source {source!r}: give a path (a file, a folder, a glob or a Hub id)")
     return spec
+
+
+def named_sources(value: str | dict | None, key: str) -> dict | None:
+    """A recipe's sources by name (SFT's `datasets`, the prompts of rollouts and of the writing page), each a path or
+    a mapping: `{chats: chats.jsonl}` is `{chats: {path: chats.jsonl}}`. On the command line the mapping comes as
+    JSON, or one source alone as its path (`--datasets data/chats.jsonl`), named by its last part (chats.jsonl)."""
+    if isinstance(value, str):
+        if not value.lstrip().startswith("{"):
+            return {Path(value).name or value: {"path": value}}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise LmforgeError(f"{key}: {value!r} is not JSON ({error})") from None
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        raise LmforgeError(f"{key}: give a mapping of names to sources, not {value!r}")
+    named = {}
+    for name, spec in value.items():
+        if not isinstance(spec, (str, dict)):
+            raise LmforgeError(f"{key}.{name}: give a path, or a mapping with `path` or `generator`, not {spec!r}")
+        named[name] = {"path": spec} if isinstance(spec, str) else spec
+    return named
 
 
 def load_rows(source: str | dict) -> DatasetDict:
