@@ -172,6 +172,9 @@ def test_chatting_with_a_base_model_without_a_template_is_named(chat_model, tmp_
         message = one_line(stage, "--model_name_or_path", tmp_path / "base")
         assert f"model {tmp_path / 'base'}: its tokenizer has no chat template (a base model)" in message
         assert "`--few_shot true`" in message
+    argv = ["--config", "recipes/demo/interrogate.yaml", "--model_name_or_path", tmp_path / "base"]
+    message = one_line("interrogate", *argv, "--output_dir", tmp_path / "interrogate")
+    assert message.endswith(f"model {tmp_path / 'base'}: its tokenizer has no chat template to ask questions with")
 
 
 def test_the_runner_names_the_line_of_a_broken_recipe(tmp_path):

@@ -124,7 +124,11 @@ def main(config: InterrogateConfig) -> dict:
     questions = [row for source in config.questions for row in load_questions(source, "questions")]
     questions = questions[: config.limit] if config.limit >= 0 else questions
     tokenizer = load(AutoTokenizer, config.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path).to(device()).eval()
+    if not tokenizer.chat_template:  # the questions are asked as a user's turn
+        raise LmforgeError(
+            f"model {config.model_name_or_path}: its tokenizer has no chat template to ask questions with"
+        )
+    model = load(AutoModelForCausalLM, config.model_name_or_path).to(device()).eval()
     judge = MATCHERS[config.judge]
     os.makedirs(config.output_dir, exist_ok=True)
     answers_path = os.path.join(config.output_dir, "answers.jsonl")

@@ -187,7 +187,7 @@ def main(config: RolloutsConfig) -> Path:
     tokenizer = load(AutoTokenizer, config.model)  # one line for a model not trained yet
     if not tokenizer.chat_template:
         raise LmforgeError(f"model: {config.model}'s tokenizer has no chat template (rollouts need a chat model)")
-    model = AutoModelForCausalLM.from_pretrained(config.model).to(device()).eval()
+    model = load(AutoModelForCausalLM, config.model).to(device()).eval()
     tools = load_tools(config.tools)
     check_settings(output_dir / "settings.json", {k: v for k, v in asdict(config).items() if k != "output_dir"})
     progress = output_dir / "rollouts.jsonl"
