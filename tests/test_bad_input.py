@@ -159,7 +159,7 @@ def test_a_run_dir_that_is_a_file_is_named(tmp_path):
     assert [signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)] == handlers
 
 
-def test_chatting_with_a_base_model_without_a_template_is_named(chat_model, tmp_path):
+def test_a_base_model_without_a_template_is_named_where_it_would_chat(chat_model, tmp_path):
     """transformers' ValueError ("Cannot use chat template functions ...") once the user typed a line; the few-shot
     way of chatting with a base model is the one that works."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -175,6 +175,11 @@ def test_chatting_with_a_base_model_without_a_template_is_named(chat_model, tmp_
     argv = ["--config", "recipes/demo/interrogate.yaml", "--model_name_or_path", tmp_path / "base"]
     message = one_line("interrogate", *argv, "--output_dir", tmp_path / "interrogate")
     assert message.endswith(f"model {tmp_path / 'base'}: its tokenizer has no chat template to ask questions with")
+    models = json.dumps({"m": {"path": str(tmp_path / "base"), "kind": "assistant"}})
+    argv = ["--config", "recipes/demo/eval.yaml", "--models", models, "--benchmarks", "{}", "--documents", "[]"]
+    message = one_line("eval", *argv, "--output_dir", tmp_path / "eval")
+    expected = "is measured as an assistant but its tokenizer has no chat template; a base model is measured as"
+    assert message.endswith(f"models: {tmp_path / 'base'} {expected} `kind: base`")
 
 
 def test_the_runner_names_the_line_of_a_broken_recipe(tmp_path):

@@ -266,6 +266,11 @@ def chat_metrics(model, tokenizer, config: EvalConfig) -> tuple[dict, list[dict]
     rows = chat_prompts(config)
     if not rows:
         return {}, []
+    if not tokenizer.chat_template:  # an assistant is asked through its template
+        raise LmforgeError(
+            f"models: {tokenizer.name_or_path} is measured as an assistant but its tokenizer has no chat template; "
+            "a base model is measured as `kind: base`"
+        )
     prompts = [tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True)["input_ids"] for row in rows]
     ids = reply_ids_with_stop(model, tokenizer, prompts, config.max_new_tokens, config.batch_size)
     raw = tokenizer.batch_decode(ids, skip_special_tokens=False)  # what compliance looks at: the turn markers
