@@ -22,6 +22,7 @@ import test_rl
 from benchmark_mirrors import write_benchmarks
 from lmforge import LmforgeError, dpo, grpo, interrogate, ppo, reward, rollouts
 from lmforge import eval as lmforge_eval
+from lmforge.lib import models as lib_models
 from lmforge.lib import rewards, rl_eval
 from lmforge.lib.batching import plan_batch
 from lmforge.lib.configs import parse
@@ -655,9 +656,10 @@ class Loaded(Exception):
 
 def test_stages_that_generate_put_their_models_on_the_process_device(sft_model, reward_model, tmp_path, monkeypatch):
     """Every stage that generates or scores puts its models on lmforge.lib.models.device(). On this CPU machine that is
-    the CPU, where models load anyway; the device here is `meta`, so a model left where it loaded shows."""
+    the CPU, where models load anyway; the device here is `meta`, so a model left where it loaded shows. Rollouts,
+    eval and interrogate load through lib.models.load_for_generation, rl_eval and rewards call device() themselves."""
     meta = torch.device("meta")
-    for module in (rl_eval, rollouts, lmforge_eval, interrogate, rewards):
+    for module in (rl_eval, lib_models, rewards):
         monkeypatch.setattr(module, "device", lambda: meta)
     seen = []
 

@@ -23,7 +23,7 @@ from lmforge.lib import labeling, writing
 from lmforge.lib.assistant import ChatConfig, generate_reply
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import GENERATORS
-from lmforge.lib.loading import load
+from lmforge.lib.models import load_for_generation
 from tiny import save_tiny_model
 
 
@@ -65,8 +65,7 @@ def page_args(model, prompts: dict, output_dir: Path, *extra) -> list[str]:
 def stored_prompts(connection, model, questions: list[str]) -> None:
     """The prompts and the model's drafts in the store, as the page's start-up leaves them."""
     prompts = [{"prompt": [{"role": "user", "content": q}], "task": "test"} for q in questions]
-    tokenizer = load(label.AutoTokenizer, str(model))
-    causal_lm = load(label.AutoModelForCausalLM, str(model)).eval()
+    causal_lm, tokenizer = load_for_generation(str(model))  # as the page's start-up loads it
     settings = ChatConfig(model_name_or_path=str(model), max_new_tokens=8, do_sample=False)
     draft = partial(generate_reply, causal_lm, tokenizer, config=settings)
     writing.store_drafts(connection, prompts, list(range(len(prompts))), draft, str(model))

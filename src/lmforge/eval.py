@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import broadcast_object_list
-from transformers import AutoModelForCausalLM, AutoTokenizer, EvalPrediction
+from transformers import EvalPrediction
 
 from lmforge import LmforgeError
 from lmforge.lib import benchmarks
@@ -48,9 +48,9 @@ from lmforge.lib.encoding import bits_per_byte as bits_per_byte_of_losses
 from lmforge.lib.encoding import encode_text, token_losses, utf8_lengths
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.lib.files import read_json, write_json, write_text
-from lmforge.lib.loading import is_local, load
+from lmforge.lib.loading import is_local
 from lmforge.lib.metrics import load_metric
-from lmforge.lib.models import device, process_state
+from lmforge.lib.models import load_for_generation, process_state
 from lmforge.lib.rewards import reward_model
 from lmforge.lib.sources import load_pairs, load_questions
 from lmforge.lib.tables import FEW_SHOT, eval_table
@@ -391,8 +391,7 @@ def evaluate_model(spec: dict, config: EvalConfig, samples_dir: Path) -> dict:
     if spec["kind"] == "reward":
         metrics, note = reward_metrics(spec["path"], config)
     else:
-        tokenizer = load(AutoTokenizer, spec["path"])
-        model = load(AutoModelForCausalLM, spec["path"]).to(device()).eval()
+        model, tokenizer = load_for_generation(spec["path"])
         texts = heldout_texts(config) if config.documents else []  # documents: [] (no data stage), no bits per byte
         if texts:
             metrics["bits_per_byte"] = bits_per_byte(model, tokenizer, texts, config.max_length, config.batch_size)

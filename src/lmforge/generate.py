@@ -19,15 +19,14 @@ gives the same samples; sample i uses seed + i.
 
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
+from transformers import TextStreamer, set_seed
 
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.encoding import document_ids
 from lmforge.lib.fewshot import few_shot_ids, reply_text, stopping
 from lmforge.lib.files import write_json
-from lmforge.lib.loading import load
-from lmforge.lib.models import device
+from lmforge.lib.models import load_for_generation
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools import load_tools
 from lmforge.lib.tools.generation import (
@@ -121,8 +120,7 @@ def main(config: GenerateConfig) -> list[str]:
             "chat and few_shot_chat: choose one (the chat template is for a fine-tuned assistant, "
             "the few-shot prompt for a base model)"
         )
-    tokenizer = load(AutoTokenizer, config.model, "model")
-    model = load(AutoModelForCausalLM, config.model, "model").to(device()).eval()
+    model, tokenizer = load_for_generation(config.model)
     samples = sample(model, tokenizer, config, load_tools(config.tools))
     if config.output_file:
         write_json(config.output_file, {"prompt": config.prompt, "settings": vars(config), "samples": samples})

@@ -20,14 +20,12 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import LmforgeError
 from lmforge.lib.answers import MATCHERS, is_refusal
 from lmforge.lib.configs import parse
 from lmforge.lib.files import write_json, write_jsonl
-from lmforge.lib.loading import load
-from lmforge.lib.models import device
+from lmforge.lib.models import load_for_generation
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.sources import load_questions
 
@@ -123,12 +121,7 @@ def report(records: list[dict], config: InterrogateConfig) -> dict:
 def main(config: InterrogateConfig) -> dict:
     questions = [row for source in config.questions for row in load_questions(source, "questions")]
     questions = questions[: config.limit] if config.limit >= 0 else questions
-    tokenizer = load(AutoTokenizer, config.model_name_or_path)
-    if not tokenizer.chat_template:  # the questions are asked as a user's turn
-        raise LmforgeError(
-            f"model {config.model_name_or_path}: its tokenizer has no chat template to ask questions with"
-        )
-    model = load(AutoModelForCausalLM, config.model_name_or_path).to(device()).eval()
+    model, tokenizer = load_for_generation(config.model_name_or_path, "to ask questions with")
     judge = MATCHERS[config.judge]
     os.makedirs(config.output_dir, exist_ok=True)
     answers_path = os.path.join(config.output_dir, "answers.jsonl")

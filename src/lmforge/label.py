@@ -43,7 +43,6 @@ from itertools import combinations
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmforge import LmforgeError
 from lmforge.lib import judges, labeling, writing
@@ -51,8 +50,8 @@ from lmforge.lib.assistant import ChatConfig, generate_reply
 from lmforge.lib.configs import from_json, parse
 from lmforge.lib.files import recover_dir, write_json
 from lmforge.lib.labeling import load_instructions, release, reserve, save_pairs, timestamp, transaction
-from lmforge.lib.loading import is_local, load
-from lmforge.lib.models import device
+from lmforge.lib.loading import is_local
+from lmforge.lib.models import load_for_generation
 from lmforge.lib.sampling import sampling_field
 from lmforge.lib.sources import load_checked, named_sources, spec_of
 
@@ -465,10 +464,7 @@ def write_page(config: LabelConfig, output_dir: Path) -> None:
         prompts = writing.load_prompts(config.prompts, config.rollouts, config.seed)
         todo = writing.missing_drafts(connection, prompts, database)
         if todo:  # the model loads only when drafts are missing: a restarted page starts at once
-            tokenizer = load(AutoTokenizer, config.model)
-            if not tokenizer.chat_template:
-                raise LmforgeError(f"model {config.model}: its tokenizer has no chat template to draft replies with")
-            model = load(AutoModelForCausalLM, config.model).to(device()).eval()
+            model, tokenizer = load_for_generation(config.model, "to draft replies with")
             greedy = ChatConfig(model_name_or_path=config.model, max_new_tokens=config.max_new_tokens, do_sample=False)
             writing.store_drafts(
                 connection, prompts, todo, partial(generate_reply, model, tokenizer, config=greedy), config.model

@@ -31,14 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import set_seed
 
 from lmforge import LmforgeError
 from lmforge.lib.configs import parse
 from lmforge.lib.conversations import check_conversation, load_source
 from lmforge.lib.files import recover_dir, staged_dir, write_json
-from lmforge.lib.loading import load
-from lmforge.lib.models import device
+from lmforge.lib.models import load_for_generation
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.sources import named_sources
 from lmforge.lib.tools import load_tools
@@ -184,10 +183,7 @@ def main(config: RolloutsConfig) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     recover_dir(output_dir / "dataset")  # a previous run killed while it swapped the dataset in
     prompts = load_prompts(config.prompts)
-    tokenizer = load(AutoTokenizer, config.model)  # one line for a model not trained yet
-    if not tokenizer.chat_template:
-        raise LmforgeError(f"model: {config.model}'s tokenizer has no chat template (rollouts need a chat model)")
-    model = load(AutoModelForCausalLM, config.model).to(device()).eval()
+    model, tokenizer = load_for_generation(config.model, "(rollouts need a chat model)")
     tools = load_tools(config.tools)
     check_settings(output_dir / "settings.json", {k: v for k, v in asdict(config).items() if k != "output_dir"})
     progress = output_dir / "rollouts.jsonl"

@@ -8,12 +8,10 @@ answers through a few-shot text prompt instead of the chat template (lmforge.lib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextStreamer
 
-from lmforge import LmforgeError
 from lmforge.lib.fewshot import EXAMPLES, few_shot_ids, reply_text, stopping
-from lmforge.lib.loading import load
-from lmforge.lib.models import device
+from lmforge.lib.models import load_for_generation
 from lmforge.lib.sampling import sampling_field, sampling_options
 from lmforge.lib.tools.generation import (
     end_of_turn_ids,
@@ -46,13 +44,10 @@ class ChatConfig:
 def load_assistant(config: ChatConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model chat and serve talk to, on this process's device, and its tokenizer. A tokenizer without a chat
     template is one line, before the model loads, unless the model is a base model chatted with `few_shot`."""
-    tokenizer = load(AutoTokenizer, config.model_name_or_path)
-    if not tokenizer.chat_template and not config.few_shot:
-        raise LmforgeError(
-            f"model {config.model_name_or_path}: its tokenizer has no chat template (a base model): chat with it "
-            "through a few-shot prompt (`--few_shot true`), or give it a template with `lmforge sft`"
-        )
-    return load(AutoModelForCausalLM, config.model_name_or_path).to(device()).eval(), tokenizer
+    why = (
+        "(a base model): chat with it through a few-shot prompt (`--few_shot true`), or give it one with `lmforge sft`"
+    )
+    return load_for_generation(config.model_name_or_path, None if config.few_shot else why)
 
 
 def new_conversation(config: ChatConfig) -> list[dict]:

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from transformers import TrainerState
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerState
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.integrations.fsdp import is_fsdp_managed_module
 from transformers.trainer_utils import get_last_checkpoint
 
 from lmforge import LmforgeError
-from lmforge.lib.loading import unreadable_file
+from lmforge.lib.loading import load, unreadable_file
 
 
 def peft_config(model_args: Any, model: torch.nn.Module) -> Any:
@@ -91,6 +91,18 @@ def process_state() -> PartialState:
     each of two launched processes as the only one (both would write). A Trainer with `use_cpu` tells it; stages
     that run without a Trainer (eval) and helpers called before one (resume) ask here first."""
     return PartialState(cpu=not torch.accelerator.is_available())
+
+
+def load_for_generation(
+    name_or_path: str, template_for: str | None = None
+) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
+    """A causal LM on this process's device, in eval mode, and its tokenizer, both through lib.loading.load. With
+    `template_for` (what the chat template is needed for: "to ask questions with"), a tokenizer without one is one
+    line, before the model loads."""
+    tokenizer = load(AutoTokenizer, name_or_path)
+    if template_for and not tokenizer.chat_template:
+        raise LmforgeError(f"model {name_or_path}: its tokenizer has no chat template {template_for}")
+    return load(AutoModelForCausalLM, name_or_path).to(device()).eval(), tokenizer
 
 
 def device() -> torch.device:

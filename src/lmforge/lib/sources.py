@@ -41,6 +41,7 @@ import fsspec
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
 
 from lmforge import LmforgeError
+from lmforge.lib.configs import from_json
 
 
 if TYPE_CHECKING:  # types of the hints only
@@ -85,13 +86,9 @@ def named_sources(value: str | dict | None, key: str) -> dict | None:
     """A recipe's sources by name (SFT's `datasets`, the prompts of rollouts and of the writing page), each a path or
     a mapping: `{chats: chats.jsonl}` is `{chats: {path: chats.jsonl}}`. On the command line the mapping comes as
     JSON, or one source alone as its path (`--datasets data/chats.jsonl`), named by its last part (chats.jsonl)."""
-    if isinstance(value, str):
-        if not value.lstrip().startswith("{"):
-            return {Path(value).name or value: {"path": value}}
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise LmforgeError(f"{key}: {value!r} is not JSON ({error})") from None
+    if isinstance(value, str) and not value.lstrip().startswith("{"):
+        return {Path(value).name or value: {"path": value}}
+    value = from_json(value, key)
     if not value:
         return None
     if not isinstance(value, dict):
